@@ -1,0 +1,300 @@
+"""One policy applied to one model: prune -> fine-tune (distill, QAT) -> convert -> measure.
+
+>>> result = compress(task, Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}}))
+>>> result.metrics["speedup"], result.metrics["compression"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .distill import TeacherCache
+from .errors import PolicyError
+from .finetune import EpochCallback, finetune_
+from .layers import list_layers, per_layer
+from .measure import count_macs, count_params, measure_latency
+from .policy import Policy
+from .prune import prune_
+from .targets import Target, get_target
+from .task import Task
+
+StageCallback = Callable[[str], None]
+_SIZE_KEYS = ("accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "macs")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How latency is measured: intra-op threads, warm-up and timed repeats."""
+
+    threads: int = 1
+    warmup: int = 5
+    repeats: int = 30
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy resolved against a model: one prune ratio and one bit-width per layer."""
+
+    prune: dict[str, float]
+    bits: dict[str, int]
+    protected: tuple[str, ...]
+
+
+def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy:
+    """Per-layer ratios and bits; errors name the policy key or layer at fault."""
+    infos = list_layers(task.model, task.example_inputs)
+    protected = (
+        tuple(task.output_layers)
+        if task.output_layers is not None
+        else tuple(i.path for i in infos if i.is_output)
+    )
+    prunable = [i.path for i in infos if i.path not in protected]
+    for key, ratio in policy.prune_layers.items():
+        if key in protected and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {key} is an output layer and keeps its "
+                "outputs; remove the key or set it to 0"
+            )
+    prune_keys = {k: v for k, v in policy.prune_layers.items() if k not in protected}
+    prune = per_layer(policy.prune_default, prune_keys, prunable, section="prune")
+    bits = per_layer(
+        policy.quant_default, policy.quant_layers, [i.path for i in infos], section="quant"
+    )
+    for path, b in bits.items():
+        if b not in target.bits:
+            raise PolicyError(
+                f"layer {path}: {b} bits cannot be honoured by target {target.name!r} "
+                f"(supported: {list(target.bits)})"
+            )
+    return ResolvedPolicy(
+        prune=dict(prune), bits={p: int(b) for p, b in bits.items()}, protected=protected
+    )
+
+
+@dataclass
+class CompressResult:
+    """The deployable model and its measured figures (the content of ``metrics.json``)."""
+
+    model: nn.Module
+    policy: Policy
+    metrics: dict[str, Any]
+    artifact: Path
+
+    def __getattr__(self, name: str) -> Any:
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
+
+
+@dataclass
+class Baseline:
+    """The uncompressed teacher measured like any candidate, once per process."""
+
+    metrics: dict[str, Any]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+
+def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]:
+    return {
+        "policy": policy.to_dict(),
+        "task_spec": task.spec,
+        "task_base_dir": os.getcwd(),
+        "target": target.name,
+    }
+
+
+def _measure_artifact(
+    task: Task, model: nn.Module, path: Path, settings: MeasureSettings
+) -> dict[str, Any]:
+    lat = measure_latency(
+        model,
+        task.example_inputs,
+        n_threads=settings.threads,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+    )
+    return {
+        "accuracy": task.evaluate(model),
+        "size_bytes": path.stat().st_size,
+        "latency_ms": lat.median_ms,
+        "latency_p90_ms": lat.p90_ms,
+        "params": count_params(model),
+        "macs": count_macs(model, task.example_inputs),
+    }
+
+
+def measure_baseline(
+    task: Task, *, target: str = "torch", settings: MeasureSettings = MeasureSettings()
+) -> dict[str, Any]:
+    """The teacher written as a float artifact by ``target`` and measured like a candidate."""
+    tgt = get_target(target)
+    bits = {i.path: 32 for i in list_layers(task.model)}
+    with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
+        path = Path(tmp) / tgt.artifact_name
+        tgt.save(
+            task.model, path, bits=bits, structure={}, meta=_artifact_meta(task, Policy(), tgt)
+        )
+        deployed = tgt.load(path, task.model)
+        return _measure_artifact(task, deployed, path, settings)
+
+
+def structure_cost(
+    task: Task,
+    student: nn.Module,
+    bits: Mapping[str, int],
+    structure: Mapping,
+    *,
+    target: Target,
+    settings: MeasureSettings,
+) -> dict[str, Any]:
+    """Size and latency of the converted structure before any training (for early rejection)."""
+    with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
+        path = Path(tmp) / target.artifact_name
+        target.save(student, path, bits=bits, structure=structure, meta={})
+        deployed = target.load(path, task.model)
+        lat = measure_latency(
+            deployed,
+            task.example_inputs,
+            n_threads=settings.threads,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+        )
+        return {
+            "size_bytes": path.stat().st_size,
+            "latency_ms": lat.median_ms,
+            "latency_p90_ms": lat.p90_ms,
+            "params": count_params(deployed),
+        }
+
+
+class StopTrial(Exception):
+    """Raised by an ``on_structure`` callback to stop a candidate before fine-tuning."""
+
+
+def compress(
+    task: Task,
+    policy: Policy,
+    *,
+    out_dir: str | Path | None = None,
+    target: str = "torch",
+    importance: str = "taylor",
+    seed: int = 0,
+    settings: MeasureSettings = MeasureSettings(),
+    baseline: Mapping[str, Any] | None = None,
+    teacher_cache: TeacherCache | None = None,
+    on_stage: StageCallback | None = None,
+    on_structure: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> CompressResult:
+    """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
+
+    Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
+    directory when not given). Accuracy, size and latency are those of the artifact as
+    loaded back by the target's loader.
+    """
+    stage = on_stage or (lambda s: None)
+    tgt = get_target(target)
+    resolved = resolve_policy(task, policy, tgt)
+    if baseline is None:
+        stage("measure baseline")
+        baseline = measure_baseline(task, target=target, settings=settings)
+
+    stage("prune")
+    student = copy.deepcopy(task.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        prune_(student, task, resolved.prune, importance=importance, protected=resolved.protected)
+    structure = _structure(task.model, student)
+
+    if on_structure is not None:
+        stage("measure structure")
+        on_structure(
+            structure_cost(task, student, resolved.bits, structure, target=tgt, settings=settings)
+        )
+
+    if policy.finetune.epochs:
+        stage("fine-tune")
+    finetune_(
+        student,
+        task,
+        policy,
+        resolved.bits,
+        teacher_cache=teacher_cache,
+        seed=seed,
+        on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+    )
+
+    stage("convert")
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
+    out.mkdir(parents=True, exist_ok=True)
+    artifact = out / tgt.artifact_name
+    records = tgt.save(
+        student,
+        artifact,
+        bits=resolved.bits,
+        structure=structure,
+        meta=_artifact_meta(task, policy, tgt),
+    )
+    deployed = tgt.load(artifact, task.model)
+
+    stage("measure")
+    measured = _measure_artifact(task, deployed, artifact, settings)
+    metrics = dict(measured)
+    metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
+    metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
+    metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
+    metrics["layers"] = {
+        p: {"prune": resolved.prune.get(p, 0.0), **rec} for p, rec in records.items()
+    }
+    metrics["artifact"] = artifact.name
+    metrics["target"] = tgt.name
+    metrics["threads"] = settings.threads
+    (out / "policy.json").write_text(policy.to_json(indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return CompressResult(model=deployed, policy=policy, metrics=metrics, artifact=artifact)
+
+
+def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
+    from .targets._torch import structure_diff
+
+    return structure_diff(original, pruned)
+
+
+def _staged_epochs(on_epoch, stage, epochs):
+    def callback(epoch: int, model: nn.Module) -> None:
+        stage(f"fine-tune epoch {epoch + 1}/{epochs}")
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+
+    return callback
+
+
+def load_artifact(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a deployable model written by ``compress`` without unpickling Python objects.
+
+    ``model`` is the uncompressed architecture (e.g. ``task.model``); when omitted, the task
+    recorded in the artifact is loaded to provide it.
+    """
+    from .targets._torch import read
+    from .task import load_task
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    meta, _ = read(path)
+    if model is None:
+        if not meta.get("task_spec"):
+            raise PolicyError(f"artifact {path} records no task; pass model= to load_artifact")
+        model = load_task(meta["task_spec"], base_dir=meta.get("task_base_dir")).model
+    return get_target(meta.get("target", "torch")).load(path, model)

@@ -1,0 +1,19 @@
+"""One exception tree for user mistakes; the CLI turns these into a one-line message and exit 2."""
+
+from __future__ import annotations
+
+
+class AutoCompressError(ValueError):
+    """A user mistake: bad input, a bad file, a bad key. The message says what, where and how."""
+
+
+class PolicyError(AutoCompressError):
+    """A policy that cannot be applied to the model (unknown key, bad ratio, unmatched glob...)."""
+
+
+class TaskError(AutoCompressError):
+    """A task spec that cannot be loaded or does not return a Task."""
+
+
+class ConfigError(AutoCompressError):
+    """A search config, search-space or objective file with a bad key or value."""

@@ -1,0 +1,166 @@
+"""A compression policy: distillation, per-layer pruning and bits, fine-tuning — one JSON object.
+
+>>> p = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}})
+>>> Policy.from_json(p.to_json()) == p
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PolicyError
+
+SUPPORTED_BITS = (2, 3, 4, 8, 16, 32)
+
+
+def _check_keys(section: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    if not isinstance(given, Mapping):
+        raise PolicyError(f"policy key {section!r} must be an object, got {given!r}")
+    for key in given:
+        if key not in allowed:
+            raise PolicyError(
+                f"unknown policy key {section + '.' if section else ''}{key}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+
+
+def _number(section: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PolicyError(f"policy key {section} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _ratio(key: str, value: Any) -> float:
+    value = _number(key, value)
+    if not 0.0 <= value < 1.0:
+        raise PolicyError(f"policy key {key} = {value} is outside [0, 1): a prune ratio")
+    return value
+
+
+def _bits(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SUPPORTED_BITS:
+        raise PolicyError(
+            f"policy key {key} = {value!r}: bits must be one of {list(SUPPORTED_BITS)}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Distill:
+    alpha: float = 1.0
+    temperature: float = 4.0
+
+
+@dataclass(frozen=True)
+class Finetune:
+    lambda_: float = 0.0
+    epochs: int = 0
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to do to a model. ``bits == 32`` means float (unquantized)."""
+
+    distill: Distill = field(default_factory=Distill)
+    prune_default: float = 0.0
+    prune_layers: dict[str, float] = field(default_factory=dict)
+    quant_default: int = 32
+    quant_layers: dict[str, int] = field(default_factory=dict)
+    finetune: Finetune = field(default_factory=Finetune)
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    # -- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "distill": {"alpha": self.distill.alpha, "temperature": self.distill.temperature},
+            "prune": {"default": self.prune_default, "layers": dict(self.prune_layers)},
+            "quant": {"default": self.quant_default, "layers": dict(self.quant_layers)},
+            "finetune": {
+                "lambda": self.finetune.lambda_,
+                "epochs": self.finetune.epochs,
+                "lr": self.finetune.lr,
+            },
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        _check_keys("", data, ("distill", "prune", "quant", "finetune"))
+        d = data.get("distill", {})
+        _check_keys("distill", d, ("alpha", "temperature"))
+        alpha = _number("distill.alpha", d.get("alpha", 1.0))
+        if not 0.0 <= alpha <= 1.0:
+            raise PolicyError(f"policy key distill.alpha = {alpha} is outside [0, 1]")
+        temperature = _number("distill.temperature", d.get("temperature", 4.0))
+        if temperature <= 0:
+            raise PolicyError(f"policy key distill.temperature = {temperature} must be > 0")
+
+        p = data.get("prune", {})
+        _check_keys("prune", p, ("default", "layers"))
+        p_layers = p.get("layers", {})
+        _check_keys("prune.layers", p_layers, tuple(p_layers))
+        prune_layers = {k: _ratio(f"prune.layers[{k!r}]", v) for k, v in p_layers.items()}
+
+        q = data.get("quant", {})
+        _check_keys("quant", q, ("default", "layers"))
+        q_layers = q.get("layers", {})
+        _check_keys("quant.layers", q_layers, tuple(q_layers))
+        quant_layers = {k: _bits(f"quant.layers[{k!r}]", v) for k, v in q_layers.items()}
+
+        f = data.get("finetune", {})
+        _check_keys("finetune", f, ("lambda", "epochs", "lr"))
+        lam = _number("finetune.lambda", f.get("lambda", 0.0))
+        if lam < 0:
+            raise PolicyError(f"policy key finetune.lambda = {lam} must be >= 0")
+        epochs = f.get("epochs", 0)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise PolicyError(f"policy key finetune.epochs = {epochs!r} must be an integer >= 0")
+        lr = _number("finetune.lr", f.get("lr", 1e-3))
+        if lr <= 0:
+            raise PolicyError(f"policy key finetune.lr = {lr} must be > 0")
+
+        return cls(
+            distill=Distill(alpha=alpha, temperature=temperature),
+            prune_default=_ratio("prune.default", p.get("default", 0.0)),
+            prune_layers=prune_layers,
+            quant_default=_bits("quant.default", q.get("default", 32)),
+            quant_layers=quant_layers,
+            finetune=Finetune(lambda_=lam, epochs=epochs, lr=lr),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"policy is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def identity(cls) -> Policy:
+        """The teacher itself: no distillation, no pruning, float weights, no fine-tuning."""
+        return cls()
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy JSON file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from None
+    try:
+        return Policy.from_json(text)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None

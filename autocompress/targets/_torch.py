@@ -1,0 +1,185 @@
+"""The ``torch`` target: a safe ``model.pt`` (tensors + JSON, loaded with weights_only=True).
+
+What each bit-width becomes on this target:
+
+- 32: float32 weights, float compute.
+- 16: float16 storage, upcast on load (``weight-only``).
+- 8 on Linear: int8 per-channel weights run by PyTorch's dynamic-quantized Linear
+  (fbgemm integer kernels, activations quantized on the fly) — ``int-compute``.
+- 8 on Conv, and 2/3/4 everywhere: integer codes stored packed (8 bits per byte for 8,
+  a bit stream for fewer) with per-channel scales, dequantized to float32 on load
+  (``weight-only``).
+
+The file holds no pickled Python objects: the architecture comes from the task's model, and
+the artifact records which module attributes pruning changed (channel counts, heads) so the
+loader can rebuild the pruned structure before filling in the tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AutoCompressError
+from ..quantize import dequantize, pack_codes, quantize_weight, unpack_codes
+
+FORMAT = "autocompress-torch/1"
+_SCALAR_TYPES = (int, float, bool, str)
+
+
+def layer_mode(module: nn.Module, bits: int) -> str:
+    if bits == 32:
+        return "float"
+    if bits == 8 and isinstance(module, nn.Linear):
+        return "int-compute"
+    return "weight-only"
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, _SCALAR_TYPES) or value is None:
+        return True
+    return isinstance(value, tuple | list) and all(isinstance(v, _SCALAR_TYPES) for v in value)
+
+
+def structure_diff(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
+    """Plain module attributes (channel counts, heads...) that differ after pruning."""
+    before = dict(original.named_modules())
+    diff: dict[str, dict[str, Any]] = {}
+    for path, mod in pruned.named_modules():
+        ref = before.get(path)
+        if ref is None:
+            raise AutoCompressError(f"module {path!r} is not in the original model")
+        changed = {
+            k: v
+            for k, v in vars(mod).items()
+            if not k.startswith("_") and _plain(v) and vars(ref).get(k) != v
+        }
+        if changed:
+            diff[path] = changed
+    return diff
+
+
+def save(
+    model: nn.Module,
+    path: Path,
+    *,
+    bits: Mapping[str, int],
+    structure: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Write the deployable file; returns per-layer ``{"bits", "mode"}`` records."""
+    modules = dict(model.named_modules())
+    tensors: dict[str, torch.Tensor] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    quantized = {p: b for p, b in bits.items() if b < 32}
+    for name, tensor in model.state_dict().items():
+        owner, _, leaf = name.rpartition(".")
+        b = quantized.get(owner)
+        if b is None or leaf != "weight":
+            tensors[name] = tensor.detach().clone().contiguous()
+            continue
+        if b == 16:
+            tensors[name + ".fp16"] = tensor.detach().to(torch.float16).contiguous()
+            continue
+        codes, scale = quantize_weight(tensor, b)
+        tensors[name + ".scale"] = scale
+        if b == 8:
+            tensors[name + ".int8"] = codes.contiguous()
+        else:
+            tensors[name + f".packed{b}"] = pack_codes(codes, b)
+            tensors[name + ".shape"] = torch.tensor(list(codes.shape), dtype=torch.int64)
+    for p, b in bits.items():
+        layers[p] = {"bits": b, "mode": layer_mode(modules[p], b)}
+    header = dict(meta, format=FORMAT, structure=structure, layers=layers)
+    torch.save({"format": FORMAT, "meta": json.dumps(header), "tensors": tensors}, path)
+    return layers
+
+
+def read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AutoCompressError(f"cannot read artifact {path}: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise AutoCompressError(f"{path} is not an autocompress torch artifact ({FORMAT})")
+    return json.loads(blob["meta"]), blob["tensors"]
+
+
+def _float_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float tensors for every state-dict entry; quantized weights dequantized."""
+    state: dict[str, torch.Tensor] = {}
+    side: set[str] = set()
+    for key, t in tensors.items():
+        base, _, kind = key.rpartition(".")
+        if kind == "fp16":
+            state[base] = t.to(torch.float32)
+        elif kind == "int8":
+            state[base] = dequantize(t, tensors[base + ".scale"])
+        elif kind.startswith("packed"):
+            shape = tuple(int(s) for s in tensors[base + ".shape"])
+            codes = unpack_codes(t, int(kind[len("packed") :]), shape)
+            state[base] = dequantize(codes, tensors[base + ".scale"])
+        else:
+            continue
+        side.update({base + ".scale", base + ".shape"})
+    for key, t in tensors.items():
+        base, _, kind = key.rpartition(".")
+        if key not in side and base not in state:
+            state[key] = t
+    return state
+
+
+def _int8_linear(linear: nn.Linear, codes: torch.Tensor, scale: torch.Tensor) -> nn.Module:
+    qlinear = torch.ao.nn.quantized.dynamic.Linear(
+        linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8
+    )
+    qweight = torch._make_per_channel_quantized_tensor(
+        codes, scale.to(torch.float64), torch.zeros_like(scale, dtype=torch.int64), 0
+    )
+    qlinear.set_weight_bias(qweight, None if linear.bias is None else linear.bias.detach())
+    return qlinear
+
+
+def load(path: Path, skeleton: nn.Module) -> nn.Module:
+    """Rebuild the deployable model: pruned structure from ``skeleton``'s architecture,
+    tensors from the file, int8 Linears on integer kernels."""
+    meta, tensors = read(path)
+    model = copy.deepcopy(skeleton).eval()
+    modules = dict(model.named_modules())
+    for mpath, attrs in meta["structure"].items():
+        if mpath not in modules:
+            raise AutoCompressError(f"artifact {path}: module {mpath!r} is not in the model")
+        for k, v in attrs.items():
+            setattr(modules[mpath], k, tuple(v) if isinstance(v, list) else v)
+    state = _float_state(tensors)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise AutoCompressError(
+            f"artifact {path} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, value in state.items():
+        owner, _, leaf = name.rpartition(".")
+        mod = modules[owner] if owner else model
+        if leaf in mod._parameters:
+            mod._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+        else:
+            mod._buffers[leaf] = value
+    for lpath, rec in meta["layers"].items():
+        if rec["mode"] != "int-compute":
+            continue
+        parent_path, _, child = lpath.rpartition(".")
+        parent = modules[parent_path] if parent_path else model
+        w = lpath + ".weight"
+        setattr(
+            parent, child, _int8_linear(modules[lpath], tensors[w + ".int8"], tensors[w + ".scale"])
+        )
+    return model.eval()

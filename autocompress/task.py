@@ -1,0 +1,165 @@
+"""The user's job: a trained teacher, its data, its metric, and how to read its outputs."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import TaskError
+
+Batch = tuple[Any, torch.Tensor]
+
+
+def _identity(outputs: Any) -> torch.Tensor:
+    return outputs
+
+
+def run_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on one batch's inputs: a tensor, or a tuple/list of tensors."""
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
+
+
+def top1_accuracy(model: nn.Module, val_loader: Iterable[Batch], *, output_fn=_identity) -> float:
+    """Fraction of batches' samples whose arg-max logit is the target."""
+    correct = total = 0
+    model.eval()
+    with torch.inference_mode():
+        for inputs, targets in val_loader:
+            logits = output_fn(run_model(model, inputs))
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+            total += int(targets.numel())
+    if total == 0:
+        raise TaskError("the task's val_loader yielded no samples")
+    return correct / total
+
+
+@dataclass
+class Task:
+    """A compression job.
+
+    Args:
+        model: the trained teacher.
+        train_loader, val_loader: re-iterable ``(inputs, targets)`` batches. Keep the train
+            order fixed (no shuffling) so teacher outputs are computed once and reused.
+        example_inputs: a tuple of tensors the model takes, used for latency and export.
+        metric: ``(model, val_loader) -> float``, higher is better. Default: top-1 accuracy
+            of ``output_fn(model(inputs))``.
+        loss: ``(outputs, targets) -> scalar`` on ``output_fn`` outputs. Default cross-entropy.
+        output_fn: maps raw model outputs to what loss, metric and distillation use
+            (e.g. the pooled embedding of an encoder). Default: the outputs themselves.
+        distill_kind: ``"logits"`` (softened-softmax KL) or ``"embedding"`` (the KD term is
+            a feature loss between teacher and student ``output_fn`` outputs).
+        feature_layers: module paths whose outputs the student matches to the teacher's.
+        feature_loss: ``"mse"`` or ``"cosine"`` for feature matching.
+        feature_weight: weight of the feature loss.
+        output_layers: module paths never pruned; default: the last Linear/Conv executed.
+        name: shown in reports.
+    """
+
+    model: nn.Module
+    train_loader: Iterable[Batch]
+    val_loader: Iterable[Batch]
+    example_inputs: tuple[torch.Tensor, ...]
+    metric: Callable[[nn.Module, Iterable[Batch]], float] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    output_fn: Callable[[Any], torch.Tensor] = _identity
+    distill_kind: str = "logits"
+    feature_layers: Sequence[str] = field(default_factory=tuple)
+    feature_loss: str = "mse"
+    feature_weight: float = 1.0
+    output_layers: Sequence[str] | None = None
+    name: str = "task"
+    spec: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise TaskError(f"Task.model must be a torch.nn.Module, got {type(self.model)!r}")
+        if isinstance(self.example_inputs, torch.Tensor):
+            self.example_inputs = (self.example_inputs,)
+        if not all(isinstance(t, torch.Tensor) for t in self.example_inputs):
+            raise TaskError("Task.example_inputs must be a tuple of tensors")
+        if self.distill_kind not in ("logits", "embedding"):
+            raise TaskError(
+                f"Task.distill_kind must be 'logits' or 'embedding', got {self.distill_kind!r}"
+            )
+        if self.feature_loss not in ("mse", "cosine"):
+            raise TaskError(
+                f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
+            )
+        names = dict(self.model.named_modules())
+        for path in self.feature_layers:
+            if path not in names:
+                raise TaskError(f"Task.feature_layers names {path!r}, not a module of the model")
+
+    def evaluate(self, model: nn.Module) -> float:
+        if self.metric is not None:
+            return float(self.metric(model, self.val_loader))
+        return top1_accuracy(model, self.val_loader, output_fn=self.output_fn)
+
+    def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.loss is not None:
+            return self.loss(outputs, targets)
+        return F.cross_entropy(outputs, targets)
+
+
+def _import_file(path: Path) -> Any:
+    mod_name = "_autocompress_task_" + str(abs(hash(str(path.resolve()))))
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"cannot import task file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[mod_name]
+        raise
+    return module
+
+
+def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
+    """Build a Task from ``path/to/file.py:function`` or ``package.module:function``.
+
+    Relative file paths resolve against ``base_dir`` (default: the working directory).
+    """
+    if ":" not in spec:
+        raise TaskError(
+            f"task spec {spec!r} must look like 'file.py:function' or 'pkg.mod:function'"
+        )
+    target, func_name = spec.rsplit(":", 1)
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_absolute() and base_dir is not None and not path.exists():
+            path = Path(base_dir) / path
+        if not path.exists():
+            raise TaskError(f"task file {target} does not exist (task spec {spec!r})")
+        module = _import_file(path)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise TaskError(f"cannot import task module {target!r}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise TaskError(f"task spec {spec!r}: {target} has no function {func_name!r}")
+    task = func()
+    if not isinstance(task, Task):
+        raise TaskError(
+            f"task spec {spec!r}: {func_name}() returned {type(task).__name__}, not a Task"
+        )
+    if task.spec is None:
+        task.spec = spec
+    return task
