@@ -3,21 +3,25 @@
 A per-layer ratio is the fraction of a layer's output channels (neurons) removed. Coupled layers
 (residual adds, concatenations, norms, depthwise/grouped convs) shrink together through the
 dependency graph. Output layers keep their outputs. Attention modules that expose an int
-``num_heads`` and child Linears named q/k/v (or q_proj/k_proj/v_proj, query/key/value) lose
-whole heads at their q/k/v ratio; their ``num_heads`` attribute is updated.
+``num_heads``, child Linears named q/k/v (or q_proj/k_proj/v_proj, query/key/value) and an
+output Linear (proj/out_proj/o_proj/out/dense) lose whole heads at the q layer's ratio; their
+``num_heads`` attribute is updated and q/k/v outputs are never pruned channel-wise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from itertools import islice
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
 from .task import Task, run_model
 
 _QKV_NAMES = (("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+_OUT_NAMES = ("proj", "out_proj", "o_proj", "out", "dense")
 
 
 def _taylor(model: nn.Module, task: Task, batches: int) -> tp.importance.Importance:
@@ -39,18 +43,69 @@ IMPORTANCE: dict[str, Callable[[nn.Module, Task, int], tp.importance.Importance]
 }
 
 
-def attention_modules(model: nn.Module) -> dict[str, tuple[nn.Linear, nn.Linear, nn.Linear]]:
-    """Attention modules recognised for head pruning: path -> (q, k, v) Linears."""
+@dataclass(frozen=True)
+class AttentionLayer:
+    """An attention module whose heads can be removed: q/k/v rows and out-projection columns."""
+
+    module: nn.Module
+    qkv: tuple[nn.Linear, nn.Linear, nn.Linear]
+    out: nn.Linear
+
+
+def attention_modules(model: nn.Module) -> dict[str, AttentionLayer]:
+    """Attention modules recognised for head pruning, by path."""
     found = {}
     for path, mod in model.named_modules():
         if not isinstance(getattr(mod, "num_heads", None), int):
             continue
+        out = next(
+            (getattr(mod, n) for n in _OUT_NAMES if isinstance(getattr(mod, n, None), nn.Linear)),
+            None,
+        )
         for names in _QKV_NAMES:
-            qkv = [getattr(mod, n, None) for n in names]
-            if all(isinstance(m, nn.Linear) for m in qkv):
-                found[path] = tuple(qkv)
+            qkv = tuple(getattr(mod, n, None) for n in names)
+            if out is not None and all(isinstance(m, nn.Linear) for m in qkv):
+                found[path] = AttentionLayer(mod, qkv, out)  # type: ignore[arg-type]
                 break
     return found
+
+
+def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
+    new = nn.Parameter(param.detach().index_select(dim, index).clone())
+    if param.grad is not None:
+        new.grad = param.grad.index_select(dim, index).clone()
+    return new
+
+
+def _head_scores(layer: AttentionLayer, heads: int, importance: str) -> torch.Tensor:
+    score = torch.zeros(heads)
+    for lin in layer.qkv:
+        w = lin.weight.detach()
+        if importance == "taylor" and lin.weight.grad is not None:
+            w = w * lin.weight.grad
+        score += w.abs().reshape(heads, -1).sum(dim=1)
+    return score
+
+
+def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
+    """Remove ``round(ratio · heads)`` whole heads (at least one head stays)."""
+    heads = layer.module.num_heads
+    drop = min(heads - 1, int(round(ratio * heads)))
+    if drop <= 0:
+        return
+    head_dim = layer.qkv[0].out_features // heads
+    keep = torch.sort(
+        torch.topk(_head_scores(layer, heads, importance), heads - drop).indices
+    ).values
+    rows = (keep[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+    for lin in layer.qkv:
+        lin.weight = _sliced(lin.weight, rows, 0)
+        if lin.bias is not None:
+            lin.bias = _sliced(lin.bias, rows, 0)
+        lin.out_features = len(rows)
+    layer.out.weight = _sliced(layer.out.weight, rows, 1)
+    layer.out.in_features = len(rows)
+    layer.module.num_heads = heads - drop
 
 
 def prune_(
@@ -72,37 +127,26 @@ def prune_(
         raise ValueError(f"unknown importance {importance!r}; choose from {sorted(IMPORTANCE)}")
     modules = dict(model.named_modules())
     attn = attention_modules(model)
-    head_linears = {id(m) for qkv in attn.values() for m in qkv}
+    names = {id(m): p for p, m in modules.items()}
+    head_linears = {id(m) for layer in attn.values() for m in layer.qkv}
+    imp = IMPORTANCE[importance](model, task, batches)
+    for layer in attn.values():
+        prune_heads_(layer, ratios.get(names[id(layer.qkv[0])], 0.0), importance)
     ratio_dict = {
         modules[p]: r for p, r in ratios.items() if r > 0 and id(modules[p]) not in head_linears
     }
-    num_heads: dict[nn.Module, int] = {}
-    head_ratios: dict[nn.Module, float] = {}
-    for path, qkv in attn.items():
-        for lin in qkv:
-            num_heads[lin] = modules[path].num_heads
-        q_path = next(p for p, m in modules.items() if m is qkv[0])
-        if ratios.get(q_path, 0.0) > 0:
-            for lin in qkv:
-                head_ratios[lin] = ratios[q_path]
-    ignored = [modules[p] for p in protected]
-    imp = IMPORTANCE[importance](model, task, batches)
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example_inputs=task.example_inputs,
-        importance=imp,
-        pruning_ratio=0.0,
-        pruning_ratio_dict=ratio_dict,
-        ignored_layers=ignored,
-        num_heads=num_heads,
-        prune_num_heads=bool(head_ratios),
-        prune_head_dims=False,
-        head_pruning_ratio_dict=head_ratios or None,
-        forward_fn=lambda m, x: m(*x) if isinstance(x, tuple | list) else m(x),
-    )
-    pruner.step()
-    for path, qkv in attn.items():
-        modules[path].num_heads = pruner.num_heads[qkv[0]]
+    if ratio_dict:
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example_inputs=task.example_inputs,
+            importance=imp,
+            pruning_ratio=0.0,
+            pruning_ratio_dict=ratio_dict,
+            ignored_layers=[modules[p] for p in protected]
+            + [m for a in attn.values() for m in a.qkv],
+            forward_fn=lambda m, x: m(*x) if isinstance(x, tuple | list) else m(x),
+        )
+        pruner.step()
     model.zero_grad(set_to_none=True)
     return model
 

@@ -31,13 +31,14 @@ class ResNetish(nn.Module):
         self.layer1 = Block(width)
         self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width)
         self.pw = nn.Conv2d(width, width, 1)
+        self.merge = nn.Conv2d(2 * width, 2 * width, 1, bias=False)
         self.layer2 = Block(2 * width)
         self.fc = nn.Linear(2 * width, classes)
 
     def forward(self, x):
         x = F.relu(self.bn(self.stem(x)))
         x = self.layer1(x)
-        x = torch.cat([x, self.pw(F.relu(self.dw(x)))], dim=1)
+        x = self.merge(torch.cat([x, self.pw(F.relu(self.dw(x)))], dim=1))
         x = self.layer2(x)
         return self.fc(x.mean(dim=(2, 3)))
 

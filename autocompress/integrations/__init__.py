@@ -1,0 +1,1 @@
+"""Integrations with outside services (Ray, MLflow); each module imports its service lazily."""
