@@ -42,7 +42,10 @@ def test_matches_brute_force_box_union(dim: int, seed: int) -> None:
     rng = random.Random(seed)
     n = rng.randint(1, 9)
     # Coarse values give ties and duplicates, which exercise the edge cases.
-    points = [tuple(rng.choice([0.1, 0.25, 0.4, 0.5, 0.7, 0.9, 1.2]) for _ in range(dim)) for _ in range(n)]
+    points = [
+        tuple(rng.choice([0.1, 0.25, 0.4, 0.5, 0.7, 0.9, 1.2]) for _ in range(dim))
+        for _ in range(n)
+    ]
     points += [tuple(rng.random() for _ in range(dim)) for _ in range(n)]
     reference = tuple([1.0] * dim)
     assert hypervolume(points, reference) == pytest.approx(box_union_volume(points, reference))
@@ -115,7 +118,10 @@ def test_history_is_monotone_and_uses_only_complete_trials() -> None:
 
 def test_history_two_objectives_with_custom_reference() -> None:
     objectives = OBJECTIVES[:2]
-    records = [_record(0, "complete", 0.98, 654321, 1.0), _record(1, "complete", 0.49, 65432.1, 1.0)]
+    records = [
+        _record(0, "complete", 0.98, 654321, 1.0),
+        _record(1, "complete", 0.49, 65432.1, 1.0),
+    ]
     history = hypervolume_history(records, objectives, BASELINE, reference=(0.0, 2.0))
     assert history[0][1] == pytest.approx(1.0 * 1.0)
     assert history[1][1] == pytest.approx(1.0 * 1.0 + 0.5 * 0.9)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,13 @@ def _float_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def _int8_linear(linear: nn.Linear, codes: torch.Tensor, scale: torch.Tensor) -> nn.Module:
+    with warnings.catch_warnings():
+        # PyTorch 2.13 flags quantized tensor creation as deprecated; the kernels still run.
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        return _make_int8_linear(linear, codes, scale)
+
+
+def _make_int8_linear(linear: nn.Linear, codes: torch.Tensor, scale: torch.Tensor) -> nn.Module:
     qlinear = torch.ao.nn.quantized.dynamic.Linear(
         linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8
     )

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from models import cnn_task, encoder_task, mlp_task
+
+from autocompress import Policy, compress, load_artifact
+from autocompress.distill import TeacherCache, kd_loss
+from autocompress.quantize import pack_codes, quantize_weight, unpack_codes
+
+PRUNE_INT8 = {
+    "distill": {"alpha": 0.5, "temperature": 4.0},
+    "prune": {"default": 0.5},
+    "quant": {"default": 8},
+    "finetune": {"lambda": 1e-4, "epochs": 1, "lr": 1e-3},
+}
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return cnn_task(width=32)
+
+
+def test_identity_policy_reproduces_the_teacher_exactly(cnn, tmp_path):
+    result = compress(cnn, Policy.identity(), out_dir=tmp_path)
+    m = result.metrics
+    assert m["accuracy"] == m["baseline"]["accuracy"] == cnn.evaluate(cnn.model)
+    assert m["params"] == m["baseline"]["params"]
+    x = cnn.example_inputs
+    assert torch.equal(result.model(*x), cnn.model(*x))
+
+
+def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):
+    result = compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
+    m = result.metrics
+    assert m["baseline"]["params"] / m["params"] >= 3.0
+    assert m["baseline"]["macs"] / m["macs"] >= 3.0
+    assert m["compression"] >= 6.0
+    assert m["size_bytes"] == (tmp_path / "model.pt").stat().st_size
+    assert m["speedup"] == pytest.approx(m["baseline"]["latency_ms"] / m["latency_ms"])
+    assert m["layers"]["layer1.conv1"] == {"prune": 0.5, "bits": 8, "mode": "weight-only"}
+    assert m["layers"]["fc"] == {"prune": 0.0, "bits": 8, "mode": "int-compute"}
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["size_bytes"] == m["size_bytes"]
+    assert Policy.from_json((tmp_path / "policy.json").read_text()) == Policy.from_dict(PRUNE_INT8)
+    # the deployable model is a real int8 Linear
+    assert isinstance(result.model.fc, torch.ao.nn.quantized.dynamic.Linear)
+    assert 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_artifact_reloads_in_a_fresh_process_with_same_outputs(cnn, tmp_path):
+    result = compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
+    x = cnn.example_inputs[0]
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(result.model(x).detach(), tmp_path / "y.pt")
+    torch.save(cnn.model.state_dict(), tmp_path / "teacher.pt")
+    script = f"""
+import torch
+from models import ResNetish
+from autocompress import load_artifact
+skeleton = ResNetish(32)
+skeleton.load_state_dict(torch.load(r"{tmp_path}/teacher.pt", weights_only=True))
+model = load_artifact(r"{tmp_path}/model.pt", skeleton)
+x = torch.load(r"{tmp_path}/x.pt", weights_only=True)
+y = torch.load(r"{tmp_path}/y.pt", weights_only=True)
+assert torch.allclose(model(x), y, atol=1e-5), (model(x) - y).abs().max()
+print("ok", sum(p.numel() for p in model.parameters()))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="tests", check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+def test_artifact_is_safe_to_load(cnn, tmp_path):
+    compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(blob) == {"format", "meta", "tensors"}
+    assert all(isinstance(t, torch.Tensor) for t in blob["tensors"].values())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 16])
+def test_low_bits_are_stored_packed(cnn, tmp_path, bits):
+    policy = Policy.from_dict({"quant": {"default": bits}})
+    result = compress(cnn, policy, out_dir=tmp_path)
+    m = result.metrics
+    assert {rec["mode"] for rec in m["layers"].values()} == {"weight-only"}
+    assert m["compression"] > 32 / bits * 0.5
+    reloaded = load_artifact(tmp_path / "model.pt", cnn.model)
+    x = cnn.example_inputs
+    assert torch.allclose(reloaded(*x), result.model(*x))
+
+
+def test_pack_round_trip():
+    w = torch.randn(7, 5, 3)
+    for bits in (2, 3, 4):
+        codes, _ = quantize_weight(w, bits)
+        assert torch.equal(unpack_codes(pack_codes(codes, bits), bits, tuple(codes.shape)), codes)
+        assert pack_codes(codes, bits).numel() == -(-codes.numel() * bits // 8)
+
+
+def test_mlp_end_to_end(tmp_path):
+    task = mlp_task()
+    result = compress(task, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
+    m = result.metrics
+    assert m["params"] < m["baseline"]["params"]
+    assert all(rec["mode"] == "int-compute" for rec in m["layers"].values())
+    assert m["compression"] > 3
+
+
+def test_transformer_end_to_end_prunes_heads_and_ffn(tmp_path):
+    task = encoder_task()
+    policy = Policy.from_dict(
+        {
+            "prune": {"layers": {"layers.*.attn.q": 0.5, "layers.*.fc1": 0.5}},
+            "quant": {"default": 8},
+            "distill": {"alpha": 0.5},
+            "finetune": {"epochs": 1},
+        }
+    )
+    result = compress(task, policy, out_dir=tmp_path)
+    attn = result.model.layers[0].attn
+    assert attn.num_heads == 2
+    assert result.model.layers[0].fc1.weight().shape[0] == 32  # int8 Linear: (out, in)
+    reloaded = load_artifact(tmp_path / "model.pt", task.model)
+    assert reloaded.layers[1].attn.num_heads == 2
+    x = task.example_inputs
+    assert torch.allclose(reloaded(*x), result.model(*x))
+
+
+def test_finetuning_is_deterministic(cnn, tmp_path):
+    a = compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path / "a", seed=3)
+    b = compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path / "b", seed=3)
+    x = cnn.example_inputs
+    assert torch.equal(a.model(*x), b.model(*x))
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+
+
+def test_teacher_outputs_are_computed_once_and_reused(cnn, tmp_path):
+    cache = TeacherCache(cnn)
+    policy = Policy.from_dict({**PRUNE_INT8, "finetune": {"epochs": 2}})
+    compress(cnn, policy, out_dir=tmp_path / "a", teacher_cache=cache)
+    n_batches = len(cnn.train_loader)
+    assert cache.computed_batches == n_batches
+    compress(cnn, policy, out_dir=tmp_path / "b", teacher_cache=cache)
+    assert cache.computed_batches == n_batches
+    assert cache.hits == 3 * n_batches
+
+
+def test_kd_loss_matches_the_formula():
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    temp = 3.0
+    p_t = torch.softmax(t / temp, -1)
+    manual = (p_t * (p_t.log() - torch.log_softmax(s / temp, -1))).sum() / 4 * temp**2
+    assert torch.allclose(kd_loss(s, t, temp), manual, atol=1e-6)
