@@ -56,11 +56,15 @@ def _stage_printer(label: str):
 @app.command()
 @_user_errors
 def apply(
-    task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function or pkg.mod:function")],
+    task: Annotated[
+        str, typer.Option(help="Task spec: path/to/file.py:function or pkg.mod:function")
+    ],
     policy: Annotated[Path, typer.Option(help="Policy JSON file")],
     out: Annotated[Path, typer.Option(help="Output directory for the deployable model")],
     target: Annotated[str, typer.Option(help="Deployment target")] = "torch",
-    importance: Annotated[str, typer.Option(help="Pruning importance: taylor or magnitude")] = "taylor",
+    importance: Annotated[
+        str, typer.Option(help="Pruning importance: taylor or magnitude")
+    ] = "taylor",
     threads: Annotated[int, typer.Option(help="Intra-op threads for latency")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed repeats for latency (>= 20)")] = 30,
     seed: Annotated[int, typer.Option(help="Seed for pruning and fine-tuning")] = 0,
@@ -90,6 +94,74 @@ def apply(
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
     typer.echo(f"wrote {out / m['artifact']}, {out / 'policy.json'}, {out / 'metrics.json'}")
+
+
+@app.command("search")
+@_user_errors
+def search_cmd(
+    config: Annotated[Path, typer.Argument(help="Search config YAML")],
+    trials: Annotated[int | None, typer.Option(help="Total trials to reach")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<name>)")] = None,
+    backend: Annotated[str | None, typer.Option(help="local or ray")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the search in the run directory")] = False,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, nsga2 or random")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (or RAY_ADDRESS)")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking: Annotated[bool, typer.Option(help="Track the search in MLflow")] = True,
+) -> None:
+    """Search compression policies; writes trials.jsonl, pareto.json and the report."""
+    from .config import SearchConfig
+    from .search import make_tracker, run_search
+
+    cfg = SearchConfig.from_yaml(config).with_overrides(
+        trials=trials,
+        out=str(out) if out is not None else None,
+        backend=backend,
+        seed=seed,
+        sampler=sampler,
+        address=address,
+        tracking_uri=tracking_uri,
+    )
+    if not tracking:
+        cfg = cfg.with_overrides(tracking=False)
+    tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
+    result = run_search(cfg, resume=resume, tracker=tracker)
+    typer.echo(f"{len(result.trials)} trials, {len(result.pareto)} on the Pareto front")
+    for rec in result.pareto:
+        m = rec["metrics"]
+        typer.echo(
+            f"  #{rec['number']}: accuracy {m['accuracy']:.4f}  size {m['size_bytes']} B "
+            f"({m['compression']:.1f}x)  latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x)"
+        )
+    typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
+
+
+@app.command("inspect")
+@_user_errors
+def inspect_cmd(
+    task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function")],
+    space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "default",
+) -> None:
+    """Print the model's layers, what the space makes of each, and the space's dimension."""
+    from .inspect import describe
+    from .space import load_space
+    from .task import load_task
+
+    typer.echo(describe(load_task(task), load_space(space)))
+
+
+@app.command("report")
+@_user_errors
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -> None:
+    """Rebuild report.html and pareto.png from a run directory."""
+    from .report import write_report
+
+    for path in write_report(run_dir):
+        if path is not None:
+            typer.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -160,6 +160,10 @@ class ObjectiveSet:
         """One value per constraint, ``<= 0`` feasible (for ``trial.set_constraint``)."""
         return [c.violation(metrics, baseline) for c in self.constraints]
 
+    @property
+    def has_structural_constraints(self) -> bool:
+        return any(c.structural for c in self.constraints)
+
     def structural_violation(
         self, metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None
     ) -> str | None:

@@ -170,6 +170,32 @@ def test_sqlite_store(tmp_path: Path) -> None:
     _check_search(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run")
 
 
+def test_long_values_and_many_params(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(tracking_uri=uri, experiment="big", run_dir=tmp_path / "run")
+    tracker.check_reachable()
+    space = {"rules": [{"glob": f"blocks.{i}.*", "prune": [0.0, 0.5]} for i in range(400)]}
+    parent = tracker.start_search({**CONFIG, "search_space": space})
+    layers = {f"prune.blocks.{i}.conv": 0.25 for i in range(250)}
+    run_id = tracker.log_trial(make_record(0, params=layers))
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    params = client.get_run(parent).data.params
+    assert "see artifact params/search_space.json" in params["search_space"]
+    stored = client.download_artifacts(parent, "params/search_space.json", str(tmp_path))
+    assert json.loads(Path(stored).read_text()) == space
+    child = client.get_run(run_id).data.params
+    assert child["space.prune.blocks.249.conv"] == "0.25"
+    assert len(child) > 250  # more than two batches of 100 params
+
+
+def test_missing_sqlite_directory(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    tracker = MlflowTracker(tracking_uri=uri, experiment="x", run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        tracker.check_reachable()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -255,6 +281,7 @@ class Outage:
 
     def down(self) -> None:
         if self._listener is not None:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
             self._listener.close()
             self._listener = None
         for sock in self._open:

@@ -77,7 +77,10 @@ def test_bits_the_target_cannot_honour(task):
 def test_most_specific_key_wins(task):
     policy = Policy.from_dict(
         {
-            "prune": {"default": 0.1, "layers": {"layer*": 0.2, "layer1.*": 0.3, "layer1.conv2": 0.4}},
+            "prune": {
+                "default": 0.1,
+                "layers": {"layer*": 0.2, "layer1.*": 0.3, "layer1.conv2": 0.4},
+            },
             "quant": {"default": 16, "layers": {"*": 8, "fc": 4}},
         }
     )

@@ -152,7 +152,15 @@ class MlflowTracker:
     # ----------------------------------------------------------------------------- connection
 
     def check_reachable(self, timeout_s: float = 10) -> None:
-        """Fail fast with ``ConfigError`` when an HTTP tracking server does not answer."""
+        """Fail fast with ``ConfigError`` when an HTTP tracking server does not answer, or when
+        a sqlite database would go in a directory that does not exist."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            folder = Path(self.tracking_uri.removeprefix("sqlite:///")).parent
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"MLflow tracking URI {self.tracking_uri}: directory {folder} does not exist; "
+                    "create it or choose another --tracking-uri"
+                )
         if not _is_http(self.tracking_uri):
             return
         reason = self._probe(timeout_s)
@@ -176,9 +184,11 @@ class MlflowTracker:
             return str(getattr(error, "reason", error))
 
     @contextlib.contextmanager
-    def _http_limits(self) -> Iterator[None]:
-        """Bound MLflow's HTTP retries and timeout unless the user set them in the environment."""
+    def _request_settings(self) -> Iterator[None]:
+        """Bound MLflow's HTTP retries and timeout, and keep its per-run URL lines off stdout,
+        unless the user set these in the environment."""
         limits = {
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.request_timeout_s),
         }
@@ -243,7 +253,7 @@ class MlflowTracker:
         """Create (or, when the ledger names one that still exists, reuse) the parent run."""
         name = str(config.get("name") or self.run_dir.name)
         experiment = self.experiment or name
-        with self._http_limits():
+        with self._request_settings():
             self.experiment_id_ = self._experiment_id(experiment)
             parent = self._existing_parent()
             if parent is not None:
@@ -304,7 +314,7 @@ class MlflowTracker:
         if not self._online():
             return None
         try:
-            with self._http_limits():
+            with self._request_settings():
                 return self._log_trial(number, record)
         except _TRACKING_ERRORS as error:
             self._tracking_failed(f"logging trial {number}", error)
@@ -380,7 +390,7 @@ class MlflowTracker:
         if parent is None:
             raise RuntimeError("MlflowTracker.finish called before start_search")
         try:
-            with self._http_limits():
+            with self._request_settings():
                 for number, run_id in self.logged().items():
                     self.client.set_tag(run_id, "pareto", str(number in pareto_numbers).lower())
                 for path in files:

@@ -1,0 +1,97 @@
+"""Progress of a search: trial i/N, states so far, best per objective, elapsed and ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+
+def summarize(
+    records: Iterable[Mapping[str, Any]], metrics: Sequence[str], directions: Sequence[str]
+) -> tuple[Counter, dict[str, float]]:
+    states: Counter = Counter()
+    best: dict[str, float] = {}
+    for r in records:
+        states[r["state"]] += 1
+        if r["state"] != "complete":
+            continue
+        for m, d in zip(metrics, directions, strict=True):
+            v = float(r["metrics"][m])
+            if m not in best or (v > best[m] if d == "maximize" else v < best[m]):
+                best[m] = v
+    return states, best
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric == "size_bytes":
+        return f"{value / 1024:.1f} KiB"
+    if metric.endswith("_ms"):
+        return f"{value:.3f} ms"
+    return f"{value:.4g}"
+
+
+class SearchProgress:
+    """A rich progress bar on a terminal; one line per finished trial otherwise."""
+
+    def __init__(
+        self, total: int, metrics: Sequence[str], directions: Sequence[str], *, done: int = 0
+    ) -> None:
+        self.total = total
+        self.metrics = list(metrics)
+        self.directions = list(directions)
+        self.start = time.monotonic()
+        self.done_at_start = done
+        self._bar = None
+        if sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]trial {task.completed}/{task.total}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                transient=False,
+            )
+            self._task = self._bar.add_task("", total=total, completed=done)
+            self._bar.start()
+
+    def stage(self, number: int, stage: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"trial #{number}: {stage}")
+
+    def finished(self, records: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
+        states, best = summarize(records, self.metrics, self.directions)
+        n = len(records)
+        elapsed = time.monotonic() - self.start
+        ran = n - self.done_at_start
+        eta = elapsed / ran * (self.total - n) if ran > 0 else float("nan")
+        line = (
+            f"trial {n}/{self.total} #{record['number']} {record['state']}"
+            + (f" ({record['error']})" if record.get("error") else "")
+            + " | "
+            + " ".join(f"{s}={states[s]}" for s in ("complete", "infeasible", "failed", "pruned"))
+            + " | best "
+            + ", ".join(f"{m} {_fmt(m, v)}" for m, v in best.items())
+            + f" | elapsed {elapsed:.0f}s eta {eta:.0f}s"
+        )
+        if self._bar is not None:
+            self._bar.update(self._task, completed=n)
+            self._bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        return line
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

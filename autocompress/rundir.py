@@ -1,0 +1,104 @@
+"""The run directory: resolved config, Optuna storage, trials.jsonl, pareto.json, models.
+
+``trials.jsonl`` is append-only, one JSON object per finished trial, flushed and fsynced
+before the sampler is told, so a killed driver loses no finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+STATES = ("complete", "infeasible", "failed", "pruned")
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def trials_file(self) -> Path:
+        return self.path / "trials.jsonl"
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / "trials" / str(number)
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        (self.path / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.path / "config.yaml"
+        if not path.exists():
+            raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
+        return yaml.safe_load(path.read_text())
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False, default=str)
+        with self.trials_file.open("a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def records(self) -> list[dict[str, Any]]:
+        """Finished trials, one per number (a torn last line from a killed writer is skipped)."""
+        if not self.trials_file.exists():
+            return []
+        out: dict[int, dict[str, Any]] = {}
+        lines = self.trials_file.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    continue
+                raise ConfigError(f"{self.trials_file}:{i + 1}: not a JSON trial record") from None
+            out.setdefault(rec["number"], rec)
+        return [out[n] for n in sorted(out)]
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.path / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    better = False
+    for x, y, d in zip(a, b, directions, strict=True):
+        if d == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        if x > y:
+            better = True
+    return better
+
+
+def pareto_records(
+    records: Iterable[Mapping[str, Any]], metrics: Sequence[str], directions: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """Complete (feasible) records that no other complete record dominates."""
+    done = [r for r in records if r["state"] == "complete"]
+    vals = [[float(r["metrics"][m]) for m in metrics] for r in done]
+    return [
+        r
+        for r, v in zip(done, vals, strict=True)
+        if not any(dominates(w, v, directions) for w in vals if w is not v)
+    ]

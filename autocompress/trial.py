@@ -1,0 +1,131 @@
+"""One search trial: compress with a policy, turn the outcome into a ``trials.jsonl`` record.
+
+A trial never raises: an exception becomes a ``failed`` record with its message, a structure
+that already breaks a size/latency constraint becomes ``infeasible`` before any training.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .compress import CompressResult, MeasureSettings, StageCallback, StopTrial, compress
+from .distill import TeacherCache
+from .objectives import ObjectiveSet
+from .policy import Policy
+from .task import Task
+
+EpochReporter = Callable[[int, float], None]
+
+
+class EarlyStopped(Exception):
+    """Raised by an epoch reporter when a scheduler stops the trial (recorded as ``pruned``)."""
+
+
+def run_trial(
+    task: Task,
+    policy: Policy,
+    *,
+    number: int,
+    objectives: ObjectiveSet,
+    baseline: Mapping[str, Any],
+    out_dir: Path,
+    target: str = "torch",
+    importance: str = "taylor",
+    seed: int = 0,
+    teacher_cache: TeacherCache | None = None,
+    on_stage: StageCallback | None = None,
+    on_epoch: EpochReporter | None = None,
+) -> dict[str, Any]:
+    """Run one policy to the end and return its record (never raises for the trial's own errors)."""
+    start = time.perf_counter()
+    settings = MeasureSettings(
+        threads=objectives.latency.threads,
+        warmup=objectives.latency.warmup,
+        repeats=objectives.latency.repeats,
+    )
+    epochs: list[dict[str, float]] = []
+    structure: dict[str, Any] = {}
+
+    def check_structure(cost: dict[str, Any]) -> None:
+        structure.update(cost)
+        broken = objectives.structural_violation(cost, baseline)
+        if broken:
+            raise StopTrial(broken)
+
+    def report_epoch(epoch: int, model: nn.Module) -> None:
+        value = task.evaluate(model)
+        epochs.append({"epoch": epoch + 1, "accuracy": value})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, value)
+
+    record: dict[str, Any] = {
+        "number": number,
+        "state": "failed",
+        "policy": policy.to_dict(),
+        "metrics": {},
+        "error": None,
+        "seed": seed,
+        "host": socket.gethostname(),
+        "epochs": epochs,
+        "teacher_batches_computed": None,
+    }
+    cache_before = teacher_cache.computed_batches if teacher_cache is not None else 0
+    try:
+        result: CompressResult = compress(
+            task,
+            policy,
+            out_dir=out_dir,
+            target=target,
+            importance=importance,
+            seed=seed,
+            settings=settings,
+            baseline=baseline,
+            teacher_cache=teacher_cache,
+            on_stage=on_stage,
+            on_structure=check_structure if objectives.has_structural_constraints else None,
+            on_epoch=report_epoch,
+        )
+    except StopTrial as stop:
+        record.update(state="infeasible", metrics=structure, error=str(stop))
+    except EarlyStopped as stop:
+        record.update(state="pruned", metrics=structure, error=str(stop) or None)
+    except Exception as exc:  # a failing trial never kills a search
+        record.update(
+            state="failed",
+            metrics=structure,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=8),
+        )
+    else:
+        metrics = result.metrics
+        record["metrics"] = metrics
+        values = objectives.values(metrics)
+        if not all(math.isfinite(v) for v in values):
+            record.update(state="failed", error=f"non-finite objective values {values}")
+        elif max(objectives.constraint_values(metrics, baseline), default=0.0) > 0:
+            record.update(state="infeasible", error=_broken(objectives, metrics, baseline))
+        else:
+            record["state"] = "complete"
+    if teacher_cache is not None:
+        record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
+    record["duration_s"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _broken(
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> str:
+    msgs = [
+        c.describe_break(metrics, baseline)
+        for c in objectives.constraints
+        if c.violation(metrics, baseline) > 0
+    ]
+    return "; ".join(msgs)

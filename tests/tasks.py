@@ -1,0 +1,33 @@
+"""Task entry points for CLI tests (``tests/tasks.py:cnn``); PYTHONPATH must hold tests/."""
+
+from __future__ import annotations
+
+import math
+
+from models import cnn_task, mlp_task
+
+from autocompress import Task
+from autocompress.measure import count_params
+from autocompress.task import top1_accuracy
+
+
+def cnn() -> Task:
+    return cnn_task(epochs=2)
+
+
+def mlp() -> Task:
+    return mlp_task()
+
+
+def mlp_nan_when_pruned() -> Task:
+    """An MLP task whose metric is NaN for any pruned student: those trials must fail."""
+    task = mlp_task()
+    full = count_params(task.model)
+
+    def metric(model, val_loader) -> float:
+        if count_params(model) < full:
+            return math.nan
+        return top1_accuracy(model, val_loader)
+
+    task.metric = metric
+    return task
