@@ -164,6 +164,77 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -
             typer.echo(f"wrote {path}")
 
 
+@app.command("export")
+@_user_errors
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory")],
+    out: Annotated[Path, typer.Option(help="Output directory")],
+    trial: Annotated[int | None, typer.Option(help="Trial number to export")] = None,
+    pick: Annotated[
+        bool, typer.Option(help="Pick a Pareto point within --max-accuracy-drop")
+    ] = False,
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="Bound for --pick (0.01 = 1 point)")
+    ] = 0.01,
+    by: Annotated[
+        str, typer.Option(help="--pick the smallest (size) or fastest (latency)")
+    ] = "size",
+    format: Annotated[str, typer.Option("--format", help="torch or onnx")] = "torch",
+) -> None:
+    """Write a trial's deployable model with its policy.json and metrics.json."""
+    from .export import export_trial, pick_trial
+
+    if format not in ("torch", "onnx"):
+        raise AutoCompressError(f"--format {format!r}: choose torch or onnx")
+    if (trial is None) == (not pick):
+        raise AutoCompressError("give either --trial N or --pick")
+    number = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by) if pick else trial
+    metrics = export_trial(run_dir, number, out, fmt=format)
+    typer.echo(
+        f"trial {number}: accuracy {metrics['accuracy']:.4f}, {metrics['size_bytes']} B, "
+        f"{metrics['latency_ms']:.3f} ms -> {out}"
+    )
+
+
+@app.command("compare")
+@_user_errors
+def compare_cmd(
+    sources: Annotated[
+        list[str], typer.Argument(help="Run directories or MLflow experiment names")
+    ],
+    out: Annotated[Path, typer.Option(help="Where compare.html / compare.png go")] = Path(
+        "compare"
+    ),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Compare searches side by side: counts, front size, best points, hypervolume, fronts plot."""
+    from .compare import compare, format_table
+
+    rows, html, png = compare(sources, out_dir=out, tracking_uri=tracking_uri)
+    typer.echo(format_table(rows))
+    typer.echo(f"wrote {html} and {png}")
+
+
+@app.command("sync")
+@_user_errors
+def sync_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory")],
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Upload to MLflow the trials of a run directory that are not tracked yet."""
+    from .config import SearchConfig
+    from .rundir import RunDir
+    from .search import make_tracker
+
+    rd = RunDir(run_dir)
+    cfg = SearchConfig.from_dict(rd.read_config(), source=str(run_dir / "config.yaml"))
+    cfg = cfg.with_overrides(out=str(run_dir))
+    tracker = make_tracker(cfg, tracking_uri)
+    tracker.start_search(cfg.to_dict())
+    n = tracker.sync(rd.records())
+    typer.echo(f"uploaded {n} trial(s) to {tracker.tracking_uri}")
+
+
 def main() -> None:
     app(prog_name="autocompress")
 

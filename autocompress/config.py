@@ -106,5 +106,23 @@ class SearchConfig:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_dict(data, source=str(path), base_dir=str(path.parent))
 
+    def resolved(self) -> SearchConfig:
+        """Relative file paths (task file, space/objective YAML) made absolute from base_dir."""
+
+        def absolute(value: str) -> str:
+            path, sep, rest = value.partition(":") if value.count(":") == 1 else (value, "", "")
+            if path.endswith((".py", ".yaml", ".yml")) and not Path(path).is_absolute():
+                candidate = Path(self.base_dir) / path
+                if candidate.exists():
+                    return str(candidate.resolve()) + sep + rest
+            return value
+
+        return replace(
+            self,
+            task=absolute(self.task),
+            search_space=absolute(self.search_space),
+            objectives=absolute(self.objectives),
+        )
+
     def with_overrides(self, **overrides: Any) -> SearchConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

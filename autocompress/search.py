@@ -67,15 +67,6 @@ class Session:
         return self.controller.baseline
 
 
-def _preset(value: str, base_dir: str) -> str:
-    """A preset name stays a name; a relative path is taken from the config's folder."""
-    if value.endswith((".yaml", ".yml")) and not Path(value).is_absolute():
-        candidate = Path(base_dir) / value
-        if candidate.exists():
-            return str(candidate)
-    return value
-
-
 def _check_same_study(run_dir: RunDir, config: SearchConfig) -> None:
     if not (run_dir.path / "config.yaml").exists():
         return
@@ -92,14 +83,15 @@ def _check_same_study(run_dir: RunDir, config: SearchConfig) -> None:
 def prepare(
     config: SearchConfig, task: Task | None = None, *, resume: bool = False, tracker: Any = None
 ) -> Session:
+    config = config.resolved()
     run_dir = RunDir(config.run_dir)
     if resume and not (run_dir.path / "config.yaml").exists():
         raise ConfigError(f"--resume: {run_dir.path} holds no search to resume")
     _check_same_study(run_dir, config)
     if task is None:
         task = load_task(config.task, base_dir=config.base_dir)
-    objectives = load_objectives(_preset(config.objectives, config.base_dir))
-    space = load_space(_preset(config.search_space, config.base_dir)).resolve(
+    objectives = load_objectives(config.objectives)
+    space = load_space(config.search_space).resolve(
         task.model,
         task.example_inputs,
         output_layers=task.output_layers,

@@ -152,15 +152,9 @@ class MlflowTracker:
     # ----------------------------------------------------------------------------- connection
 
     def check_reachable(self, timeout_s: float = 10) -> None:
-        """Fail fast with ``ConfigError`` when an HTTP tracking server does not answer, or when
-        a sqlite database would go in a directory that does not exist."""
-        if self.tracking_uri.startswith("sqlite:///"):
-            folder = Path(self.tracking_uri.removeprefix("sqlite:///")).parent
-            if not folder.is_dir():
-                raise ConfigError(
-                    f"MLflow tracking URI {self.tracking_uri}: directory {folder} does not exist; "
-                    "create it or choose another --tracking-uri"
-                )
+        """Fail fast with ``ConfigError`` when an HTTP tracking server does not answer.
+
+        (A sqlite database and its directory are created by MLflow when the client starts.)"""
         if not _is_http(self.tracking_uri):
             return
         reason = self._probe(timeout_s)

@@ -1,0 +1,79 @@
+"""Export a trial's deployable model from a run directory (re-materialized when not kept)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .compress import MeasureSettings, compress
+from .config import SearchConfig
+from .errors import ConfigError
+from .objectives import load_objectives
+from .policy import Policy
+from .rundir import RunDir
+from .task import load_task
+
+PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
+
+
+def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size") -> int:
+    """The smallest (or fastest) Pareto point within ``max_accuracy_drop`` of the teacher."""
+    if by not in PICK_BY:
+        raise ConfigError(f"--by {by!r}: choose from {', '.join(PICK_BY)}")
+    path = Path(run_dir) / "pareto.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
+    doc = json.loads(path.read_text())
+    teacher = doc["baseline"]["accuracy"]
+    ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
+    if not ok:
+        raise ConfigError(
+            f"no Pareto point of {run_dir} is within {max_accuracy_drop} of the teacher's "
+            f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
+        )
+    return min(ok, key=lambda t: t["metrics"][PICK_BY[by]])["number"]
+
+
+def export_trial(
+    run_dir: str | Path, number: int, out: str | Path, *, fmt: str = "torch"
+) -> dict[str, Any]:
+    """Write the deployable model of trial ``number`` with its policy.json and metrics.json.
+
+    A model the search did not keep is rebuilt from its recorded policy and seed (pruning and
+    fine-tuning are deterministic) and measured again; the fresh metrics are written.
+    """
+    rd = RunDir(run_dir)
+    records = {r["number"]: r for r in rd.records()}
+    if number not in records:
+        raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
+    record = records[number]
+    if record["state"] != "complete":
+        raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
+    out = Path(out)
+    kept = rd.trial_dir(number)
+    if fmt == "torch" and (kept / "model.pt").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("model.pt", "policy.json", "metrics.json"):
+            shutil.copy2(kept / name, out / name)
+        return json.loads((out / "metrics.json").read_text())
+    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
+    task = load_task(config.task)
+    objectives = load_objectives(config.objectives)
+    result = compress(
+        task,
+        Policy.from_dict(record["policy"]),
+        out_dir=out,
+        target=config.target,
+        importance=config.importance,
+        seed=record.get("seed", config.seed + number),
+        settings=MeasureSettings(
+            threads=objectives.latency.threads, repeats=objectives.latency.repeats
+        ),
+    )
+    if fmt == "onnx":
+        from .targets.onnx import export_onnx
+
+        export_onnx(result.model, task.example_inputs, out / "model.onnx")
+    return result.metrics
