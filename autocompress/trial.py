@@ -117,7 +117,18 @@ def run_trial(
     if teacher_cache is not None:
         record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
     record["duration_s"] = round(time.perf_counter() - start, 3)
-    return record
+    return _finite(record)
+
+
+def _finite(value: Any) -> Any:
+    """The record with NaN/inf floats replaced by None, so it stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _broken(

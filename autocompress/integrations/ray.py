@@ -1,0 +1,455 @@
+"""The ``ray`` backend: Ray Tune runs the trials, the search's own controller proposes and learns.
+
+Tune sees a :class:`ControllerSearcher`: ``suggest`` asks the controller (the Optuna study in the
+run directory) for a policy, ``on_trial_complete`` turns Tune's last result into a
+``trials.jsonl`` record, tells the controller and does the driver-side bookkeeping
+(``pareto.json``, MLflow, report). Trial processes only write their own trial folder.
+
+The task (teacher, data) and the teacher's outputs on every training batch are put in the
+object store once per search (``tune.with_parameters``); each trial runs with one CPU and one
+intra-op thread. ASHA stops weak trials after their first epochs; those become ``pruned``
+records, never on the Pareto front.
+
+Paths: trial folders are the run directory's absolute paths, so the workers must see the
+driver's filesystem (true for a local cluster; on a remote cluster mount the run directory at
+the same path on every node, or keep ``keep_models`` artifacts elsewhere). Ray's temp folder is
+``<run_dir>/ray/tmp`` when that path is short enough for Ray's AF_UNIX sockets, else
+``/tmp/ac-ray-<hash of run dir>``; Tune's storage is ``<run_dir>/ray``.
+
+Example::
+
+    config = SearchConfig(name="demo", task="task.py:build", backend="ray", trials=16)
+    run_search(config)  # starts a local cluster; or set ``address`` / RAY_ADDRESS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from ..controller import Proposal
+from ..distill import TeacherCache
+from ..policy import Policy
+from ..progress import SearchProgress
+from ..trial import run_trial
+
+if TYPE_CHECKING:
+    from ..objectives import ObjectiveSet
+    from ..search import Session
+    from ..task import Task
+
+log = logging.getLogger(__name__)
+
+METRIC = "accuracy"
+TIME_ATTR = "epoch"
+# Ray puts AF_UNIX sockets (limit 107 bytes) ~60 characters below its temp folder
+_MAX_TEMP_DIR = 48
+
+
+# -- the searcher: Tune asks, the controller answers ---------------------------------------
+class ControllerSearcher(Searcher):
+    """A Tune searcher backed by the search's :class:`~autocompress.controller.Controller`."""
+
+    def __init__(self, session: Session, progress: SearchProgress) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.session = session
+        self.progress = progress
+        self.live: dict[str, Proposal] = {}
+        self.errored: dict[str, Proposal] = {}
+        self.epochs: dict[str, list[dict[str, Any]]] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+        self.started: dict[str, float] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
+        return True  # the controller owns the space
+
+    def _budget_used(self) -> int:
+        return self.session.controller.n_finished + len(self.live) + len(self.errored)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._budget_used() >= self.session.config.trials:
+            return Searcher.FINISHED
+        proposal = self.session.controller.ask()
+        self.live[trial_id] = proposal
+        self.epochs[trial_id] = []
+        self.started[trial_id] = time.perf_counter()
+        return {
+            "number": proposal.number,
+            "policy": proposal.policy.to_dict(),
+            "seed": proposal.seed,
+            "out_dir": str(self.session.run_dir.trial_dir(proposal.number).resolve()),
+        }
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.last[trial_id] = result
+        if "record" not in result and TIME_ATTR in result:
+            self.epochs[trial_id].append(
+                {"epoch": result[TIME_ATTR], "accuracy": _finite(result.get(METRIC))}
+            )
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        proposal = self.live.pop(trial_id, None)
+        if proposal is None:
+            return
+        if error:
+            # the error text comes with the callback that Tune calls right after this
+            self.errored[trial_id] = proposal
+            return
+        result = result or self.last.get(trial_id) or {}
+        if "record" in result:
+            record = json.loads(result["record"])
+        elif result.get(TIME_ATTR):
+            record = self._base_record(trial_id, proposal, "pruned")
+            record["error"] = (
+                f"stopped by ASHA after epoch {result[TIME_ATTR]} "
+                f"({METRIC} {_finite(result.get(METRIC))})"
+            )
+        else:
+            record = self._base_record(trial_id, proposal, "failed")
+            record["error"] = "the trial ended without reporting a result"
+        self._record(trial_id, proposal, record, result)
+
+    def on_error(self, trial_id: str, message: str) -> None:
+        proposal = self.errored.pop(trial_id, None)
+        if proposal is None:
+            return
+        record = self._base_record(trial_id, proposal, "failed")
+        record["error"] = message
+        self._record(trial_id, proposal, record, self.last.get(trial_id) or {})
+
+    def flush_errors(self) -> None:
+        """Errored trials whose message never came: record them anyway."""
+        for trial_id in list(self.errored):
+            self.on_error(trial_id, "the trial's worker failed (no error message from Ray)")
+
+    def _base_record(self, trial_id: str, proposal: Proposal, state: str) -> dict[str, Any]:
+        return {
+            "number": proposal.number,
+            "state": state,
+            "policy": proposal.policy.to_dict(),
+            "metrics": {},
+            "error": None,
+            "seed": proposal.seed,
+            "host": None,
+            "epochs": self.epochs.get(trial_id, []),
+            "teacher_batches_computed": None,
+            "duration_s": round(time.perf_counter() - self.started[trial_id], 3),
+        }
+
+    def _record(
+        self, trial_id: str, proposal: Proposal, record: dict[str, Any], result: Mapping[str, Any]
+    ) -> None:
+        for key in ("node", "node_ip", "host"):
+            if record.get(key) is None:
+                record[key] = result.get(key)
+        for table in (self.epochs, self.last, self.started):
+            table.pop(trial_id, None)
+        from ..search import after_trial
+
+        after_trial(self.session, self.session.controller.tell(proposal, record), self.progress)
+
+
+class _ErrorCallback(tune.Callback):
+    """Hands the error text of a failed trial (exception or dead worker) to the searcher."""
+
+    def __init__(self, searcher: ControllerSearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        exc = None
+        with contextlib.suppress(Exception):
+            exc = trial.get_pickled_error()
+        if exc is None:
+            with contextlib.suppress(Exception):
+                exc = trial.get_error()
+        self.searcher.on_error(trial.trial_id, _error_text(exc))
+
+
+def _error_text(exc: BaseException | None) -> str:
+    if exc is None:
+        return "the trial's worker failed"
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
+    return text[:500]
+
+
+# -- the trainable: one trial in a worker process --------------------------------------------
+@contextlib.contextmanager
+def _measure_lock(enabled: bool) -> Iterator[Any]:
+    """A stage callback that holds an exclusive per-machine lock while latency is measured.
+
+    Trials on one machine share its cores; timing two artifacts at once skews both.
+    """
+    if not enabled:
+        yield None
+        return
+    path = Path(tempfile.gettempdir()) / f"autocompress-measure-{os.getuid()}.lock"
+    fh = path.open("a")
+    held = False
+
+    def on_stage(stage: str) -> None:
+        nonlocal held
+        measuring = stage.startswith("measure")
+        if measuring and not held:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            held = True
+        elif not measuring and held:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            held = False
+
+    try:
+        yield on_stage
+    finally:
+        if held:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _where() -> dict[str, Any]:
+    return {
+        "node": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "host": socket.gethostname(),
+    }
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _report_value(value: Any) -> float:
+    """What the scheduler compares: NaN (ignored by ASHA's percentiles) when there is none."""
+    value = _finite(value)
+    return math.nan if value is None else value
+
+
+def trainable(
+    config: dict[str, Any],
+    *,
+    task: Task,
+    teacher: tuple[list, list],
+    objectives: ObjectiveSet,
+    baseline: dict[str, Any],
+    target: str,
+    importance: str,
+    measure_lock: bool,
+) -> None:
+    """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
+    import torch
+
+    torch.set_num_threads(1)
+    where = _where()
+    cache = TeacherCache(task)
+    if cache.cacheable:
+        cache.outputs, cache.features = list(teacher[0]), list(teacher[1])
+    policy = Policy.from_dict(config["policy"])
+    epochs = policy.finetune.epochs
+
+    def on_epoch(epoch: int, value: float) -> None:
+        # the last epoch is reported with the record: ASHA stops a trial at max_t at once
+        if epoch < epochs:
+            tune.report({METRIC: _report_value(value), TIME_ATTR: epoch, **where})
+
+    with _measure_lock(measure_lock) as on_stage:
+        record = run_trial(
+            task,
+            policy,
+            number=config["number"],
+            objectives=objectives,
+            baseline=baseline,
+            out_dir=Path(config["out_dir"]),
+            target=target,
+            importance=importance,
+            seed=config["seed"],
+            teacher_cache=cache,
+            on_stage=on_stage,
+            on_epoch=on_epoch,
+        )
+    record.update(where)
+    value = record["metrics"].get(METRIC)
+    if value is None and record["epochs"]:
+        value = record["epochs"][-1]["accuracy"]
+    tune.report(
+        {
+            METRIC: _report_value(value),
+            TIME_ATTR: len(record["epochs"]),
+            "record": json.dumps(record, default=str),
+            "done": True,
+            **where,
+        }
+    )
+
+
+# -- the driver ------------------------------------------------------------------------------
+def teacher_outputs(task: Task) -> tuple[list, list]:
+    """The teacher's outputs and tapped features for every training batch, computed once."""
+    cache = TeacherCache(task)
+    if cache.cacheable:
+        for index, (inputs, _) in enumerate(task.train_loader):
+            cache.get(index, inputs)
+    return cache.outputs, cache.features
+
+
+def ray_temp_dir(run_dir: Path) -> Path:
+    """``<run_dir>/ray/tmp``, or a short ``/tmp/ac-ray-<hash>`` when that path is too long."""
+    candidate = run_dir.resolve() / "ray" / "tmp"
+    if len(str(candidate)) <= _MAX_TEMP_DIR:
+        return candidate
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"ac-ray-{digest}"
+
+
+def _worker_pythonpath() -> str:
+    """The driver's import path, so workers find task modules next to it (e.g. ``tests/``)."""
+    prefixes = {sys.base_prefix, sys.prefix, sys.exec_prefix}
+    paths = [os.getcwd()]
+    for p in sys.path:
+        p = os.path.abspath(p or os.getcwd())
+        if "site-packages" in p or any(p.startswith(x) for x in prefixes) or not os.path.isdir(p):
+            continue
+        paths.append(p)
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys(paths))
+
+
+def _pickle_task_modules_by_value(task: Task) -> None:
+    """Task files loaded by path are no importable modules on workers: ship their code."""
+    folders = set()
+    if task.spec and ":" in task.spec:
+        target = task.spec.rsplit(":", 1)[0]
+        if target.endswith(".py"):
+            folders.add(Path(target).resolve().parent)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file is None:
+            continue
+        if name.startswith("_autocompress_task_") or Path(file).resolve().parent in folders:
+            with contextlib.suppress(ValueError):
+                ray.cloudpickle.register_pickle_by_value(module)
+
+
+@contextlib.contextmanager
+def connect(session: Session) -> Iterator[str]:
+    """Connect to ``address`` / RAY_ADDRESS, or start a local cluster; always disconnect."""
+    if ray.is_initialized():
+        yield "existing"
+        return
+    address = session.config.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"PYTHONPATH": _worker_pythonpath()}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        temp_dir = ray_temp_dir(session.run_dir.path)
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            _temp_dir=str(temp_dir),
+            runtime_env=runtime_env,
+            log_to_driver=False,
+        )
+    try:
+        yield address or "local"
+    finally:
+        ray.shutdown()
+
+
+def max_epochs(session: Session) -> int:
+    """The most fine-tuning epochs any trial of this search can run."""
+    if session.config.epochs is not None:
+        return session.config.epochs
+    space = session.controller.space
+    if "finetune.epochs" in space.param_names:
+        p = space.param("finetune.epochs")
+        return int(max(p.choices) if p.choices else p.high)
+    return int(space.policy_from_params({}).finetune.epochs)
+
+
+def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
+    """ASHA on the per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs)."""
+    epochs = max_epochs(session)
+    kind = session.config.scheduler
+    if kind == "none" or (kind == "auto" and epochs < 2):
+        return FIFOScheduler()
+    return ASHAScheduler(
+        metric=METRIC, mode="max", time_attr=TIME_ATTR, max_t=max(epochs, 1), grace_period=1
+    )
+
+
+def run_ray(session: Session, *, measure_lock: bool = True) -> None:
+    """Run the search's remaining trials on Ray Tune until ``config.trials`` are recorded."""
+    controller = session.controller
+    remaining = session.config.trials - controller.n_finished
+    if remaining <= 0:
+        return
+    progress = SearchProgress(
+        session.config.trials,
+        session.objectives.metrics,
+        session.objectives.directions,
+        done=controller.n_finished,
+    )
+    task = session.task
+    try:
+        with connect(session):
+            _pickle_task_modules_by_value(task)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            concurrent = session.config.max_concurrent or max(cpus, 1)
+            searcher = ControllerSearcher(session, progress)
+            run = tune.with_parameters(
+                trainable,
+                task=task,
+                teacher=teacher_outputs(task),
+                objectives=session.objectives,
+                baseline=session.baseline,
+                target=session.config.target,
+                importance=session.config.importance,
+                measure_lock=measure_lock,
+            )
+            storage = (session.run_dir.path / "ray").resolve()
+            tuner = tune.Tuner(
+                tune.with_resources(run, {"cpu": 1}),
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+                    scheduler=make_scheduler(session),
+                    num_samples=remaining,
+                    reuse_actors=True,
+                    trial_name_creator=lambda t: f"trial_{t.config['number']}",
+                    trial_dirname_creator=lambda t: f"trial_{t.config['number']}",
+                ),
+                run_config=tune.RunConfig(
+                    name=time.strftime("search-%Y%m%d-%H%M%S"),
+                    storage_path=str(storage),
+                    verbose=0,
+                    callbacks=[_ErrorCallback(searcher)],
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                ),
+            )
+            tuner.fit()
+            searcher.flush_errors()
+    finally:
+        progress.close()
