@@ -152,6 +152,7 @@ def finish(session: Session) -> SearchResult:
                 shutil.rmtree(child, ignore_errors=True)
     files = _write_report(session.run_dir.path)
     if session.tracker is not None:
+        session.tracker.sync(list(controller.records.values()))
         models = {
             n: session.run_dir.trial_dir(n) for n in keep if session.run_dir.trial_dir(n).exists()
         }

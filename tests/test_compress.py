@@ -30,8 +30,12 @@ def test_identity_policy_reproduces_the_teacher_exactly(cnn, tmp_path):
     m = result.metrics
     assert m["accuracy"] == m["baseline"]["accuracy"] == cnn.evaluate(cnn.model)
     assert m["params"] == m["baseline"]["params"]
-    x = cnn.example_inputs
-    assert torch.equal(result.model(*x), cnn.model(*x))
+    # BatchNorm is folded into the convs of the artifact: same function, one op fewer
+    assert result.artifact.exists() and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in result.model.modules()
+    )
+    for x, _ in cnn.val_loader:
+        assert torch.allclose(result.model(x), cnn.model(x), atol=1e-5)
 
 
 def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):

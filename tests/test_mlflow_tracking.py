@@ -354,3 +354,80 @@ def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for bad in ("./mlruns", "file:///tmp/mlruns", "/abs/mlruns"):
         with pytest.raises(ConfigError, match="file store"):
             resolve_tracking_uri(bad, None)
+
+
+def test_real_search_over_http(server: Server, tmp_path: Path) -> None:
+    """A real search (local backend) tracked on the server: parent, children, pareto tags."""
+    from autocompress.config import SearchConfig
+    from autocompress.search import make_tracker, run_search
+
+    config = SearchConfig.from_dict(
+        {
+            "name": "e2e-http",
+            "task": str(Path(__file__).parent / "tasks.py") + ":mlp",
+            "trials": 4,
+            "epochs": 1,
+            "backend": "local",
+            "tracking_uri": server.uri,
+            "out": str(tmp_path / "run"),
+        }
+    )
+    result = run_search(config, tracker=make_tracker(config))
+    pareto = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    on_front = {t["number"] for t in pareto["trials"]}
+    assert on_front == {r["number"] for r in result.pareto}
+
+    client = mlflow.MlflowClient(tracking_uri=server.uri)
+    experiment = client.get_experiment_by_name("e2e-http")
+    parents = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`autocompress.role` = 'search'"
+    )
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["trials"] == "4"
+    assert "pareto.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = _children(server.uri, parent.info.run_id, experiment="e2e-http")
+    assert sorted(children) == [r["number"] for r in result.trials]
+    for number, run in children.items():
+        record = next(r for r in result.trials if r["number"] == number)
+        assert run.data.tags["state"] == record["state"]
+        assert run.data.tags["pareto"] == ("true" if number in on_front else "false")
+        assert "policy.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        if record["state"] == "complete":
+            assert run.data.metrics["size_bytes"] == record["metrics"]["size_bytes"]
+            assert run.data.metrics["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+
+
+def test_cli_search_against_unreachable_server_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        json.dumps(
+            {"name": "x", "task": str(Path(__file__).parent / "tasks.py") + ":mlp", "trials": 2}
+        )
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocompress.cli",
+            "search",
+            str(cfg),
+            "--backend",
+            "local",
+            "--out",
+            str(tmp_path / "run"),
+            "--tracking-uri",
+            f"http://127.0.0.1:{_free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert proc.returncode == 2
+    assert "unreachable" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 60

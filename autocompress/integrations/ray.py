@@ -80,6 +80,12 @@ class ControllerSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # the controller owns the space
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study and trials.jsonl in the run directory are the state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """A resumed search starts Tune afresh; the controller repairs from trials.jsonl."""
+
     def _budget_used(self) -> int:
         return self.session.controller.n_finished + len(self.live) + len(self.errored)
 
@@ -99,10 +105,10 @@ class ControllerSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last[trial_id] = result
+        epochs = self.epochs.setdefault(trial_id, [])
         if "record" not in result and TIME_ATTR in result:
-            self.epochs[trial_id].append(
-                {"epoch": result[TIME_ATTR], "accuracy": _finite(result.get(METRIC))}
-            )
+            if not epochs or epochs[-1]["epoch"] != result[TIME_ATTR]:
+                epochs.append({"epoch": result[TIME_ATTR], "accuracy": _finite(result.get(METRIC))})
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -115,6 +121,7 @@ class ControllerSearcher(Searcher):
             self.errored[trial_id] = proposal
             return
         result = result or self.last.get(trial_id) or {}
+        self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
         if "record" in result:
             record = json.loads(result["record"])
         elif result.get(TIME_ATTR):
@@ -354,25 +361,47 @@ def _pickle_task_modules_by_value(task: Task) -> None:
 
 
 @contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def connect(session: Session) -> Iterator[str]:
-    """Connect to ``address`` / RAY_ADDRESS, or start a local cluster; always disconnect."""
+    """Connect to ``address`` / RAY_ADDRESS, or start a local cluster; always disconnect.
+
+    Workers get the driver's import path: through a runtime env on a cluster, by inheritance
+    (cheaper: no dedicated worker processes) on a local cluster this driver starts.
+    """
     if ray.is_initialized():
         yield "existing"
         return
     address = session.config.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"PYTHONPATH": _worker_pythonpath()}}
+    pythonpath = _worker_pythonpath()
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            log_to_driver=False,
+        )
     else:
         temp_dir = ray_temp_dir(session.run_dir.path)
         temp_dir.mkdir(parents=True, exist_ok=True)
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            _temp_dir=str(temp_dir),
-            runtime_env=runtime_env,
-            log_to_driver=False,
-        )
+        with _environ(PYTHONPATH=pythonpath):
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                _temp_dir=str(temp_dir),
+                log_to_driver=False,
+            )
     try:
         yield address or "local"
     finally:

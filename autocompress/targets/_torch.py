@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import AutoCompressError
+from ..fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
 from ..quantize import dequantize, pack_codes, quantize_weight, unpack_codes
 
 FORMAT = "autocompress-torch/1"
@@ -74,7 +75,11 @@ def save(
     structure: Mapping[str, Mapping[str, Any]],
     meta: Mapping[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    """Write the deployable file; returns per-layer ``{"bits", "mode"}`` records."""
+    """Write the deployable file; returns per-layer ``{"bits", "mode"}`` records.
+
+    BatchNorms that directly follow a conv are folded into it first (see ``fold``)."""
+    folded = foldable_pairs(model)
+    model = fold_batchnorm(model, folded)
     modules = dict(model.named_modules())
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict[str, Any]] = {}
@@ -97,7 +102,7 @@ def save(
             tensors[name + ".shape"] = torch.tensor(list(codes.shape), dtype=torch.int64)
     for p, b in bits.items():
         layers[p] = {"bits": b, "mode": layer_mode(modules[p], b)}
-    header = dict(meta, format=FORMAT, structure=structure, layers=layers)
+    header = dict(meta, format=FORMAT, structure=structure, layers=layers, folded=folded)
     torch.save({"format": FORMAT, "meta": json.dumps(header), "tensors": tensors}, path)
     return layers
 
@@ -165,6 +170,8 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
             raise AutoCompressError(f"artifact {path}: module {mpath!r} is not in the model")
         for k, v in attrs.items():
             setattr(modules[mpath], k, tuple(v) if isinstance(v, list) else v)
+    unfolded_skeleton(model, meta.get("folded", {}))
+    modules = dict(model.named_modules())
     state = _float_state(tensors)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
