@@ -31,7 +31,9 @@ class ResNet(nn.Module):
 
     def __init__(self, widths=(64, 128, 256), classes: int = 10) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         blocks, c_in = [], widths[0]
         for i, w in enumerate(widths):
             blocks += [BasicBlock(c_in, w, stride=1 if i == 0 else 2), BasicBlock(w, w)]
@@ -59,7 +61,13 @@ def make_task(n: int = 640, seed: int = 0) -> Task:
                 opt.zero_grad()
                 F.cross_entropy(model(xb), yb).backward()
                 opt.step()
-    return Task(model=model.eval(), train_loader=train, val_loader=val, example_inputs=(x[:1],), name="resnet")
+    return Task(
+        model=model.eval(),
+        train_loader=train,
+        val_loader=val,
+        example_inputs=(x[:1],),
+        name="resnet",
+    )
 
 
 def main() -> None:

@@ -121,14 +121,35 @@ def two_nodes():
         shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
+SLOW_TASK = """
+import time
+
+from autocompress.task import top1_accuracy
+from tasks import mlp
+
+
+def slow_metric(model, val_loader):
+    time.sleep(1.0)  # trials must overlap, or one reused actor may run them all
+    return top1_accuracy(model, val_loader)
+
+
+def slow_mlp():
+    task = mlp()
+    task.metric = slow_metric
+    return task
+"""
+
+
 def test_search_runs_trials_on_both_nodes(two_nodes, tmp_path):
     address, env = two_nodes
+    # a task file loaded by path: its module is shipped to the workers by value
+    (tmp_path / "slow_task.py").write_text(SLOW_TASK)
     cfg = tmp_path / "search.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "name": "two-nodes",
-                "task": str(TESTS / "tasks.py") + ":mlp",
+                "task": "slow_task.py:slow_mlp",
                 "trials": 6,
                 "epochs": 2,
                 "scheduler": "none",

@@ -1,0 +1,119 @@
+"""Does a trial's latency change when another trial runs beside it?
+
+One fixed policy (the ``prune30-int8`` baseline) is run several times:
+
+- ``alone``: the ``local`` backend, one trial after another, nothing else running;
+- ``ray``: the ``ray`` backend, 2 concurrent trials, latency measured while the other trial
+  trains or measures (no lock);
+- ``ray+lock``: the same, with the per-machine measurement lock (the default of ``run_ray``):
+  only one trial on a machine times its artifact at a time.
+
+    .venv/bin/python benchmarks/latency_under_load.py [--repeats 6] [--epochs 2] [--task cnn]
+
+Prints the median latency per mode and writes ``benchmarks/results/latency_under_load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autocompress.config import SearchConfig
+from autocompress.search import finish, prepare, run_local
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+POLICY = "prune30-int8"
+
+
+def task_spec(which: str = "auto") -> tuple[str, str]:
+    digits = ROOT / "examples" / "digits" / "task.py"
+    if which != "cnn" and digits.exists() and "def build_task" in digits.read_text():
+        return f"{digits}:build_task", "grouped"
+    sys.path.insert(0, str(ROOT / "tests"))
+    return f"{ROOT / 'tests' / 'tasks.py'}:cnn", "default"
+
+
+def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: str) -> dict:
+    config = SearchConfig(
+        name=f"latency-{mode}",
+        task=task,
+        search_space=space,
+        backend="local" if mode == "alone" else "ray",
+        baselines=(POLICY,) * repeats,
+        trials=repeats,
+        epochs=epochs,
+        scheduler="none",
+        max_concurrent=2,
+        tracking=False,
+        report_every=0,
+        out=str(out / mode.replace("+", "-")),
+    )
+    session = prepare(config)
+    start = time.perf_counter()
+    if mode == "alone":
+        run_local(session)
+    else:
+        from autocompress.integrations.ray import run_ray
+
+        run_ray(session, measure_lock=mode == "ray+lock")
+    wall = time.perf_counter() - start
+    result = finish(session)
+    lat = [r["metrics"]["latency_ms"] for r in result.trials if r["state"] == "complete"]
+    if not lat:
+        raise SystemExit(f"{mode}: no complete trial: {[r['error'] for r in result.trials]}")
+    return {
+        "latency_ms": [round(v, 4) for v in lat],
+        "median_ms": round(statistics.median(lat), 4),
+        "baseline_latency_ms": round(session.baseline["latency_ms"], 4),
+        "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/tasks.py:cnn"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    task, space = task_spec(args.task)
+    modes = {}
+    with tempfile.TemporaryDirectory(prefix="acl") as tmp:
+        for mode in ("alone", "ray", "ray+lock"):
+            modes[mode] = run(
+                mode, Path(tmp), repeats=args.repeats, epochs=args.epochs, task=task, space=space
+            )
+            print(
+                f"{mode:9s} median {modes[mode]['median_ms']:.4f} ms  {modes[mode]['latency_ms']}"
+            )
+    alone = modes["alone"]["median_ms"]
+    diffs = {m: round(modes[m]["median_ms"] / alone - 1, 4) for m in ("ray", "ray+lock")}
+    for m, d in diffs.items():
+        print(f"{m:9s} differs from alone by {100 * d:+.1f} %")
+    doc = {
+        "task": task.replace(str(ROOT) + "/", ""),
+        "policy": POLICY,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "threads_per_trial": 1,
+        "modes": modes,
+        "relative_difference": diffs,
+        "threshold": 0.15,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latency_under_load.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'latency_under_load.json'}")
+
+
+if __name__ == "__main__":
+    main()

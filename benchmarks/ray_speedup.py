@@ -1,0 +1,103 @@
+"""Wall time of the same search on the ``local`` backend and on ``ray`` with 2 concurrent trials.
+
+    .venv/bin/python benchmarks/ray_speedup.py [--trials 8] [--epochs 1] [--task cnn]
+
+Uses the digits example when it exists (a digits trial takes about a minute), else or with
+``--task cnn`` the small ``tests/tasks.py:cnn``. The ray time includes
+starting and stopping the local cluster. Prints both and writes
+``benchmarks/results/ray_speedup.json``. Target: ray <= 0.65 x local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autocompress.config import SearchConfig
+from autocompress.search import run_search
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def task_spec(which: str = "auto") -> tuple[str, str]:
+    digits = ROOT / "examples" / "digits" / "task.py"
+    if which != "cnn" and digits.exists() and "def build_task" in digits.read_text():
+        return f"{digits}:build_task", "grouped"
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/tasks.py imports its sibling models.py
+    return f"{ROOT / 'tests' / 'tasks.py'}:cnn", "default"
+
+
+def run(backend: str, out: Path, *, trials: int, epochs: int, task: str, space: str) -> dict:
+    config = SearchConfig(
+        name=f"speedup-{backend}",
+        task=task,
+        search_space=space,
+        backend=backend,
+        trials=trials,
+        epochs=epochs,
+        seed=0,
+        scheduler="none",
+        max_concurrent=2 if backend == "ray" else None,
+        tracking=False,
+        report_every=0,
+        out=str(out / backend),
+    )
+    start = time.perf_counter()
+    result = run_search(config)
+    wall = time.perf_counter() - start
+    states = [r["state"] for r in result.trials]
+    return {
+        "wall_s": round(wall, 2),
+        "trials": len(states),
+        "states": {s: states.count(s) for s in sorted(set(states))},
+        "trial_seconds": round(sum(r.get("duration_s") or 0 for r in result.trials), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/tasks.py:cnn"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    task, space = task_spec(args.task)
+    with tempfile.TemporaryDirectory(prefix="acb") as tmp:
+        local = run(
+            "local", Path(tmp), trials=args.trials, epochs=args.epochs, task=task, space=space
+        )
+        ray = run("ray", Path(tmp), trials=args.trials, epochs=args.epochs, task=task, space=space)
+    ratio = ray["wall_s"] / local["wall_s"]
+    doc = {
+        "task": task.replace(str(ROOT) + "/", ""),
+        "search_space": space,
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "local": local,
+        "ray": {**ray, "max_concurrent": 2},
+        "ratio_ray_over_local": round(ratio, 3),
+        "target_ratio": 0.65,
+        "meets_target": ratio <= 0.65,
+    }
+    print(
+        f"local {local['wall_s']:.1f} s, ray (2 concurrent) {ray['wall_s']:.1f} s, ratio {ratio:.2f}"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ray_speedup.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'ray_speedup.json'}")
+
+
+if __name__ == "__main__":
+    main()
