@@ -9,8 +9,8 @@ classes), the teacher is trained briefly here; nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +20,12 @@ from torch.nn import functional as F
 
 from autocompress import Policy, Task, compress
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "digits"))
-from task import BasicBlock  # noqa: E402  (the example's residual block)
+_spec = importlib.util.spec_from_file_location(
+    "digits_task", Path(__file__).resolve().parents[1] / "examples" / "digits" / "task.py"
+)
+_digits = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_digits)
+BasicBlock = _digits.BasicBlock  # the example's residual block
 
 OUT = Path(__file__).parent / "results" / "compress_resnet.json"
 
