@@ -39,6 +39,25 @@ class MeasureSettings:
     threads: int = 1
     warmup: int = 5
     repeats: int = 30
+    batch_size: int | None = None  # None: the task's example_inputs as given
+
+    @classmethod
+    def from_latency(cls, latency: Any) -> MeasureSettings:
+        """From an objective set's ``latency`` section."""
+        return cls(
+            threads=latency.threads,
+            warmup=latency.warmup,
+            repeats=latency.repeats,
+            batch_size=latency.batch_size,
+        )
+
+    def inputs(self, example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The example inputs at ``batch_size`` (the first sample repeated)."""
+        if self.batch_size is None or example_inputs[0].shape[0] == self.batch_size:
+            return example_inputs
+        return tuple(
+            t[:1].expand(self.batch_size, *t.shape[1:]).contiguous() for t in example_inputs
+        )
 
 
 @dataclass(frozen=True)
@@ -119,7 +138,7 @@ def _measure_artifact(
 ) -> dict[str, Any]:
     lat = measure_latency(
         model,
-        task.example_inputs,
+        settings.inputs(task.example_inputs),
         n_threads=settings.threads,
         warmup=settings.warmup,
         repeats=settings.repeats,
@@ -165,7 +184,7 @@ def structure_cost(
         deployed = target.load(path, task.model)
         lat = measure_latency(
             deployed,
-            task.example_inputs,
+            settings.inputs(task.example_inputs),
             n_threads=settings.threads,
             warmup=settings.warmup,
             repeats=settings.repeats,

@@ -68,9 +68,7 @@ def export_trial(
         target=config.target,
         importance=config.importance,
         seed=record.get("seed", config.seed + number),
-        settings=MeasureSettings(
-            threads=objectives.latency.threads, repeats=objectives.latency.repeats
-        ),
+        settings=MeasureSettings.from_latency(objectives.latency),
     )
     if fmt == "onnx":
         from .targets.onnx import export_onnx

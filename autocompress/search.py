@@ -99,11 +99,7 @@ def prepare(
     )
     run_dir.create()
     run_dir.write_config(config.to_dict())
-    settings = MeasureSettings(
-        threads=objectives.latency.threads,
-        warmup=objectives.latency.warmup,
-        repeats=objectives.latency.repeats,
-    )
+    settings = MeasureSettings.from_latency(objectives.latency)
     baseline = measure_baseline(task, target=config.target, settings=settings)
     run_dir.write_json("baseline.json", baseline)
     controller = Controller(

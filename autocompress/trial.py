@@ -46,11 +46,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Run one policy to the end and return its record (never raises for the trial's own errors)."""
     start = time.perf_counter()
-    settings = MeasureSettings(
-        threads=objectives.latency.threads,
-        warmup=objectives.latency.warmup,
-        repeats=objectives.latency.repeats,
-    )
+    settings = MeasureSettings.from_latency(objectives.latency)
     epochs: list[dict[str, float]] = []
     structure: dict[str, Any] = {}
 
