@@ -133,9 +133,10 @@ def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]
     }
 
 
-def _measure_artifact(
+def _measure_cost(
     task: Task, model: nn.Module, path: Path, settings: MeasureSettings
 ) -> dict[str, Any]:
+    """Bytes of the artifact file, latency of the loaded artifact, its parameter count."""
     lat = measure_latency(
         model,
         settings.inputs(task.example_inputs),
@@ -144,11 +145,20 @@ def _measure_artifact(
         repeats=settings.repeats,
     )
     return {
-        "accuracy": task.evaluate(model),
         "size_bytes": path.stat().st_size,
         "latency_ms": lat.median_ms,
         "latency_p90_ms": lat.p90_ms,
         "params": count_params(model),
+    }
+
+
+def _measure_artifact(
+    task: Task, model: nn.Module, path: Path, settings: MeasureSettings
+) -> dict[str, Any]:
+    cost = _measure_cost(task, model, path, settings)
+    return {
+        "accuracy": task.evaluate(model),
+        **cost,
         "macs": count_macs(model, task.example_inputs),
     }
 
@@ -181,20 +191,7 @@ def structure_cost(
     with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
         path = Path(tmp) / target.artifact_name
         target.save(student, path, bits=bits, structure=structure, meta={})
-        deployed = target.load(path, task.model)
-        lat = measure_latency(
-            deployed,
-            settings.inputs(task.example_inputs),
-            n_threads=settings.threads,
-            warmup=settings.warmup,
-            repeats=settings.repeats,
-        )
-        return {
-            "size_bytes": path.stat().st_size,
-            "latency_ms": lat.median_ms,
-            "latency_p90_ms": lat.p90_ms,
-            "params": count_params(deployed),
-        }
+        return _measure_cost(task, target.load(path, task.model), path, settings)
 
 
 class StopTrial(Exception):
