@@ -65,9 +65,10 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
         run_ray(session, measure_lock=mode == "ray+lock")
     wall = time.perf_counter() - start
     result = finish(session)
-    lat = [r["metrics"]["latency_ms"] for r in result.trials if r["state"] == "complete"]
+    # an infeasible (accuracy) trial measured its artifact too
+    lat = [r["metrics"]["latency_ms"] for r in result.trials if "latency_ms" in r["metrics"]]
     if not lat:
-        raise SystemExit(f"{mode}: no complete trial: {[r['error'] for r in result.trials]}")
+        raise SystemExit(f"{mode}: no trial measured: {[r['error'] for r in result.trials]}")
     return {
         "latency_ms": [round(v, 4) for v in lat],
         "median_ms": round(statistics.median(lat), 4),
