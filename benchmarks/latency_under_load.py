@@ -5,7 +5,7 @@ One fixed policy (the ``prune30-int8`` baseline) is run several times:
 - ``alone``: the ``local`` backend, one trial after another, nothing else running;
 - ``ray``: the ``ray`` backend, 2 concurrent trials, latency measured while the other trial
   trains or measures (no lock);
-- ``ray+lock``: the same, with the per-machine measurement lock (the default of ``run_ray``):
+- ``ray+lock``: the same, with the per-machine measurement lock (``run_ray(measure_lock=True)``):
   only one trial on a machine times its artifact at a time.
 
     .venv/bin/python benchmarks/latency_under_load.py [--repeats 6] [--epochs 2] [--task cnn]

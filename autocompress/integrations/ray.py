@@ -425,13 +425,25 @@ def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
     kind = session.config.scheduler
     if kind == "none" or (kind == "auto" and epochs < 2):
         return FIFOScheduler()
+    # reduction factor 2: stop below the median at a rung (4 would keep only the top quarter,
+    # too harsh for searches of a few dozen trials)
     return ASHAScheduler(
-        metric=METRIC, mode="max", time_attr=TIME_ATTR, max_t=max(epochs, 1), grace_period=1
+        metric=METRIC,
+        mode="max",
+        time_attr=TIME_ATTR,
+        max_t=max(epochs, 1),
+        grace_period=1,
+        reduction_factor=2,
     )
 
 
-def run_ray(session: Session, *, measure_lock: bool = True) -> None:
-    """Run the search's remaining trials on Ray Tune until ``config.trials`` are recorded."""
+def run_ray(session: Session, *, measure_lock: bool = False) -> None:
+    """Run the search's remaining trials on Ray Tune until ``config.trials`` are recorded.
+
+    ``measure_lock``: time artifacts one trial per machine at a time. Off by default: 1-thread
+    trials side by side measured within noise of a lone trial here
+    (``benchmarks/latency_under_load.py``).
+    """
     controller = session.controller
     remaining = session.config.trials - controller.n_finished
     if remaining <= 0:
