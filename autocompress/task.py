@@ -155,7 +155,14 @@ def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise TaskError(f"task spec {spec!r}: {target} has no function {func_name!r}")
-    task = func()
+    try:
+        task = func()
+    except TaskError:
+        raise
+    except Exception as exc:
+        raise TaskError(
+            f"task spec {spec!r}: {func_name}() raised {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(task, Task):
         raise TaskError(
             f"task spec {spec!r}: {func_name}() returned {type(task).__name__}, not a Task"
