@@ -162,3 +162,37 @@ def test_kd_loss_matches_the_formula():
     p_t = torch.softmax(t / temp, -1)
     manual = (p_t * (p_t.log() - torch.log_softmax(s / temp, -1))).sum() / 4 * temp**2
     assert torch.allclose(kd_loss(s, t, temp), manual, atol=1e-6)
+
+
+class _Grouped(torch.nn.Module):
+    """A grouped conv inside a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.c1, self.b1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.g, self.b2 = nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.BatchNorm2d(16)
+        self.c3, self.fc = nn.Conv2d(16, 16, 1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = x + torch.relu(self.b2(self.g(x)))
+        return self.fc(self.c3(x).mean(dim=(2, 3)))
+
+
+def test_grouped_conv_pruning_stays_consistent(tmp_path):
+    from autocompress import Task
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    torch.manual_seed(0)
+    task = Task(
+        model=_Grouped().eval(), train_loader=[(x, y)], val_loader=[(x, y)], example_inputs=(x[:1],)
+    )
+    result = compress(task, Policy.from_dict({"prune": {"default": 0.5}}), out_dir=tmp_path)
+    grouped = result.model.g
+    assert (
+        grouped.groups == 4 and grouped.out_channels == 8 and grouped.weight.shape == (8, 2, 3, 3)
+    )
+    reloaded = load_artifact(tmp_path / "model.pt", task.model)
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
