@@ -18,6 +18,7 @@ from torch import nn
 
 from .compress import CompressResult, MeasureSettings, StageCallback, StopTrial, compress
 from .distill import TeacherCache
+from .measure import threads
 from .objectives import ObjectiveSet
 from .policy import Policy
 from .task import Task
@@ -75,20 +76,23 @@ def run_trial(
     }
     cache_before = teacher_cache.computed_batches if teacher_cache is not None else 0
     try:
-        result: CompressResult = compress(
-            task,
-            policy,
-            out_dir=out_dir,
-            target=target,
-            importance=importance,
-            seed=seed,
-            settings=settings,
-            baseline=baseline,
-            teacher_cache=teacher_cache,
-            on_stage=on_stage,
-            on_structure=check_structure if objectives.has_structural_constraints else None,
-            on_epoch=report_epoch,
-        )
+        # one intra-op thread per trial on every backend (DESIGN: two threads in one process are
+        # erratic on shared cores; scale out with processes instead)
+        with threads(settings.threads):
+            result: CompressResult = compress(
+                task,
+                policy,
+                out_dir=out_dir,
+                target=target,
+                importance=importance,
+                seed=seed,
+                settings=settings,
+                baseline=baseline,
+                teacher_cache=teacher_cache,
+                on_stage=on_stage,
+                on_structure=check_structure if objectives.has_structural_constraints else None,
+                on_epoch=report_epoch,
+            )
     except StopTrial as stop:
         record.update(state="infeasible", metrics=structure, error=str(stop))
     except EarlyStopped as stop:

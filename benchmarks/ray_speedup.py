@@ -4,7 +4,9 @@
 
 Uses the digits example when it exists (a digits trial takes about a minute), else or with
 ``--task cnn`` the small ``tests/tasks.py:cnn``. The ray time includes
-starting and stopping the local cluster. Prints both and writes
+starting and stopping the local cluster. Every trial runs on one intra-op thread on both
+backends (the project's rule for trials on shared cores), so the ratio is what running trials
+side by side in processes buys. Prints both and writes
 ``benchmarks/results/ray_speedup.json``. Target: ray <= 0.65 x local.
 """
 
