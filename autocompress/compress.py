@@ -21,6 +21,7 @@ from torch import nn
 from .distill import TeacherCache
 from .errors import PolicyError
 from .finetune import EpochCallback, finetune_
+from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
 from .measure import count_macs, count_params, measure_latency
 from .policy import Policy
@@ -134,16 +135,17 @@ def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]
 
 
 def _measure_cost(
-    task: Task, model: nn.Module, path: Path, settings: MeasureSettings
+    task: Task, model: nn.Module, path: Path, settings: MeasureSettings, gate: Gate = NoGate()
 ) -> dict[str, Any]:
     """Bytes of the artifact file, latency of the loaded artifact, its parameter count."""
-    lat = measure_latency(
-        model,
-        settings.inputs(task.example_inputs),
-        n_threads=settings.threads,
-        warmup=settings.warmup,
-        repeats=settings.repeats,
-    )
+    with gate.exclusive():
+        lat = measure_latency(
+            model,
+            settings.inputs(task.example_inputs),
+            n_threads=settings.threads,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+        )
     return {
         "size_bytes": path.stat().st_size,
         "latency_ms": lat.median_ms,
@@ -153,9 +155,9 @@ def _measure_cost(
 
 
 def _measure_artifact(
-    task: Task, model: nn.Module, path: Path, settings: MeasureSettings
+    task: Task, model: nn.Module, path: Path, settings: MeasureSettings, gate: Gate = NoGate()
 ) -> dict[str, Any]:
-    cost = _measure_cost(task, model, path, settings)
+    cost = _measure_cost(task, model, path, settings, gate)
     return {
         "accuracy": task.evaluate(model),
         **cost,
@@ -186,12 +188,13 @@ def structure_cost(
     *,
     target: Target,
     settings: MeasureSettings,
+    gate: Gate = NoGate(),
 ) -> dict[str, Any]:
     """Size and latency of the converted structure before any training (for early rejection)."""
     with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
         path = Path(tmp) / target.artifact_name
         target.save(student, path, bits=bits, structure=structure, meta={})
-        return _measure_cost(task, target.load(path, task.model), path, settings)
+        return _measure_cost(task, target.load(path, task.model), path, settings, gate)
 
 
 class StopTrial(Exception):
@@ -212,6 +215,7 @@ def compress(
     on_stage: StageCallback | None = None,
     on_structure: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: EpochCallback | None = None,
+    gate: Gate = NoGate(),
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
@@ -236,7 +240,9 @@ def compress(
     if on_structure is not None:
         stage("measure structure")
         on_structure(
-            structure_cost(task, student, resolved.bits, structure, target=tgt, settings=settings)
+            structure_cost(
+                task, student, resolved.bits, structure, target=tgt, settings=settings, gate=gate
+            )
         )
 
     if policy.finetune.epochs:
@@ -249,6 +255,7 @@ def compress(
         teacher_cache=teacher_cache,
         seed=seed,
         on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+        on_step=gate.step,
     )
 
     stage("convert")
@@ -265,7 +272,7 @@ def compress(
     deployed = tgt.load(artifact, task.model)
 
     stage("measure")
-    measured = _measure_artifact(task, deployed, artifact, settings)
+    measured = _measure_artifact(task, deployed, artifact, settings, gate)
     metrics = dict(measured)
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]

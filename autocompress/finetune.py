@@ -29,10 +29,12 @@ def finetune_(
     teacher_cache: TeacherCache | None = None,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> nn.Module:
     """Train ``student`` in place for ``policy.finetune.epochs`` epochs with quantization-aware
     fake-quant; seeded, without touching the global RNG. ``on_epoch(k, model)`` runs after
-    each epoch with the fake-quant model (for per-epoch metrics and early stopping)."""
+    each epoch with the fake-quant model (for per-epoch metrics and early stopping);
+    ``on_step()`` after each batch (see ``gate``)."""
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
@@ -70,6 +72,8 @@ def finetune_(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if on_step is not None:
+                        on_step()
                 if on_epoch is not None:
                     student.eval()
                     on_epoch(epoch, student)

@@ -18,6 +18,7 @@ from torch import nn
 
 from .compress import CompressResult, MeasureSettings, StageCallback, StopTrial, compress
 from .distill import TeacherCache
+from .gate import Gate, NoGate
 from .measure import threads
 from .objectives import ObjectiveSet
 from .policy import Policy
@@ -44,6 +45,7 @@ def run_trial(
     teacher_cache: TeacherCache | None = None,
     on_stage: StageCallback | None = None,
     on_epoch: EpochReporter | None = None,
+    gate: Gate = NoGate(),
 ) -> dict[str, Any]:
     """Run one policy to the end and return its record (never raises for the trial's own errors)."""
     start = time.perf_counter()
@@ -92,6 +94,7 @@ def run_trial(
                 on_stage=on_stage,
                 on_structure=check_structure if objectives.has_structural_constraints else None,
                 on_epoch=report_epoch,
+                gate=gate,
             )
     except StopTrial as stop:
         record.update(state="infeasible", metrics=structure, error=str(stop))

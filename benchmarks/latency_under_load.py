@@ -4,9 +4,9 @@ One fixed policy (the ``prune30-int8`` baseline) is run several times:
 
 - ``alone``: the ``local`` backend, one trial after another, nothing else running;
 - ``ray``: the ``ray`` backend, 2 concurrent trials, latency measured while the other trial
-  trains or measures (no lock);
-- ``ray+lock``: the same, with the per-machine measurement lock (``run_ray(measure_lock=True)``):
-  only one trial on a machine times its artifact at a time.
+  trains or measures (``run_ray(exclusive_timing=False)``);
+- ``ray+gate``: the same with the default timing gate (``autocompress.gate``): a trial times its
+  artifact while the other trial waits at a batch boundary.
 
     .venv/bin/python benchmarks/latency_under_load.py [--repeats 6] [--epochs 2] [--task cnn]
 
@@ -62,7 +62,7 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
     else:
         from autocompress.integrations.ray import run_ray
 
-        run_ray(session, measure_lock=mode == "ray+lock")
+        run_ray(session, exclusive_timing=mode == "ray+gate")
     wall = time.perf_counter() - start
     result = finish(session)
     # an infeasible (accuracy) trial measured its artifact too
@@ -90,7 +90,7 @@ def main() -> None:
     task, space = task_spec(args.task)
     modes = {}
     with tempfile.TemporaryDirectory(prefix="acl") as tmp:
-        for mode in ("alone", "ray", "ray+lock"):
+        for mode in ("alone", "ray", "ray+gate"):
             modes[mode] = run(
                 mode, Path(tmp), repeats=args.repeats, epochs=args.epochs, task=task, space=space
             )
@@ -98,7 +98,7 @@ def main() -> None:
                 f"{mode:9s} median {modes[mode]['median_ms']:.4f} ms  {modes[mode]['latency_ms']}"
             )
     alone = modes["alone"]["median_ms"]
-    diffs = {m: round(modes[m]["median_ms"] / alone - 1, 4) for m in ("ray", "ray+lock")}
+    diffs = {m: round(modes[m]["median_ms"] / alone - 1, 4) for m in ("ray", "ray+gate")}
     for m, d in diffs.items():
         print(f"{m:9s} differs from alone by {100 * d:+.1f} %")
     doc = {

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -46,6 +45,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..controller import Proposal
 from ..distill import TeacherCache
+from ..gate import FileGate, Gate, NoGate
 from ..policy import Policy
 from ..progress import SearchProgress
 from ..trial import run_trial
@@ -204,34 +204,17 @@ def _error_text(exc: BaseException | None) -> str:
 
 # -- the trainable: one trial in a worker process --------------------------------------------
 @contextlib.contextmanager
-def _measure_lock(enabled: bool) -> Iterator[Any]:
-    """A stage callback that holds an exclusive per-machine lock while latency is measured.
-
-    Trials on one machine share its cores; timing two artifacts at once skews both.
-    """
-    if not enabled:
-        yield None
+def _gate(exclusive_timing: bool) -> Iterator[Gate]:
+    """The machine's timing gate for one trial (see ``autocompress.gate``)."""
+    if not exclusive_timing:
+        yield NoGate()
         return
-    path = Path(tempfile.gettempdir()) / f"autocompress-measure-{os.getuid()}.lock"
-    fh = path.open("a")
-    held = False
-
-    def on_stage(stage: str) -> None:
-        nonlocal held
-        measuring = stage.startswith("measure")
-        if measuring and not held:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            held = True
-        elif not measuring and held:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            held = False
-
+    gate = FileGate()
     try:
-        yield on_stage
+        with gate.working():
+            yield gate
     finally:
-        if held:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        gate.close()
 
 
 def _where() -> dict[str, Any]:
@@ -264,7 +247,7 @@ def trainable(
     baseline: dict[str, Any],
     target: str,
     importance: str,
-    measure_lock: bool,
+    exclusive_timing: bool,
 ) -> None:
     """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
     import torch
@@ -282,7 +265,7 @@ def trainable(
         if epoch < epochs:
             tune.report({METRIC: _report_value(value), TIME_ATTR: epoch, **where})
 
-    with _measure_lock(measure_lock) as on_stage:
+    with _gate(exclusive_timing) as gate:
         record = run_trial(
             task,
             policy,
@@ -294,8 +277,8 @@ def trainable(
             importance=importance,
             seed=config["seed"],
             teacher_cache=cache,
-            on_stage=on_stage,
             on_epoch=on_epoch,
+            gate=gate,
         )
     record.update(where)
     value = record["metrics"].get(METRIC)
@@ -437,12 +420,12 @@ def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
     )
 
 
-def run_ray(session: Session, *, measure_lock: bool = False) -> None:
+def run_ray(session: Session, *, exclusive_timing: bool = True) -> None:
     """Run the search's remaining trials on Ray Tune until ``config.trials`` are recorded.
 
-    ``measure_lock``: time artifacts one trial per machine at a time. Off by default: 1-thread
-    trials side by side measured within noise of a lone trial here
-    (``benchmarks/latency_under_load.py``).
+    ``exclusive_timing``: a trial times its artifact while the other trials on its machine wait
+    at a batch boundary (``autocompress.gate``); without it, a neighbour's training skewed
+    digits latencies by +50 % here (``benchmarks/latency_under_load.py``).
     """
     controller = session.controller
     remaining = session.config.trials - controller.n_finished
@@ -469,7 +452,7 @@ def run_ray(session: Session, *, measure_lock: bool = False) -> None:
                 baseline=session.baseline,
                 target=session.config.target,
                 importance=session.config.importance,
-                measure_lock=measure_lock,
+                exclusive_timing=exclusive_timing,
             )
             storage = (session.run_dir.path / "ray").resolve()
             tuner = tune.Tuner(
