@@ -149,7 +149,3 @@ def prune_(
         pruner.step()
     model.zero_grad(set_to_none=True)
     return model
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -16,24 +16,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import RESULTS, ROOT, task_spec
+
 from autocompress.config import SearchConfig
 from autocompress.search import run_search
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def task_spec(which: str = "auto") -> tuple[str, str]:
-    digits = ROOT / "examples" / "digits" / "task.py"
-    if which != "cnn" and digits.exists() and "def build_task" in digits.read_text():
-        return f"{digits}:build_task", "grouped"
-    sys.path.insert(0, str(ROOT / "tests"))  # tests/tasks.py imports its sibling models.py
-    return f"{ROOT / 'tests' / 'tasks.py'}:cnn", "default"
 
 
 def run(backend: str, out: Path, *, trials: int, epochs: int, task: str, space: str) -> dict:
