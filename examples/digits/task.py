@@ -49,11 +49,15 @@ class DigitsResNet(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128), classes: int = 10) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages = []
         c_in = widths[0]
         for i, w in enumerate(widths):
-            stages.append(nn.Sequential(BasicBlock(c_in, w, stride=1 if i == 0 else 2), BasicBlock(w, w)))
+            stages.append(
+                nn.Sequential(BasicBlock(c_in, w, stride=1 if i == 0 else 2), BasicBlock(w, w))
+            )
             c_in = w
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(c_in, classes)
@@ -85,7 +89,9 @@ def train_teacher(train: list[tuple[torch.Tensor, torch.Tensor]]) -> DigitsResNe
         torch.manual_seed(SEED)
         model = DigitsResNet()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=EPOCHS * len(train))
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=3e-3, total_steps=EPOCHS * len(train)
+        )
         order = torch.Generator().manual_seed(SEED)
         for _ in range(EPOCHS):
             model.train()
@@ -117,4 +123,10 @@ def build_task() -> Task:
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         tmp.replace(path)
-    return Task(model=model, train_loader=train, val_loader=val, example_inputs=(x_val[:1],), name="digits-cnn")
+    return Task(
+        model=model,
+        train_loader=train,
+        val_loader=val,
+        example_inputs=(x_val[:1],),
+        name="digits-cnn",
+    )
