@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def compare(
     """
     if not sources:
         raise ConfigError("compare needs at least one run directory or MLflow experiment name")
-    searches = [s for source in sources for s in _load(source, tracking_uri)]
+    searches = _distinct_labels([s for source in sources for s in _load(source, tracking_uri)])
     objectives = _common_objectives(searches)
     rows = [_row(search, objectives) for search in searches]
     out_dir = Path(out_dir)
@@ -80,6 +80,16 @@ def compare(
     html = _plot_html(searches, out_dir / "compare.html")
     png = _plot_png(searches, out_dir / "compare.png")
     return rows, html, png
+
+
+def _distinct_labels(searches: list[_Search]) -> list[_Search]:
+    """Searches that share a name (two runs of one config) are labelled by their source too."""
+    counts: dict[str, int] = {}
+    for search in searches:
+        counts[search.label] = counts.get(search.label, 0) + 1
+    return [
+        replace(s, label=f"{s.label} ({s.source})") if counts[s.label] > 1 else s for s in searches
+    ]
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
