@@ -75,6 +75,8 @@ def apply(
     from .task import load_task
 
     pol = load_policy(policy)
+    if threads < 1:
+        raise AutoCompressError(f"--threads {threads}: must be at least 1")
     if repeats < 20:
         raise AutoCompressError(f"--repeats {repeats}: latency needs at least 20 timed repeats")
     status, on_stage = _stage_printer("apply")

@@ -25,7 +25,7 @@ from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
 from .measure import count_macs, count_params, measure_latency
 from .policy import Policy
-from .prune import prune_
+from .prune import check_importance, prune_
 from .targets import Target, get_target
 from .task import Task
 
@@ -188,12 +188,15 @@ def structure_cost(
     *,
     target: Target,
     settings: MeasureSettings,
+    meta: Mapping[str, Any],
     gate: Gate = NoGate(),
 ) -> dict[str, Any]:
-    """Size and latency of the converted structure before any training (for early rejection)."""
+    """Size and latency of the converted structure before any training (for early rejection).
+
+    Written with the same header as the final artifact, so its bytes are the final bytes."""
     with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
         path = Path(tmp) / target.artifact_name
-        target.save(student, path, bits=bits, structure=structure, meta={})
+        target.save(student, path, bits=bits, structure=structure, meta=meta)
         return _measure_cost(task, target.load(path, task.model), path, settings, gate)
 
 
@@ -224,6 +227,7 @@ def compress(
     loaded back by the target's loader.
     """
     stage = on_stage or (lambda s: None)
+    check_importance(importance)
     tgt = get_target(target)
     resolved = resolve_policy(task, policy, tgt)
     if baseline is None:
@@ -241,7 +245,14 @@ def compress(
         stage("measure structure")
         on_structure(
             structure_cost(
-                task, student, resolved.bits, structure, target=tgt, settings=settings, gate=gate
+                task,
+                student,
+                resolved.bits,
+                structure,
+                target=tgt,
+                settings=settings,
+                meta=_artifact_meta(task, policy, tgt),
+                gate=gate,
             )
         )
 

@@ -57,6 +57,10 @@ class SearchConfig:
             raise ConfigError(f"{where}: keep_models: {self.keep_models!r}; choose pareto or all")
         if self.scheduler not in ("auto", "asha", "none"):
             raise ConfigError(f"{where}: scheduler: {self.scheduler!r}; choose auto, asha or none")
+        if self.importance not in ("taylor", "magnitude"):
+            raise ConfigError(
+                f"{where}: importance: {self.importance!r}; choose taylor or magnitude"
+            )
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
             raise ConfigError(f"{where}: epochs: {self.epochs!r} must be an integer >= 0")
 

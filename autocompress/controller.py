@@ -8,6 +8,7 @@ Parameters are named after the space (``prune.<path or group>``, ``bits.<...>``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -131,12 +132,18 @@ class Controller:
             ),
         )
         for i, c in enumerate(self.objectives.constraints):
-            value = (
-                c.violation(metrics, self.baseline) if c.metric in metrics else 1.0
-            )  # a constraint that could not be measured counts as broken
-            trial.set_constraint(f"{i}:{c}", value)
+            trial.set_constraint(f"{i}:{c}", self._violation(c, metrics))
         values = [self._objective_value(m, d, metrics) for m, d in self._objectives()]
         self.study.tell(number, values, skip_if_finished=True)
+
+    def _violation(self, constraint: Any, metrics: Mapping[str, Any]) -> float:
+        """A constraint that could not be measured (or is not finite) counts as broken."""
+        baseline = metrics.get("baseline") or self.baseline
+        try:
+            value = constraint.violation(metrics, baseline)
+        except (KeyError, TypeError, ValueError):
+            return 1.0
+        return value if math.isfinite(value) else 1.0
 
     def _objectives(self) -> list[tuple[str, str]]:
         return list(zip(self.objectives.metrics, self.objectives.directions, strict=True))

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from .task import Task, run_model
 
@@ -51,7 +51,10 @@ class FeatureTap:
 
 
 def _order_is_fixed(loader: Iterable) -> bool:
-    return not (isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler))
+    """Lists and sequential DataLoaders repeat their batches; any random sampler does not."""
+    if isinstance(loader, DataLoader):
+        return loader.batch_sampler is not None and isinstance(loader.sampler, SequentialSampler)
+    return isinstance(loader, list | tuple)
 
 
 class TeacherCache:

@@ -240,13 +240,18 @@ def _constraint(data: Any, source: str, key: str) -> Constraint:
     value = float(to_number(source, f"{key}.{bound}", data[bound]))
     if bound in ("max_drop", "max_ratio") and value < 0:
         raise ConfigError(f"{source}: {key}.{bound}: {value:g} must be >= 0")
+    if BOUNDS[bound].relative and metric in ("speedup", "compression"):
+        raise ConfigError(
+            f"{source}: {key}: {bound} on {metric} is relative to the teacher, whose {metric} is 1 "
+            f"by definition; use min instead"
+        )
     return Constraint(metric=metric, bound=bound, value=value)
 
 
 def _latency(data: Any, source: str) -> LatencySettings:
     keys = tuple(LatencySettings().to_dict())
     check_keys(source, "latency", data, keys)
-    minimum = {"threads": 1, "batch_size": 1, "repeats": 1, "warmup": 0}
+    minimum = {"threads": 1, "batch_size": 1, "repeats": 20, "warmup": 0}
     values = {}
     for key in keys:
         value = data.get(key, getattr(LatencySettings, key))

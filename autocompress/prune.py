@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .errors import AutoCompressError
 from .task import Task, run_model
 
 _QKV_NAMES = (("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
@@ -50,6 +51,14 @@ class AttentionLayer:
     module: nn.Module
     qkv: tuple[nn.Linear, nn.Linear, nn.Linear]
     out: nn.Linear
+
+
+def check_importance(name: str) -> str:
+    if name not in IMPORTANCE:
+        raise AutoCompressError(
+            f"unknown pruning importance {name!r}; choose from {', '.join(sorted(IMPORTANCE))}"
+        )
+    return name
 
 
 def attention_modules(model: nn.Module) -> dict[str, AttentionLayer]:
@@ -123,8 +132,7 @@ def prune_(
     """
     if not any(r > 0 for r in ratios.values()):
         return model
-    if importance not in IMPORTANCE:
-        raise ValueError(f"unknown importance {importance!r}; choose from {sorted(IMPORTANCE)}")
+    check_importance(importance)
     modules = dict(model.named_modules())
     attn = attention_modules(model)
     names = {id(m): p for p, m in modules.items()}

@@ -50,8 +50,9 @@ class Task:
 
     Args:
         model: the trained teacher.
-        train_loader, val_loader: re-iterable ``(inputs, targets)`` batches. Keep the train
-            order fixed (no shuffling) so teacher outputs are computed once and reused.
+        train_loader, val_loader: re-iterable ``(inputs, targets)`` batches. A list of batches
+            or a sequential DataLoader (no shuffling, no random augmentation) lets teacher
+            outputs be computed once and reused; other loaders run the teacher every batch.
         example_inputs: a tuple of tensors the model takes, used for latency and export.
         metric: ``(model, val_loader) -> float``, higher is better. Default: top-1 accuracy
             of ``output_fn(model(inputs))``.
@@ -98,9 +99,10 @@ class Task:
                 f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
             )
         names = dict(self.model.named_modules())
-        for path in self.feature_layers:
-            if path not in names:
-                raise TaskError(f"Task.feature_layers names {path!r}, not a module of the model")
+        for field_name in ("feature_layers", "output_layers"):
+            for path in getattr(self, field_name) or ():
+                if path not in names:
+                    raise TaskError(f"Task.{field_name} names {path!r}, not a module of the model")
 
     def evaluate(self, model: nn.Module) -> float:
         if self.metric is not None:
@@ -124,9 +126,9 @@ def _import_file(path: Path) -> Any:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as exc:
         del sys.modules[mod_name]
-        raise
+        raise TaskError(f"task file {path} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -150,8 +152,10 @@ def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise TaskError(f"cannot import task module {target!r}: {exc}") from None
+        except Exception as exc:
+            raise TaskError(
+                f"cannot import task module {target!r}: {type(exc).__name__}: {exc}"
+            ) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise TaskError(f"task spec {spec!r}: {target} has no function {func_name!r}")

@@ -108,15 +108,8 @@ def run_trial(
             traceback=traceback.format_exc(limit=8),
         )
     else:
-        metrics = result.metrics
-        record["metrics"] = metrics
-        values = objectives.values(metrics)
-        if not all(math.isfinite(v) for v in values):
-            record.update(state="failed", error=f"non-finite objective values {values}")
-        elif max(objectives.constraint_values(metrics, baseline), default=0.0) > 0:
-            record.update(state="infeasible", error=_broken(objectives, metrics, baseline))
-        else:
-            record["state"] = "complete"
+        record["metrics"] = result.metrics
+        record.update(_classify(objectives, result.metrics, baseline))
     if teacher_cache is not None:
         record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
     record["duration_s"] = round(time.perf_counter() - start, 3)
@@ -132,6 +125,25 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def _classify(
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``complete``, ``infeasible`` (a constraint broken) or ``failed`` (a value not finite)."""
+    try:
+        values = objectives.values(metrics)
+        constraints = objectives.constraint_values(metrics, baseline)
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"state": "failed", "error": f"cannot evaluate the objectives: {exc}"}
+    if not all(math.isfinite(v) for v in values + constraints):
+        return {
+            "state": "failed",
+            "error": f"non-finite objective or constraint values {values + constraints}",
+        }
+    if max(constraints, default=0.0) > 0:
+        return {"state": "infeasible", "error": _broken(objectives, metrics, baseline)}
+    return {"state": "complete"}
 
 
 def _broken(

@@ -38,7 +38,7 @@ _SCALAR_TYPES = (int, float, bool, str)
 def layer_mode(module: nn.Module, bits: int) -> str:
     if bits == 32:
         return "float"
-    if bits == 8 and isinstance(module, nn.Linear):
+    if bits == 8 and type(module) is nn.Linear:  # not MHA's out_proj, read as a raw tensor
         return "int-compute"
     return "weight-only"
 
