@@ -196,3 +196,30 @@ def test_grouped_conv_pruning_stays_consistent(tmp_path):
     )
     reloaded = load_artifact(tmp_path / "model.pt", task.model)
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
+
+
+def test_multihead_attention_at_8_bits_keeps_out_proj_weight_only(tmp_path):
+    from autocompress import Task
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 5, 16, generator=g), torch.randint(0, 3, (32,), generator=g)
+    torch.manual_seed(0)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.layer(x).mean(dim=1))
+
+    task = Task(
+        model=Encoder().eval(), train_loader=[(x, y)], val_loader=[(x, y)], example_inputs=(x[:1],)
+    )
+    result = compress(task, Policy.from_dict({"quant": {"default": 8}}), out_dir=tmp_path)
+    layers = result.metrics["layers"]
+    assert layers["layer.self_attn.out_proj"]["mode"] == "weight-only"
+    assert layers["layer.linear1"]["mode"] == "weight-only"  # the layer's fast path reads it
+    assert layers["head"]["mode"] == "int-compute"
+    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.1

@@ -145,3 +145,15 @@ def test_unknown_preset():
         ConfigError, match="unknown objectives preset 'fast'; presets: accuracy-latency"
     ):
         load_objectives("fast")
+
+
+def test_relative_bound_on_speedup_is_refused():
+    from autocompress.objectives import ObjectiveSet
+
+    with pytest.raises(ConfigError, match="max_ratio on compression is relative"):
+        ObjectiveSet.from_dict(
+            {
+                "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+                "constraints": [{"metric": "compression", "max_ratio": 4}],
+            }
+        )

@@ -179,3 +179,38 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert err.strip().count("\n") == 0
     assert "unknown key 'trails'" in err and "bad.yaml" in err
     assert "Traceback" not in err
+
+
+def test_nan_metric_with_a_constraint_fails_the_trial_not_the_search(tmp_path):
+    objectives = tmp_path / "o.yaml"
+    objectives.write_text(
+        yaml.safe_dump(
+            {
+                "objectives": [
+                    {"metric": "size_bytes", "direction": "minimize"},
+                    {"metric": "latency_ms", "direction": "minimize"},
+                ],
+                "constraints": [{"metric": "accuracy", "max_drop": 0.5}],
+            }
+        )
+    )
+    cfg = _config(
+        tmp_path,
+        task=str(TESTS / "tasks.py") + ":mlp_nan_when_pruned",
+        objectives=str(objectives),
+        trials=4,
+    )
+    result = run_search(cfg)
+    by_name = {r["baseline"]: r for r in result.trials if r["baseline"]}
+    assert by_name["prune30-int8"]["state"] == "failed"
+    assert "non-finite" in by_name["prune30-int8"]["error"]
+    assert by_name["identity"]["state"] == "complete"
+    again = run_search(_config(tmp_path, task=cfg.task, objectives=str(objectives), trials=5))
+    assert len(again.trials) == 5
+
+
+def test_config_rejects_unknown_importance():
+    from autocompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="importance: 'magnitud'"):
+        SearchConfig.from_dict({"name": "x", "task": "t.py:f", "importance": "magnitud"})

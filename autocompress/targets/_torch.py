@@ -35,10 +35,15 @@ FORMAT = "autocompress-torch/1"
 _SCALAR_TYPES = (int, float, bool, str)
 
 
-def layer_mode(module: nn.Module, bits: int) -> str:
+# PyTorch modules that read their Linears' ``.weight`` tensors directly (fused fast paths):
+# their Linears cannot become dynamic-int8 modules and stay weight-only.
+_READS_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def layer_mode(module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
     if bits == 32:
         return "float"
-    if bits == 8 and type(module) is nn.Linear:  # not MHA's out_proj, read as a raw tensor
+    if bits == 8 and type(module) is nn.Linear and not isinstance(parent, _READS_WEIGHTS):
         return "int-compute"
     return "weight-only"
 
@@ -101,7 +106,8 @@ def save(
             tensors[name + f".packed{b}"] = pack_codes(codes, b)
             tensors[name + ".shape"] = torch.tensor(list(codes.shape), dtype=torch.int64)
     for p, b in bits.items():
-        layers[p] = {"bits": b, "mode": layer_mode(modules[p], b)}
+        parent = modules.get(p.rpartition(".")[0]) if "." in p else model
+        layers[p] = {"bits": b, "mode": layer_mode(modules[p], b, parent)}
     header = dict(meta, format=FORMAT, structure=structure, layers=layers, folded=folded)
     torch.save({"format": FORMAT, "meta": json.dumps(header), "tensors": tensors}, path)
     return layers
