@@ -26,6 +26,9 @@ class Gate(Protocol):
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """Hold the machine for timing."""
 
+    def released(self) -> contextlib.AbstractContextManager[None]:
+        """Step aside while blocked on something else (e.g. reporting to the driver)."""
+
 
 class NoGate:
     """In-process trials run one at a time: nothing to coordinate."""
@@ -34,6 +37,9 @@ class NoGate:
         pass
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def released(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
@@ -78,6 +84,15 @@ class FileGate:
         finally:
             self._lock(self._main, fcntl.LOCK_UN)
             self._lock(self._turn, fcntl.LOCK_UN)
+            self._lock(self._main, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        self._lock(self._main, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            self._pass_turnstile()
             self._lock(self._main, fcntl.LOCK_SH)
 
     def close(self) -> None:
