@@ -194,7 +194,7 @@ def export_cmd(
     metrics = export_trial(run_dir, number, out, fmt=format)
     typer.echo(
         f"trial {number}: accuracy {metrics['accuracy']:.4f}, {metrics['size_bytes']} B, "
-        f"{metrics['latency_ms']:.3f} ms -> {out}"
+        f"{metrics['latency_ms']:.3f} ms ({metrics['target']}, {metrics['artifact']}) -> {out}"
     )
 
 

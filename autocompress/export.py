@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .compress import MeasureSettings, compress
+from .compress import MeasureSettings, compress, load_artifact
 from .config import SearchConfig
 from .errors import ConfigError
+from .measure import threads
 from .objectives import load_objectives
 from .policy import Policy
 from .rundir import RunDir
@@ -42,7 +43,10 @@ def export_trial(
     """Write the deployable model of trial ``number`` with its policy.json and metrics.json.
 
     A model the search did not keep is rebuilt from its recorded policy and seed (pruning and
-    fine-tuning are deterministic) and measured again; the fresh metrics are written.
+    fine-tuning are deterministic) and measured again; the fresh metrics are written. With
+    ``fmt="onnx"`` the ONNX file is measured by ONNX Runtime (its bytes, its latency, the task
+    metric computed with it, the teacher exported and timed the same way) and those figures
+    go to ``metrics.onnx.json``, returned.
     """
     rd = RunDir(run_dir)
     records = {r["number"]: r for r in rd.records()}
@@ -52,26 +56,34 @@ def export_trial(
     if record["state"] != "complete":
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     kept = rd.trial_dir(number)
-    if fmt == "torch" and (kept / "model.pt").exists():
-        out.mkdir(parents=True, exist_ok=True)
+    if (kept / "model.pt").exists():
         for name in ("model.pt", "policy.json", "metrics.json"):
             shutil.copy2(kept / name, out / name)
-        return json.loads((out / "metrics.json").read_text())
+        if fmt == "torch":
+            return json.loads((out / "metrics.json").read_text())
     config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     task = load_task(config.task)
     objectives = load_objectives(config.objectives)
-    result = compress(
-        task,
-        Policy.from_dict(record["policy"]),
-        out_dir=out,
-        target=config.target,
-        importance=config.importance,
-        seed=record.get("seed", config.seed + number),
-        settings=MeasureSettings.from_latency(objectives.latency),
-    )
+    settings = MeasureSettings.from_latency(objectives.latency)
+    if (out / "model.pt").exists():
+        deployed = load_artifact(out / "model.pt", task.model)
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        with threads(settings.threads):  # as in the search: bit-identical re-materialization
+            result = compress(
+                task,
+                Policy.from_dict(record["policy"]),
+                out_dir=out,
+                target=config.target,
+                importance=config.importance,
+                seed=record.get("seed", config.seed + number),
+                settings=settings,
+            )
+        deployed, metrics = result.model, result.metrics
     if fmt == "onnx":
-        from .targets.onnx import export_onnx
+        from .targets.onnx import export_measured
 
-        export_onnx(result.model, task.example_inputs, out / "model.onnx")
-    return result.metrics
+        metrics = export_measured(task, deployed, metrics, out, settings=settings)
+    return metrics

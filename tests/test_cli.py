@@ -187,6 +187,23 @@ def test_search_export_and_report(tmp_path):
     smallest = min(pareto["trials"], key=lambda t: t["metrics"]["size_bytes"])
     assert picked.stdout.startswith(f"trial {smallest['number']}:")
 
+    onnx = cli(
+        "export",
+        str(run),
+        "--trial",
+        str(number),
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path / "e5"),
+    )
+    assert onnx.returncode == 0, onnx.stderr
+    measured = json.loads((tmp_path / "e5" / "metrics.onnx.json").read_text())
+    assert measured["target"] == "onnx" and measured["artifact"] == "model.onnx"
+    assert measured["size_bytes"] == (tmp_path / "e5" / "model.onnx").stat().st_size
+    assert all(rec["mode"] in ("float", "weight-only") for rec in measured["layers"].values())
+    assert abs(measured["accuracy"] - recorded["accuracy"]) <= 0.05
+
     (run / "report.html").unlink()
     rebuilt_report = cli("report", str(run))
     assert rebuilt_report.returncode == 0, rebuilt_report.stderr

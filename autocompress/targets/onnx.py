@@ -1,4 +1,4 @@
-"""ONNX export of a deployed model, for ONNX Runtime.
+"""ONNX export of a deployed model, measured in ONNX Runtime.
 
 The exported graph computes in float32 with the deployed (already quantized) weight values:
 PyTorch's dynamic int8 Linear does not export, so int8 Linears become float Linears holding
@@ -43,3 +43,72 @@ def export_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path
         dynamo=False,
     )
     return path
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session behind the nn.Module call interface the task metric uses."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, inputs, strict=True)}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def _measure(task, path: Path, settings) -> dict:
+    from ..measure import measure_latency
+
+    session = OrtModule(path, settings.threads)
+    lat = measure_latency(
+        session,
+        settings.inputs(task.example_inputs),
+        n_threads=settings.threads,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+    )
+    return {
+        "accuracy": task.evaluate(session),
+        "size_bytes": path.stat().st_size,
+        "latency_ms": lat.median_ms,
+        "latency_p90_ms": lat.p90_ms,
+    }
+
+
+def export_measured(task, deployed: nn.Module, torch_metrics: dict, out: Path, *, settings) -> dict:
+    """Write ``out/model.onnx``, measure it and the ONNX teacher in ONNX Runtime, write
+    ``out/metrics.onnx.json``. Every layer is ``weight-only`` (float compute) in the file."""
+    import json
+
+    path = export_onnx(deployed, task.example_inputs, out / "model.onnx")
+    teacher_path = export_onnx(task.model, task.example_inputs, out / "teacher.onnx")
+    measured, base = _measure(task, path, settings), _measure(task, teacher_path, settings)
+    teacher_path.unlink()
+    metrics = {
+        **measured,
+        "params": torch_metrics["params"],
+        "macs": torch_metrics["macs"],
+        "speedup": base["latency_ms"] / measured["latency_ms"],
+        "compression": base["size_bytes"] / measured["size_bytes"],
+        "baseline": {
+            **base,
+            "params": torch_metrics["baseline"]["params"],
+            "macs": torch_metrics["baseline"]["macs"],
+        },
+        "layers": {
+            p: {**rec, "mode": "float" if rec["bits"] == 32 else "weight-only"}
+            for p, rec in torch_metrics["layers"].items()
+        },
+        "artifact": "model.onnx",
+        "target": "onnx",
+        "threads": settings.threads,
+    }
+    (out / "metrics.onnx.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
