@@ -27,7 +27,7 @@ _OUT_NAMES = ("proj", "out_proj", "o_proj", "out", "dense")
 
 def _taylor(model: nn.Module, task: Task, batches: int) -> tp.importance.Importance:
     model.zero_grad()
-    model.train()
+    model.eval()  # gradients without touching BatchNorm running statistics
     for inputs, targets in islice(iter(task.train_loader), batches):
         out = task.output_fn(run_model(model, inputs))
         task.task_loss(out, targets).backward()
