@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +115,6 @@ class CompressResult:
         if name in metrics:
             return metrics[name]
         raise AttributeError(name)
-
-
-@dataclass
-class Baseline:
-    """The uncompressed teacher measured like any candidate, once per process."""
-
-    metrics: dict[str, Any]
-    _cache: dict = field(default_factory=dict, repr=False)
 
 
 def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]:
