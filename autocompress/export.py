@@ -64,6 +64,11 @@ def export_trial(
         if fmt == "torch":
             return json.loads((out / "metrics.json").read_text())
     config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
+    if ":" not in config.task:
+        raise ConfigError(
+            f"{run_dir}: trial {number}'s model was not kept and the search's task was given from "
+            "Python, not as file.py:function; rebuild it with autocompress.compress(task, policy)"
+        )
     task = load_task(config.task)
     objectives = load_objectives(config.objectives)
     settings = MeasureSettings.from_latency(objectives.latency)
