@@ -15,15 +15,13 @@ Prints the median latency per mode and writes ``benchmarks/results/latency_under
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, ROOT, task_spec
+from _common import RESULTS, ROOT, parse_search_args, task_spec
 
 from autocompress.config import SearchConfig
 from autocompress.search import finish, prepare, run_local
@@ -69,15 +67,7 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument(
-        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/tasks.py:cnn"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = parse_search_args(__doc__.splitlines()[0], repeats=6, epochs=2)
     task, space = task_spec(args.task)
     modes = {}
     with tempfile.TemporaryDirectory(prefix="acl") as tmp:

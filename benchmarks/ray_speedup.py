@@ -12,7 +12,6 @@ side by side in processes buys. Prints both and writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, ROOT, task_spec
+from _common import RESULTS, ROOT, parse_search_args, task_spec
 
 from autocompress.config import SearchConfig
 from autocompress.search import run_search
@@ -54,15 +53,7 @@ def run(backend: str, out: Path, *, trials: int, epochs: int, task: str, space: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument(
-        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/tasks.py:cnn"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = parse_search_args(__doc__.splitlines()[0], trials=8, epochs=1)
     task, space = task_spec(args.task)
     with tempfile.TemporaryDirectory(prefix="acb") as tmp:
         local = run(
