@@ -27,10 +27,6 @@ from .task import Task
 EpochReporter = Callable[[int, float], None]
 
 
-class EarlyStopped(Exception):
-    """Raised by an epoch reporter when a scheduler stops the trial (recorded as ``pruned``)."""
-
-
 def run_trial(
     task: Task,
     policy: Policy,
@@ -98,8 +94,6 @@ def run_trial(
             )
     except StopTrial as stop:
         record.update(state="infeasible", metrics=structure, error=str(stop))
-    except EarlyStopped as stop:
-        record.update(state="pruned", metrics=structure, error=str(stop) or None)
     except Exception as exc:  # a failing trial never kills a search
         record.update(
             state="failed",
