@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .distill import TeacherCache
+from .drop import drop_blocks_, find_blocks, live, resolve_blocks
 from .errors import PolicyError
 from .finetune import EpochCallback, finetune_
 from .gate import Gate, NoGate
@@ -26,6 +27,7 @@ from .layers import list_layers, per_layer
 from .measure import count_macs, count_params, measure_latency
 from .policy import Policy
 from .prune import check_importance, prune_
+from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, get_target
 from .task import Task
 
@@ -222,6 +224,9 @@ def compress(
     check_importance(importance)
     tgt = get_target(target)
     resolved = resolve_policy(task, policy, tgt)
+    blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
+    dropped = resolve_blocks(policy.drop_blocks, blocks)
+    sparsity = resolve_sparsity(task.model, policy)
     if baseline is None:
         stage("measure baseline")
         baseline = measure_baseline(task, target=target, settings=settings)
@@ -230,8 +235,19 @@ def compress(
     student = copy.deepcopy(task.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        prune_(student, task, resolved.prune, importance=importance, protected=resolved.protected)
+        drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
+        protected = tuple(live(dict.fromkeys(resolved.protected), student))
+        prune_(
+            student, task, live(resolved.prune, student), importance=importance, protected=protected
+        )
+        masks = sparsify_(student, task, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
+    bits = live(resolved.bits, student)
+    meta = {
+        **_artifact_meta(task, policy, tgt),
+        "dropped": dropped,
+        "sparse": live(sparsity, student),
+    }
 
     if on_structure is not None:
         stage("measure structure")
@@ -239,11 +255,11 @@ def compress(
             structure_cost(
                 task,
                 student,
-                resolved.bits,
+                bits,
                 structure,
                 target=tgt,
                 settings=settings,
-                meta=_artifact_meta(task, policy, tgt),
+                meta=meta,
                 gate=gate,
             )
         )
@@ -254,11 +270,12 @@ def compress(
         student,
         task,
         policy,
-        resolved.bits,
+        bits,
         teacher_cache=teacher_cache,
         seed=seed,
         on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
         on_step=gate.step,
+        masks=masks,
     )
 
     stage("convert")
@@ -268,9 +285,9 @@ def compress(
     records = tgt.save(
         student,
         artifact,
-        bits=resolved.bits,
+        bits=bits,
         structure=structure,
-        meta=_artifact_meta(task, policy, tgt),
+        meta=meta,
     )
     deployed = tgt.load(artifact, task.model)
 
@@ -283,6 +300,9 @@ def compress(
     metrics["layers"] = {
         p: {"prune": resolved.prune.get(p, 0.0), **rec} for p, rec in records.items()
     }
+    metrics.update(summary(records, student))
+    if dropped:
+        metrics["dropped_blocks"] = list(dropped)
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads

@@ -11,6 +11,7 @@ from .distill import DistillLoss, FeatureTap, TeacherCache
 from .errors import AutoCompressError
 from .policy import Policy
 from .quantize import add_fake_quant_, remove_fake_quant_
+from .sparsify import apply_masks_
 from .task import Task, run_model
 
 EpochCallback = Callable[[int, nn.Module], None]
@@ -30,11 +31,13 @@ def finetune_(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
     on_step: Callable[[], None] | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Train ``student`` in place for ``policy.finetune.epochs`` epochs with quantization-aware
     fake-quant; seeded, without touching the global RNG. ``on_epoch(k, model)`` runs after
     each epoch with the fake-quant model (for per-epoch metrics and early stopping);
-    ``on_step()`` after each batch (see ``gate``)."""
+    ``on_step()`` after each batch (see ``gate``). ``masks`` (from ``sparsify_``) stay fixed:
+    pruned weights are re-zeroed after every optimizer step."""
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
@@ -72,6 +75,8 @@ def finetune_(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if masks:
+                        apply_masks_(student, masks)
                     if on_step is not None:
                         on_step()
                 if on_epoch is not None:

@@ -1,5 +1,18 @@
 """A compression policy: distillation, per-layer pruning and bits, fine-tuning — one JSON object.
 
+Pruning comes in three strategies, which compose (applied in this order):
+
+- ``drop.blocks``: **structure** — whole residual blocks or transformer layers (module paths
+  or globs, see ``drop``) replaced by their identity path;
+- ``prune.default`` / ``prune.layers``: **unit** (the default) — the fraction of each layer's
+  output channels, neurons or heads removed (tensors shrink);
+- ``prune.sparsity.default`` / ``prune.sparsity.layers``: **weight** — the fraction of each
+  layer's individual weights zeroed (unstructured, see ``sparsify``); stored in a sparse
+  encoding, run by dense kernels.
+
+``prune.sparsity`` and ``drop`` are optional: a policy without them is unchanged, and
+``to_dict`` writes them only when set.
+
 >>> p = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}})
 >>> Policy.from_json(p.to_json()) == p
 True
@@ -51,6 +64,18 @@ def _bits(key: str, value: Any) -> int:
     return value
 
 
+def _blocks(section: Any) -> tuple[str, ...]:
+    _check_keys("drop", section, ("blocks",))
+    blocks = section.get("blocks", [])
+    if not isinstance(blocks, list) or not all(isinstance(b, str) and b for b in blocks):
+        raise PolicyError(
+            f"policy key drop.blocks must be a list of module paths or globs, got {blocks!r}"
+        )
+    if len(set(blocks)) != len(blocks):
+        raise PolicyError(f"policy key drop.blocks lists a block twice: {blocks!r}")
+    return tuple(blocks)
+
+
 @dataclass(frozen=True)
 class Distill:
     alpha: float = 1.0
@@ -74,13 +99,16 @@ class Policy:
     quant_default: int = 32
     quant_layers: dict[str, int] = field(default_factory=dict)
     finetune: Finetune = field(default_factory=Finetune)
+    sparsity_default: float = 0.0
+    sparsity_layers: dict[str, float] = field(default_factory=dict)
+    drop_blocks: tuple[str, ...] = ()
 
     def __hash__(self) -> int:
         return hash(self.to_json())
 
     # -- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "distill": {"alpha": self.distill.alpha, "temperature": self.distill.temperature},
             "prune": {"default": self.prune_default, "layers": dict(self.prune_layers)},
             "quant": {"default": self.quant_default, "layers": dict(self.quant_layers)},
@@ -90,13 +118,21 @@ class Policy:
                 "lr": self.finetune.lr,
             },
         }
+        if self.sparsity_default or self.sparsity_layers:
+            out["prune"]["sparsity"] = {
+                "default": self.sparsity_default,
+                "layers": dict(self.sparsity_layers),
+            }
+        if self.drop_blocks:
+            out["drop"] = {"blocks": list(self.drop_blocks)}
+        return out
 
     def to_json(self, *, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        _check_keys("", data, ("distill", "prune", "quant", "finetune"))
+        _check_keys("", data, ("distill", "prune", "quant", "finetune", "drop"))
         d = data.get("distill", {})
         _check_keys("distill", d, ("alpha", "temperature"))
         alpha = _number("distill.alpha", d.get("alpha", 1.0))
@@ -107,10 +143,17 @@ class Policy:
             raise PolicyError(f"policy key distill.temperature = {temperature} must be > 0")
 
         p = data.get("prune", {})
-        _check_keys("prune", p, ("default", "layers"))
+        _check_keys("prune", p, ("default", "layers", "sparsity"))
         p_layers = p.get("layers", {})
         _check_keys("prune.layers", p_layers, tuple(p_layers))
         prune_layers = {k: _ratio(f"prune.layers[{k!r}]", v) for k, v in p_layers.items()}
+        s = p.get("sparsity", {})
+        _check_keys("prune.sparsity", s, ("default", "layers"))
+        s_layers = s.get("layers", {})
+        _check_keys("prune.sparsity.layers", s_layers, tuple(s_layers))
+        sparsity_layers = {
+            k: _ratio(f"prune.sparsity.layers[{k!r}]", v) for k, v in s_layers.items()
+        }
 
         q = data.get("quant", {})
         _check_keys("quant", q, ("default", "layers"))
@@ -137,6 +180,9 @@ class Policy:
             quant_default=_bits("quant.default", q.get("default", 32)),
             quant_layers=quant_layers,
             finetune=Finetune(lambda_=lam, epochs=epochs, lr=lr),
+            sparsity_default=_ratio("prune.sparsity.default", s.get("default", 0.0)),
+            sparsity_layers=sparsity_layers,
+            drop_blocks=_blocks(data.get("drop", {})),
         )
 
     @classmethod

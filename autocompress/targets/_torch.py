@@ -9,6 +9,9 @@ What each bit-width becomes on this target:
 - 8 on Conv, and 2/3/4 everywhere: integer codes stored packed (8 bits per byte for 8,
   a bit stream for fewer) with per-channel scales, dequantized to float32 on load
   (``weight-only``).
+- Layers the policy sparsifies (``meta["sparse"]``, the ``weight`` strategy) are stored as a
+  bitmask plus the kept values at their bit-width where that is smaller (see ``sparsify``);
+  they load as dense tensors (``"sparsity": "storage-only"``).
 
 The file holds no pickled Python objects: the architecture comes from the task's model, and
 the artifact records which module attributes pruning changed (channel counts, heads) so the
@@ -27,9 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..drop import drop_blocks_
 from ..errors import AutoCompressError
 from ..fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
 from ..quantize import dequantize, pack_codes, quantize_weight, unpack_codes
+from ..sparsify import achieved_sparsity, decode_sparse, encode_sparse
 
 FORMAT = "autocompress-torch/1"
 _SCALAR_TYPES = (int, float, bool, str)
@@ -89,8 +94,15 @@ def save(
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict[str, Any]] = {}
     quantized = {p: b for p, b in bits.items() if b < 32}
+    sparse: Mapping[str, float] = meta.get("sparse", {})
     for name, tensor in model.state_dict().items():
         owner, _, leaf = name.rpartition(".")
+        encoded = (
+            encode_sparse(tensor, bits[owner]) if owner in sparse and leaf == "weight" else None
+        )
+        if encoded is not None:
+            tensors.update({name + suffix: t for suffix, t in encoded.items()})
+            continue
         b = quantized.get(owner)
         if b is None or leaf != "weight":
             tensors[name] = tensor.detach().clone().contiguous()
@@ -108,9 +120,29 @@ def save(
     for p, b in bits.items():
         parent = modules.get(p.rpartition(".")[0]) if "." in p else model
         layers[p] = {"bits": b, "mode": layer_mode(modules[p], b, parent)}
+    layers.update(_sparse_records(tensors, layers, sparse))
     header = dict(meta, format=FORMAT, structure=structure, layers=layers, folded=folded)
     torch.save({"format": FORMAT, "meta": json.dumps(header), "tensors": tensors}, path)
     return layers
+
+
+def _sparse_records(
+    tensors: Mapping[str, torch.Tensor],
+    layers: Mapping[str, Mapping[str, Any]],
+    sparse: Mapping[str, float],
+) -> dict[str, dict[str, Any]]:
+    state = _float_state(tensors) if sparse else {}
+    return {
+        p: {
+            **layers[p],
+            "sparsity": "storage-only",
+            "sparsity_requested": sparse[p],
+            "sparsity_achieved": achieved_sparsity(state[p + ".weight"]),
+            "encoding": "bitmask" if p + ".weight.mask" in tensors else "dense",
+        }
+        for p in sparse
+        if p in layers
+    }
 
 
 def read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -137,9 +169,11 @@ def _float_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             shape = tuple(int(s) for s in tensors[base + ".shape"])
             codes = unpack_codes(t, int(kind[len("packed") :]), shape)
             state[base] = dequantize(codes, tensors[base + ".scale"])
+        elif kind.startswith("sparse"):
+            state[base] = decode_sparse(tensors, base)
         else:
             continue
-        side.update({base + ".scale", base + ".shape"})
+        side.update({base + ".scale", base + ".shape", base + ".mask"})
     for key, t in tensors.items():
         base, _, kind = key.rpartition(".")
         if key not in side and base not in state:
@@ -169,7 +203,7 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
     """Rebuild the deployable model: pruned structure from ``skeleton``'s architecture,
     tensors from the file, int8 Linears on integer kernels."""
     meta, tensors = read(path)
-    model = copy.deepcopy(skeleton).eval()
+    model = drop_blocks_(copy.deepcopy(skeleton).eval(), meta.get("dropped", {}))
     modules = dict(model.named_modules())
     for mpath, attrs in meta["structure"].items():
         if mpath not in modules:
@@ -200,7 +234,10 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
         parent_path, _, child = lpath.rpartition(".")
         parent = modules[parent_path] if parent_path else model
         w = lpath + ".weight"
-        setattr(
-            parent, child, _int8_linear(modules[lpath], tensors[w + ".int8"], tensors[w + ".scale"])
+        codes = (
+            tensors[w + ".int8"]
+            if w + ".int8" in tensors
+            else decode_sparse(tensors, w, codes=True)
         )
+        setattr(parent, child, _int8_linear(modules[lpath], codes, tensors[w + ".scale"]))
     return model.eval()
