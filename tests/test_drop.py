@@ -228,3 +228,31 @@ def test_the_space_gets_a_keep_or_drop_choice_per_block(encoder):
 def test_bad_drop_sections_are_config_errors(encoder, drop, message):
     with pytest.raises(ConfigError, match=message):
         SearchSpace.from_dict({"drop": drop}).resolve(encoder.model, encoder.example_inputs)
+
+
+def test_a_search_over_drop_and_sparsity_records_what_it_did(encoder, tmp_path):
+    from autocompress.search import search
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "finetune: {epochs: 1}\n"
+        "drop: {blocks: auto}\n"
+        "rules:\n"
+        "  - type: Linear\n"
+        "    sparsity: {choices: [0.0, 0.5, 0.9]}\n"
+        "    group: prefix:1\n"
+        "    bits: {choices: [8, 32]}\n"
+    )
+    result = search(
+        encoder, space=str(space), n_trials=4, seed=1, sampler="random", epochs=1,
+        out=tmp_path / "run", name="enc", baselines=("identity",),
+    )  # fmt: skip
+    # infeasible = trained and measured, but below the preset's accuracy floor
+    records = [r for r in result.trials if r["state"] in ("complete", "infeasible")]
+    assert len(records) == 4 and all(r["metrics"].get("layers") for r in records)
+    for r in records:
+        dropped = [b for b in ("layers.0", "layers.1") if r["params"][f"drop.{b}"] == "drop"]
+        assert r["metrics"].get("dropped_blocks", []) == dropped
+        assert r["policy"].get("drop", {"blocks": []})["blocks"] == dropped
+        want = r["params"]["sparsity.embed"]
+        assert r["metrics"]["layers"]["embed"].get("sparsity_requested", 0.0) == want
