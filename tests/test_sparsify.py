@@ -201,3 +201,12 @@ def test_unstructured_space_searches_sparsity_per_layer(mlp):
     # spaces without a sparsity rule make the same policies as before
     old = load_space("default").resolve(mlp.model, mlp.example_inputs)
     assert "sparsity" not in old.policy_from_params({}).to_dict()["prune"]
+
+
+def test_inspect_shows_the_sparsity_dimensions(mlp):
+    from autocompress.inspect import describe
+
+    text = describe(mlp, "unstructured", width=200)
+    assert "sparsity.net.0 [0, 0.9] step 0.1" in text and "sparsity.net.4" in text
+    assert "dimension: 9 (6 layer parameters, 3 global)" in text
+    assert "sparsity" not in describe(mlp, "default", width=200)  # no column when unused
