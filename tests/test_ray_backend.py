@@ -90,7 +90,7 @@ def test_nan_trials_fail_and_the_search_goes_on(short_tmp):
 def test_asha_prunes_weak_trials_and_keeps_them_off_the_front(short_tmp):
     cfg = config(short_tmp / "run", trials=7, epochs=3, scheduler="auto", max_concurrent=2)
     session = prepare(cfg)
-    from autocompress.integrations.ray import make_scheduler
+    from autocompress.backends.ray import make_scheduler
 
     scheduler = make_scheduler(session)
     assert type(scheduler).__name__ == "AsyncHyperBandScheduler"
