@@ -69,7 +69,9 @@ class Controller:
             load_if_exists=True,
         )
         if self.study.metric_names is None:
-            self.study.set_metric_names(list(objectives.metrics))
+            with warnings.catch_warnings():  # experimental since 3.2, still in 5.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(objectives.metrics))
         self.live: dict[int, optuna.trial.Trial] = {}
         self.records: dict[int, dict[str, Any]] = {r["number"]: r for r in run_dir.records()}
         if not self.study.trials:
