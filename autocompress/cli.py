@@ -113,6 +113,7 @@ def search_cmd(
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     tracking: Annotated[bool, typer.Option(help="Track the search in MLflow")] = True,
+    verbose: Annotated[bool, typer.Option(help="Show Ray Tune's own console output")] = False,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
@@ -130,7 +131,7 @@ def search_cmd(
     if not tracking:
         cfg = cfg.with_overrides(tracking=False)
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
-    result = run_search(cfg, resume=resume, tracker=tracker)
+    result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
     typer.echo(f"{len(result.trials)} trials, {len(result.pareto)} on the Pareto front")
     for rec in result.pareto:
         m = rec["metrics"]

@@ -25,9 +25,9 @@ from torch import nn
 from .errors import ConfigError
 from .layers import LayerInfo, list_layers
 from .policy import SUPPORTED_BITS, Distill, Finetune, Policy
+from .presets import preset_dir
 
 Number = float | int
-PRESET_ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- reading preset files ------------------------------------------------------------------
@@ -41,9 +41,9 @@ def read_preset(name_or_path: str | Path, folder: str) -> tuple[dict[str, Any], 
     if text_name.endswith((".yaml", ".yml")) or "/" in text_name or "\\" in text_name:
         path, source = Path(text_name), text_name
     else:
-        path, source = PRESET_ROOT / folder / f"{text_name}.yaml", f"{folder}/{text_name}.yaml"
+        path, source = preset_dir(folder) / f"{text_name}.yaml", f"{folder}/{text_name}.yaml"
         if not path.is_file():
-            known = sorted(p.stem for p in (PRESET_ROOT / folder).glob("*.yaml"))
+            known = sorted(p.stem for p in preset_dir(folder).glob("*.yaml"))
             raise ConfigError(
                 f"unknown {folder} preset {text_name!r}; presets: {', '.join(known)} "
                 "(or give a path to a .yaml file)"
