@@ -11,7 +11,7 @@ import logging
 import shutil
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .config import SearchConfig
 from .controller import Controller
 from .distill import TeacherCache
 from .errors import ConfigError
+from .failures import FailureMonitor
 from .objectives import ObjectiveSet, load_objectives
 from .progress import SearchProgress
 from .rundir import RunDir
@@ -61,6 +62,7 @@ class Session:
     objectives: ObjectiveSet
     controller: Controller
     tracker: Any = None
+    failures: FailureMonitor = field(default_factory=FailureMonitor)
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -106,6 +108,7 @@ def prepare(
         config=config, run_dir=run_dir, space=space, objectives=objectives, baseline=baseline
     )
     session = Session(config, run_dir, task, objectives, controller, tracker)
+    session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
     if tracker is not None:
         tracker.start_search(config.to_dict())
         tracker.sync(list(controller.records.values()))
@@ -115,6 +118,7 @@ def prepare(
 def after_trial(session: Session, record: Mapping[str, Any], progress: SearchProgress) -> None:
     """Bookkeeping after each finished trial: progress, pareto.json, tracking, report."""
     records = list(session.controller.records.values())
+    session.failures.observe(record)
     progress.finished(records, record)
     if record["state"] != "complete":
         shutil.rmtree(session.run_dir.trial_dir(record["number"]), ignore_errors=True)
@@ -172,7 +176,7 @@ def run_local(session: Session) -> None:
     )
     cache = TeacherCache(session.task)
     try:
-        while c.n_finished < session.config.trials:
+        while c.n_finished < session.config.trials and session.failures.aborted is None:
             proposal = c.ask()
             record = run_trial(
                 session.task,
@@ -186,6 +190,7 @@ def run_local(session: Session) -> None:
                 seed=proposal.seed,
                 teacher_cache=cache,
                 on_stage=lambda s, n=proposal.number: progress.stage(n, s),
+                timeout_s=session.config.trial_timeout_s,
             )
             record["node"] = None
             after_trial(session, c.tell(proposal, record), progress)
@@ -211,7 +216,9 @@ def run_search(
     """Prepare the run directory, run the backend until ``config.trials`` trials are recorded."""
     session = prepare(config, task, resume=resume, tracker=tracker)
     BACKENDS[config.backend](session)
-    return finish(session)
+    result = finish(session)
+    session.failures.raise_if_aborted()
+    return result
 
 
 def search(
