@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .hypervolume import default_reference, hypervolume, normalize
+from .rundir import RunDir, read_json
 
 __all__ = ["compare", "format_table"]
 
@@ -123,12 +124,10 @@ def _load(source: str, tracking_uri: str | None) -> list[_Search]:
 
 
 def _load_run_dir(path: Path) -> _Search:
-    records = [
-        json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines() if line
-    ]
+    records = RunDir(path).records()
     pareto: dict[str, Any] = {}
     if (path / "pareto.json").is_file():
-        pareto = json.loads((path / "pareto.json").read_text())
+        pareto = read_json(path / "pareto.json")
         front = [t.get("metrics") or {} for t in pareto.get("trials", [])]
     else:
         front = _front([r["metrics"] for r in records if r.get("state") == "complete"])

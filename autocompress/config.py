@@ -92,6 +92,13 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """A search, as written in YAML. Paths in it are relative to the config file's folder."""
@@ -173,7 +180,7 @@ class SearchConfig:
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         return cls.from_dict(data, source=str(path), base_dir=str(path.parent))
 
     def resolved(self) -> SearchConfig:

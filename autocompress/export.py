@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .measure import threads
 from .objectives import load_objectives
 from .policy import Policy
-from .rundir import RunDir
+from .rundir import RunDir, read_json
 from .task import load_task
 
 PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
@@ -26,7 +26,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     path = Path(run_dir) / "pareto.json"
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     teacher = doc["baseline"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:

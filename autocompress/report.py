@@ -11,7 +11,6 @@ stays lean.
 from __future__ import annotations
 
 import html
-import json
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from .errors import AutoCompressError
 from .hypervolume import hypervolume_history
+from .rundir import RunDir, read_json
 
 PARETO_DIV_ID = "pareto-front"
 PARETO_TRACE_UID = "pareto"  # plotly renders this trace as <g class="trace scatter tracepareto">
@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path) -> RunData:
             raise AutoCompressError(
                 f"{path} not found; a report needs a run directory written by `autocompress search`"
             )
-    pareto = json.loads(pareto_path.read_text())
+    pareto = read_json(pareto_path)
     objectives = [(o["name"], o["direction"]) for o in pareto.get("objectives", [])]
     if len(objectives) < 2:
         raise AutoCompressError(
@@ -79,25 +79,10 @@ def load_run(run_dir: str | Path) -> RunData:
         name=str(pareto.get("name") or run_dir.name),
         objectives=objectives,
         teacher=dict(pareto.get("baseline") or {}),
-        records=sorted(_read_jsonl(trials_path), key=lambda r: r["number"]),
+        records=RunDir(run_dir).records(),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
     )
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if i == len(lines):  # a search still running may be mid-write on its last line
-                break
-            raise AutoCompressError(f"{path}:{i}: not valid JSON ({err.msg})") from err
-    return records
 
 
 def write_report(run_dir: str | Path, *, inline_plotlyjs: bool = False) -> tuple[Path, Path]:

@@ -17,6 +17,7 @@ import yaml
 from .errors import ConfigError
 
 STATES = ("complete", "infeasible", "failed", "pruned")
+FORMAT = 1  # of the run directory; read_config refuses any other
 
 
 class RunDir:
@@ -38,13 +39,24 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        (self.path / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        data = {"format": FORMAT, **config}
+        (self.path / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
         path = self.path / "config.yaml"
         if not path.exists():
             raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
-        return yaml.safe_load(path.read_text())
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        found = data.pop("format", None) if isinstance(data, dict) else None
+        if found != FORMAT:
+            raise ConfigError(
+                f"{path}: run directory format {found!r}, this autocompress reads format "
+                f"{FORMAT}; use the autocompress version that wrote it or start a new --out"
+            )
+        return data
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, allow_nan=False, default=str)
@@ -68,6 +80,8 @@ class RunDir:
                 if i == len(lines) - 1:
                     continue
                 raise ConfigError(f"{self.trials_file}:{i + 1}: not a JSON trial record") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("number"), int):
+                raise ConfigError(f"{self.trials_file}:{i + 1}: a trial record needs a number")
             out.setdefault(rec["number"], rec)
         return [out[n] for n in sorted(out)]
 
@@ -77,6 +91,20 @@ class RunDir:
         tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(path)
         return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run directory's JSON file; a damaged one is a one-line ConfigError naming it."""
+    fix = "`autocompress search --resume` on this run directory rewrites it"
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: damaged, not valid JSON ({exc.msg} at line {exc.lineno}); {fix}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: damaged, a JSON {type(data).__name__} not an object; {fix}")
+    return data
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
