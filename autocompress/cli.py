@@ -128,6 +128,7 @@ def search_cmd(
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
+    from .failures import no_feasible_trial
     from .search import make_tracker, run_search
 
     cfg = SearchConfig.from_yaml(config).with_overrides(
@@ -144,7 +145,10 @@ def search_cmd(
     _need_directory(cfg.run_dir, "--out (or the config's out:)")
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
     result = run_search(cfg, resume=resume, tracker=tracker)
-    typer.echo(f"{len(result.trials)} trials, {len(result.pareto)} on the Pareto front")
+    failed = sum(r["state"] == "failed" for r in result.trials)
+    typer.echo(
+        f"{len(result.trials)} trials ({failed} failed), {len(result.pareto)} on the Pareto front"
+    )
     for rec in result.pareto:
         m = rec["metrics"]
         typer.echo(
@@ -152,6 +156,9 @@ def search_cmd(
             f"({m['compression']:.1f}x)  latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x)"
         )
     typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
+    unmet = no_feasible_trial(result.trials)
+    if unmet:
+        raise AutoCompressError(f"{result.run_dir}: {unmet}")
 
 
 @app.command("inspect")

@@ -49,6 +49,7 @@ def export_trial(
     go to ``metrics.onnx.json``, returned.
     """
     rd = RunDir(run_dir)
+    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     records = {r["number"]: r for r in rd.records()}
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
@@ -63,7 +64,6 @@ def export_trial(
             shutil.copy2(kept / name, out / name)
         if fmt == "torch":
             return json.loads((out / "metrics.json").read_text())
-    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     if ":" not in config.task:
         raise ConfigError(
             f"{run_dir}: trial {number}'s model was not kept and the search's task was given from "

@@ -113,3 +113,22 @@ class FailureMonitor:
 def _first_line(error: Any) -> str:
     lines = [ln for ln in str(error or "unknown error").splitlines() if ln.strip()]
     return (lines[0] if lines else "unknown error")[:200]
+
+
+def no_feasible_trial(records: list[Mapping[str, Any]]) -> str | None:
+    """When no trial completed: one line saying which constraints the trials broke, else None."""
+    if not records or any(r.get("state") == "complete" for r in records):
+        return None
+    broken: Counter[str] = Counter()
+    for r in records:
+        if r.get("state") == "infeasible":
+            for part in str(r.get("error") or "").split("; "):
+                broken[part.split(" broken")[0].split(":")[0].strip()] += 1
+    states = Counter(r.get("state") for r in records)
+    if not broken:
+        return f"no trial completed ({dict(states)}); see the errors in trials.jsonl"
+    which = ", ".join(f"{c} (broken by {n})" for c, n in broken.most_common())
+    return (
+        f"no trial met the constraints: {which}, of {len(records)} trials; "
+        "relax them in the objectives file or widen the search space"
+    )
