@@ -70,9 +70,7 @@ def _order_is_fixed(loader: Iterable) -> bool:
     if isinstance(loader, DataLoader):
         if isinstance(loader.batch_sampler, BatchSampler):
             return not isinstance(loader.batch_sampler.sampler, _RANDOM_SAMPLERS)
-        return loader.batch_sampler is not None and not isinstance(
-            loader.sampler, _RANDOM_SAMPLERS
-        )
+        return loader.batch_sampler is not None and not isinstance(loader.sampler, _RANDOM_SAMPLERS)
     return isinstance(loader, list | tuple)
 
 

@@ -19,7 +19,7 @@ from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
 from .controller import Controller
 from .distill import TeacherCache
-from .errors import ConfigError
+from .errors import AutoCompressError, ConfigError, TaskError
 from .failures import FailureMonitor
 from .objectives import ObjectiveSet, load_objectives
 from .progress import SearchProgress
@@ -102,7 +102,14 @@ def prepare(
     run_dir.create()
     run_dir.write_config(config.to_dict())
     settings = MeasureSettings.from_latency(objectives.latency)
-    baseline = measure_baseline(task, target=config.target, settings=settings)
+    try:
+        baseline = measure_baseline(task, target=config.target, settings=settings)
+    except AutoCompressError:
+        raise
+    except Exception as exc:  # the task's own code (metric, loss, output_fn) failed on the teacher
+        raise TaskError(
+            f"task {config.task}: measuring the teacher failed: {type(exc).__name__}: {exc}"
+        ) from exc
     run_dir.write_json("baseline.json", baseline)
     controller = Controller(
         config=config, run_dir=run_dir, space=space, objectives=objectives, baseline=baseline

@@ -58,6 +58,7 @@ def run_trial(
         deadline.check(f"stage {name!r}")
         if on_stage is not None:
             on_stage(name)
+
     settings = MeasureSettings.from_latency(objectives.latency)
     epochs: list[dict[str, float]] = []
     structure: dict[str, Any] = {}

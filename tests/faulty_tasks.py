@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from autocompress import Task
 from autocompress.measure import count_params
+from autocompress.task import top1_accuracy
 
 
 def not_a_task():
@@ -84,12 +85,11 @@ def crash_in_metric() -> Task:
     """The metric raises for any pruned student (an exception inside a trial)."""
     task = mlp_task()
     full = count_params(task.model)
-    teacher_metric = task.evaluate
 
     def metric(model, val_loader) -> float:
         if count_params(model) < full:
             raise RuntimeError("metric exploded on a pruned student")
-        return teacher_metric(model)
+        return top1_accuracy(model, val_loader)
 
     task.metric = metric
     return task
@@ -119,4 +119,18 @@ def slow() -> Task:
         return F.cross_entropy(out, y)
 
     task.loss = loss
+    return task
+
+
+def dies_when_pruned() -> Task:
+    """The metric kills its process for any pruned student (a worker killed under a trial)."""
+    task = mlp_task()
+    full = count_params(task.model)
+
+    def metric(model, val_loader) -> float:
+        if count_params(model) < full:
+            os._exit(3)
+        return top1_accuracy(model, val_loader)
+
+    task.metric = metric
     return task

@@ -167,9 +167,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("policy.json", "quant.default", "5"),
     ),
     "bits the target does not offer (space)": (
-        lambda t: _space(
-            t, {"rules": [{"type": ["Linear"], "bits": {"choices": [5, 8]}}]}
-        ),
+        lambda t: _space(t, {"rules": [{"type": ["Linear"], "bits": {"choices": [5, 8]}}]}),
         ("space.yaml",),
     ),
     "glob matching no layer": (

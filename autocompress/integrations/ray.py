@@ -128,7 +128,9 @@ class ControllerSearcher(Searcher):
             record = json.loads(result["record"])
         elif limit is not None and result.get("time_total_s", 0) > limit:
             record = self._base_record(trial_id, proposal, "failed")
-            record.update(failure="timeout", error=f"stopped by Tune over trial_timeout_s={limit:g}")
+            record.update(
+                failure="timeout", error=f"stopped by Tune over trial_timeout_s={limit:g}"
+            )
         elif result.get(TIME_ATTR):
             record = self._base_record(trial_id, proposal, "pruned")
             record["error"] = (
@@ -145,7 +147,8 @@ class ControllerSearcher(Searcher):
         if proposal is None:
             return
         record = self._base_record(trial_id, proposal, "failed")
-        record["error"] = message
+        died = any(word in message.lower() for word in ("died", "worker failed", "exit"))
+        record.update(error=message, failure="worker-died" if died else "exception")
         self._record(trial_id, proposal, record, self.last.get(trial_id) or {})
 
     def flush_errors(self) -> None:
