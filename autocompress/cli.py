@@ -26,6 +26,12 @@ def _root() -> None:
     """Search compression policies for trained PyTorch models."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message on one line (YAML and library messages may span several)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn AutoCompressError (and files that cannot be read) into one line and exit 2."""
 
@@ -33,11 +39,16 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (AutoCompressError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (AutoCompressError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _need_directory(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise AutoCompressError(f"{option} {path} is a file; give a directory (it is created)")
 
 
 def _stage_printer(label: str):
@@ -74,6 +85,7 @@ def apply(
     from .policy import load_policy
     from .task import load_task
 
+    _need_directory(out, "--out")
     pol = load_policy(policy)
     if threads < 1:
         raise AutoCompressError(f"--threads {threads}: must be at least 1")
@@ -117,6 +129,7 @@ def search_cmd(
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
+    from .failures import no_feasible_trial
     from .search import make_tracker, run_search
 
     cfg = SearchConfig.from_yaml(config).with_overrides(
@@ -130,9 +143,13 @@ def search_cmd(
     )
     if not tracking:
         cfg = cfg.with_overrides(tracking=False)
+    _need_directory(cfg.run_dir, "--out (or the config's out:)")
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
     result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
-    typer.echo(f"{len(result.trials)} trials, {len(result.pareto)} on the Pareto front")
+    failed = sum(r["state"] == "failed" for r in result.trials)
+    typer.echo(
+        f"{len(result.trials)} trials ({failed} failed), {len(result.pareto)} on the Pareto front"
+    )
     for rec in result.pareto:
         m = rec["metrics"]
         typer.echo(
@@ -140,6 +157,9 @@ def search_cmd(
             f"({m['compression']:.1f}x)  latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x)"
         )
     typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
+    unmet = no_feasible_trial(result.trials)
+    if unmet:
+        raise AutoCompressError(f"{result.run_dir}: {unmet}")
 
 
 @app.command("inspect")
@@ -187,6 +207,7 @@ def export_cmd(
     """Write a trial's deployable model with its policy.json and metrics.json."""
     from .export import export_trial, pick_trial
 
+    _need_directory(out, "--out")
     if format not in ("torch", "onnx"):
         raise AutoCompressError(f"--format {format!r}: choose torch or onnx")
     if (trial is None) == (not pick):

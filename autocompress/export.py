@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .measure import threads
 from .objectives import load_objectives
 from .policy import Policy
-from .rundir import RunDir
+from .rundir import RunDir, read_json
 from .task import load_task
 
 PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
@@ -26,7 +26,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     path = Path(run_dir) / "pareto.json"
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     teacher = doc["baseline"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
@@ -49,6 +49,7 @@ def export_trial(
     go to ``metrics.onnx.json``, returned.
     """
     rd = RunDir(run_dir)
+    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     records = {r["number"]: r for r in rd.records()}
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
@@ -63,7 +64,6 @@ def export_trial(
             shutil.copy2(kept / name, out / name)
         if fmt == "torch":
             return json.loads((out / "metrics.json").read_text())
-    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     if ":" not in config.task:
         raise ConfigError(
             f"{run_dir}: trial {number}'s model was not kept and the search's task was given from "

@@ -61,7 +61,9 @@ def finetune_(
                 for index, (inputs, targets) in enumerate(task.train_loader):
                     tap.outputs.clear()
                     out = task.output_fn(run_model(student, inputs))
-                    t_out, t_feats = cache.get(index, inputs) if use_teacher else (None, {})
+                    t_out, t_feats = (
+                        cache.get(index, inputs, targets) if use_teacher else (None, {})
+                    )
                     if optimizer is None:
                         criterion.prepare(tap.outputs, t_feats)
                         params = list(student.parameters()) + list(criterion.parameters())

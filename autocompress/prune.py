@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .errors import AutoCompressError
-from .task import Task, run_model
+from .task import Task, check_runs, run_model
 
 _QKV_NAMES = (("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
 _OUT_NAMES = ("proj", "out_proj", "o_proj", "out", "dense")
@@ -156,4 +156,12 @@ def prune_(
         )
         pruner.step()
     model.zero_grad(set_to_none=True)
+    pruned = ", ".join(sorted(p for p, r in ratios.items() if r > 0))
+    check_runs(
+        model,
+        task.example_inputs,
+        what="the pruned model",
+        hint=f"; pruning ({pruned}) could not follow the shapes into that module: exclude the "
+        "layers feeding it with prune 0 (a space rule or the policy's prune.layers)",
+    )
     return model

@@ -25,6 +25,7 @@ import yaml
 from .errors import ConfigError
 
 STATES = ("complete", "infeasible", "failed", "pruned")
+FORMAT = 1  # of the run directory; read_config refuses any other
 IDENTITY_FILE = "identity.json"
 
 
@@ -82,15 +83,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file; a damaged one is a one-line ``ConfigError`` naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-
-
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -114,7 +106,8 @@ class RunDir:
 
     # -- config and identity -------------------------------------------------------------
     def write_config(self, config: Mapping[str, Any]) -> None:
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        data = {"format": FORMAT, **config}
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
         path = self.path / "config.yaml"
@@ -123,9 +116,13 @@ class RunDir:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: must be a YAML mapping")
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        found = data.pop("format", None) if isinstance(data, dict) else None
+        if found != FORMAT:
+            raise ConfigError(
+                f"{path}: run directory format {found!r}, this autocompress reads format "
+                f"{FORMAT}; use the autocompress version that wrote it or start a new --out"
+            )
         return data
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
@@ -192,3 +189,17 @@ class RunDir:
 def _plain(value: Any) -> Any:
     """JSON's view of a value (tuples become lists), so stored and new identities compare."""
     return json.loads(json.dumps(value, default=str))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run directory's JSON file; a damaged one is a one-line ConfigError naming it."""
+    fix = "`autocompress search --resume` on this run directory rewrites it"
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: damaged, not valid JSON ({exc.msg} at line {exc.lineno}); {fix}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: damaged, a JSON {type(data).__name__} not an object; {fix}")
+    return data

@@ -47,7 +47,9 @@ def run_search(
         raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
     session = prepare(config, task, resume=resume, tracker=tracker, verbose=verbose)
     importlib.import_module(BACKENDS[config.backend]).run(session)
-    return finish(session)
+    result = finish(session)
+    session.failures.raise_if_aborted()
+    return result
 
 
 def search(

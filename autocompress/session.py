@@ -28,7 +28,8 @@ from typing import Any
 from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
 from .controller import Controller, Proposal
-from .errors import ConfigError
+from .errors import AutoCompressError, ConfigError, TaskError
+from .failures import FailureMonitor
 from .gate import Gate
 from .objectives import ObjectiveSet, load_objectives
 from .progress import SearchProgress
@@ -74,6 +75,7 @@ class Session:
     tracker: Any = None
     verbose: bool = False
     progress: SearchProgress | None = field(default=None, repr=False)
+    failures: FailureMonitor = field(default_factory=FailureMonitor)
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -82,6 +84,8 @@ class Session:
 
     @property
     def remaining(self) -> int:
+        if self.failures.aborted is not None:  # the first trials all failed: stop asking
+            return 0
         return self.config.trials - self.controller.n_finished
 
     # -- the loop, step by step ------------------------------------------------------------
@@ -105,6 +109,7 @@ class Session:
         """Tell the study and record the trial; refresh pareto.json, tracking and the report."""
         record = self.controller.tell(proposal, record)
         records = list(self.controller.records.values())
+        self.failures.observe(record)
         if self.progress is not None:
             self.progress.finished(records, record)
         if record["state"] != "complete":
@@ -221,9 +226,18 @@ def prepare(
     run_dir.write_config(now)
     baseline = run_dir.read_baseline()
     if baseline is None:
-        baseline = measure_baseline(
-            task, target=config.target, settings=MeasureSettings.from_latency(objectives.latency)
-        )
+        try:
+            baseline = measure_baseline(
+                task,
+                target=config.target,
+                settings=MeasureSettings.from_latency(objectives.latency),
+            )
+        except AutoCompressError:
+            raise
+        except Exception as exc:  # the task's own code (metric, loss, output_fn) failed
+            raise TaskError(
+                f"task {config.task}: measuring the teacher failed: {type(exc).__name__}: {exc}"
+            ) from exc
         baseline["host"] = socket.gethostname()
         run_dir.write_baseline(baseline)
         _TEACHERS[config.target] = dict(baseline)  # timed here: this process' teacher too
@@ -231,6 +245,7 @@ def prepare(
         config=config, run_dir=run_dir, space=space, objectives=objectives, baseline=baseline
     )
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
+    session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
     if tracker is not None:
         tracker.start_search(config.to_dict())
         tracker.sync(list(controller.records.values()))

@@ -39,3 +39,13 @@ def local_config(out: Path, **overrides: Any) -> SearchConfig:
 def make_config(tmp_path: Path):
     """``make_config(**overrides)`` -> a :func:`local_config` writing to ``tmp_path / "run"``."""
     return lambda **overrides: local_config(tmp_path / "run", **overrides)
+
+
+# -- fault-injection summary (tests/faults.py) -----------------------------------------------
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    from faults import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_sep("=", "fault injection")
+        terminalreporter.write_line(line)

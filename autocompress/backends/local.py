@@ -36,6 +36,7 @@ def run(session: Session) -> None:
                 seed=proposal.seed,
                 teacher_cache=cache,
                 on_stage=lambda s, n=proposal.number: progress.stage(n, s),
+                timeout_s=session.config.trial_timeout_s,
             )
             record = new_record(
                 proposal,

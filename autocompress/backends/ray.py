@@ -92,7 +92,7 @@ class ControllerSearcher(Searcher):
         return self.session.controller.n_finished + len(self.live) + len(self.errored)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._budget_used() >= self.session.config.trials:
+        if self.session.failures.aborted or self._budget_used() >= self.session.config.trials:
             return Searcher.FINISHED
         proposal = self.session.ask()
         self.live[trial_id] = proposal
@@ -124,9 +124,19 @@ class ControllerSearcher(Searcher):
             return
         result = result or self.last.get(trial_id) or {}
         self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
+        limit = self.session.config.trial_timeout_s
         if "record" in result:
             trial = json.loads(result["record"])
             record = self._new_record(trial_id, proposal, trial["state"], result, trial=trial)
+        elif limit is not None and result.get("time_total_s", 0) > limit:
+            record = self._new_record(
+                trial_id,
+                proposal,
+                "failed",
+                result,
+                error=f"stopped by Tune over trial_timeout_s={limit:g}",
+            )
+            record["failure"] = "timeout"
         elif result.get(TIME_ATTR):
             error = (
                 f"stopped by ASHA after epoch {result[TIME_ATTR]} "
@@ -144,6 +154,8 @@ class ControllerSearcher(Searcher):
             return
         result = self.last.get(trial_id) or {}
         record = self._new_record(trial_id, proposal, "failed", result, error=message)
+        died = any(word in message.lower() for word in ("died", "worker failed", "exit"))
+        record["failure"] = "worker-died" if died else "exception"
         self._record(trial_id, proposal, record)
 
     def flush_errors(self) -> None:
@@ -207,6 +219,20 @@ def _error_text(exc: BaseException | None) -> str:
     return text[:500]
 
 
+class _Stopper(tune.stopper.Stopper):
+    """Backstop for ``trial_timeout_s`` (workers check it themselves) and fail-fast."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        limit = self.session.config.trial_timeout_s
+        return limit is not None and result.get("time_total_s", 0) > limit
+
+    def stop_all(self) -> bool:
+        return self.session.failures.aborted is not None
+
+
 # -- the trainable: one trial in a worker process --------------------------------------------
 @contextlib.contextmanager
 def _gate(exclusive_timing: bool) -> Iterator[Gate]:
@@ -247,12 +273,13 @@ def trainable(
     config: dict[str, Any],
     *,
     task: Task,
-    teacher: tuple[list, list],
+    teacher: tuple[list, list, list],
     objectives: ObjectiveSet,
     baseline: dict[str, Any],
     target: str,
     importance: str,
     exclusive_timing: bool,
+    timeout_s: float | None = None,
 ) -> None:
     """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
     import torch
@@ -260,8 +287,7 @@ def trainable(
     torch.set_num_threads(1)
     where = _where()
     cache = TeacherCache(task)
-    if cache.cacheable:
-        cache.outputs, cache.features = list(teacher[0]), list(teacher[1])
+    cache.load_state(teacher)
     policy = Policy.from_dict(config["policy"])
     epochs = policy.finetune.epochs
 
@@ -290,6 +316,7 @@ def trainable(
             teacher_cache=cache,
             on_epoch=on_epoch,
             gate=gate,
+            timeout_s=timeout_s,
         )
     record.update({k: v for k, v in where.items() if k != "teacher"})
     value = record["metrics"].get(METRIC)
@@ -307,13 +334,9 @@ def trainable(
 
 
 # -- the driver ------------------------------------------------------------------------------
-def teacher_outputs(task: Task) -> tuple[list, list]:
+def teacher_outputs(task: Task) -> tuple[list, list, list]:
     """The teacher's outputs and tapped features for every training batch, computed once."""
-    cache = TeacherCache(task)
-    if cache.cacheable:
-        for index, (inputs, _) in enumerate(task.train_loader):
-            cache.get(index, inputs)
-    return cache.outputs, cache.features
+    return TeacherCache(task).fill().state()
 
 
 def ray_temp_dir(run_dir: Path) -> Path:
@@ -458,6 +481,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 target=session.config.target,
                 importance=session.config.importance,
                 exclusive_timing=exclusive_timing,
+                timeout_s=session.config.trial_timeout_s,
             )
             storage = (session.run_dir.path / "ray").resolve()
             tuner = tune.Tuner(
@@ -475,6 +499,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                     storage_path=str(storage),
                     verbose=0,
                     callbacks=[_ErrorCallback(searcher)],
+                    stop=_Stopper(session),
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 ),
             )
