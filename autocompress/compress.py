@@ -25,7 +25,7 @@ from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
 from .measure import count_macs, count_params, measure_latency
 from .policy import Policy
-from .prune import check_importance, prune_
+from .prune import check_importance, prune_, prune_records
 from .targets import Target, get_target
 from .task import Task
 
@@ -280,9 +280,8 @@ def compress(
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
     metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
-    metrics["layers"] = {
-        p: {"prune": resolved.prune.get(p, 0.0), **rec} for p, rec in records.items()
-    }
+    pruned = prune_records(task.model, student, resolved.prune)
+    metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads
