@@ -230,7 +230,9 @@ def compress(
     student = copy.deepcopy(task.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        prune_(student, task, resolved.prune, importance=importance, protected=resolved.protected)
+        groups = prune_(
+            student, task, resolved.prune, importance=importance, protected=resolved.protected
+        )
     structure = _structure(task.model, student)
 
     if on_structure is not None:
@@ -280,7 +282,7 @@ def compress(
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
     metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
-    pruned = prune_records(task.model, student, resolved.prune)
+    pruned = prune_records(task.model, student, resolved.prune, groups)
     metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name

@@ -8,14 +8,17 @@ channels are chosen by importance (first-order Taylor ``|w·g|`` by default, or 
 summed over every member of the group. Attention modules (see ``heads``) lose whole heads at
 their q/k/v ratio.
 
-Rule for a policy that gives members of one group different ratios: it is an error
-(``PolicyError`` naming both layers and the group), since one group can only take one ratio.
-The same holds for the q/k/v layers of one attention module. Layers of a group that cannot be
-pruned (it holds an output layer, q/k/v, or ``nn.MultiheadAttention``) keep their channels;
-their record shows the requested ratio beside the achieved 0.
+Rule for a policy that gives members of one group different ratios: **the group takes the
+largest ratio any member asks for** (one group can only take one ratio; taking the largest
+keeps every explicit request for pruning). The same holds for the q/k/v layers of one attention
+module (``{"layers.0.attn.q": 0.5}`` prunes half its heads). The search spaces never do this:
+they give one parameter per group. Layers of a group that cannot be pruned (it holds an output
+layer, q/k/v, or ``nn.MultiheadAttention``) keep their channels.
 
-The record of each layer holds ``prune_requested``, ``prune`` (achieved: 1 − kept/original
-output channels, read from the pruned model), ``channels_kept`` and ``channels_original``.
+The record of each layer holds ``prune_requested`` (its own ratio in the policy),
+``prune_group`` and ``prune_group_ratio`` (the group it belongs to and the ratio the group
+took), ``prune`` (achieved: 1 − kept/original output channels, read from the pruned model),
+``channels_kept`` and ``channels_original``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import AutoCompressError, PolicyError
+from .errors import AutoCompressError
 from .groups import ChannelGroup, Graph, build_graph
 from .heads import AttentionLayer, attention_modules, packed_attention, prune_heads_
 from .layers import PRUNABLE_TYPES
@@ -186,16 +189,9 @@ def removal_count(group: ChannelGroup, ratio: float) -> int:
 # -- the pruner -----------------------------------------------------------------------------
 
 
-def _agreed(paths: Iterable[str], ratios: Mapping[str, float], what: str) -> float:
-    values = [(p, float(ratios.get(p, 0.0))) for p in paths]
-    first_path, first = values[0]
-    for path, value in values[1:]:
-        if value != first:
-            raise PolicyError(
-                f"policy prunes {first_path} by {first:g} but {path} by {value:g}; they are "
-                f"coupled ({what}) and take one ratio: give both the same value"
-            )
-    return first
+def group_ratio(paths: Iterable[str], ratios: Mapping[str, float]) -> float:
+    """The ratio a coupled group takes: the largest its members ask for."""
+    return max(float(ratios.get(p, 0.0)) for p in paths)
 
 
 def blocked_layers(
@@ -225,28 +221,31 @@ def prune_(
     importance: str = "taylor",
     protected: Iterable[str] = (),
     batches: int = 4,
-) -> nn.Module:
-    """Remove channels in place: each coupled group loses its members' (shared) ratio.
+) -> dict[str, dict[str, Any]]:
+    """Remove channels in place: each coupled group loses the largest ratio of its members.
 
-    ``protected`` layers (the output layers) keep their output channels. Raises
-    ``PolicyError`` when members of one group are given different ratios.
+    ``protected`` layers (the output layers) keep their output channels. Returns, per layer
+    of a group, ``{"prune_group": name, "prune_group_ratio": ratio taken}``.
     """
     check_importance(importance)
     protected = tuple(protected)
     attn = attention_modules(model)
-    head_ratios = {
-        path: _agreed(layer.qkv_paths, ratios, f"q/k/v of attention {path}")
-        for path, layer in attn.items()
-    }
+    head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
     for p in model.parameters():
         p.requires_grad_(True)  # a frozen teacher's copy: Taylor and tracing need gradients
     graph = graph_of(model, task.example_inputs, protected)
-    group_ratios = [
-        _agreed(g.layers, ratios, f"group {g.name}") if g.prunable else 0.0 for g in graph.groups
-    ]
+    group_ratios = [group_ratio(g.layers, ratios) if g.prunable else 0.0 for g in graph.groups]
+    taken = {
+        layer: {"prune_group": g.name, "prune_group_ratio": r}
+        for g, r in zip(graph.groups, group_ratios, strict=True)
+        for layer in g.layers
+    }
+    for path, layer in attn.items():
+        for q in layer.qkv_paths:
+            taken[q] = {"prune_group": path, "prune_group_ratio": head_ratios[path]}
     if not any(r > 0 for r in group_ratios) and not any(r > 0 for r in head_ratios.values()):
         model.zero_grad(set_to_none=True)
-        return model
+        return taken
     IMPORTANCE[importance](model, task, batches)
     taylor = importance == "taylor"
     plans = []
@@ -261,7 +260,7 @@ def prune_(
     for path, layer in attn.items():
         prune_heads_(layer, head_ratios[path], importance)
     model.zero_grad(set_to_none=True)
-    return model
+    return taken
 
 
 def _out_channels(mod: nn.Module) -> int | None:
@@ -273,9 +272,13 @@ def _out_channels(mod: nn.Module) -> int | None:
 
 
 def prune_records(
-    original: nn.Module, pruned: nn.Module, requested: Mapping[str, float]
+    original: nn.Module,
+    pruned: nn.Module,
+    requested: Mapping[str, float],
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per layer: requested and achieved ratio, kept and original output channels."""
+    """Per layer: requested and achieved ratio, its group, kept and original output channels."""
+    groups = groups or {}
     before = dict(original.named_modules())
     records: dict[str, dict[str, Any]] = {}
     for path, mod in pruned.named_modules():
@@ -284,6 +287,7 @@ def prune_records(
             continue
         records[path] = {
             "prune_requested": float(requested.get(path, 0.0)),
+            **groups.get(path, {}),
             "prune": round(1.0 - kept / orig, 6),
             "channels_kept": kept,
             "channels_original": orig,

@@ -48,6 +48,8 @@ def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):
     assert m["speedup"] == pytest.approx(m["baseline"]["latency_ms"] / m["latency_ms"])
     assert m["layers"]["layer1.conv1"] == {
         "prune_requested": 0.5,
+        "prune_group": "layer1.conv1",
+        "prune_group_ratio": 0.5,
         "prune": 0.5,
         "channels_kept": 16,
         "channels_original": 32,
@@ -128,7 +130,7 @@ def test_transformer_end_to_end_prunes_heads_and_ffn(tmp_path):
     task = encoder_task()
     policy = Policy.from_dict(
         {
-            "prune": {"layers": {"layers.*.attn.[qkv]": 0.5, "layers.*.fc1": 0.5}},
+            "prune": {"layers": {"layers.*.attn.q": 0.5, "layers.*.fc1": 0.5}},
             "quant": {"default": 8},
             "distill": {"alpha": 0.5},
             "finetune": {"epochs": 1},
