@@ -25,7 +25,7 @@ from .finetune import EpochCallback, finetune_
 from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
 from .policy import Policy
-from .prune import check_importance, prune_
+from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, measure_runtime, structure_diff, target_of
@@ -246,7 +246,7 @@ def compress(
         torch.manual_seed(seed)
         drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
         protected = tuple(live(dict.fromkeys(resolved.protected), student))
-        prune_(
+        groups = prune_(
             student, task, live(resolved.prune, student), importance=importance, protected=protected
         )
         masks = sparsify_(student, task, live(sparsity, student), importance=importance)
@@ -310,9 +310,8 @@ def compress(
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
     metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
-    metrics["layers"] = {
-        p: {"prune": resolved.prune.get(p, 0.0), **rec} for p, rec in records.items()
-    }
+    pruned = prune_records(task.model, student, resolved.prune, groups)
+    metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics.update(summary(records, student))
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
