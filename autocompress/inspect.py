@@ -12,6 +12,8 @@ from pathlib import Path
 from .space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
 from .task import Task
 
+_LAYER_PREFIXES = ("prune.", "bits.", "sparsity.", "drop.")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -21,11 +23,12 @@ class Row:
     params: int
     prune: str
     bits: str
+    sparsity: str = ""
 
 
 def _values(param: Param) -> str:
     if param.choices is not None:
-        return "{" + ", ".join(f"{c:g}" for c in param.choices) + "}"
+        return "{" + ", ".join(c if isinstance(c, str) else f"{c:g}" for c in param.choices) + "}"
     step = f" step {param.step:g}" if param.step is not None else ""
     log = " log" if param.kind == "log-float" else ""
     return f"[{param.low:g}, {param.high:g}]{step}{log}"
@@ -60,6 +63,9 @@ def rows(space: ResolvedSpace) -> list[Row]:
             params=layer.params,
             prune=prune(layer),
             bits=bits(layer),
+            sparsity=_cell(layer.sparsity_param, layer.sparsity or 0.0, space)
+            if layer.sparsity_param or layer.sparsity is not None
+            else "",
         )
         for layer in space.layers
     ]
@@ -74,6 +80,8 @@ def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -
         space = load_space(space)
     resolved = space.resolve(task.model, task.example_inputs, output_layers=task.output_layers)
     table = Table(title=f"search space {resolved.source} on {task.name}")
+    layer_rows = rows(resolved)
+    sparse = any(row.sparsity for row in layer_rows)  # the weight strategy's column, when used
     for column, justify in [
         ("layer", "left"),
         ("type", "left"),
@@ -81,20 +89,26 @@ def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -
         ("params", "right"),
         ("prune", "left"),
         ("bits", "left"),
-    ]:
+    ] + [("sparsity", "left")] * sparse:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for row in rows(resolved):
-        table.add_row(row.path, row.type, row.shape, f"{row.params:,}", row.prune, row.bits)
+    for row in layer_rows:
+        cells = [row.path, row.type, row.shape, f"{row.params:,}", row.prune, row.bits]
+        table.add_row(*cells, *[row.sparsity] * sparse)
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
     console.print(table)
     for p in resolved.params:
-        if not p.name.startswith(("prune.", "bits.")):
+        if not p.name.startswith(_LAYER_PREFIXES):
             console.print(f"{p.name}: {_values(p)}")
+    for p in resolved.params:
+        if p.name.startswith("drop."):
+            console.print(f"{p.name}: {_values(p)} (drop: the block becomes its identity path)")
+    for block in resolved.dropped:
+        console.print(f"drop.{block}: drop (fixed)")
     for name, value in resolved.fixed.items():
         console.print(f"{name}: {value:g} (fixed)")
-    layer_params = sum(p.name.startswith(("prune.", "bits.")) for p in resolved.params)
+    layer_params = sum(p.name.startswith(_LAYER_PREFIXES) for p in resolved.params)
     console.print(
         f"dimension: {resolved.dimension} ({layer_params} layer parameters, "
         f"{resolved.dimension - layer_params} global)"

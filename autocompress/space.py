@@ -5,6 +5,12 @@ optionally ``finetune.epochs`` and ``finetune.lr``) and layer ``rules``. The fir
 matches a layer (glob on its module path, class name, role) sets its prune range and bit-width
 choices; ``group`` ties layers into one parameter. Output layers are never pruned.
 
+Two more pruning strategies (see ``policy``): a rule's ``sparsity`` range searches the
+``weight`` strategy's per-layer sparsity (``sparsity.<group>``; output layers included, as
+no output is removed), and a top-level ``drop`` section searches the ``structure`` strategy:
+``drop: {blocks: auto}`` (every droppable block, see ``drop``) or a list of globs on block
+paths, ``choices: [keep, drop]`` (the default) giving one categorical ``drop.<block>`` each.
+
 >>> space = load_space("default")
 >>> resolved = space.resolve(model, example_inputs)  # doctest: +SKIP
 >>> policy = resolved.suggest(trial)  # doctest: +SKIP
@@ -128,6 +134,7 @@ FIELDS: dict[str, _Field] = {
     "finetune.epochs": _Field(integer=True, log=False, check=_non_negative),
     "finetune.lr": _Field(integer=False, log=True, check=_positive),
     "prune": _Field(integer=False, log=False, check=_between(0.0, 1.0, high_open=True)),
+    "sparsity": _Field(integer=False, log=False, check=_between(0.0, 1.0, high_open=True)),
     "bits": _Field(integer=True, log=False, check=_bit_width, ranges=False),
 }
 
@@ -251,7 +258,7 @@ GROUP_FIELDS: dict[str, Callable[[_LayerContext], str | None]] = {
     "group": lambda ctx: ctx.channel_group,
 }
 
-_RULE_KEYS = ("match", "type", "role", "prune", "bits", "group", "optional")
+_RULE_KEYS = ("match", "type", "role", "prune", "bits", "group", "optional", "sparsity")
 
 
 def _strings(source: str, key: str, value: Any) -> tuple[str, ...]:
@@ -296,6 +303,7 @@ class Rule:
     bits: Values | None = None
     group: str | None = None
     optional: bool = False
+    sparsity: Values | None = None
 
     def label(self, index: int) -> str:
         """``rules[2] (match ['*fc1'], type ['Linear'])``: how errors name this rule."""
@@ -341,6 +349,8 @@ class Rule:
             out["group"] = self.group
         if self.optional:
             out["optional"] = True
+        if self.sparsity is not None:
+            out["sparsity"] = self.sparsity.to_dict()
         return out
 
     @classmethod
@@ -368,6 +378,7 @@ class Rule:
             bits=values("bits"),
             group=_check_group(source, f"{key}.group", data["group"]) if "group" in data else None,
             optional=optional,
+            sparsity=values("sparsity"),
         )
 
 
@@ -383,7 +394,7 @@ class Param:
     low: Number | None = None
     high: Number | None = None
     step: Number | None = None
-    choices: tuple[Number, ...] | None = None
+    choices: tuple[Any, ...] | None = None  # numbers; "keep"/"drop" for drop.<block>
 
     @classmethod
     def from_values(cls, name: str, values: Values, *, integer: bool) -> Param:
@@ -398,8 +409,11 @@ class Param:
 
     def nearest(self, value: Number) -> Number:
         """The allowed value closest to ``value`` (a member of the choices or grid)."""
+        if self.choices is not None and value in self.choices:
+            return value
         if self.choices is not None:
-            return min(self.choices, key=lambda c: (abs(c - value), c))
+            numbers = [c for c in self.choices if isinstance(c, int | float)]
+            return min(numbers or self.choices, key=lambda c: (abs(c - value), c))
         assert self.low is not None and self.high is not None
         v = min(max(value, self.low), self.high)
         if self.step is not None:
@@ -410,6 +424,8 @@ class Param:
         return round(float(v), 12)
 
     def contains(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return value in (self.choices or ())
         return isinstance(value, int | float) and self.nearest(value) == value
 
 
@@ -438,6 +454,8 @@ class LayerSpace:
     bits: int = 32  # used when bits_param is None
     prune_group: str | None = None  # the coupled group (or attention module) it is pruned with
     prune_note: str | None = None  # why it is not pruned, when its group cannot be
+    sparsity_param: str | None = None
+    sparsity: float | None = None  # used when sparsity_param is None; None: no sparsity rule
 
 
 @dataclass(frozen=True)
@@ -478,6 +496,7 @@ class ResolvedSpace:
     layers: tuple[LayerSpace, ...]
     fixed: Mapping[str, Number]  # globals the space fixes (not searched)
     units: tuple[PruneUnit, ...] = ()  # the model's coupled prune groups, in module order
+    dropped: tuple[str, ...] = ()  # blocks the space always drops (drop choices [drop])
 
     @property
     def dimension(self) -> int:
@@ -508,6 +527,7 @@ class ResolvedSpace:
 
         prune_layers: dict[str, float] = {}
         quant_layers: dict[str, int] = {}
+        sparsity_layers: dict[str, float] = {}
         for layer in self.layers:
             if not layer.is_output:
                 prune_layers[layer.path] = float(
@@ -516,6 +536,15 @@ class ResolvedSpace:
             quant_layers[layer.path] = int(
                 params.get(layer.bits_param, 32) if layer.bits_param else layer.bits
             )
+            if layer.sparsity_param or layer.sparsity:
+                sparsity_layers[layer.path] = float(
+                    params.get(layer.sparsity_param, 0.0)
+                    if layer.sparsity_param
+                    else layer.sparsity or 0.0
+                )
+        drops = [
+            n[len("drop.") :] for n, v in params.items() if n.startswith("drop.") and v == "drop"
+        ]
         return Policy(
             distill=Distill(
                 alpha=float(glob("distill.alpha")), temperature=float(glob("distill.temperature"))
@@ -527,6 +556,8 @@ class ResolvedSpace:
                 epochs=int(glob("finetune.epochs")),
                 lr=float(glob("finetune.lr")),
             ),
+            sparsity_layers=sparsity_layers,
+            drop_blocks=(*self.dropped, *drops),
         )
 
     def params_for_policy(self, kind: str) -> dict[str, Number]:
@@ -544,6 +575,8 @@ class ResolvedSpace:
                 out[p.name] = p.nearest(base.prune)
             elif p.name.startswith("bits."):
                 out[p.name] = p.nearest(base.bits)
+            elif p.name.startswith(("sparsity.", "drop.")):  # baselines prune units only
+                out[p.name] = p.nearest("keep" if p.name.startswith("drop.") else 0.0)
             else:
                 out[p.name] = p.nearest(targets.get(p.name, GLOBAL_DEFAULTS[p.name]))
         return out
@@ -551,7 +584,45 @@ class ResolvedSpace:
 
 # -- the space as written ---------------------------------------------------------------------
 
-_TOP_KEYS = ("distill", "finetune", "rules")
+_TOP_KEYS = ("distill", "finetune", "rules", "drop")
+DROP_CHOICES = ("keep", "drop")
+
+
+@dataclass(frozen=True)
+class DropRule:
+    """The ``drop`` section: which droppable blocks are searched (``auto``: all) and how."""
+
+    blocks: tuple[str, ...] = ("*",)
+    choices: tuple[str, ...] = DROP_CHOICES
+
+    def to_dict(self) -> dict[str, Any]:
+        blocks = "auto" if self.blocks == ("*",) else list(self.blocks)
+        return {"blocks": blocks, "choices": list(self.choices)}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> DropRule:
+        check_keys(source, "drop", data, ("blocks", "choices"))
+        blocks = data.get("blocks", "auto")
+        globs = ("*",) if blocks == "auto" else _strings(source, "drop.blocks", blocks)
+        choices = _strings(source, "drop.choices", data.get("choices", list(DROP_CHOICES)))
+        if not set(choices) <= set(DROP_CHOICES):
+            raise ConfigError(f"{source}: drop.choices: {list(choices)}: use keep and/or drop")
+        return cls(blocks=globs, choices=tuple(dict.fromkeys(choices)))
+
+    def blocks_of(self, model: nn.Module, example_inputs: tuple, source: str) -> list[str]:
+        from .drop import find_blocks
+
+        found = list(find_blocks(model, example_inputs))
+        hits = [b for b in found if any(fnmatch.fnmatchcase(b, g) for g in self.blocks)]
+        if not hits:
+            raise ConfigError(
+                f"{source}: drop.blocks: {self.to_dict()['blocks']!r} matches no droppable "
+                f"block (residual blocks in a Sequential, layers in a ModuleList); "
+                f"found: {', '.join(found) or 'none'}"
+            )
+        return hits
+
+
 _GLOBAL_KEYS = {"distill": ("alpha", "temperature"), "finetune": ("lambda", "epochs", "lr")}
 
 
@@ -603,6 +674,7 @@ class SearchSpace:
     globals: Mapping[str, Values] = field(default_factory=dict)  # "distill.alpha" -> Values
     rules: tuple[Rule, ...] = ()
     source: str = field(default="<dict>", compare=False)
+    drop: DropRule | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -610,6 +682,8 @@ class SearchSpace:
             section, key = name.split(".")
             out.setdefault(section, {})[key] = values.to_dict()
         out["rules"] = [r.to_dict() for r in self.rules]
+        if self.drop is not None:
+            out["drop"] = self.drop.to_dict()
         return out
 
     @classmethod
@@ -629,7 +703,9 @@ class SearchSpace:
         rules = tuple(
             Rule.from_dict(r, source=source, key=f"rules[{i}]") for i, r in enumerate(rules_data)
         )
-        return cls(globals=glob, rules=rules, source=source)
+        drop_data = data.get("drop")
+        drop = None if drop_data is None else DropRule.from_dict(drop_data, source=source)
+        return cls(globals=glob, rules=rules, source=source, drop=drop)
 
     def resolve(
         self,
@@ -706,8 +782,8 @@ class SearchSpace:
                     f"layer {info.path} (is it the q/k/v of a recognised attention module?)"
                 )
             self._check_bits(rule, index, supported_bits)
-            prune_param = bits_param = None
-            prune, bits = 0.0, 32
+            prune_param = bits_param = sparsity_param = None
+            prune, bits, sparsity = 0.0, 32, None
             note = self._unit_note(info, unit)
             spec = self._unit_spec(unit, contexts, rule_of) if note is None else None
             if spec is not None:
@@ -725,6 +801,11 @@ class SearchSpace:
                     bits_param = add(
                         Param.from_values(f"bits.{group}", rule.bits, integer=True), index
                     )
+            if rule.sparsity is not None and rule.sparsity.is_fixed:
+                sparsity = float(rule.sparsity.fixed)  # type: ignore[arg-type]
+            elif rule.sparsity is not None:
+                p = Param.from_values(f"sparsity.{group}", rule.sparsity, integer=False)
+                sparsity_param = add(p, index)
             layers.append(
                 LayerSpace(
                     *_info_fields(info),
@@ -736,6 +817,8 @@ class SearchSpace:
                     bits=bits,
                     prune_group=unit.name if unit else None,
                     prune_note=note,
+                    sparsity_param=sparsity_param,
+                    sparsity=sparsity,
                 )
             )
         for index, rule in enumerate(self.rules):
@@ -746,12 +829,20 @@ class SearchSpace:
                     f"(an earlier rule may take them; add optional: true to allow); "
                     f"layers are: {shown}"
                 )
+        dropped: list[str] = []
+        if self.drop is not None:
+            for block in self.drop.blocks_of(model, example_inputs, self.source):
+                if len(self.drop.choices) > 1:
+                    add(Param(f"drop.{block}", "categorical", choices=self.drop.choices), -1)
+                elif self.drop.choices == ("drop",):
+                    dropped.append(block)
         return ResolvedSpace(
             source=self.source,
             params=tuple(p for p, _ in params.values()),
             layers=tuple(layers),
             fixed=fixed,
             units=tuple(dict.fromkeys(units.values())),
+            dropped=tuple(dropped),
         )
 
     @staticmethod
