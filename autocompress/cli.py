@@ -70,8 +70,10 @@ def apply(
     seed: Annotated[int, typer.Option(help="Seed for pruning and fine-tuning")] = 0,
     max_layer_drop: Annotated[
         float | None,
-        typer.Option(help="onnxruntime: fall a layer back to weight-only when its int8 "
-        "compute costs more accuracy than this (0.01 = 1 point)"),
+        typer.Option(
+            help="onnxruntime: fall a layer back to weight-only when its int8 "
+            "compute costs more accuracy than this (0.01 = 1 point)"
+        ),
     ] = None,
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
@@ -97,7 +99,9 @@ def apply(
             seed=seed,
             settings=MeasureSettings(threads=threads, repeats=repeats),
             on_stage=on_stage,
-            target_options={"max_layer_drop": max_layer_drop} if max_layer_drop is not None else None,
+            target_options={"max_layer_drop": max_layer_drop}
+            if max_layer_drop is not None
+            else None,
         )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))

@@ -119,7 +119,13 @@ def describe(
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows(resolved):
         table.add_row(
-            row.path, row.type, row.shape, f"{row.params:,}", row.prune, row.bits, by_layer[row.path]
+            row.path,
+            row.type,
+            row.shape,
+            f"{row.params:,}",
+            row.prune,
+            row.bits,
+            by_layer[row.path],
         )
 
     buffer = io.StringIO()

@@ -74,7 +74,9 @@ def test_int8_cnn_runs_qlinearconv_and_no_dequantize_feeds_its_convs(cnn, tmp_pa
         consumers = users[f"{path}.weight_quantized"]
         assert [n.op_type for n in consumers] == ["QLinearConv"], path
     dq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    assert not [n for n in graph.node if n.op_type in ("Conv", "FusedConv") and dq_out & set(n.input)]
+    assert not [
+        n for n in graph.node if n.op_type in ("Conv", "FusedConv") and dq_out & set(n.input)
+    ]
 
 
 def test_int8_linear_runs_an_integer_op(mlp, tmp_path):
@@ -142,7 +144,9 @@ def test_deployed_activation_scales_are_the_fine_tuning_ones(mlp, tmp_path):
 
 def test_safety_net_falls_layers_back_and_says_so(mlp, tmp_path):
     # a negative allowance: every int8 layer "costs too much", so all fall back
-    result = _apply(mlp, {"quant": {"default": 8}}, tmp_path, target_options={"max_layer_drop": -1.0})
+    result = _apply(
+        mlp, {"quant": {"default": 8}}, tmp_path, target_options={"max_layer_drop": -1.0}
+    )
     for rec in result.metrics["layers"].values():
         assert rec["fallback"] == "weight-only" and rec["mode"] == "weight-only"
         assert "int8_cost" in rec

@@ -75,7 +75,9 @@ class OrtModule(nn.Module):
         import onnxruntime as ort
 
         model = path if isinstance(path, bytes) else str(path)
-        self.session = ort.InferenceSession(model, session_options(threads), ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model, session_options(threads), ["CPUExecutionProvider"]
+        )
         self.names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -166,7 +168,9 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "DequantizeLinear":
             consumer = users.get(node.output[0])
-            rec.update(mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}")
+            rec.update(
+                mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}"
+            )
         elif node.op_type == "MatMulNBits":
             int8_acts = attrs.get("accuracy_level") == 4 and attrs.get("bits") == 4
             rec.update(mode="int-compute" if int8_acts else "weight-only", op="MatMulNBits")
