@@ -79,6 +79,13 @@ def apply(
     threads: Annotated[int, typer.Option(help="Intra-op threads for latency")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed repeats for latency (>= 20)")] = 30,
     seed: Annotated[int, typer.Option(help="Seed for pruning and fine-tuning")] = 0,
+    max_layer_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="onnxruntime: fall a layer back to weight-only when its int8 "
+            "compute costs more accuracy than this (0.01 = 1 point)"
+        ),
+    ] = None,
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
     from .compress import MeasureSettings, compress
@@ -104,6 +111,9 @@ def apply(
             seed=seed,
             settings=MeasureSettings(threads=threads, repeats=repeats),
             on_stage=on_stage,
+            target_options={"max_layer_drop": max_layer_drop}
+            if max_layer_drop is not None
+            else None,
         )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
@@ -167,13 +177,15 @@ def search_cmd(
 def inspect_cmd(
     task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function")],
     space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "default",
+    target: Annotated[str, typer.Option(help="Deployment target (modes per bit-width)")] = "torch",
 ) -> None:
-    """Print the model's layers, what the space makes of each, and the space's dimension."""
+    """Print the model's layers, what the space makes of each (with each bit-width's mode on
+    the target), and the space's dimension."""
     from .inspect import describe
     from .space import load_space
     from .task import load_task
 
-    typer.echo(describe(load_task(task), load_space(space)))
+    typer.echo(describe(load_task(task), load_space(space), target=target))
 
 
 @app.command("report")

@@ -334,7 +334,9 @@ def build(
     assert not qdq, f"tensors never produced: {sorted(qdq)}"
     del graph.node[:]
     graph.node.extend(nodes)
-    kept = [i for i in graph.initializer if i.name not in dropped]
+    used = {name for node in nodes for name in node.input}
+    # the exporter shares identical constants between layers: keep what any node still reads
+    kept = [i for i in graph.initializer if i.name not in dropped or i.name in used]
     del graph.initializer[:]
     graph.initializer.extend([*kept, *new_inits])
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
