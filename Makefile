@@ -18,9 +18,10 @@ demo: $(STAMP)
 	$(BIN)/autocompress search examples/digits/search.yaml --tracking-uri sqlite:///mlflow.db
 	@echo "open runs/digits-cnn/report.html; 'mlflow ui' in this folder shows the tracked search"
 
+# PYTEST_ARGS: e.g. "-rs" (CI lists skips), "-m faults" (the fault-injection suite alone)
 test: $(STAMP)
 	$(BIN)/ruff check autocompress tests benchmarks examples
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check autocompress tests benchmarks examples
