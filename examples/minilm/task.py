@@ -72,6 +72,7 @@ def load_teacher() -> SentenceEncoder:
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected
+    logging.disable_progress_bar()
     bert = AutoModel.from_pretrained(
         model_path(), local_files_only=True, add_pooling_layer=False, attn_implementation="eager"
     )
@@ -155,7 +156,9 @@ def tokenize(texts: Sequence[str]) -> dict[str, torch.Tensor]:
     return _cached("tokens", _key(digest), make)
 
 
-def batches(enc: dict[str, torch.Tensor], targets: torch.Tensor) -> list[tuple[Inputs, torch.Tensor]]:
+def batches(
+    enc: dict[str, torch.Tensor], targets: torch.Tensor
+) -> list[tuple[Inputs, torch.Tensor]]:
     ids, mask = enc["input_ids"], enc["attention_mask"]
     return [
         ((ids[i : i + BATCH], mask[i : i + BATCH]), targets[i : i + BATCH])
@@ -236,7 +239,9 @@ def word_benchmark(name: str, limit: int | None = None) -> Benchmark:
 def lee_benchmark() -> Benchmark:
     docs, gold = lee_docs()
     left, right = np.triu_indices(len(docs), k=1)
-    return Benchmark(batches(tokenize(docs), torch.zeros(len(docs))), PairSpearman(left, right, gold))
+    return Benchmark(
+        batches(tokenize(docs), torch.zeros(len(docs))), PairSpearman(left, right, gold)
+    )
 
 
 def benchmarks(limit: int | None = None) -> dict[str, Benchmark]:
