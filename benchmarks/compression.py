@@ -302,8 +302,21 @@ def main() -> None:
         }
         results[name] = run_example(name, runs, args)
         JSON_OUT.write_text(json.dumps(results, indent=2) + "\n")
-    MD_OUT.write_text(markdown(results))
-    print(MD_OUT.read_text())
+    table = markdown(results)
+    MD_OUT.write_text(table)
+    _into_readme(table)
+    print(table)
+
+
+def _into_readme(table: str) -> None:
+    """Replace the README's block between the compression markers with the fresh table."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- compression:start -->", "<!-- compression:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def test_teacher_metric_is_spearman_of_sentence_transformers_embeddings(example,
     ][:WORD_PAIRS]
     st = SentenceTransformer(example.model_path(), device="cpu", local_files_only=True)
     left = st.encode([r[0].lower() for r in rows], convert_to_numpy=True, normalize_embeddings=True)
-    right = st.encode([r[1].lower() for r in rows], convert_to_numpy=True, normalize_embeddings=True)
+    right = st.encode(
+        [r[1].lower() for r in rows], convert_to_numpy=True, normalize_embeddings=True
+    )
     expected = spearmanr((left * right).sum(axis=1), [float(r[2]) for r in rows]).statistic
 
     assert task.evaluate(task.model) == pytest.approx(expected, abs=1e-5)
