@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,examples]"
 	touch $(STAMP)
 
 demo: $(STAMP)
