@@ -11,16 +11,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,examples]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/autocompress search examples/digits/search.yaml --tracking-uri sqlite:///mlflow.db
 	@echo "open runs/digits-cnn/report.html; 'mlflow ui' in this folder shows the tracked search"
 
+# PYTEST_ARGS: e.g. "-rs" (CI lists skips), "-m faults" (the fault-injection suite alone)
 test: $(STAMP)
 	$(BIN)/ruff check autocompress tests benchmarks examples
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check autocompress tests benchmarks examples

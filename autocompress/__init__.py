@@ -1,24 +1,33 @@
 """autocompress: search compression policies for trained PyTorch models.
 
-``import autocompress`` stays lean: Ray, MLflow and plotting load only where used.
+``import autocompress`` stays lean: Optuna, Ray, MLflow and plotting load only where used.
+
+>>> from autocompress import Policy, compress, search  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from .compress import CompressResult, MeasureSettings, compress, load_artifact, measure_baseline
-from .errors import AutoCompressError
+from .errors import AutoCompressError, ConfigError
+from .objectives import load_objectives
 from .policy import Policy, load_policy
+from .search import search
+from .space import load_space
 from .task import Task, load_task
 
 __all__ = [
     "AutoCompressError",
     "CompressResult",
+    "ConfigError",
     "MeasureSettings",
     "Policy",
     "Task",
     "compress",
     "load_artifact",
+    "load_objectives",
     "load_policy",
+    "load_space",
     "load_task",
     "measure_baseline",
+    "search",
 ]

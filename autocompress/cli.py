@@ -26,6 +26,12 @@ def _root() -> None:
     """Search compression policies for trained PyTorch models."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message on one line (YAML and library messages may span several)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn AutoCompressError (and files that cannot be read) into one line and exit 2."""
 
@@ -33,11 +39,16 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (AutoCompressError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (AutoCompressError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _need_directory(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise AutoCompressError(f"{option} {path} is a file; give a directory (it is created)")
 
 
 def _stage_printer(label: str):
@@ -68,12 +79,20 @@ def apply(
     threads: Annotated[int, typer.Option(help="Intra-op threads for latency")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed repeats for latency (>= 20)")] = 30,
     seed: Annotated[int, typer.Option(help="Seed for pruning and fine-tuning")] = 0,
+    max_layer_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="onnxruntime: fall a layer back to weight-only when its int8 "
+            "compute costs more accuracy than this (0.01 = 1 point)"
+        ),
+    ] = None,
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
     from .compress import MeasureSettings, compress
     from .policy import load_policy
     from .task import load_task
 
+    _need_directory(out, "--out")
     pol = load_policy(policy)
     if threads < 1:
         raise AutoCompressError(f"--threads {threads}: must be at least 1")
@@ -92,6 +111,9 @@ def apply(
             seed=seed,
             settings=MeasureSettings(threads=threads, repeats=repeats),
             on_stage=on_stage,
+            target_options={"max_layer_drop": max_layer_drop}
+            if max_layer_drop is not None
+            else None,
         )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
@@ -113,9 +135,11 @@ def search_cmd(
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     tracking: Annotated[bool, typer.Option(help="Track the search in MLflow")] = True,
+    verbose: Annotated[bool, typer.Option(help="Show Ray Tune's own console output")] = False,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
+    from .failures import no_feasible_trial
     from .search import make_tracker, run_search
 
     cfg = SearchConfig.from_yaml(config).with_overrides(
@@ -129,9 +153,13 @@ def search_cmd(
     )
     if not tracking:
         cfg = cfg.with_overrides(tracking=False)
+    _need_directory(cfg.run_dir, "--out (or the config's out:)")
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
-    result = run_search(cfg, resume=resume, tracker=tracker)
-    typer.echo(f"{len(result.trials)} trials, {len(result.pareto)} on the Pareto front")
+    result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
+    failed = sum(r["state"] == "failed" for r in result.trials)
+    typer.echo(
+        f"{len(result.trials)} trials ({failed} failed), {len(result.pareto)} on the Pareto front"
+    )
     for rec in result.pareto:
         m = rec["metrics"]
         typer.echo(
@@ -139,6 +167,9 @@ def search_cmd(
             f"({m['compression']:.1f}x)  latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x)"
         )
     typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
+    unmet = no_feasible_trial(result.trials)
+    if unmet:
+        raise AutoCompressError(f"{result.run_dir}: {unmet}")
 
 
 @app.command("inspect")
@@ -146,13 +177,15 @@ def search_cmd(
 def inspect_cmd(
     task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function")],
     space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "default",
+    target: Annotated[str, typer.Option(help="Deployment target (modes per bit-width)")] = "torch",
 ) -> None:
-    """Print the model's layers, what the space makes of each, and the space's dimension."""
+    """Print the model's layers, what the space makes of each (with each bit-width's mode on
+    the target), and the space's dimension."""
     from .inspect import describe
     from .space import load_space
     from .task import load_task
 
-    typer.echo(describe(load_task(task), load_space(space)))
+    typer.echo(describe(load_task(task), load_space(space), target=target))
 
 
 @app.command("report")
@@ -186,6 +219,7 @@ def export_cmd(
     """Write a trial's deployable model with its policy.json and metrics.json."""
     from .export import export_trial, pick_trial
 
+    _need_directory(out, "--out")
     if format not in ("torch", "onnx"):
         raise AutoCompressError(f"--format {format!r}: choose torch or onnx")
     if (trial is None) == (not pick):

@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .hypervolume import default_reference, hypervolume, normalize
+from .metrics import METRICS
+from .pareto import default_reference, front, hypervolume, normalize, staircase
+from .rundir import STATES, RunDir, atomic_write_text
 
 __all__ = ["compare", "format_table"]
 
-DEFAULT_OBJECTIVES = (
-    {"name": "accuracy", "direction": "maximize"},
-    {"name": "size_bytes", "direction": "minimize"},
-    {"name": "latency_ms", "direction": "minimize"},
+DEFAULT_OBJECTIVES = tuple(
+    {"name": m, "direction": METRICS[m].direction} for m in ("accuracy", "size_bytes", "latency_ms")
 )
 ACCURACY_TOLERANCE = 0.01  # "within 1 point of the teacher"
-STATES = ("complete", "infeasible", "failed", "pruned")
 COLUMNS = {
     "search": "search",
     "trials": "trials",
@@ -76,7 +75,7 @@ def compare(
     rows = [_row(search, objectives) for search in searches]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(out_dir / "compare.json", json.dumps(rows, indent=2))
     html = _plot_html(searches, out_dir / "compare.html")
     png = _plot_png(searches, out_dir / "compare.png")
     return rows, html, png
@@ -123,21 +122,24 @@ def _load(source: str, tracking_uri: str | None) -> list[_Search]:
 
 
 def _load_run_dir(path: Path) -> _Search:
-    records = [
-        json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines() if line
-    ]
+    rd = RunDir(path)
+    records = rd.records()
     pareto: dict[str, Any] = {}
     if (path / "pareto.json").is_file():
-        pareto = json.loads((path / "pareto.json").read_text())
-        front = [t.get("metrics") or {} for t in pareto.get("trials", [])]
+        pareto = rd.read_pareto()
+        # timings on the run teacher's scale when the search stored them ("compared")
+        points = [
+            {**(t.get("metrics") or {}), **(t.get("compared") or {})}
+            for t in pareto.get("trials", [])
+        ]
     else:
-        front = _front([r["metrics"] for r in records if r.get("state") == "complete"])
+        points = _front([r["metrics"] for r in records if r.get("state") == "complete"])
     baseline = pareto.get("baseline") or _baseline_from(r.get("metrics") or {} for r in records)
     return _Search(
         label=str(pareto.get("name") or path.name),
         source=str(path),
         records=records,
-        front=front,
+        front=points,
         objectives=list(pareto.get("objectives") or DEFAULT_OBJECTIVES),
         baseline=dict(baseline),
     )
@@ -177,16 +179,16 @@ def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
             for run in kids
         ]
         records.sort(key=lambda r: r["number"])
-        front = [r["metrics"] for r in records if r["pareto"]]
-        if not front:  # the search did not finish: take the front of what completed
-            front = _front([r["metrics"] for r in records if r["state"] == "complete"])
+        points = [r["metrics"] for r in records if r["pareto"]]
+        if not points:  # the search did not finish: take the front of what completed
+            points = _front([r["metrics"] for r in records if r["state"] == "complete"])
         label = name if len(parents) == 1 else f"{name}/{parent.info.run_name}"
         searches.append(
             _Search(
                 label=label,
                 source=f"mlflow:{name}",
                 records=records,
-                front=front,
+                front=points,
                 objectives=_objectives_param(parent.data.params.get("objectives")),
                 baseline={
                     key.removeprefix("baseline."): value
@@ -293,14 +295,9 @@ def _hypervolume(search: _Search, objectives: Sequence[Mapping[str, str]]) -> fl
 
 def _front(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Non-dominated points by the default objectives, for searches without a stored front."""
-    keys = [(o["name"], 1.0 if o["direction"] == "minimize" else -1.0) for o in DEFAULT_OBJECTIVES]
-    usable = [m for m in metrics if all(m.get(k) is not None for k, _ in keys)]
-    points = [tuple(sign * float(m[k]) for k, sign in keys) for m in usable]
-
-    def dominated(p: tuple[float, ...]) -> bool:
-        return any(q != p and all(a <= b for a, b in zip(q, p, strict=True)) for q in points)
-
-    return [dict(m) for m, p in zip(usable, points, strict=True) if not dominated(p)]
+    return [
+        dict(r["metrics"]) for r in front([{"metrics": m} for m in metrics], DEFAULT_OBJECTIVES)
+    ]
 
 
 def _cell(key: str, value: Any) -> str:
@@ -339,14 +336,6 @@ def _series(search: _Search) -> tuple[list[tuple[float, float]], list[tuple[floa
     return every, front
 
 
-def _staircase(front: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    steps: list[tuple[float, float]] = []
-    for size, accuracy in front:
-        if not steps or accuracy > steps[-1][1]:
-            steps.append((size, accuracy))
-    return steps
-
-
 def _colours(n: int) -> list[str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
@@ -381,7 +370,7 @@ def _plot_html(searches: Sequence[_Search], path: Path) -> Path:
                 legendgroup=search.label,
             )
         )
-        steps = _staircase(front)
+        steps = staircase(front)
         figure.add_trace(
             go.Scatter(
                 x=[p[0] for p in steps],
@@ -414,7 +403,7 @@ def _plot_png(searches: Sequence[_Search], path: Path) -> Path:
             ax.scatter(*zip(*every, strict=True), color=colour, alpha=0.3, s=14)
         if front:
             ax.scatter(*zip(*front, strict=True), color=colour, s=30, label=search.label)
-            ax.step(*zip(*_staircase(front), strict=True), where="post", color=colour)
+            ax.step(*zip(*staircase(front), strict=True), where="post", color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("size (bytes)")
     ax.set_ylabel("accuracy")

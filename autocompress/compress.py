@@ -24,11 +24,11 @@ from .errors import PolicyError
 from .finetune import EpochCallback, finetune_
 from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
-from .measure import count_macs, count_params, measure_latency
 from .policy import Policy
-from .prune import check_importance, prune_
+from .prune import check_importance, prune_, prune_records
+from .quantize import ActivationQuant
 from .sparsify import resolve_sparsity, sparsify_, summary
-from .targets import Target, get_target
+from .targets import Target, find_artifact, get_target, measure_runtime, structure_diff, target_of
 from .task import Task
 
 StageCallback = Callable[[str], None]
@@ -129,49 +129,51 @@ def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]
 
 
 def _measure_cost(
-    task: Task, model: nn.Module, path: Path, settings: MeasureSettings, gate: Gate = NoGate()
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    deployed: nn.Module,
+    path: Path,
+    settings: MeasureSettings,
+    gate: Gate = NoGate(),
 ) -> dict[str, Any]:
-    """Bytes of the artifact file, latency of the loaded artifact, its parameter count."""
-    with gate.exclusive():
-        lat = measure_latency(
-            model,
-            settings.inputs(task.example_inputs),
-            n_threads=settings.threads,
-            warmup=settings.warmup,
-            repeats=settings.repeats,
-        )
-    return {
-        "size_bytes": path.stat().st_size,
-        "latency_ms": lat.median_ms,
-        "latency_p90_ms": lat.p90_ms,
-        "params": count_params(model),
-    }
+    """Bytes of the artifact's files, latency on the target's runtime, parameter count."""
+    cost = measure_runtime(task, deployed, target.files(path), settings, gate)
+    counts = target.count(student, deployed, task.example_inputs)
+    return {**cost, "params": counts["params"], "_macs": counts["macs"]}
 
 
 def _measure_artifact(
-    task: Task, model: nn.Module, path: Path, settings: MeasureSettings, gate: Gate = NoGate()
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    deployed: nn.Module,
+    path: Path,
+    settings: MeasureSettings,
+    gate: Gate = NoGate(),
 ) -> dict[str, Any]:
-    cost = _measure_cost(task, model, path, settings, gate)
-    return {
-        "accuracy": task.evaluate(model),
-        **cost,
-        "macs": count_macs(model, task.example_inputs),
-    }
+    cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+    macs = cost.pop("_macs")
+    return {"accuracy": task.evaluate(deployed), **cost, "macs": macs}
 
 
 def measure_baseline(
-    task: Task, *, target: str = "torch", settings: MeasureSettings = MeasureSettings()
+    task: Task,
+    *,
+    target: str = "torch",
+    settings: MeasureSettings = MeasureSettings(),
+    target_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The teacher written as a float artifact by ``target`` and measured like a candidate."""
-    tgt = get_target(target)
+    """The teacher written as a float artifact by ``target`` and measured like a candidate,
+    in this process."""
+    tgt = get_target(target, **(target_options or {}))
     bits = {i.path: 32 for i in list_layers(task.model)}
     with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
         path = Path(tmp) / tgt.artifact_name
-        tgt.save(
-            task.model, path, bits=bits, structure={}, meta=_artifact_meta(task, Policy(), tgt)
-        )
-        deployed = tgt.load(path, task.model)
-        return _measure_artifact(task, deployed, path, settings)
+        meta = _artifact_meta(task, Policy(), tgt)
+        tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
+        deployed = tgt.load(path, task.model, threads=settings.threads)
+        return _measure_artifact(task, tgt, task.model, deployed, path, settings)
 
 
 def structure_cost(
@@ -190,8 +192,11 @@ def structure_cost(
     Written with the same header as the final artifact, so its bytes are the final bytes."""
     with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
         path = Path(tmp) / target.artifact_name
-        target.save(student, path, bits=bits, structure=structure, meta=meta)
-        return _measure_cost(task, target.load(path, task.model), path, settings, gate)
+        target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
+        deployed = target.load(path, task.model, threads=settings.threads)
+        cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+        cost.pop("_macs")
+        return cost
 
 
 class StopTrial(Exception):
@@ -213,23 +218,27 @@ def compress(
     on_structure: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: EpochCallback | None = None,
     gate: Gate = NoGate(),
+    target_options: Mapping[str, Any] | None = None,
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
     Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
     directory when not given). Accuracy, size and latency are those of the artifact as
-    loaded back by the target's loader.
+    loaded back by the target's loader. ``target_options`` set the target's options (e.g.
+    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``).
     """
     stage = on_stage or (lambda s: None)
     check_importance(importance)
-    tgt = get_target(target)
+    tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
     blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
     dropped = resolve_blocks(policy.drop_blocks, blocks)
     sparsity = resolve_sparsity(task.model, policy)
     if baseline is None:
         stage("measure baseline")
-        baseline = measure_baseline(task, target=target, settings=settings)
+        baseline = measure_baseline(
+            task, target=target, settings=settings, target_options=target_options
+        )
 
     stage("prune")
     student = copy.deepcopy(task.model)
@@ -237,7 +246,7 @@ def compress(
         torch.manual_seed(seed)
         drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
         protected = tuple(live(dict.fromkeys(resolved.protected), student))
-        prune_(
+        groups = prune_(
             student, task, live(resolved.prune, student), importance=importance, protected=protected
         )
         masks = sparsify_(student, task, live(sparsity, student), importance=importance)
@@ -264,6 +273,7 @@ def compress(
             )
         )
 
+    act_quant = _activation_quant(task, tgt, student, bits)
     if policy.finetune.epochs:
         stage("fine-tune")
     finetune_(
@@ -276,6 +286,7 @@ def compress(
         on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
         on_step=gate.step,
         masks=masks,
+        act_quant=act_quant,
     )
 
     stage("convert")
@@ -285,21 +296,22 @@ def compress(
     records = tgt.save(
         student,
         artifact,
+        task=task,
         bits=bits,
         structure=structure,
         meta=meta,
+        activations=act_quant.qparams if act_quant is not None else None,
     )
-    deployed = tgt.load(artifact, task.model)
+    deployed = tgt.load(artifact, task.model, threads=settings.threads)
 
     stage("measure")
-    measured = _measure_artifact(task, deployed, artifact, settings, gate)
+    measured = _measure_artifact(task, tgt, student, deployed, artifact, settings, gate)
     metrics = dict(measured)
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
     metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
-    metrics["layers"] = {
-        p: {"prune": resolved.prune.get(p, 0.0), **rec} for p, rec in records.items()
-    }
+    pruned = prune_records(task.model, student, resolved.prune, groups)
+    metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics.update(summary(records, student))
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
@@ -312,9 +324,26 @@ def compress(
 
 
 def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
-    from .targets._torch import structure_diff
-
     return structure_diff(original, pruned)
+
+
+CALIBRATION_BATCHES = 8
+
+
+def _activation_quant(
+    task: Task, target: Target, student: nn.Module, bits: Mapping[str, int]
+) -> ActivationQuant | None:
+    """Fixed activation qparams for the layers the target runs on integer kernels, calibrated
+    (MinMax) on the first training batches of the pruned student before fine-tuning."""
+    from itertools import islice
+
+    layers = target.activation_layers(student, bits)
+    if not layers:
+        return None
+    act_quant = ActivationQuant(layers)
+    batches = [inputs for inputs, _ in islice(iter(task.train_loader), CALIBRATION_BATCHES)]
+    act_quant.calibrate_(student, batches)
+    return act_quant
 
 
 def _staged_epochs(on_epoch, stage, epochs):
@@ -332,15 +361,15 @@ def load_artifact(path: str | Path, model: nn.Module | None = None) -> nn.Module
     ``model`` is the uncompressed architecture (e.g. ``task.model``); when omitted, the task
     recorded in the artifact is loaded to provide it.
     """
-    from .targets._torch import read
     from .task import load_task
 
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
-    meta, _ = read(path)
+        path = find_artifact(path)
+    tgt = target_of(path)
+    meta = tgt.read_meta(path)
     if model is None:
         if not meta.get("task_spec"):
             raise PolicyError(f"artifact {path} records no task; pass model= to load_artifact")
         model = load_task(meta["task_spec"], base_dir=meta.get("task_base_dir")).model
-    return get_target(meta.get("target", "torch")).load(path, model)
+    return get_target(meta.get("target", tgt.name)).load(path, model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,89 @@ from .errors import ConfigError
 
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("local", "ray")
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else f"is not one of {', '.join(options)}"
+
+    return check
+
+
+def _integer(low: int, *, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"must be an integer >= {low}" + (" or null" if optional else "")
+        return None
+
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _seconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return None if ok and math.isfinite(value) else "must be a number of seconds > 0 or null"
+
+
+def _baselines(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        return "must be a list of baseline names"
+    from .space import BASELINES
+
+    unknown = [v for v in value if v not in BASELINES]
+    if unknown:
+        return f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}"
+    return None
+
+
+# one check per key: each returns None, or what is wrong with the value
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "name": _text,
+    "task": _text,
+    "search_space": _text,
+    "objectives": _text,
+    "target": _text,
+    "trials": _integer(1),
+    "sampler": _choice(*SAMPLERS),
+    "seed": _integer(0),
+    "backend": _choice(*BACKENDS),
+    "baselines": _baselines,
+    "importance": _choice("taylor", "magnitude"),
+    "epochs": _integer(0, optional=True),
+    "keep_models": _choice("pareto", "all"),
+    "report_every": _integer(0),
+    "tracking": _flag,
+    "tracking_uri": _optional_text,
+    "experiment": _optional_text,
+    "address": _optional_text,
+    "max_concurrent": _integer(1, optional=True),
+    "scheduler": _choice("auto", "asha", "none"),
+    "out": _optional_text,
+    "trial_timeout_s": _seconds,
+    "fail_fast_after": _integer(0),
+}
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 @dataclass(frozen=True)
@@ -39,30 +124,16 @@ class SearchConfig:
     max_concurrent: int | None = None
     scheduler: str = "auto"  # "auto" (ASHA when epochs >= 2), "asha" or "none"
     out: str | None = None
+    trial_timeout_s: float | None = None  # a trial running longer fails with "timeout"
+    fail_fast_after: int = 5  # stop when the first K trials all fail (0: never)
     base_dir: str = field(default=".", compare=False)
 
     def __post_init__(self) -> None:
         where = f"config {self.name!r}"
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"{where}: sampler: {self.sampler!r}; choose from {', '.join(SAMPLERS)}"
-            )
-        if self.backend not in BACKENDS:
-            raise ConfigError(
-                f"{where}: backend: {self.backend!r}; choose from {', '.join(BACKENDS)}"
-            )
-        if not isinstance(self.trials, int) or self.trials < 1:
-            raise ConfigError(f"{where}: trials: {self.trials!r} must be a positive integer")
-        if self.keep_models not in ("pareto", "all"):
-            raise ConfigError(f"{where}: keep_models: {self.keep_models!r}; choose pareto or all")
-        if self.scheduler not in ("auto", "asha", "none"):
-            raise ConfigError(f"{where}: scheduler: {self.scheduler!r}; choose auto, asha or none")
-        if self.importance not in ("taylor", "magnitude"):
-            raise ConfigError(
-                f"{where}: importance: {self.importance!r}; choose taylor or magnitude"
-            )
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
-            raise ConfigError(f"{where}: epochs: {self.epochs!r} must be an integer >= 0")
+        for key, check in _CHECKS.items():
+            problem = check(getattr(self, key))
+            if problem:
+                raise ConfigError(f"{where}: {key}: {getattr(self, key)!r} {problem}")
 
     @property
     def run_dir(self) -> Path:
@@ -90,8 +161,10 @@ class SearchConfig:
             if key not in data:
                 raise ConfigError(f"{source}: missing required key {key!r}")
         data = dict(data)
-        if "baselines" in data:
-            data["baselines"] = tuple(data["baselines"] or ())
+        if isinstance(data.get("baselines"), list):
+            data["baselines"] = tuple(data["baselines"])
+        elif "baselines" in data and data["baselines"] is None:
+            data["baselines"] = ()
         try:
             return cls(**data, base_dir=base_dir)
         except ConfigError as exc:
@@ -107,7 +180,7 @@ class SearchConfig:
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         return cls.from_dict(data, source=str(path), base_dir=str(path.parent))
 
     def resolved(self) -> SearchConfig:

@@ -17,9 +17,11 @@ from typing import Any
 import optuna
 
 from .config import SearchConfig
+from .metrics import comparable
 from .objectives import ObjectiveSet
+from .pareto import front
 from .policy import Policy
-from .rundir import RunDir, pareto_records
+from .rundir import RunDir
 from .space import ResolvedSpace
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
@@ -28,6 +30,8 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
 _BASELINE_ATTR = "autocompress.baseline"
+_POLICY_ATTR = "autocompress.policy"
+_NUMBER_ATTR = "autocompress.number"  # the record a re-added trial stands for
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class Controller:
             sampler=SAMPLERS[config.sampler](config.seed),
             load_if_exists=True,
         )
+        if self.study.metric_names is None:
+            with warnings.catch_warnings():  # experimental since 3.2, still in 5.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(objectives.metrics))
+        self.live: dict[int, optuna.trial.Trial] = {}
         self.records: dict[int, dict[str, Any]] = {r["number"]: r for r in run_dir.records()}
         if not self.study.trials:
             for name in config.baselines:
@@ -74,14 +83,26 @@ class Controller:
 
     # -- study state -----------------------------------------------------------------------
     def _repair(self) -> None:
-        """Trials left RUNNING by a killed driver: tell recorded ones, re-enqueue the rest."""
+        """Trials left RUNNING by a killed driver: recorded ones are re-added finished (with
+        their values and constraints), the others re-enqueued; the RUNNING ones end FAIL."""
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for t in running:
-            if t.number in self.records:
-                self._tell(t.number, self.records[t.number])
+            self.study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            record = self.records.get(t.number)
+            if record is None:
+                self.study.enqueue_trial(dict(t.params), user_attrs=dict(t.user_attrs))
                 continue
-            self.study.enqueue_trial(dict(t.params), user_attrs=dict(t.user_attrs))
-            self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            state, values, constraints = self._outcome(record)
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    values=values,
+                    params=dict(t.params),
+                    distributions=dict(t.distributions),
+                    user_attrs={**t.user_attrs, _NUMBER_ATTR: t.number},
+                    constraints=constraints,
+                )
+            )
 
     @property
     def n_finished(self) -> int:
@@ -99,6 +120,8 @@ class Controller:
             policy = dataclasses.replace(
                 policy, finetune=dataclasses.replace(policy.finetune, epochs=self.config.epochs)
             )
+        trial.set_user_attr(_POLICY_ATTR, policy.to_dict())
+        self.live[trial.number] = trial
         return Proposal(
             number=trial.number,
             policy=policy,
@@ -116,31 +139,40 @@ class Controller:
         return record
 
     def _tell(self, number: int, record: Mapping[str, Any]) -> None:
-        state = record["state"]
-        states = optuna.trial.TrialState
-        if state == "failed":
-            self.study.tell(number, state=states.FAIL, skip_if_finished=True)
-            return
-        if state == "pruned":
-            self.study.tell(number, state=states.PRUNED, skip_if_finished=True)
-            return
-        metrics = record["metrics"]
-        trial = optuna.trial.Trial(
-            self.study,
-            self.study._storage.get_trial_id_from_study_id_trial_number(
-                self.study._study_id, number
-            ),
-        )
-        for i, c in enumerate(self.objectives.constraints):
-            trial.set_constraint(f"{i}:{c}", self._violation(c, metrics))
-        values = [self._objective_value(m, d, metrics) for m, d in self._objectives()]
-        self.study.tell(number, values, skip_if_finished=True)
+        trial = self.live.pop(number, None)
+        state, values, constraints = self._outcome(record)
+        if trial is not None:
+            for key, value in constraints.items():
+                trial.set_constraint(key, value)
+        if state == optuna.trial.TrialState.COMPLETE:
+            self.study.tell(trial or number, values, skip_if_finished=True)
+        else:
+            self.study.tell(trial or number, state=state, skip_if_finished=True)
 
-    def _violation(self, constraint: Any, metrics: Mapping[str, Any]) -> float:
-        """A constraint that could not be measured (or is not finite) counts as broken."""
-        baseline = metrics.get("baseline") or self.baseline
+    def _outcome(
+        self, record: Mapping[str, Any]
+    ) -> tuple[optuna.trial.TrialState, list[float] | None, dict[str, float]]:
+        """What the study is told of a record: its state, values and constraint values."""
+        states = optuna.trial.TrialState
+        if record["state"] == "failed":
+            return states.FAIL, None, {}
+        if record["state"] == "pruned":
+            return states.PRUNED, None, {}
+        metrics = record["metrics"]
+        teacher = record.get("teacher") or metrics.get("baseline") or self.baseline
+        constraints = {
+            f"{i}:{c}": self._violation(c, metrics, teacher)
+            for i, c in enumerate(self.objectives.constraints)
+        }
+        values = [self._objective_value(m, d, record) for m, d in self._objectives()]
+        return states.COMPLETE, values, constraints
+
+    def _violation(
+        self, constraint: Any, metrics: Mapping[str, Any], teacher: Mapping[str, Any]
+    ) -> float:
+        """Against the record's own teacher; one that could not be measured counts as broken."""
         try:
-            value = constraint.violation(metrics, baseline)
+            value = constraint.violation(metrics, teacher)
         except (KeyError, TypeError, ValueError):
             return 1.0
         return value if math.isfinite(value) else 1.0
@@ -148,9 +180,10 @@ class Controller:
     def _objectives(self) -> list[tuple[str, str]]:
         return list(zip(self.objectives.metrics, self.objectives.directions, strict=True))
 
-    def _objective_value(self, metric: str, direction: str, metrics: Mapping[str, Any]) -> float:
-        if metric in metrics:
-            return float(metrics[metric])
+    def _objective_value(self, metric: str, direction: str, record: Mapping[str, Any]) -> float:
+        value = comparable(record, metric, self.baseline)
+        if value is not None:
+            return value
         # infeasible before training: the worst plausible value, so the sampler learns
         if direction == "maximize":
             return 0.0
@@ -158,9 +191,7 @@ class Controller:
 
     # -- results ---------------------------------------------------------------------------
     def pareto(self) -> list[Mapping[str, Any]]:
-        return pareto_records(
-            self.records.values(), self.objectives.metrics, self.objectives.directions
-        )
+        return front(self.records.values(), self._objectives(), self.baseline)
 
     def pareto_document(self) -> dict[str, Any]:
         return {
@@ -168,7 +199,15 @@ class Controller:
             "objectives": [{"name": m, "direction": d} for m, d in self._objectives()],
             "baseline": self.baseline,
             "trials": [
-                {"number": r["number"], "policy": r["policy"], "metrics": r["metrics"]}
+                {
+                    "number": r["number"],
+                    "policy": r["policy"],
+                    "metrics": r["metrics"],
+                    "teacher": r.get("teacher") or r["metrics"].get("baseline"),
+                    "compared": {
+                        m: comparable(r, m, self.baseline) for m in self.objectives.metrics
+                    },
+                }
                 for r in self.pareto()
             ],
         }

@@ -7,12 +7,20 @@ on named intermediate layers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 
 from .task import Task, run_model
 
@@ -50,19 +58,48 @@ class FeatureTap:
             h.remove()
 
 
+_RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+
 def _order_is_fixed(loader: Iterable) -> bool:
-    """Lists and sequential DataLoaders repeat their batches; any random sampler does not."""
+    """Lists and DataLoaders without a known random sampler may repeat their batches.
+
+    A DataLoader given a ``batch_sampler`` reports a SequentialSampler as its ``sampler``:
+    look at the batch sampler's own sampler. What cannot be seen here (a custom batch
+    sampler, random augmentation in the dataset) the per-batch fingerprints catch."""
     if isinstance(loader, DataLoader):
-        return loader.batch_sampler is not None and isinstance(loader.sampler, SequentialSampler)
+        if isinstance(loader.batch_sampler, BatchSampler):
+            return not isinstance(loader.batch_sampler.sampler, _RANDOM_SAMPLERS)
+        return loader.batch_sampler is not None and not isinstance(loader.sampler, _RANDOM_SAMPLERS)
     return isinstance(loader, list | tuple)
+
+
+def _checksum(value: Any) -> Any:
+    """Shape, dtype and two sums (one position-weighted, so a permutation shows) per tensor."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().reshape(-1).double()
+        weights = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64)
+        return (tuple(value.shape), str(value.dtype), float(flat.sum()), float(flat @ weights))
+    if isinstance(value, tuple | list):
+        return tuple(_checksum(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _checksum(v)) for k, v in sorted(value.items()))
+    return repr(value)
+
+
+def fingerprint(inputs: Any, targets: Any) -> tuple:
+    """A cheap fingerprint of one batch: what a cached teacher output must have been made on."""
+    return (_checksum(inputs), _checksum(targets))
 
 
 class TeacherCache:
     """Teacher outputs (and tapped features) per training batch, computed once.
 
-    The cache is valid while the train loader yields its batches in a fixed order; with a
-    shuffling DataLoader the teacher runs on every batch instead. ``computed_batches`` counts
-    teacher forward passes, so sharing the cache across trials is observable.
+    Each cached batch keeps a fingerprint of its inputs and targets, checked on every hit: a
+    loader that does not repeat its batches (shuffling, random augmentation) gets the teacher
+    recomputed for the batches that changed and one warning. A DataLoader with a known
+    random sampler is not cached at all. ``computed_batches`` counts teacher forward passes,
+    so sharing the cache across trials is observable.
     """
 
     def __init__(self, task: Task) -> None:
@@ -70,8 +107,10 @@ class TeacherCache:
         self.cacheable = _order_is_fixed(task.train_loader)
         self.outputs: list[torch.Tensor] = []
         self.features: list[dict[str, torch.Tensor]] = []
+        self.fingerprints: list[tuple] = []
         self.computed_batches = 0
         self.hits = 0
+        self.mismatches = 0
 
     def _forward(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         teacher = self.task.model
@@ -85,17 +124,51 @@ class TeacherCache:
         self.computed_batches += 1
         return out, {k: v.detach() for k, v in tap.outputs.items()}
 
-    def get(self, index: int, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def get(
+        self, index: int, inputs: Any, targets: Any = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if not self.cacheable:
             return self._forward(inputs)
+        mark = fingerprint(inputs, targets)
         if index < len(self.outputs):
-            self.hits += 1
+            if self.fingerprints[index] == mark:
+                self.hits += 1
+                return self.outputs[index], self.features[index]
+            self._mismatch(index)
+            self.outputs[index], self.features[index] = self._forward(inputs)
+            self.fingerprints[index] = mark
             return self.outputs[index], self.features[index]
         assert index == len(self.outputs), "batches must be requested in order"
         out, feats = self._forward(inputs)
         self.outputs.append(out)
         self.features.append(feats)
+        self.fingerprints.append(mark)
         return out, feats
+
+    def _mismatch(self, index: int) -> None:
+        self.mismatches += 1
+        if self.mismatches == 1:
+            warnings.warn(
+                f"training batch {index} differs from the one the teacher's output was cached "
+                "for: your loader is not deterministic (shuffling or random augmentation); "
+                "the teacher is recomputed for changed batches",
+                stacklevel=3,
+            )
+
+    def state(self) -> tuple[list, list, list]:
+        """What to ship to another process (see :meth:`load_state`)."""
+        return self.outputs, self.features, self.fingerprints
+
+    def load_state(self, state: tuple[list, list, list]) -> None:
+        if self.cacheable:
+            self.outputs, self.features, self.fingerprints = (list(part) for part in state)
+
+    def fill(self) -> TeacherCache:
+        """Compute the teacher's outputs for every training batch now."""
+        if self.cacheable:
+            for index, (inputs, targets) in enumerate(self.task.train_loader):
+                self.get(index, inputs, targets)
+        return self
 
 
 class DistillLoss(nn.Module):

@@ -13,7 +13,8 @@ from .errors import ConfigError
 from .measure import threads
 from .objectives import load_objectives
 from .policy import Policy
-from .rundir import RunDir
+from .rundir import RunDir, read_json
+from .targets import get_target
 from .task import load_task
 
 PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
@@ -26,7 +27,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     path = Path(run_dir) / "pareto.json"
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     teacher = doc["baseline"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
@@ -46,9 +47,11 @@ def export_trial(
     fine-tuning are deterministic) and measured again; the fresh metrics are written. With
     ``fmt="onnx"`` the ONNX file is measured by ONNX Runtime (its bytes, its latency, the task
     metric computed with it, the teacher exported and timed the same way) and those figures
-    go to ``metrics.onnx.json``, returned.
+    go to ``metrics.onnx.json``, returned. A search on the ``onnxruntime`` target already
+    holds its ``model.onnx`` (int8 kernels, measured in the search): ``fmt="onnx"`` copies it.
     """
     rd = RunDir(run_dir)
+    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     records = {r["number"]: r for r in rd.records()}
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
@@ -57,13 +60,19 @@ def export_trial(
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    target = get_target(config.target)
+    native = "onnx" if target.artifact_name.endswith(".onnx") else "torch"
+    if fmt == "torch" and native != "torch":
+        raise ConfigError(
+            f"{run_dir}: the search ran on target {target.name!r}, whose artifact is "
+            f"{target.artifact_name}; export it with --format {native}"
+        )
     kept = rd.trial_dir(number)
-    if (kept / "model.pt").exists():
-        for name in ("model.pt", "policy.json", "metrics.json"):
+    if (kept / target.artifact_name).exists():
+        for name in (target.artifact_name, "policy.json", "metrics.json"):
             shutil.copy2(kept / name, out / name)
-        if fmt == "torch":
+        if fmt == native:
             return json.loads((out / "metrics.json").read_text())
-    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
     if ":" not in config.task:
         raise ConfigError(
             f"{run_dir}: trial {number}'s model was not kept and the search's task was given from "
@@ -72,8 +81,8 @@ def export_trial(
     task = load_task(config.task)
     objectives = load_objectives(config.objectives)
     settings = MeasureSettings.from_latency(objectives.latency)
-    if (out / "model.pt").exists():
-        deployed = load_artifact(out / "model.pt", task.model)
+    if (out / target.artifact_name).exists():
+        deployed = load_artifact(out / target.artifact_name, task.model)
         metrics = json.loads((out / "metrics.json").read_text())
     else:
         with threads(settings.threads):  # as in the search: bit-identical re-materialization
@@ -87,7 +96,7 @@ def export_trial(
                 settings=settings,
             )
         deployed, metrics = result.model, result.metrics
-    if fmt == "onnx":
+    if fmt != native:  # a torch-target model exported to float ONNX and measured by ORT
         from .targets.onnx import export_measured
 
         metrics = export_measured(task, deployed, metrics, out, settings=settings)

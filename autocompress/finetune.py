@@ -10,7 +10,7 @@ from torch import nn
 from .distill import DistillLoss, FeatureTap, TeacherCache
 from .errors import AutoCompressError
 from .policy import Policy
-from .quantize import add_fake_quant_, remove_fake_quant_
+from .quantize import ActivationQuant, add_fake_quant_, remove_fake_quant_
 from .sparsify import apply_masks_
 from .task import Task, run_model
 
@@ -32,12 +32,14 @@ def finetune_(
     on_epoch: EpochCallback | None = None,
     on_step: Callable[[], None] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
+    act_quant: ActivationQuant | None = None,
 ) -> nn.Module:
     """Train ``student`` in place for ``policy.finetune.epochs`` epochs with quantization-aware
     fake-quant; seeded, without touching the global RNG. ``on_epoch(k, model)`` runs after
     each epoch with the fake-quant model (for per-epoch metrics and early stopping);
     ``on_step()`` after each batch (see ``gate``). ``masks`` (from ``sparsify_``) stay fixed:
-    pruned weights are re-zeroed after every optimizer step."""
+    pruned weights are re-zeroed after every optimizer step. ``act_quant`` (already calibrated)
+    fake-quantizes the inputs of the layers that the target runs on integer kernels."""
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
@@ -51,6 +53,7 @@ def finetune_(
         )
         feature_paths = task.feature_layers if use_teacher else ()
         tap = FeatureTap(student, feature_paths)
+        act_hooks = act_quant.attach(student) if act_quant is not None else []
         optimizer = None
         try:
             for epoch in range(epochs):
@@ -58,7 +61,9 @@ def finetune_(
                 for index, (inputs, targets) in enumerate(task.train_loader):
                     tap.outputs.clear()
                     out = task.output_fn(run_model(student, inputs))
-                    t_out, t_feats = cache.get(index, inputs) if use_teacher else (None, {})
+                    t_out, t_feats = (
+                        cache.get(index, inputs, targets) if use_teacher else (None, {})
+                    )
                     if optimizer is None:
                         criterion.prepare(tap.outputs, t_feats)
                         params = list(student.parameters()) + list(criterion.parameters())
@@ -84,6 +89,8 @@ def finetune_(
                     on_epoch(epoch, student)
         finally:
             tap.close()
+            for hook in act_hooks:
+                hook.remove()
             remove_fake_quant_(student)
     student.eval()
     return student

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
+from .targets import get_target
 from .task import Task
 
 _LAYER_PREFIXES = ("prune.", "bits.", "sparsity.", "drop.")
@@ -71,15 +72,47 @@ def rows(space: ResolvedSpace) -> list[Row]:
     ]
 
 
-def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -> str:
-    """The resolved space for ``task``'s model as a text table, globals and dimension last."""
+def _offered(layer: LayerSpace, space: ResolvedSpace) -> list[int]:
+    if layer.rule is None:
+        return [32]
+    if layer.bits_param is None:
+        return [int(layer.bits)]
+    param = space.param(layer.bits_param)
+    return [int(c) for c in param.choices] if param.choices is not None else [int(layer.bits)]
+
+
+def modes(task: Task, space: ResolvedSpace, target: str) -> dict[str, str]:
+    """Per layer, each offered bit-width with the mode ``target`` runs it in."""
+    tgt = get_target(target)
+    out = {}
+    for layer in space.layers:
+        module = task.model.get_submodule(layer.path)
+        parent_path = layer.path.rpartition(".")[0]
+        parent = task.model.get_submodule(parent_path) if parent_path else task.model
+        out[layer.path] = ", ".join(
+            f"{b}: {tgt.mode(module, b, parent)}" for b in _offered(layer, space)
+        )
+    return out
+
+
+def describe(
+    task: Task, space: SearchSpace | str | Path, *, target: str = "torch", width: int = 160
+) -> str:
+    """The resolved space for ``task``'s model on ``target`` as a text table, globals and
+    dimension last."""
     from rich.console import Console
     from rich.table import Table
 
     if not isinstance(space, SearchSpace):
         space = load_space(space)
-    resolved = space.resolve(task.model, task.example_inputs, output_layers=task.output_layers)
-    table = Table(title=f"search space {resolved.source} on {task.name}")
+    resolved = space.resolve(
+        task.model,
+        task.example_inputs,
+        output_layers=task.output_layers,
+        supported_bits=get_target(target).bits,
+    )
+    by_layer = modes(task, resolved, target)
+    table = Table(title=f"search space {resolved.source} on {task.name}, target {target}")
     layer_rows = rows(resolved)
     sparse = any(row.sparsity for row in layer_rows)  # the weight strategy's column, when used
     for column, justify in [
@@ -89,11 +122,12 @@ def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -
         ("params", "right"),
         ("prune", "left"),
         ("bits", "left"),
+        (f"mode on {target}", "left"),
     ] + [("sparsity", "left")] * sparse:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in layer_rows:
         cells = [row.path, row.type, row.shape, f"{row.params:,}", row.prune, row.bits]
-        table.add_row(*cells, *[row.sparsity] * sparse)
+        table.add_row(*cells, by_layer[row.path], *[row.sparsity] * sparse)
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)

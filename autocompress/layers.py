@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,23 +62,62 @@ def resolve_keys(keys: Iterable[str], paths: Iterable[str]) -> tuple[dict[str, s
     return {p: k for p, (_, k) in chosen.items()}, [k for k in keys if k not in matched]
 
 
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output: a tensor, or tuples/lists/dicts of them (ModelOutput)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, tuple | list):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
 def output_layers(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> set[str]:
-    """Paths of the layers that produce the model's output: the last Linear/Conv executed."""
-    order: list[str] = []
+    """Paths of the layers whose outputs reach the model's outputs with no other Linear/Conv
+    in between: every head of a multi-output model, the residual writers of an encoder that
+    returns its hidden states. Read from the autograd graph of one forward pass."""
+    made_by: dict[Any, str] = {}
     hooks = []
+
+    def record(name: str):
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            for t in _tensors(output):
+                if t.grad_fn is not None:
+                    made_by[t.grad_fn] = name
+
+        return hook
+
     for name, mod in model.named_modules():
         if isinstance(mod, PRUNABLE_TYPES):
-            hooks.append(mod.register_forward_hook(lambda m, i, o, n=name: order.append(n)))
+            hooks.append(mod.register_forward_hook(record(name)))
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            model(*example_inputs)
+        for p in frozen:
+            p.requires_grad_(True)  # a frozen model still needs an autograd graph to walk
+        with torch.enable_grad():
+            outputs = _tensors(model(*example_inputs))
     finally:
         for h in hooks:
             h.remove()
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
-    return {order[-1]} if order else set()
+    found: set[str] = set()
+    seen: set[Any] = set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        if fn in made_by:
+            found.add(made_by[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return found
 
 
 def list_layers(

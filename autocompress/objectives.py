@@ -17,22 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .metrics import METRICS
 from .space import check_keys, read_preset, to_number
 
 DIRECTIONS = ("maximize", "minimize")
-# Metrics of a compressed model and the direction that is better for each.
-METRICS: dict[str, str] = {
-    "accuracy": "maximize",
-    "size_bytes": "minimize",
-    "latency_ms": "minimize",
-    "latency_p90_ms": "minimize",
-    "params": "minimize",
-    "macs": "minimize",
-    "speedup": "maximize",
-    "compression": "maximize",
-}
-# Metrics known from the pruned structure alone, before any training.
-STRUCTURAL = frozenset({"size_bytes", "latency_ms", "latency_p90_ms", "params", "macs"})
 
 
 @dataclass(frozen=True)
@@ -90,7 +78,7 @@ class Constraint:
 
     @property
     def structural(self) -> bool:
-        return self.metric in STRUCTURAL
+        return METRICS[self.metric].structural
 
     def violation(self, metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float:
         """Optuna's convention: ``<= 0`` is feasible."""
@@ -222,7 +210,7 @@ def _metric(value: Any, source: str, key: str) -> str:
 def _objective(data: Any, source: str, key: str) -> Objective:
     check_keys(source, key, data, ("metric", "direction"))
     metric = _metric(data.get("metric"), source, f"{key}.metric")
-    direction = data.get("direction", METRICS[metric])
+    direction = data.get("direction", METRICS[metric].direction)
     if direction not in DIRECTIONS:
         raise ConfigError(f"{source}: {key}.direction: {direction!r} must be maximize or minimize")
     return Objective(metric=metric, direction=direction)
@@ -240,7 +228,7 @@ def _constraint(data: Any, source: str, key: str) -> Constraint:
     value = float(to_number(source, f"{key}.{bound}", data[bound]))
     if bound in ("max_drop", "max_ratio") and value < 0:
         raise ConfigError(f"{source}: {key}.{bound}: {value:g} must be >= 0")
-    if BOUNDS[bound].relative and metric in ("speedup", "compression"):
+    if BOUNDS[bound].relative and not METRICS[metric].teacher:
         raise ConfigError(
             f"{source}: {key}: {bound} on {metric} is relative to the teacher, whose {metric} is 1 "
             f"by definition; use min instead"

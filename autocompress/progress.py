@@ -8,6 +8,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .metrics import format_value
+from .rundir import STATES
+
 
 def summarize(
     records: Iterable[Mapping[str, Any]], metrics: Sequence[str], directions: Sequence[str]
@@ -23,14 +26,6 @@ def summarize(
             if m not in best or (v > best[m] if d == "maximize" else v < best[m]):
                 best[m] = v
     return states, best
-
-
-def _fmt(metric: str, value: float) -> str:
-    if metric == "size_bytes":
-        return f"{value / 1024:.1f} KiB"
-    if metric.endswith("_ms"):
-        return f"{value:.3f} ms"
-    return f"{value:.4g}"
 
 
 class SearchProgress:
@@ -80,9 +75,9 @@ class SearchProgress:
             f"trial {n}/{self.total} #{record['number']} {record['state']}"
             + (f" ({record['error']})" if record.get("error") else "")
             + " | "
-            + " ".join(f"{s}={states[s]}" for s in ("complete", "infeasible", "failed", "pruned"))
+            + " ".join(f"{s}={states[s]}" for s in STATES)
             + " | best "
-            + ", ".join(f"{m} {_fmt(m, v)}" for m, v in best.items())
+            + ", ".join(f"{m} {format_value(m, v)}" for m, v in best.items())
             + f" | elapsed {elapsed:.0f}s eta {eta:.0f}s"
         )
         if self._bar is not None:

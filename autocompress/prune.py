@@ -1,56 +1,62 @@
-"""Structured pruning with torch-pruning's dependency graph: channels, neurons and heads removed.
+"""Structured pruning: whole channels, neurons and heads removed, one ratio per coupled group.
 
-A per-layer ratio is the fraction of a layer's output channels (neurons) removed. Coupled layers
-(residual adds, concatenations, norms, depthwise/grouped convs) shrink together through the
-dependency graph. Output layers keep their outputs. Attention modules that expose an int
-``num_heads``, child Linears named q/k/v (or q_proj/k_proj/v_proj, query/key/value) and an
-output Linear (proj/out_proj/o_proj/out/dense) lose whole heads at the q layer's ratio; their
-``num_heads`` attribute is updated and q/k/v outputs are never pruned channel-wise.
+The model's coupled channel groups come from its dependency graph (see ``groups``): layers
+whose outputs meet in a residual add, a shared norm or a depthwise conv lose the same channels.
+A group removes ``ratio · channels`` of its channels, rounded to the nearest count every member
+allows (equal per slice of a grouped conv, at least one channel per slice and per group kept);
+channels are chosen by importance (first-order Taylor ``|w·g|`` by default, or magnitude),
+summed over every member of the group. Attention modules (see ``heads``) lose whole heads at
+their q/k/v ratio.
+
+Rule for a policy that gives members of one group different ratios: **the group takes the
+largest ratio any member asks for** (one group can only take one ratio; taking the largest
+keeps every explicit request for pruning). The same holds for the q/k/v layers of one attention
+module (``{"layers.0.attn.q": 0.5}`` prunes half its heads). The search spaces never do this:
+they give one parameter per group. Layers of a group that cannot be pruned (it holds an output
+layer, q/k/v, or ``nn.MultiheadAttention``) keep their channels.
+
+The record of each layer holds ``prune_requested`` (its own ratio in the policy),
+``prune_group`` and ``prune_group_ratio`` (the group it belongs to and the ratio the group
+took), ``prune`` (achieved: 1 − kept/original output channels, read from the pruned model),
+``channels_kept`` and ``channels_original``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from .errors import AutoCompressError
-from .task import Task, run_model
+from .groups import ChannelGroup, Graph, build_graph
+from .heads import AttentionLayer, attention_modules, packed_attention, prune_heads_
+from .layers import PRUNABLE_TYPES
+from .task import Task, check_runs, run_model
 
-_QKV_NAMES = (("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
-_OUT_NAMES = ("proj", "out_proj", "o_proj", "out", "dense")
 
-
-def _taylor(model: nn.Module, task: Task, batches: int) -> tp.importance.Importance:
+def _taylor(model: nn.Module, task: Task, batches: int) -> None:
     model.zero_grad()
+    was_training = model.training
     model.eval()  # gradients without touching BatchNorm running statistics
-    for inputs, targets in islice(iter(task.train_loader), batches):
-        out = task.output_fn(run_model(model, inputs))
-        task.task_loss(out, targets).backward()
-    return tp.importance.GroupTaylorImportance()
+    with torch.enable_grad():
+        for inputs, targets in islice(iter(task.train_loader), batches):
+            out = task.output_fn(run_model(model, inputs))
+            task.task_loss(out, targets).backward()
+    model.train(was_training)
 
 
-def _magnitude(model: nn.Module, task: Task, batches: int) -> tp.importance.Importance:
-    return tp.importance.GroupMagnitudeImportance(p=2)
+def _magnitude(model: nn.Module, task: Task, batches: int) -> None:
+    model.zero_grad(set_to_none=True)
 
 
-IMPORTANCE: dict[str, Callable[[nn.Module, Task, int], tp.importance.Importance]] = {
+# Importance name -> what runs before scoring (Taylor needs gradients; magnitude does not).
+IMPORTANCE: dict[str, Callable[[nn.Module, Task, int], None]] = {
     "taylor": _taylor,
     "magnitude": _magnitude,
 }
-
-
-@dataclass(frozen=True)
-class AttentionLayer:
-    """An attention module whose heads can be removed: q/k/v rows and out-projection columns."""
-
-    module: nn.Module
-    qkv: tuple[nn.Linear, nn.Linear, nn.Linear]
-    out: nn.Linear
 
 
 def check_importance(name: str) -> str:
@@ -61,60 +67,150 @@ def check_importance(name: str) -> str:
     return name
 
 
-def attention_modules(model: nn.Module) -> dict[str, AttentionLayer]:
-    """Attention modules recognised for head pruning, by path."""
-    found = {}
-    for path, mod in model.named_modules():
-        if not isinstance(getattr(mod, "num_heads", None), int):
+# -- per-channel importance --------------------------------------------------------------------
+
+
+def _score(param: torch.Tensor | None) -> torch.Tensor | None:
+    if param is None:
+        return None
+    w = param.detach()
+    return (w * param.grad).abs() if param.grad is not None else w.abs()
+
+
+def _rows(score: torch.Tensor) -> torch.Tensor:
+    return score.reshape(score.shape[0], -1).sum(dim=1)
+
+
+def _in_scores(mod: nn.Module, score: torch.Tensor) -> torch.Tensor:
+    """Importance of each input channel of a Linear/Conv from its weight scores."""
+    if isinstance(mod, nn.Linear) or getattr(mod, "groups", 1) == 1:
+        return _rows(score.transpose(0, 1))
+    groups = mod.groups
+    per_out = score.shape[0] // groups
+    cols = [_rows(score[g * per_out : (g + 1) * per_out].transpose(0, 1)) for g in range(groups)]
+    return torch.cat(cols)
+
+
+def _item_scores(mod: nn.Module, out_side: bool, taylor: bool) -> torch.Tensor | None:
+    weight = getattr(mod, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    score = _score(weight) if taylor else weight.detach().abs()
+    if isinstance(mod, PRUNABLE_TYPES) and not out_side:
+        return _in_scores(mod, score)
+    if weight.dim() == 1 or out_side:
+        rows = _rows(score) if weight.dim() > 1 else score
+        bias = getattr(mod, "bias", None)
+        if isinstance(bias, torch.Tensor) and bias.shape == rows.shape:
+            rows = rows + (_score(bias) if taylor else bias.detach().abs())
+        return rows
+    return None
+
+
+def channel_scores(tp_group: Any, dg: Any, channels: int, *, taylor: bool) -> torch.Tensor:
+    """Importance of each of the group's channels: members' scores, each normalized by its mean."""
+    total = torch.zeros(channels)
+    for item in tp_group:
+        mod = item.dep.target.module
+        if not isinstance(mod, nn.Module):
             continue
-        out = next(
-            (getattr(mod, n) for n in _OUT_NAMES if isinstance(getattr(mod, n, None), nn.Linear)),
-            None,
-        )
-        for names in _QKV_NAMES:
-            qkv = tuple(getattr(mod, n, None) for n in names)
-            if out is not None and all(isinstance(m, nn.Linear) for m in qkv):
-                found[path] = AttentionLayer(mod, qkv, out)  # type: ignore[arg-type]
-                break
-    return found
+        local = _item_scores(mod, dg.is_out_channel_pruning_fn(item.dep.handler), taylor)
+        if local is None:
+            continue
+        idxs = torch.as_tensor(list(item.idxs), dtype=torch.long)
+        if idxs.numel() == 0 or int(idxs.max()) >= local.numel():
+            continue
+        values = local[idxs].float()
+        mean = values.mean()
+        if mean > 0:
+            total.index_add_(0, torch.as_tensor(list(item.root_idxs)), values / mean)
+    return total
 
 
-def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
-    new = nn.Parameter(param.detach().index_select(dim, index).clone())
-    if param.grad is not None:
-        new.grad = param.grad.index_select(dim, index).clone()
-    return new
+# -- choosing channels under the group's constraints -----------------------------------------
 
 
-def _head_scores(layer: AttentionLayer, heads: int, importance: str) -> torch.Tensor:
-    score = torch.zeros(heads)
-    for lin in layer.qkv:
-        w = lin.weight.detach()
-        if importance == "taylor" and lin.weight.grad is not None:
-            w = w * lin.weight.grad
-        score += w.abs().reshape(heads, -1).sum(dim=1)
-    return score
+def _cells(group: ChannelGroup) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """The common refinement of every grouped conv's slices: cells, and per slicing the cells
+    of each slice. A removal takes the same fraction of every cell, so slices stay equal."""
+    slice_of = [{i: j for j, sl in enumerate(s.slices) for i in sl} for s in group.slicings]
+    by_sig: dict[tuple[int, ...], list[int]] = {}
+    for c in range(group.channels):
+        by_sig.setdefault(tuple(m.get(c, -1) for m in slice_of), []).append(c)
+    sigs = list(by_sig)
+    members = [
+        [[k for k, sig in enumerate(sigs) if sig[n] == j] for j in range(len(s.slices))]
+        for n, s in enumerate(group.slicings)
+    ]
+    return list(by_sig.values()), members
 
 
-def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
-    """Remove ``round(ratio · heads)`` whole heads (at least one head stays)."""
-    heads = layer.module.num_heads
-    drop = min(heads - 1, int(round(ratio * heads)))
-    if drop <= 0:
-        return
-    head_dim = layer.qkv[0].out_features // heads
-    keep = torch.sort(
-        torch.topk(_head_scores(layer, heads, importance), heads - drop).indices
-    ).values
-    rows = (keep[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
-    for lin in layer.qkv:
-        lin.weight = _sliced(lin.weight, rows, 0)
-        if lin.bias is not None:
-            lin.bias = _sliced(lin.bias, rows, 0)
-        lin.out_features = len(rows)
-    layer.out.weight = _sliced(layer.out.weight, rows, 1)
-    layer.out.in_features = len(rows)
-    layer.module.num_heads = heads - drop
+def _counts(k: int, group: ChannelGroup, cells, members) -> list[int] | None:
+    """Channels removed per cell for about ``k`` in all, or None if a constraint breaks."""
+    t = k / group.channels
+    x = [min(len(c), round(t * len(c))) for c in cells]
+    if sum(x) >= group.channels:
+        return None
+    for s, slices in zip(group.slicings, members, strict=True):
+        sums = {sum(x[k] for k in cells_of) for cells_of in slices}
+        if len(sums) != 1 or min(len(sl) for sl in s.slices) - sums.pop() < 1:
+            return None
+    return x
+
+
+def choose_channels(group: ChannelGroup, ratio: float, scores: torch.Tensor) -> list[int]:
+    """Channels to remove: the legal count nearest ``ratio · channels``, least important first
+    (within each cell of the grouped convs' slices)."""
+    target = ratio * group.channels
+    if not group.prunable or target < 0.5:
+        return []
+    cells, members = _cells(group)
+    best: list[int] | None = None
+    for k in sorted(range(group.channels), key=lambda k: (abs(k - target), k)):
+        x = _counts(k, group, cells, members)
+        if x is not None and (best is None or abs(sum(x) - target) < abs(sum(best) - target)):
+            best = x
+        if best is not None and abs(k - target) > abs(sum(best) - target) + 1:
+            break
+    if best is None:
+        return []
+    remove: list[int] = []
+    for cell, n in zip(cells, best, strict=True):
+        ranked = sorted(cell, key=lambda c: (float(scores[c]), c))
+        remove.extend(ranked[:n])
+    return sorted(remove)
+
+
+def removal_count(group: ChannelGroup, ratio: float) -> int:
+    """How many channels ``ratio`` removes from ``group`` (uniform importance)."""
+    return len(choose_channels(group, ratio, torch.zeros(group.channels)))
+
+
+# -- the pruner -----------------------------------------------------------------------------
+
+
+def group_ratio(paths: Iterable[str], ratios: Mapping[str, float]) -> float:
+    """The ratio a coupled group takes: the largest its members ask for."""
+    return max(float(ratios.get(p, 0.0)) for p in paths)
+
+
+def blocked_layers(
+    model: nn.Module, protected: Iterable[str], attn: Mapping[str, AttentionLayer]
+) -> dict[str, str]:
+    """Layers whose output channels are not pruned channel-wise, and why."""
+    blocked = {p: "output layer" for p in protected}
+    for path, layer in attn.items():
+        for q in layer.qkv_paths:
+            blocked.setdefault(q, f"q/k/v of attention {path} (pruned by whole heads)")
+    return blocked
+
+
+def graph_of(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], protected: Iterable[str]
+) -> Graph:
+    """The coupled groups of ``model`` (traced on ``model`` itself: pass a copy to keep it)."""
+    blocked = blocked_layers(model, protected, attention_modules(model))
+    return build_graph(model, example_inputs, blocked=blocked, reasons=blocked)
 
 
 def prune_(
@@ -125,35 +221,86 @@ def prune_(
     importance: str = "taylor",
     protected: Iterable[str] = (),
     batches: int = 4,
-) -> nn.Module:
-    """Remove channels in place so that each layer in ``ratios`` loses that fraction.
+) -> dict[str, dict[str, Any]]:
+    """Remove channels in place: each coupled group loses the largest ratio of its members.
 
-    ``protected`` layers (the output layers) keep their output channels.
+    ``protected`` layers (the output layers) keep their output channels. Returns, per layer
+    of a group, ``{"prune_group": name, "prune_group_ratio": ratio taken}``.
     """
-    if not any(r > 0 for r in ratios.values()):
-        return model
     check_importance(importance)
-    modules = dict(model.named_modules())
+    protected = tuple(protected)
     attn = attention_modules(model)
-    names = {id(m): p for p, m in modules.items()}
-    head_linears = {id(m) for layer in attn.values() for m in layer.qkv}
-    imp = IMPORTANCE[importance](model, task, batches)
-    for layer in attn.values():
-        prune_heads_(layer, ratios.get(names[id(layer.qkv[0])], 0.0), importance)
-    ratio_dict = {
-        modules[p]: r for p, r in ratios.items() if r > 0 and id(modules[p]) not in head_linears
+    head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
+    for p in model.parameters():
+        p.requires_grad_(True)  # a frozen teacher's copy: Taylor and tracing need gradients
+    graph = graph_of(model, task.example_inputs, protected)
+    group_ratios = [group_ratio(g.layers, ratios) if g.prunable else 0.0 for g in graph.groups]
+    taken = {
+        layer: {"prune_group": g.name, "prune_group_ratio": r}
+        for g, r in zip(graph.groups, group_ratios, strict=True)
+        for layer in g.layers
     }
-    if ratio_dict:
-        pruner = tp.pruner.MetaPruner(
-            model,
-            example_inputs=task.example_inputs,
-            importance=imp,
-            pruning_ratio=0.0,
-            pruning_ratio_dict=ratio_dict,
-            ignored_layers=[modules[p] for p in protected]
-            + [m for a in attn.values() for m in a.qkv],
-            forward_fn=lambda m, x: m(*x) if isinstance(x, tuple | list) else m(x),
-        )
-        pruner.step()
+    for path, layer in attn.items():
+        for q in layer.qkv_paths:
+            taken[q] = {"prune_group": path, "prune_group_ratio": head_ratios[path]}
+    if not any(r > 0 for r in group_ratios) and not any(r > 0 for r in head_ratios.values()):
+        model.zero_grad(set_to_none=True)
+        return taken
+    IMPORTANCE[importance](model, task, batches)
+    taylor = importance == "taylor"
+    plans = []
+    for group, tp_group, ratio in zip(graph.groups, graph.tp_groups, group_ratios, strict=True):
+        if ratio > 0:
+            scores = channel_scores(tp_group, graph.dg, group.channels, taylor=taylor)
+            plans.append((tp_group, choose_channels(group, ratio, scores)))
+    for tp_group, remove in plans:
+        if remove:
+            root = [tp_group[0].idxs[i] for i in remove]
+            tp_group.prune(idxs=root)
+    for path, layer in attn.items():
+        prune_heads_(layer, head_ratios[path], importance)
     model.zero_grad(set_to_none=True)
-    return model
+    pruned = ", ".join(sorted(p for p, r in ratios.items() if r > 0))
+    check_runs(
+        model,
+        task.example_inputs,
+        what="the pruned model",
+        hint=f"; pruning ({pruned}) could not follow the shapes into that module: exclude the "
+        "layers feeding it with prune 0 (a space rule or the policy's prune.layers)",
+    )
+    return taken
+
+
+def _out_channels(mod: nn.Module) -> int | None:
+    if isinstance(mod, nn.Linear):
+        return mod.out_features
+    if isinstance(mod, nn.Conv1d | nn.Conv2d):
+        return mod.out_channels
+    return None
+
+
+def prune_records(
+    original: nn.Module,
+    pruned: nn.Module,
+    requested: Mapping[str, float],
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per layer: requested and achieved ratio, its group, kept and original output channels."""
+    groups = groups or {}
+    before = dict(original.named_modules())
+    records: dict[str, dict[str, Any]] = {}
+    for path, mod in pruned.named_modules():
+        kept, orig = _out_channels(mod), _out_channels(before.get(path, nn.Identity()))
+        if kept is None or orig is None:
+            continue
+        records[path] = {
+            "prune_requested": float(requested.get(path, 0.0)),
+            **groups.get(path, {}),
+            "prune": round(1.0 - kept / orig, 6),
+            "channels_kept": kept,
+            "channels_original": orig,
+        }
+    for path in packed_attention(pruned):
+        if f"{path}.out_proj" in records:
+            records[f"{path}.out_proj"]["heads"] = "not pruned: nn.MultiheadAttention packs q/k/v"
+    return records

@@ -7,6 +7,7 @@ deployed integer weights are exactly what the student trained against.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,3 +79,71 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> tor
     stream = np.unpackbits(packed.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
     unsigned = np.packbits(stream, axis=1, bitorder="little")[:, 0].astype(np.int16)
     return torch.from_numpy(unsigned - qmax(bits)).to(torch.int8).reshape(shape)
+
+
+# --- activations: uint8 per-tensor affine, MinMax-calibrated, then fixed (QAT with an STE) ---
+
+
+def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """uint8 scale and zero point covering [lo, hi] ∪ {0}; zero point 0 when lo >= 0 (after a
+    ReLU), so ONNX Runtime drops the ReLU into the preceding integer kernel."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    zero_point = int(np.clip(round(-lo / scale), 0, 255))
+    return float(np.float32(scale)), zero_point
+
+
+class ActivationQuant:
+    """Fake-quantizes the inputs of the given layers with fixed uint8 qparams.
+
+    ``calibrate_`` runs a few batches and keeps each input's min/max (MinMax calibration);
+    ``attach`` then fake-quantizes those inputs with ``torch.fake_quantize_per_tensor_affine``
+    (straight-through inside the range). ``qparams`` are the values the target deploys."""
+
+    def __init__(self, layers: list[str]) -> None:
+        self.layers = list(layers)
+        self.qparams: dict[str, tuple[float, int]] = {}
+
+    def calibrate_(self, model: nn.Module, batches: list) -> dict[str, tuple[float, int]]:
+        from .task import run_model
+
+        modules = dict(model.named_modules())
+        ranges: dict[str, list[float]] = {}
+
+        def observe(path: str):
+            def hook(mod, args):
+                x = args[0].detach()
+                lo, hi = float(x.min()), float(x.max())
+                r = ranges.setdefault(path, [lo, hi])
+                r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+            return hook
+
+        hooks = [modules[p].register_forward_pre_hook(observe(p)) for p in self.layers]
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.inference_mode():
+                for inputs in batches:
+                    run_model(model, inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        self.qparams = {p: activation_qparams(*ranges[p]) for p in self.layers if p in ranges}
+        return self.qparams
+
+    def attach(self, model: nn.Module) -> list[Any]:
+        """Register the fixed fake-quant hooks; returns the handles (``.remove()`` each)."""
+        modules = dict(model.named_modules())
+
+        def fq(scale: float, zero_point: int):
+            def hook(mod, args):
+                x = torch.fake_quantize_per_tensor_affine(args[0], scale, zero_point, 0, 255)
+                return (x, *args[1:])
+
+            return hook
+
+        return [
+            modules[p].register_forward_pre_hook(fq(s, z)) for p, (s, z) in self.qparams.items()
+        ]

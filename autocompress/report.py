@@ -11,7 +11,7 @@ stays lean.
 from __future__ import annotations
 
 import html
-import json
+import io
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AutoCompressError
-from .hypervolume import hypervolume_history
+from .metrics import METRICS, comparable
+from .pareto import front_2d, hypervolume_history
+from .rundir import STATES, RunDir, atomic_write_bytes, atomic_write_text, read_jsonl
 
 PARETO_DIV_ID = "pareto-front"
 PARETO_TRACE_UID = "pareto"  # plotly renders this trace as <g class="trace scatter tracepareto">
-STATES = ("complete", "infeasible", "failed", "pruned")
-
-# Display label and scale for known metrics; others are shown as stored.
-_AXES: dict[str, tuple[str, float]] = {
-    "accuracy": ("accuracy", 1.0),
-    "size_bytes": ("size (KiB)", 1 / 1024),
-    "latency_ms": ("latency (ms)", 1.0),
-}
+# metrics shown in the Pareto table, in this order, after the objectives
+_TABLE_METRICS = (
+    "accuracy",
+    "size_bytes",
+    "latency_ms",
+    "latency_p90_ms",
+    "speedup",
+    "compression",
+)
 
 
 @dataclass(frozen=True)
@@ -59,45 +62,33 @@ class RunData:
 
 def load_run(run_dir: str | Path) -> RunData:
     """Read ``trials.jsonl``, ``pareto.json`` and optional ``config.yaml`` of a run directory."""
-    run_dir = Path(run_dir)
-    pareto_path = run_dir / "pareto.json"
-    trials_path = run_dir / "trials.jsonl"
-    for path in (pareto_path, trials_path):
-        if not path.is_file():
-            raise AutoCompressError(
-                f"{path} not found; a report needs a run directory written by `autocompress search`"
-            )
-    pareto = json.loads(pareto_path.read_text())
-    objectives = [(o["name"], o["direction"]) for o in pareto.get("objectives", [])]
+    rd = RunDir(run_dir)
+    pareto = rd.read_pareto()
+    if not rd.trials_file.is_file():
+        raise AutoCompressError(
+            f"{rd.trials_file} not found; a report needs a run directory written by "
+            "`autocompress search`"
+        )
+    try:
+        objectives = [(o["name"], o["direction"]) for o in pareto.get("objectives", [])]
+    except (KeyError, TypeError):
+        raise AutoCompressError(
+            f"{rd.path / 'pareto.json'}: 'objectives' must list {{name, direction}} objects"
+        ) from None
     if len(objectives) < 2:
         raise AutoCompressError(
-            f"{pareto_path}: 'objectives' must list at least 2 objectives, got {objectives!r}"
+            f"{rd.path / 'pareto.json'}: 'objectives' must list at least 2 objectives, got {objectives!r}"
         )
-    config_path = run_dir / "config.yaml"
+    config_path = rd.path / "config.yaml"
     return RunData(
-        run_dir=run_dir,
-        name=str(pareto.get("name") or run_dir.name),
+        run_dir=rd.path,
+        name=str(pareto.get("name") or rd.path.name),
         objectives=objectives,
         teacher=dict(pareto.get("baseline") or {}),
-        records=sorted(_read_jsonl(trials_path), key=lambda r: r["number"]),
+        records=sorted(read_jsonl(rd.trials_file), key=lambda r: r["number"]),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
     )
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if i == len(lines):  # a search still running may be mid-write on its last line
-                break
-            raise AutoCompressError(f"{path}:{i}: not valid JSON ({err.msg})") from err
-    return records
 
 
 def write_report(run_dir: str | Path, *, inline_plotlyjs: bool = False) -> tuple[Path, Path]:
@@ -109,7 +100,7 @@ def write_report(run_dir: str | Path, *, inline_plotlyjs: bool = False) -> tuple
     run = load_run(run_dir)
     html_path = run.run_dir / "report.html"
     png_path = run.run_dir / "pareto.png"
-    html_path.write_text(_render_html(run, inline_plotlyjs=inline_plotlyjs), encoding="utf-8")
+    atomic_write_text(html_path, _render_html(run, inline_plotlyjs=inline_plotlyjs))
     write_pareto_png(run, png_path)
     return html_path, png_path
 
@@ -152,39 +143,28 @@ def _hover(record: Mapping[str, Any]) -> str:
     head = f"<b>trial #{record['number']}</b>"
     if record.get("baseline"):
         head += f" (baseline: {html.escape(str(record['baseline']))})"
-    return "<br>".join(
-        [
-            head,
-            f"α={_fmt(s['alpha'])}  T={_fmt(s['T'])}  λ={_fmt(s['lambda'])}  epochs={_fmt(s['epochs'])}",
-            f"mean prune={_fmt(s['mean_prune'], '.2f')}  bits: {s['bits']}",
-            f"accuracy={_fmt(metrics.get('accuracy'))}  size={_fmt(metrics.get('size_bytes'), ',')} B",
-            f"latency={_fmt(metrics.get('latency_ms'))} ms  p90={_fmt(metrics.get('latency_p90_ms'))} ms",
-            f"speedup={_fmt(metrics.get('speedup'), '.2f')}×  compression={_fmt(metrics.get('compression'), '.2f')}×",
-        ]
-    )
+    shown = [m for m in METRICS if m in metrics]
+    pairs = [f"{m}={_fmt(metrics[m], METRICS[m].spec)}{METRICS[m].unit}" for m in shown]
+    lines = [
+        head,
+        f"α={_fmt(s['alpha'])}  T={_fmt(s['T'])}  λ={_fmt(s['lambda'])}  epochs={_fmt(s['epochs'])}",
+        f"mean prune={_fmt(s['mean_prune'], '.2f')}  bits: {s['bits']}",
+    ]
+    lines += ["  ".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]
+    return "<br>".join(lines)
 
 
 def _axis(name: str) -> tuple[str, float]:
-    return _AXES.get(name, (name, 1.0))
+    metric = METRICS.get(name)
+    return (metric.axis, metric.scale) if metric is not None else (name, 1.0)
 
 
-def _values(records: Sequence[Mapping[str, Any]], name: str) -> list[float]:
+def _values(
+    records: Sequence[Mapping[str, Any]], name: str, teacher: Mapping[str, Any]
+) -> list[float]:
+    """Display values on the run teacher's scale (timings compared as ratios to their teacher)."""
     scale = _axis(name)[1]
-    return [float(r["metrics"][name]) * scale for r in records]
-
-
-def front_2d(
-    records: Sequence[Mapping[str, Any]], x: tuple[str, str], y: tuple[str, str]
-) -> list[Mapping[str, Any]]:
-    """Records non-dominated in the (x, y) projection, sorted by x; used to draw the front line."""
-    sign = {"minimize": 1.0, "maximize": -1.0}
-    pts = [(sign[x[1]] * r["metrics"][x[0]], sign[y[1]] * r["metrics"][y[0]], r) for r in records]
-    front, best_y = [], float("inf")
-    for _, py, r in sorted(pts, key=lambda t: (t[0], t[1])):
-        if py < best_y:
-            front.append(r)
-            best_y = py
-    return front
+    return [float(comparable(r, name, teacher) or 0.0) * scale for r in records]
 
 
 # --- plotly figures ---------------------------------------------------------------------------
@@ -216,21 +196,21 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
         go.Scatter(
             name="all complete trials",
             uid="all",
-            x=_values(complete, x[0]),
-            y=_values(complete, y[0]),
+            x=_values(complete, x[0], run.teacher),
+            y=_values(complete, y[0], run.teacher),
             mode="markers",
             marker={"color": "lightgray", "size": 7, "opacity": 0.6},
             hovertext=[_hover(r) for r in complete],
             hoverinfo="text",
         )
     )
-    line = front_2d(run.pareto, x, y)
+    line = front_2d(run.pareto, x, y, run.teacher)
     fig.add_trace(
         go.Scatter(
             name="front in this projection",
             uid="front-line",
-            x=_values(line, x[0]),
-            y=_values(line, y[0]),
+            x=_values(line, x[0], run.teacher),
+            y=_values(line, y[0], run.teacher),
             mode="lines",
             line={"color": "crimson", "width": 1, "shape": "hv"},
             hoverinfo="skip",
@@ -240,8 +220,8 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
         go.Scatter(
             name="Pareto points",
             uid=PARETO_TRACE_UID,
-            x=_values(run.pareto, x[0]),
-            y=_values(run.pareto, y[0]),
+            x=_values(run.pareto, x[0], run.teacher),
+            y=_values(run.pareto, y[0], run.teacher),
             mode="markers",
             marker={"color": "crimson", "size": 10, "line": {"color": "black", "width": 1}},
             hovertext=[_hover(r) for r in run.pareto],
@@ -253,8 +233,8 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
             go.Scatter(
                 name="baseline policies",
                 uid="baselines",
-                x=_values(baselines, x[0]),
-                y=_values(baselines, y[0]),
+                x=_values(baselines, x[0], run.teacher),
+                y=_values(baselines, y[0], run.teacher),
                 mode="markers+text",
                 text=[str(r["baseline"]) for r in baselines],
                 textposition="top center",
@@ -268,8 +248,8 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
             go.Scatter(
                 name="teacher",
                 uid="teacher",
-                x=_values([{"metrics": run.teacher}], x[0]),
-                y=_values([{"metrics": run.teacher}], y[0]),
+                x=_values([{"metrics": run.teacher, "teacher": run.teacher}], x[0], run.teacher),
+                y=_values([{"metrics": run.teacher, "teacher": run.teacher}], y[0], run.teacher),
                 mode="markers+text",
                 text=["teacher"],
                 textposition="bottom center",
@@ -314,9 +294,9 @@ def _scatter_3d(run: RunData) -> str:
         fig.add_trace(
             go.Scatter3d(
                 name=label,
-                x=_values(records, names[0]),
-                y=_values(records, names[1]),
-                z=_values(records, names[2]),
+                x=_values(records, names[0], run.teacher),
+                y=_values(records, names[1], run.teacher),
+                z=_values(records, names[2], run.teacher),
                 mode="markers",
                 marker=marker,
                 hovertext=[_hover(r) for r in records],
@@ -324,13 +304,13 @@ def _scatter_3d(run: RunData) -> str:
             )
         )
     if all(run.teacher.get(n) is not None for n in names):
-        t = [{"metrics": run.teacher}]
+        t = [{"metrics": run.teacher, "teacher": run.teacher}]
         fig.add_trace(
             go.Scatter3d(
                 name="teacher",
-                x=_values(t, names[0]),
-                y=_values(t, names[1]),
-                z=_values(t, names[2]),
+                x=_values(t, names[0], run.teacher),
+                y=_values(t, names[1], run.teacher),
+                z=_values(t, names[2], run.teacher),
                 mode="markers+text",
                 text=["teacher"],
                 marker={"color": "gold", "size": 7, "symbol": "cross"},
@@ -409,9 +389,10 @@ def _heatmap(run: RunData, key: str, title: str, colorscale: str) -> str:
 
 
 def _pareto_table(run: RunData) -> str:
+    names = list(dict.fromkeys([*(n for n, _ in run.objectives), *_TABLE_METRICS]))
+    metric_heads = "".join(f"<th>{html.escape(_axis(n)[0])}</th>" for n in names)
     head = (
-        "<tr><th>trial</th><th>baseline</th><th>accuracy</th><th>size (bytes)</th>"
-        "<th>latency (ms)</th><th>p90 (ms)</th><th>speedup</th><th>compression</th>"
+        f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
         "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th></tr>"
     )
     by_number = {r["number"]: r for r in run.records}
@@ -423,12 +404,7 @@ def _pareto_table(run: RunData) -> str:
         cells = [
             f"#{t['number']}",
             html.escape(str(name)),
-            _fmt(m.get("accuracy")),
-            _fmt(m.get("size_bytes"), ","),
-            _fmt(m.get("latency_ms"), ".3f"),
-            _fmt(m.get("latency_p90_ms"), ".3f"),
-            _fmt(m.get("speedup"), ".2f") + "×",
-            _fmt(m.get("compression"), ".2f") + "×",
+            *(_table_cell(n, m.get(n)) for n in names),
             _fmt(s["alpha"]),
             _fmt(s["T"]),
             _fmt(s["lambda"]),
@@ -443,6 +419,15 @@ def _pareto_table(run: RunData) -> str:
         f"<p>Teacher: {html.escape(teacher)}</p>"
         f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
     )
+
+
+def _table_cell(name: str, value: Any) -> str:
+    metric = METRICS.get(name)
+    if metric is None:
+        return _fmt(value)
+    if name == "size_bytes":  # bytes in the table, exactly
+        return _fmt(value, ",")
+    return _fmt(value, metric.spec) + ("×" if metric.unit == "x" else "")
 
 
 def _counts(run: RunData) -> str:
@@ -475,7 +460,7 @@ def _plotly_script(run: RunData, *, inline: bool) -> str:
 
     if inline:
         return f'<script type="text/javascript">{get_plotlyjs()}</script>'
-    (run.run_dir / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
+    atomic_write_text(run.run_dir / "plotly.min.js", get_plotlyjs())
     return '<script src="plotly.min.js"></script>'
 
 
@@ -542,13 +527,23 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
     FigureCanvasAgg(fig)
     for ax, x in zip(fig.subplots(1, len(xs), squeeze=False)[0], xs, strict=True):
         ax.scatter(
-            _values(complete, x[0]), _values(complete, y[0]), s=14, c="lightgray", label="trials"
+            _values(complete, x[0], run.teacher),
+            _values(complete, y[0], run.teacher),
+            s=14,
+            c="lightgray",
+            label="trials",
         )
-        line = front_2d(run.pareto, x, y)
-        ax.step(_values(line, x[0]), _values(line, y[0]), where="post", c="crimson", lw=1)
+        line = front_2d(run.pareto, x, y, run.teacher)
+        ax.step(
+            _values(line, x[0], run.teacher),
+            _values(line, y[0], run.teacher),
+            where="post",
+            c="crimson",
+            lw=1,
+        )
         ax.scatter(
-            _values(run.pareto, x[0]),
-            _values(run.pareto, y[0]),
+            _values(run.pareto, x[0], run.teacher),
+            _values(run.pareto, y[0], run.teacher),
             s=36,
             c="crimson",
             edgecolors="black",
@@ -557,8 +552,8 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
         )
         if baselines:
             ax.scatter(
-                _values(baselines, x[0]),
-                _values(baselines, y[0]),
+                _values(baselines, x[0], run.teacher),
+                _values(baselines, y[0], run.teacher),
                 marker="D",
                 s=40,
                 c="royalblue",
@@ -566,14 +561,17 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
                 zorder=4,
             )
             for r, bx, by in zip(
-                baselines, _values(baselines, x[0]), _values(baselines, y[0]), strict=True
+                baselines,
+                _values(baselines, x[0], run.teacher),
+                _values(baselines, y[0], run.teacher),
+                strict=True,
             ):
                 ax.annotate(str(r["baseline"]), (bx, by), textcoords="offset points", xytext=(4, 4))
         if all(run.teacher.get(n) is not None for n in (x[0], y[0])):
-            t = [{"metrics": run.teacher}]
+            t = [{"metrics": run.teacher, "teacher": run.teacher}]
             ax.scatter(
-                _values(t, x[0]),
-                _values(t, y[0]),
+                _values(t, x[0], run.teacher),
+                _values(t, y[0], run.teacher),
                 marker="*",
                 s=180,
                 c="gold",
@@ -586,5 +584,6 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"{run.name}: Pareto front")
-    fig.savefig(path, dpi=120)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,4 +1,4 @@
-"""Policy search: a run directory, a controller, a backend that runs the trials.
+"""``search``: the public entry point of a policy search (the loop is ``autocompress.session``).
 
 >>> result = search(task, space="grouped", objectives="accuracy-size", n_trials=12, seed=0,
 ...                 backend="local", out="runs/demo")  # doctest: +SKIP
@@ -7,211 +7,49 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
-from .controller import Controller
-from .distill import TeacherCache
 from .errors import ConfigError
-from .objectives import ObjectiveSet, load_objectives
-from .progress import SearchProgress
-from .rundir import RunDir
-from .space import load_space
-from .targets import get_target
-from .task import Task, load_task
-from .trial import run_trial
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .session import SearchResult
+    from .task import Task
 
-# keys that define the study: a run directory cannot continue a search that differs in them
-_STUDY_KEYS = (
-    "task",
-    "search_space",
-    "objectives",
-    "target",
-    "sampler",
-    "seed",
-    "baselines",
-    "epochs",
-)
+# backend name -> module with ``run(session)``; imported on use, so Ray loads only for "ray"
+BACKENDS = {"local": "autocompress.backends.local", "ray": "autocompress.backends.ray"}
+# importing the session loads Optuna: done on first use, so ``import autocompress`` stays lean
+_FROM_SESSION = ("SearchResult", "Session", "finish", "prepare")
 
 
-@dataclass
-class SearchResult:
-    run_dir: Path
-    trials: list[dict[str, Any]]
-    pareto: list[dict[str, Any]]
-    baseline: dict[str, Any]
+def __getattr__(name: str) -> Any:
+    if name in _FROM_SESSION:
+        from . import session
 
-
-@dataclass
-class Session:
-    """Everything one search needs, prepared once by the driver."""
-
-    config: SearchConfig
-    run_dir: RunDir
-    task: Task
-    objectives: ObjectiveSet
-    controller: Controller
-    tracker: Any = None
-
-    @property
-    def baseline(self) -> dict[str, Any]:
-        return self.controller.baseline
-
-
-def _check_same_study(run_dir: RunDir, config: SearchConfig) -> None:
-    if not (run_dir.path / "config.yaml").exists():
-        return
-    before = run_dir.read_config()
-    now = config.to_dict()
-    for key in _STUDY_KEYS:
-        if before.get(key) != now.get(key):
-            raise ConfigError(
-                f"{run_dir.path} holds a search with a different {key!r} "
-                f"({before.get(key)!r} != {now.get(key)!r}); pass another --out or remove it"
-            )
-
-
-def prepare(
-    config: SearchConfig, task: Task | None = None, *, resume: bool = False, tracker: Any = None
-) -> Session:
-    config = config.resolved()
-    run_dir = RunDir(config.run_dir)
-    if resume and not (run_dir.path / "config.yaml").exists():
-        raise ConfigError(f"--resume: {run_dir.path} holds no search to resume")
-    _check_same_study(run_dir, config)
-    if task is None:
-        task = load_task(config.task, base_dir=config.base_dir)
-    objectives = load_objectives(config.objectives)
-    space = load_space(config.search_space).resolve(
-        task.model,
-        task.example_inputs,
-        output_layers=task.output_layers,
-        supported_bits=get_target(config.target).bits,
-    )
-    run_dir.create()
-    run_dir.write_config(config.to_dict())
-    settings = MeasureSettings.from_latency(objectives.latency)
-    baseline = measure_baseline(task, target=config.target, settings=settings)
-    run_dir.write_json("baseline.json", baseline)
-    controller = Controller(
-        config=config, run_dir=run_dir, space=space, objectives=objectives, baseline=baseline
-    )
-    session = Session(config, run_dir, task, objectives, controller, tracker)
-    if tracker is not None:
-        tracker.start_search(config.to_dict())
-        tracker.sync(list(controller.records.values()))
-    return session
-
-
-def after_trial(session: Session, record: Mapping[str, Any], progress: SearchProgress) -> None:
-    """Bookkeeping after each finished trial: progress, pareto.json, tracking, report."""
-    records = list(session.controller.records.values())
-    progress.finished(records, record)
-    if record["state"] != "complete":
-        shutil.rmtree(session.run_dir.trial_dir(record["number"]), ignore_errors=True)
-    session.controller.write_pareto()
-    if session.tracker is not None:
-        session.tracker.log_trial(dict(record))
-    every = session.config.report_every
-    if every and len(records) % every == 0:
-        _write_report(session.run_dir.path)
-
-
-def _write_report(path: Path) -> list[Path]:
-    try:
-        from .report import write_report
-
-        return [p for p in write_report(path) if p is not None]
-    except Exception as exc:  # a report problem never stops a search
-        warnings.warn(f"could not write the report in {path}: {exc}", stacklevel=2)
-        return []
-
-
-def finish(session: Session) -> SearchResult:
-    controller = session.controller
-    controller.write_pareto()
-    pareto = controller.pareto()
-    keep = {r["number"] for r in pareto}
-    if session.config.keep_models == "pareto":
-        trials_dir = session.run_dir.path / "trials"
-        for child in trials_dir.iterdir() if trials_dir.exists() else ():
-            if child.name.isdigit() and int(child.name) not in keep:
-                shutil.rmtree(child, ignore_errors=True)
-    files = _write_report(session.run_dir.path)
-    if session.tracker is not None:
-        session.tracker.sync(list(controller.records.values()))
-        models = {
-            n: session.run_dir.trial_dir(n) for n in keep if session.run_dir.trial_dir(n).exists()
-        }
-        session.tracker.finish(keep, [session.run_dir.path / "pareto.json", *files], models)
-    return SearchResult(
-        run_dir=session.run_dir.path,
-        trials=list(controller.records.values()),
-        pareto=[dict(r) for r in pareto],
-        baseline=controller.baseline,
-    )
-
-
-def run_local(session: Session) -> None:
-    """Trials in this process, one after another."""
-    c = session.controller
-    progress = SearchProgress(
-        session.config.trials,
-        session.objectives.metrics,
-        session.objectives.directions,
-        done=c.n_finished,
-    )
-    cache = TeacherCache(session.task)
-    try:
-        while c.n_finished < session.config.trials:
-            proposal = c.ask()
-            record = run_trial(
-                session.task,
-                proposal.policy,
-                number=proposal.number,
-                objectives=session.objectives,
-                baseline=session.baseline,
-                out_dir=session.run_dir.trial_dir(proposal.number),
-                target=session.config.target,
-                importance=session.config.importance,
-                seed=proposal.seed,
-                teacher_cache=cache,
-                on_stage=lambda s, n=proposal.number: progress.stage(n, s),
-            )
-            record["node"] = None
-            after_trial(session, c.tell(proposal, record), progress)
-    finally:
-        progress.close()
-
-
-BACKENDS = {"local": run_local}
-
-
-def _ray_backend(session: Session) -> None:
-    from .integrations.ray import run_ray
-
-    run_ray(session)
-
-
-BACKENDS["ray"] = _ray_backend
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_search(
-    config: SearchConfig, task: Task | None = None, *, resume: bool = False, tracker: Any = None
+    config: SearchConfig,
+    task: Task | None = None,
+    *,
+    resume: bool = False,
+    tracker: Any = None,
+    verbose: bool = False,
 ) -> SearchResult:
     """Prepare the run directory, run the backend until ``config.trials`` trials are recorded."""
-    session = prepare(config, task, resume=resume, tracker=tracker)
-    BACKENDS[config.backend](session)
-    return finish(session)
+    from .session import finish, prepare
+
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
+    session = prepare(config, task, resume=resume, tracker=tracker, verbose=verbose)
+    importlib.import_module(BACKENDS[config.backend]).run(session)
+    result = finish(session)
+    session.failures.raise_if_aborted()
+    return result
 
 
 def search(
@@ -229,11 +67,14 @@ def search(
     epochs: int | None = None,
     baselines: tuple[str, ...] = ("identity", "int8", "prune30-int8"),
     tracking_uri: str | None = None,
+    verbose: bool = False,
     **options: Any,
 ) -> SearchResult:
     """Search compression policies for ``task``; returns the trials and the Pareto front.
 
     Tracking in MLflow happens when ``tracking_uri`` is given.
+
+    >>> result = search(task, n_trials=6, epochs=1, out="runs/mlp")  # doctest: +SKIP
     """
     config = SearchConfig(
         name=name or task.name,
@@ -253,7 +94,7 @@ def search(
         **options,
     )
     tracker = make_tracker(config) if config.tracking else None
-    return run_search(config, task, tracker=tracker)
+    return run_search(config, task, tracker=tracker, verbose=verbose)
 
 
 def make_tracker(config: SearchConfig, cli_uri: str | None = None) -> Any:

@@ -31,9 +31,9 @@ from torch import nn
 from .errors import ConfigError
 from .layers import LayerInfo, list_layers
 from .policy import SUPPORTED_BITS, Distill, Finetune, Policy
+from .presets import preset_dir
 
 Number = float | int
-PRESET_ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- reading preset files ------------------------------------------------------------------
@@ -47,9 +47,9 @@ def read_preset(name_or_path: str | Path, folder: str) -> tuple[dict[str, Any], 
     if text_name.endswith((".yaml", ".yml")) or "/" in text_name or "\\" in text_name:
         path, source = Path(text_name), text_name
     else:
-        path, source = PRESET_ROOT / folder / f"{text_name}.yaml", f"{folder}/{text_name}.yaml"
+        path, source = preset_dir(folder) / f"{text_name}.yaml", f"{folder}/{text_name}.yaml"
         if not path.is_file():
-            known = sorted(p.stem for p in (PRESET_ROOT / folder).glob("*.yaml"))
+            known = sorted(p.stem for p in preset_dir(folder).glob("*.yaml"))
             raise ConfigError(
                 f"unknown {folder} preset {text_name!r}; presets: {', '.join(known)} "
                 "(or give a path to a .yaml file)"
@@ -242,6 +242,7 @@ class Values:
 class _LayerContext:
     layer: LayerInfo
     attention: str | None  # path of the attention module whose q/k/v this layer is
+    channel_group: str | None = None  # name of the coupled prune group the layer belongs to
 
 
 ROLES: dict[str, Callable[[_LayerContext], bool]] = {
@@ -254,6 +255,7 @@ GROUP_FIELDS: dict[str, Callable[[_LayerContext], str | None]] = {
     "parent": lambda ctx: ctx.layer.path.rpartition(".")[0] or ctx.layer.path,
     "type": lambda ctx: ctx.layer.type,
     "attention": lambda ctx: ctx.attention,
+    "group": lambda ctx: ctx.channel_group,
 }
 
 _RULE_KEYS = ("match", "type", "role", "prune", "bits", "group", "optional", "sparsity")
@@ -450,6 +452,8 @@ class LayerSpace:
     bits_param: str | None
     prune: float = 0.0  # used when prune_param is None
     bits: int = 32  # used when bits_param is None
+    prune_group: str | None = None  # the coupled group (or attention module) it is pruned with
+    prune_note: str | None = None  # why it is not pruned, when its group cannot be
     sparsity_param: str | None = None
     sparsity: float | None = None  # used when sparsity_param is None; None: no sparsity rule
 
@@ -491,6 +495,7 @@ class ResolvedSpace:
     params: tuple[Param, ...]
     layers: tuple[LayerSpace, ...]
     fixed: Mapping[str, Number]  # globals the space fixes (not searched)
+    units: tuple[PruneUnit, ...] = ()  # the model's coupled prune groups, in module order
     dropped: tuple[str, ...] = ()  # blocks the space always drops (drop choices [drop])
 
     @property
@@ -621,16 +626,41 @@ class DropRule:
 _GLOBAL_KEYS = {"distill": ("alpha", "temperature"), "finetune": ("lambda", "epochs", "lr")}
 
 
-def _attention_of(model: nn.Module) -> dict[str, str]:
-    """Layer path -> attention module path, for the q/k/v Linears of recognised attention."""
-    from .prune import attention_modules
+@dataclass(frozen=True)
+class PruneUnit:
+    """Layers pruned by one ratio: a coupled channel group, or the q/k/v of one attention
+    module (whole heads). ``reason`` says why it cannot be pruned, if so."""
 
-    ids = {
-        id(lin): path
-        for path, attn in attention_modules(model).items()
-        for lin in getattr(attn, "qkv", attn)
-    }
-    return {path: ids[id(mod)] for path, mod in model.named_modules() if id(mod) in ids}
+    name: str
+    layers: tuple[str, ...]
+    size: int  # channels, or heads for attention
+    kind: str  # "channels" or "heads"
+    reason: str | None = None
+
+
+def prune_units(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], outputs: Iterable[str]
+) -> dict[str, PruneUnit]:
+    """Layer path -> its prune unit, from the dependency graph traced once on a copy."""
+    import copy
+
+    from .heads import attention_modules
+    from .prune import graph_of
+
+    graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
+    units: dict[str, PruneUnit] = {}
+    for g in graph.groups:
+        unit = PruneUnit(g.name, g.layers, g.channels, "channels", g.reason)
+        units.update({layer: unit for layer in g.layers})
+    for path, attn in attention_modules(model).items():
+        unit = PruneUnit(path or "<model>", attn.qkv_paths, attn.heads, "heads")
+        units.update({q: unit for q in attn.qkv_paths})
+    return units
+
+
+def _attention_of(units: Mapping[str, PruneUnit]) -> dict[str, str]:
+    """Layer path -> attention module path, for the q/k/v Linears of recognised attention."""
+    return {p: u.name for p, u in units.items() if u.kind == "heads"}
 
 
 @dataclass(frozen=True)
@@ -695,7 +725,8 @@ class SearchSpace:
         if output_layers is not None:
             outs = set(output_layers)
             infos = [LayerInfo(i.path, i.type, i.shape, i.params, i.path in outs) for i in infos]
-        attention = _attention_of(model)
+        units = prune_units(model, example_inputs, [i.path for i in infos if i.is_output])
+        attention = _attention_of(units)
         params: dict[str, tuple[Param, int]] = {}
         fixed: dict[str, Number] = {}
 
@@ -717,12 +748,30 @@ class SearchSpace:
 
         used = [False] * len(self.rules)
         layers: list[LayerSpace] = []
+        contexts = {
+            i.path: _LayerContext(
+                i, attention.get(i.path), units[i.path].name if i.path in units else None
+            )
+            for i in infos
+        }
+        rule_of = {
+            p: next((k for k, r in enumerate(self.rules) if r.matches(ctx)), None)
+            for p, ctx in contexts.items()
+        }
         for info in infos:
-            ctx = _LayerContext(layer=info, attention=attention.get(info.path))
-            index = next((i for i, r in enumerate(self.rules) if r.matches(ctx)), None)
+            ctx = contexts[info.path]
+            index = rule_of[info.path]
+            unit = units.get(info.path)
             if index is None:
                 layers.append(
-                    LayerSpace(*_info_fields(info), None, None, prune_param=None, bits_param=None)
+                    LayerSpace(
+                        *_info_fields(info),
+                        None,
+                        None,
+                        prune_param=None,
+                        bits_param=None,
+                        prune_group=unit.name if unit else None,
+                    )
                 )
                 continue
             rule, used[index] = self.rules[index], True
@@ -735,12 +784,16 @@ class SearchSpace:
             self._check_bits(rule, index, supported_bits)
             prune_param = bits_param = sparsity_param = None
             prune, bits, sparsity = 0.0, 32, None
-            if rule.prune is not None and not info.is_output:
-                if rule.prune.is_fixed:
-                    prune = float(rule.prune.fixed)  # type: ignore[arg-type]
+            note = self._unit_note(info, unit)
+            spec = self._unit_spec(unit, contexts, rule_of) if note is None else None
+            if spec is not None:
+                leader_rule, leader_ctx, values = spec
+                if values.is_fixed:
+                    prune = float(values.fixed)  # type: ignore[arg-type]
                 else:
-                    p = Param.from_values(f"prune.{group}", rule.prune, integer=False)
-                    prune_param = add(p, index)
+                    name = leader_rule.group_name(leader_ctx) if leader_rule.group else None
+                    p = Param.from_values(f"prune.{name or unit.name}", values, integer=False)
+                    prune_param = add(p, rule_of[leader_ctx.layer.path])
             if rule.bits is not None:
                 if rule.bits.is_fixed:
                     bits = int(rule.bits.fixed)  # type: ignore[arg-type]
@@ -762,6 +815,8 @@ class SearchSpace:
                     bits_param=bits_param,
                     prune=prune,
                     bits=bits,
+                    prune_group=unit.name if unit else None,
+                    prune_note=note,
                     sparsity_param=sparsity_param,
                     sparsity=sparsity,
                 )
@@ -786,8 +841,45 @@ class SearchSpace:
             params=tuple(p for p, _ in params.values()),
             layers=tuple(layers),
             fixed=fixed,
+            units=tuple(dict.fromkeys(units.values())),
             dropped=tuple(dropped),
         )
+
+    @staticmethod
+    def _unit_note(info: LayerInfo, unit: PruneUnit | None) -> str | None:
+        if info.is_output:
+            return "output layer"
+        if unit is None:
+            return "not in the traced graph"
+        return unit.reason
+
+    def _unit_spec(
+        self,
+        unit: PruneUnit | None,
+        contexts: Mapping[str, _LayerContext],
+        rule_of: Mapping[str, int | None],
+    ) -> tuple[Rule, _LayerContext, Values] | None:
+        """The prune values of a unit: its first layer's rule; every member must agree."""
+        assert unit is not None
+        members = [m for m in unit.layers if m in contexts]
+        specs = [
+            (m, self.rules[k].prune if k is not None else None)
+            for m in members
+            for k in [rule_of[m]]
+        ]
+        first, values = specs[0]
+        for other, v in specs[1:]:
+            if v != values:
+                raise ConfigError(
+                    f"{self.source}: layers {first} and {other} are coupled (prune group "
+                    f"{unit.name}) and take one ratio, but their rules give different prune "
+                    "values; make the rules agree on these layers"
+                )
+        if values is None:
+            return None
+        index = rule_of[first]
+        assert index is not None
+        return self.rules[index], contexts[first], values
 
     def _check_bits(self, rule: Rule, index: int, supported: Sequence[int] | None) -> None:
         if supported is None or rule.bits is None:

@@ -30,6 +30,50 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def failing_module(model: nn.Module, inputs: Any) -> tuple[str, Exception] | None:
+    """Run ``model`` once (eval mode, no grad); when it raises, the innermost module that was
+    running and the exception, else None."""
+    names = {id(m): p for p, m in model.named_modules()}
+    running: list[str] = []
+    hooks = []
+
+    def enter(module: nn.Module, args: Any) -> None:
+        running.append(names[id(module)])
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        running.pop()
+
+    for m in model.modules():
+        hooks += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            run_model(model, inputs)
+    except Exception as exc:
+        return (running[-1] if running else ""), exc
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return None
+
+
+def check_runs(model: nn.Module, inputs: Any, *, what: str, hint: str = "") -> None:
+    """Raise TaskError naming the module that fails on ``inputs`` (found by forward hooks)."""
+    failed = failing_module(model, inputs)
+    if failed is None:
+        return
+    path, exc = failed
+    where = f"module {path!r} ({type(model.get_submodule(path)).__name__})" if path else "forward()"
+    shapes = [tuple(t.shape) for t in inputs] if isinstance(inputs, tuple | list) else None
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    raise TaskError(
+        f"{what} fails on example_inputs {shapes} in {where}: {type(exc).__name__}: "
+        f"{message}{hint or '; check example_inputs against what the model takes'}"
+    )
+
+
 def top1_accuracy(model: nn.Module, val_loader: Iterable[Batch], *, output_fn=_identity) -> float:
     """Fraction of batches' samples whose arg-max logit is the target."""
     correct = total = 0
@@ -98,6 +142,11 @@ class Task:
             raise TaskError(
                 f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
             )
+        for loader_name in ("train_loader", "val_loader"):
+            loader = getattr(self, loader_name)
+            if hasattr(loader, "__len__") and len(loader) == 0:
+                raise TaskError(f"Task.{loader_name} is empty: it must yield (inputs, targets)")
+        check_runs(self.model, self.example_inputs, what="the task's model")
         names = dict(self.model.named_modules())
         for field_name in ("feature_layers", "output_layers"):
             for path in getattr(self, field_name) or ():
@@ -161,8 +210,8 @@ def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
         raise TaskError(f"task spec {spec!r}: {target} has no function {func_name!r}")
     try:
         task = func()
-    except TaskError:
-        raise
+    except TaskError as exc:
+        raise TaskError(f"task spec {spec!r}: {exc}") from None
     except Exception as exc:
         raise TaskError(
             f"task spec {spec!r}: {func_name}() raised {type(exc).__name__}: {exc}"

@@ -18,6 +18,7 @@ from torch import nn
 
 from .compress import CompressResult, MeasureSettings, StageCallback, StopTrial, compress
 from .distill import TeacherCache
+from .failures import Deadline, DeadlineGate, failure_kind
 from .gate import Gate, NoGate
 from .measure import threads
 from .objectives import ObjectiveSet
@@ -42,9 +43,22 @@ def run_trial(
     on_stage: StageCallback | None = None,
     on_epoch: EpochReporter | None = None,
     gate: Gate = NoGate(),
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run one policy to the end and return its record (never raises for the trial's own errors)."""
+    """Run one policy to the end and return its record (never raises for the trial's own errors).
+
+    ``timeout_s``: the trial fails with kind ``timeout`` at the first training step, stage or
+    epoch boundary past that many seconds."""
     start = time.perf_counter()
+    deadline = Deadline(timeout_s)
+    if timeout_s is not None:
+        gate = DeadlineGate(gate, deadline)
+
+    def stage(name: str) -> None:
+        deadline.check(f"stage {name!r}")
+        if on_stage is not None:
+            on_stage(name)
+
     settings = MeasureSettings.from_latency(objectives.latency)
     epochs: list[dict[str, float]] = []
     structure: dict[str, Any] = {}
@@ -56,6 +70,7 @@ def run_trial(
             raise StopTrial(broken)
 
     def report_epoch(epoch: int, model: nn.Module) -> None:
+        deadline.check(f"the end of epoch {epoch + 1}")
         value = task.evaluate(model)
         epochs.append({"epoch": epoch + 1, "accuracy": value})
         if on_epoch is not None:
@@ -67,6 +82,7 @@ def run_trial(
         "policy": policy.to_dict(),
         "metrics": {},
         "error": None,
+        "failure": None,
         "seed": seed,
         "host": socket.gethostname(),
         "epochs": epochs,
@@ -87,7 +103,7 @@ def run_trial(
                 settings=settings,
                 baseline=baseline,
                 teacher_cache=teacher_cache,
-                on_stage=on_stage,
+                on_stage=stage,
                 on_structure=check_structure if objectives.has_structural_constraints else None,
                 on_epoch=report_epoch,
                 gate=gate,
@@ -99,6 +115,7 @@ def run_trial(
             state="failed",
             metrics=structure,
             error=f"{type(exc).__name__}: {exc}",
+            failure=failure_kind(exc),
             traceback=traceback.format_exc(limit=8),
         )
     else:
@@ -129,10 +146,15 @@ def _classify(
         values = objectives.values(metrics)
         constraints = objectives.constraint_values(metrics, baseline)
     except (KeyError, TypeError, ValueError) as exc:
-        return {"state": "failed", "error": f"cannot evaluate the objectives: {exc}"}
+        return {
+            "state": "failed",
+            "failure": "objectives",
+            "error": f"cannot evaluate the objectives: {exc}",
+        }
     if not all(math.isfinite(v) for v in values + constraints):
         return {
             "state": "failed",
+            "failure": "non-finite",
             "error": f"non-finite objective or constraint values {values + constraints}",
         }
     if max(constraints, default=0.0) > 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 from _common import RESULTS, ROOT
 
 from autocompress.config import SearchConfig
-from autocompress.rundir import dominates
+from autocompress.pareto import dominates
 from autocompress.search import run_search
 
 METRICS = ("accuracy", "size_bytes", "latency_ms")

@@ -4,7 +4,7 @@ One fixed policy (the ``prune30-int8`` baseline) is run several times:
 
 - ``alone``: the ``local`` backend, one trial after another, nothing else running;
 - ``ray``: the ``ray`` backend, 2 concurrent trials, latency measured while the other trial
-  trains or measures (``run_ray(exclusive_timing=False)``);
+  trains or measures (``backends.ray.run(exclusive_timing=False)``);
 - ``ray+gate``: the same with the default timing gate (``autocompress.gate``): a trial times its
   artifact while the other trial waits at a batch boundary.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, parse_search_args, task_spec
 
+from autocompress.backends import local
 from autocompress.config import SearchConfig
-from autocompress.search import finish, prepare, run_local
+from autocompress.session import finish, prepare
 
 POLICY = "prune30-int8"
 
@@ -47,11 +48,11 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
     session = prepare(config)
     start = time.perf_counter()
     if mode == "alone":
-        run_local(session)
+        local.run(session)
     else:
-        from autocompress.integrations.ray import run_ray
+        from autocompress.backends import ray as ray_backend
 
-        run_ray(session, exclusive_timing=mode == "ray+gate")
+        ray_backend.run(session, exclusive_timing=mode == "ray+gate")
     wall = time.perf_counter() - start
     result = finish(session)
     # an infeasible (accuracy) trial measured its artifact too

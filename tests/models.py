@@ -158,3 +158,47 @@ def encoder_task(seed: int = 0, n: int = 256, epochs: int = 4) -> Task:
     y = x.sum(dim=1)[:, :4].argmax(dim=1)
     torch.manual_seed(seed)
     return _classification(TinyEncoder(), x, y, epochs, "encoder")
+
+
+class GroupedConcatCNN(nn.Module):
+    """A model we did not write: residual adds, a depthwise-separable block, and a block that
+    concatenates a grouped 3x3 conv (groups=4) with a 1x1 conv (the issue's crash)."""
+
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        )
+        self.res = Block(width)
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)
+        self.dw_bn = nn.BatchNorm2d(width)
+        self.pw = nn.Conv2d(width, 2 * width, 1, bias=False)
+        self.grouped = nn.Conv2d(2 * width, 2 * width, 3, padding=1, groups=4, bias=False)
+        self.point = nn.Conv2d(2 * width, width, 1, bias=False)
+        self.cat_bn = nn.BatchNorm2d(3 * width)
+        self.res2 = Block(3 * width, groups=4)
+        self.fc = nn.Linear(3 * width, classes)
+
+    def forward(self, x):
+        x = self.res(F.relu(self.stem(x)))
+        x = F.relu(self.pw(F.relu(self.dw_bn(self.dw(x)))))
+        x = F.relu(self.cat_bn(torch.cat([self.grouped(x), self.point(x)], dim=1)))
+        x = self.res2(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _image_task(
+    model: nn.Module, seed: int, n: int, epochs: int, name: str, size: int = 12
+) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, size, size, generator=g)
+    half = size // 2
+    y = (x[:, 0, :half].mean(dim=(1, 2)) > 0).long() * 5 + (
+        x[:, 0, :, :half].mean(dim=(1, 2)) > 0
+    ).long()
+    return _classification(model, x, y, epochs, name)
+
+
+def grouped_concat_task(seed: int = 0, width: int = 16, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(GroupedConcatCNN(width), seed, n, epochs, "grouped-concat")

@@ -46,8 +46,17 @@ def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):
     assert m["compression"] >= 6.0
     assert m["size_bytes"] == (tmp_path / "model.pt").stat().st_size
     assert m["speedup"] == pytest.approx(m["baseline"]["latency_ms"] / m["latency_ms"])
-    assert m["layers"]["layer1.conv1"] == {"prune": 0.5, "bits": 8, "mode": "weight-only"}
-    assert m["layers"]["fc"] == {"prune": 0.0, "bits": 8, "mode": "int-compute"}
+    assert m["layers"]["layer1.conv1"] == {
+        "prune_requested": 0.5,
+        "prune_group": "layer1.conv1",
+        "prune_group_ratio": 0.5,
+        "prune": 0.5,
+        "channels_kept": 16,
+        "channels_original": 32,
+        "bits": 8,
+        "mode": "weight-only",
+    }
+    assert m["layers"]["fc"]["prune"] == 0.0 and m["layers"]["fc"]["mode"] == "int-compute"
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["size_bytes"] == m["size_bytes"]
     assert Policy.from_json((tmp_path / "policy.json").read_text()) == Policy.from_dict(PRUNE_INT8)

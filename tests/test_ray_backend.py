@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ENV
 from models import mlp_task
 
 from autocompress.config import SearchConfig
@@ -54,8 +55,13 @@ def config(out: Path, task: str = "tests/tasks.py:mlp", **kw) -> SearchConfig:
     )
 
 
-def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp):
+def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, capfd):
     result = run_search(config(short_tmp / "run"))
+    out, err = capfd.readouterr()
+    # Ray Tune's own console output stays hidden without verbose
+    assert "Configuration for experiment" not in out + err
+    assert "TensorBoard" not in out + err
+    _check_one_teacher_per_comparison(short_tmp / "run")
 
     records = [json.loads(line) for line in (short_tmp / "run" / "trials.jsonl").open()]
     assert sorted(r["number"] for r in records) == [0, 1, 2, 3, 4]
@@ -69,6 +75,31 @@ def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp):
     assert (short_tmp / "run" / "pareto.json").exists()
     # Ray's temp folder is inside the run directory: short path, explicit, nothing in ~
     assert (short_tmp / "run" / "ray" / "tmp").is_dir()
+
+
+def _check_one_teacher_per_comparison(run: Path) -> None:
+    """Every record carries the teacher its worker timed; speedups, pareto.json and the run
+    teacher agree: timings are compared as ratios to their own teacher."""
+    run_teacher = json.loads((run / "baseline.json").read_text())
+    pareto = json.loads((run / "pareto.json").read_text())
+    assert pareto["baseline"] == run_teacher
+    records = {r["number"]: r for r in map(json.loads, (run / "trials.jsonl").open())}
+    for r in records.values():
+        teacher = r["teacher"]
+        assert teacher["accuracy"] == run_teacher["accuracy"]
+        assert teacher["size_bytes"] == run_teacher["size_bytes"]
+        assert teacher["latency_ms"] > 0
+        if r["state"] == "complete":
+            m = r["metrics"]
+            assert m["speedup"] == pytest.approx(teacher["latency_ms"] / m["latency_ms"])
+            assert m["baseline"]["latency_ms"] == teacher["latency_ms"]
+    for t in pareto["trials"]:
+        r = records[t["number"]]
+        expected = (
+            r["metrics"]["latency_ms"] / r["teacher"]["latency_ms"] * run_teacher["latency_ms"]
+        )
+        assert t["compared"]["latency_ms"] == pytest.approx(expected)
+        assert t["teacher"]["latency_ms"] == r["teacher"]["latency_ms"]
 
 
 def test_nan_trials_fail_and_the_search_goes_on(short_tmp):
@@ -90,7 +121,7 @@ def test_nan_trials_fail_and_the_search_goes_on(short_tmp):
 def test_asha_prunes_weak_trials_and_keeps_them_off_the_front(short_tmp):
     cfg = config(short_tmp / "run", trials=7, epochs=3, scheduler="auto", max_concurrent=2)
     session = prepare(cfg)
-    from autocompress.integrations.ray import make_scheduler
+    from autocompress.backends.ray import make_scheduler
 
     scheduler = make_scheduler(session)
     assert type(scheduler).__name__ == "AsyncHyperBandScheduler"
@@ -156,7 +187,7 @@ def test_a_killed_driver_resumes(short_tmp):
             }
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = ENV
     cmd = [str(CLI), "search", str(cfg_file), "--out", str(run), "--no-tracking"]
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
     try:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ENV
 from models import mlp_task
 
 from autocompress.config import SearchConfig
-from autocompress.rundir import RunDir, dominates
+from autocompress.pareto import dominates
+from autocompress.rundir import RunDir
 from autocompress.search import run_search, search
 
 TESTS = Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": str(TESTS)}
 
 
 @pytest.fixture(scope="module")

@@ -87,22 +87,44 @@ def test_presets_load_and_round_trip(name):
     assert load_space(Path(__file__).parent.parent / "search_spaces" / f"{name}.yaml") == space
 
 
-def test_default_gives_each_layer_its_own_parameters(cnn):
+def test_default_gives_each_coupled_group_one_parameter(cnn):
     resolved = load_space("default").resolve(cnn.model, cnn.example_inputs)
     layers = {layer.path: layer for layer in resolved.layers}
     assert "fc" in layers and layers["fc"].is_output
     assert layers["fc"].prune_param is None and layers["fc"].bits_param == "bits.fc"
+    # the residual add ties the stem, layer1.conv2 and the depthwise conv that follows them
+    stage1 = "prune.stem+layer1.conv2+dw"
+    assert {layers[p].prune_param for p in ("stem", "layer1.conv2", "dw")} == {stage1}
+    assert layers["merge"].prune_param == layers["layer2.conv2"].prune_param
+    units = [u for u in resolved.units if u.reason is None]
+    prune_names = [n for n in resolved.param_names if n.startswith("prune.")]
+    assert prune_names == [f"prune.{u.name}" for u in units]  # one per group, module order
     for path, layer in layers.items():
+        assert layer.bits_param == f"bits.{path}"
         if path != "fc":
-            assert layer.prune_param == f"prune.{path}"
-            assert layer.bits_param == f"bits.{path}"
+            assert layer.prune_param == f"prune.{layer.prune_group}"
     names = resolved.param_names
     assert len(names) == len(set(names))
-    assert resolved.dimension == 2 * len(layers) - 1 + len(GLOBALS)
-    assert resolved.param("prune.stem").kind == "float"
-    assert resolved.param("prune.stem").step == pytest.approx(0.1)
+    assert resolved.dimension == len(units) + len(layers) + len(GLOBALS)
+    assert resolved.param(stage1).kind == "float"
+    assert resolved.param(stage1).step == pytest.approx(0.1)
     assert resolved.param("bits.stem").choices == (4, 8, 16, 32)
     assert resolved.param("finetune.lambda").kind == "log-float"
+
+
+def test_rules_disagreeing_inside_a_group_are_an_error(tmp_path, cnn):
+    path = _write(
+        tmp_path,
+        """
+rules:
+  - match: "layer*"
+    prune: {choices: [0.0, 0.5]}
+  - type: "Conv*"
+    prune: 0.2
+""",
+    )
+    with pytest.raises(ConfigError, match=r"stem and layer1.conv2 are coupled .*stem\+"):
+        load_space(path).resolve(cnn.model, cnn.example_inputs)
 
 
 def test_grouped_keeps_resnet18_small():
@@ -208,7 +230,7 @@ def test_literal_group_and_type_glob(tmp_path, cnn):
         tmp_path,
         """
 rules:
-  - match: "layer*"
+  - match: ["layer*", "stem", "dw", "merge"]
     group: blocks
     prune: {choices: [0.0, 0.5]}
     bits: 8
@@ -220,12 +242,10 @@ rules:
     assert resolved.param_names == ["prune.blocks"]
     by_path = {layer.path: layer for layer in resolved.layers}
     assert by_path["layer2.conv2"].bits == 8 and by_path["layer2.conv2"].bits_param is None
-    assert by_path["stem"].prune == 0.2 and by_path["stem"].rule == 1
+    assert by_path["pw"].prune == 0.2 and by_path["pw"].rule == 1
     assert by_path["fc"].rule is None
     policy = resolved.policy_from_params({"prune.blocks": 0.5})
-    assert policy.prune_layers == {
-        p: 0.5 if p.startswith("layer") else 0.2 for p in by_path if p != "fc"
-    }
+    assert policy.prune_layers == {p: 0.2 if p == "pw" else 0.5 for p in by_path if p != "fc"}
     assert policy.distill.alpha == 1.0 and policy.finetune.epochs == 0  # Policy defaults
 
 

@@ -44,6 +44,7 @@ from mlflow.utils.validation import (
 )
 
 from ..errors import ConfigError
+from ..metrics import METRICS, teacher_metrics
 
 __all__ = ["MlflowTracker", "resolve_tracking_uri"]
 
@@ -60,17 +61,6 @@ PARENT_PARAMS = (
     "trials",
     "backend",
 )
-TRIAL_METRICS = (
-    "accuracy",
-    "size_bytes",
-    "latency_ms",
-    "latency_p90_ms",
-    "speedup",
-    "compression",
-    "params",
-    "macs",
-)
-BASELINE_METRICS = ("accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "macs")
 PRUNED_STATUS = "KILLED"  # a pruned trial was stopped early on purpose: KILLED, tagged state=pruned
 _STATUS = {
     "complete": "FINISHED",
@@ -252,6 +242,7 @@ class MlflowTracker:
             parent = self._existing_parent()
             if parent is not None:
                 self.client.update_run(parent, status="RUNNING")
+                self._close_orphans(parent)
             else:
                 parent = self.client.create_run(
                     self.experiment_id_, run_name=name, tags={"autocompress.role": "search"}
@@ -273,6 +264,13 @@ class MlflowTracker:
         )
         self._write_ledger()
         return parent
+
+    def _close_orphans(self, parent: str) -> None:
+        """Child runs a killed driver left RUNNING end KILLED (a resumed search logs their
+        trials again from trials.jsonl; the ledger keeps each trial logged once)."""
+        filter_string = f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([self.experiment_id_], filter_string=filter_string):
+            self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -457,13 +455,13 @@ def _trial_metrics(
 ) -> list[Metric]:
     out = [
         Metric(key, float(metrics[key]), timestamp, 0)
-        for key in TRIAL_METRICS
+        for key in METRICS
         if _is_number(metrics.get(key))
     ]
-    baseline = metrics.get("baseline") or {}
+    baseline = record.get("teacher") or metrics.get("baseline") or {}
     out += [
         Metric(f"baseline.{key}", float(baseline[key]), timestamp, 0)
-        for key in BASELINE_METRICS
+        for key in teacher_metrics()
         if _is_number(baseline.get(key))
     ]
     out += [

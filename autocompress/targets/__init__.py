@@ -1,14 +1,27 @@
-"""Deployment targets: how a compressed model becomes a file, and how that file runs."""
+"""Deployment targets: how a compressed model becomes a file, and how that file runs.
+
+A target is one module holding one class that follows ``Target``, registered in ``TARGETS``
+below. Adding a target = a new module + one line in ``TARGETS``; the pipeline (compress,
+export, search, inspect) reaches targets only through ``get_target``.
+
+Layer modes (per layer, per bit-width): ``int-compute`` (integer kernels run it), ``weight-only``
+(low-bit storage, float compute) or ``float``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from torch import nn
 
 from ..errors import AutoCompressError
+from ..gate import Gate, NoGate
+from ..measure import measure_latency
+
+MODES = ("int-compute", "weight-only", "float")
 
 
 class Target(Protocol):
@@ -16,35 +29,116 @@ class Target(Protocol):
     artifact_name: str
     bits: tuple[int, ...]
 
-    def save(self, model: nn.Module, path: Path, **kwargs: Any) -> dict[str, dict[str, Any]]: ...
+    def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
+        """The mode a layer of this type runs in at ``bits`` (intended; records read the
+        artifact)."""
+        ...
 
-    def load(self, path: Path, skeleton: nn.Module) -> nn.Module: ...
+    def activation_layers(self, model: nn.Module, bits: Mapping[str, int]) -> list[str]:
+        """Layers whose inputs the artifact quantizes (fake-quantized while fine-tuning)."""
+        ...
+
+    def save(
+        self,
+        model: nn.Module,
+        path: Path,
+        *,
+        task: Any,
+        bits: Mapping[str, int],
+        structure: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[str, Any],
+        activations: Mapping[str, tuple[float, int]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Write the artifact; per-layer records ``{"bits", "mode", ...}``."""
+        ...
+
+    def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
+        """The deployed model, callable like an ``nn.Module`` on the task's inputs."""
+        ...
+
+    def read_meta(self, path: Path) -> dict[str, Any]: ...
+
+    def files(self, path: Path) -> list[Path]:
+        """The artifact's files (the model file plus any external data)."""
+        ...
+
+    def count(
+        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
+    ) -> dict[str, int]:
+        """``params`` and ``macs`` of what was deployed."""
+        ...
 
 
-@dataclass(frozen=True)
-class TorchTarget:
-    name: str = "torch"
-    artifact_name: str = "model.pt"
-    bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+def measure_runtime(
+    task: Any, deployed: nn.Module, files: list[Path], settings: Any, gate: Gate = NoGate()
+) -> dict[str, Any]:
+    """Task metric on the deployed model, bytes of its files, latency on its runtime."""
+    with gate.exclusive():
+        lat = measure_latency(
+            deployed,
+            settings.inputs(task.example_inputs),
+            n_threads=settings.threads,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+        )
+    return {
+        "size_bytes": sum(f.stat().st_size for f in files),
+        "latency_ms": lat.median_ms,
+        "latency_p90_ms": lat.p90_ms,
+    }
 
-    def save(self, model: nn.Module, path: Path, **kwargs: Any) -> dict[str, dict[str, Any]]:
-        from . import _torch
 
-        return _torch.save(model, path, **kwargs)
+def _targets() -> dict[str, Target]:
+    from .ort import OnnxRuntimeTarget
+    from .pytorch import TorchTarget
 
-    def load(self, path: Path, skeleton: nn.Module) -> nn.Module:
-        from . import _torch
-
-        return _torch.load(path, skeleton)
-
-
-TARGETS: dict[str, Target] = {"torch": TorchTarget()}
+    return {
+        "torch": TorchTarget(),
+        "onnxruntime": OnnxRuntimeTarget(),
+    }
 
 
-def get_target(name: str) -> Target:
+TARGETS: dict[str, Target] = _targets()
+
+
+def get_target(name: str, **options: Any) -> Target:
+    """The registered target ``name``, with ``options`` (its dataclass fields) replaced."""
     try:
-        return TARGETS[name]
+        target = TARGETS[name]
     except KeyError:
         raise AutoCompressError(
             f"unknown target {name!r}; available targets: {', '.join(sorted(TARGETS))}"
         ) from None
+    if not options:
+        return target
+    known = {f.name for f in dataclasses.fields(target)} - {"name", "artifact_name", "bits"}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise AutoCompressError(
+            f"target {name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or 'none'}"
+        )
+    return dataclasses.replace(target, **options)  # type: ignore[type-var]
+
+
+def structure_diff(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
+    """Plain module attributes (channel counts, heads...) that pruning changed."""
+    from ._torch import structure_diff as diff
+
+    return diff(original, pruned)
+
+
+def find_artifact(directory: Path) -> Path:
+    """The artifact file a target wrote into ``directory``."""
+    for target in TARGETS.values():
+        if (directory / target.artifact_name).exists():
+            return directory / target.artifact_name
+    names = ", ".join(t.artifact_name for t in TARGETS.values())
+    raise AutoCompressError(f"{directory} holds no artifact ({names})")
+
+
+def target_of(path: Path) -> Target:
+    """The target that writes files named like ``path``."""
+    for target in TARGETS.values():
+        if path.name == target.artifact_name or path.suffix == Path(target.artifact_name).suffix:
+            return target
+    raise AutoCompressError(f"{path}: not an artifact of any target ({', '.join(TARGETS)})")

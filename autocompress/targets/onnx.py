@@ -1,4 +1,5 @@
-"""ONNX export of a deployed model, measured in ONNX Runtime.
+"""Float ONNX export of a ``torch``-target model, measured in ONNX Runtime (``export
+--format onnx`` on a torch-target search; the ``onnxruntime`` target writes its own int8 file).
 
 The exported graph computes in float32 with the deployed (already quantized) weight values:
 PyTorch's dynamic int8 Linear does not export, so int8 Linears become float Linears holding
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .ort import OrtModule
 
 
 def _float_linear(q: nn.Module) -> nn.Linear:
@@ -43,24 +46,6 @@ def export_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path
         dynamo=False,
     )
     return path
-
-
-class OrtModule(nn.Module):
-    """An ONNX Runtime session behind the nn.Module call interface the task metric uses."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, inputs, strict=True)}
-        return torch.from_numpy(self.session.run(None, feed)[0])
 
 
 def _measure(task, path: Path, settings) -> dict:

@@ -1,9 +1,13 @@
-"""The ``ray`` backend: Ray Tune runs the trials, the search's own controller proposes and learns.
+"""The ``ray`` backend: Ray Tune decides where trials run; the session asks, tells and records.
 
-Tune sees a :class:`ControllerSearcher`: ``suggest`` asks the controller (the Optuna study in the
-run directory) for a policy, ``on_trial_complete`` turns Tune's last result into a
-``trials.jsonl`` record, tells the controller and does the driver-side bookkeeping
-(``pareto.json``, MLflow, report). Trial processes only write their own trial folder.
+Tune sees a :class:`ControllerSearcher`: ``suggest`` is the session's ask, ``on_trial_complete``
+turns Tune's last result into a record (:func:`autocompress.session.new_record`) and hands it
+to the session (tell, ``trials.jsonl``, ``pareto.json``, MLflow, report). Trial processes only
+write their own trial folder.
+
+Each worker process times the teacher once (:func:`autocompress.session.process_teacher`) and
+every record carries it: a trial's latency is compared as a ratio to its own node's teacher.
+Ray's console output (configuration box, TensorBoard hint) is hidden unless ``verbose``.
 
 The task (teacher, data) and the teacher's outputs on every training batch are put in the
 object store once per search (``tune.with_parameters``); each trial runs with one CPU and one
@@ -43,17 +47,15 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from ..compress import MeasureSettings, measure_baseline
 from ..controller import Proposal
 from ..distill import TeacherCache
 from ..gate import FileGate, Gate, NoGate
 from ..policy import Policy
-from ..progress import SearchProgress
+from ..session import Session, new_record, process_teacher
 from ..trial import run_trial
 
 if TYPE_CHECKING:
     from ..objectives import ObjectiveSet
-    from ..search import Session
     from ..task import Task
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,9 @@ _MAX_TEMP_DIR = 48
 class ControllerSearcher(Searcher):
     """A Tune searcher backed by the search's :class:`~autocompress.controller.Controller`."""
 
-    def __init__(self, session: Session, progress: SearchProgress) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.session = session
-        self.progress = progress
         self.live: dict[str, Proposal] = {}
         self.errored: dict[str, Proposal] = {}
         self.epochs: dict[str, list[dict[str, Any]]] = {}
@@ -91,9 +92,9 @@ class ControllerSearcher(Searcher):
         return self.session.controller.n_finished + len(self.live) + len(self.errored)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._budget_used() >= self.session.config.trials:
+        if self.session.failures.aborted or self._budget_used() >= self.session.config.trials:
             return Searcher.FINISHED
-        proposal = self.session.controller.ask()
+        proposal = self.session.ask()
         self.live[trial_id] = proposal
         self.epochs[trial_id] = []
         self.started[trial_id] = time.perf_counter()
@@ -123,57 +124,72 @@ class ControllerSearcher(Searcher):
             return
         result = result or self.last.get(trial_id) or {}
         self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
+        limit = self.session.config.trial_timeout_s
         if "record" in result:
-            record = json.loads(result["record"])
+            trial = json.loads(result["record"])
+            record = self._new_record(trial_id, proposal, trial["state"], result, trial=trial)
+        elif limit is not None and result.get("time_total_s", 0) > limit:
+            record = self._new_record(
+                trial_id,
+                proposal,
+                "failed",
+                result,
+                error=f"stopped by Tune over trial_timeout_s={limit:g}",
+            )
+            record["failure"] = "timeout"
         elif result.get(TIME_ATTR):
-            record = self._base_record(trial_id, proposal, "pruned")
-            record["error"] = (
+            error = (
                 f"stopped by ASHA after epoch {result[TIME_ATTR]} "
                 f"({METRIC} {_finite(result.get(METRIC))})"
             )
+            record = self._new_record(trial_id, proposal, "pruned", result, error=error)
         else:
-            record = self._base_record(trial_id, proposal, "failed")
-            record["error"] = "the trial ended without reporting a result"
-        self._record(trial_id, proposal, record, result)
+            error = "the trial ended without reporting a result"
+            record = self._new_record(trial_id, proposal, "failed", result, error=error)
+        self._record(trial_id, proposal, record)
 
     def on_error(self, trial_id: str, message: str) -> None:
         proposal = self.errored.pop(trial_id, None)
         if proposal is None:
             return
-        record = self._base_record(trial_id, proposal, "failed")
-        record["error"] = message
-        self._record(trial_id, proposal, record, self.last.get(trial_id) or {})
+        result = self.last.get(trial_id) or {}
+        record = self._new_record(trial_id, proposal, "failed", result, error=message)
+        died = any(word in message.lower() for word in ("died", "worker failed", "exit"))
+        record["failure"] = "worker-died" if died else "exception"
+        self._record(trial_id, proposal, record)
 
     def flush_errors(self) -> None:
         """Errored trials whose message never came: record them anyway."""
         for trial_id in list(self.errored):
             self.on_error(trial_id, "the trial's worker failed (no error message from Ray)")
 
-    def _base_record(self, trial_id: str, proposal: Proposal, state: str) -> dict[str, Any]:
-        return {
-            "number": proposal.number,
-            "state": state,
-            "policy": proposal.policy.to_dict(),
-            "metrics": {},
-            "error": None,
-            "seed": proposal.seed,
-            "host": None,
-            "epochs": self.epochs.get(trial_id, []),
-            "teacher_batches_computed": None,
-            "duration_s": round(time.perf_counter() - self.started[trial_id], 3),
-        }
+    def _new_record(
+        self,
+        trial_id: str,
+        proposal: Proposal,
+        state: str,
+        result: Mapping[str, Any],
+        *,
+        trial: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """The session's record; the teacher is the worker's when it reported one."""
+        teacher = json.loads(result["teacher"]) if result.get("teacher") else None
+        return new_record(
+            proposal,
+            state=state,
+            teacher=teacher or self.session.baseline,
+            trial=trial,
+            error=error,
+            epochs=self.epochs.get(trial_id, []),
+            duration_s=round(time.perf_counter() - self.started[trial_id], 3),
+            where={key: result.get(key) for key in ("node", "node_ip", "host")},
+        )
 
-    def _record(
-        self, trial_id: str, proposal: Proposal, record: dict[str, Any], result: Mapping[str, Any]
-    ) -> None:
-        for key in ("node", "node_ip", "host"):
-            if record.get(key) is None:
-                record[key] = result.get(key)
+    def _record(self, trial_id: str, proposal: Proposal, record: dict[str, Any]) -> None:
         for table in (self.epochs, self.last, self.started):
             table.pop(trial_id, None)
-        from ..search import after_trial
-
-        after_trial(self.session, self.session.controller.tell(proposal, record), self.progress)
+        self.session.complete(proposal, record)
 
 
 class _ErrorCallback(tune.Callback):
@@ -201,6 +217,20 @@ def _error_text(exc: BaseException | None) -> str:
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
     return text[:500]
+
+
+class _Stopper(tune.stopper.Stopper):
+    """Backstop for ``trial_timeout_s`` (workers check it themselves) and fail-fast."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        limit = self.session.config.trial_timeout_s
+        return limit is not None and result.get("time_total_s", 0) > limit
+
+    def stop_all(self) -> bool:
+        return self.session.failures.aborted is not None
 
 
 # -- the trainable: one trial in a worker process --------------------------------------------
@@ -239,37 +269,17 @@ def _report_value(value: Any) -> float:
     return math.nan if value is None else value
 
 
-_BASELINES: dict[str, dict[str, Any]] = {}  # the teacher timed in this worker process
-
-
-def _worker_baseline(
-    task: Task, target: str, objectives: ObjectiveSet, driver: dict[str, Any], gate: Gate
-) -> dict[str, Any]:
-    """The driver's baseline with latency re-measured in this process (on this node), once,
-    so speedups and relative latency bounds compare timings of one process."""
-    if target not in _BASELINES:
-        with gate.exclusive():
-            here = measure_baseline(
-                task, target=target, settings=MeasureSettings.from_latency(objectives.latency)
-            )
-        _BASELINES[target] = {
-            **driver,
-            "latency_ms": here["latency_ms"],
-            "latency_p90_ms": here["latency_p90_ms"],
-        }
-    return _BASELINES[target]
-
-
 def trainable(
     config: dict[str, Any],
     *,
     task: Task,
-    teacher: tuple[list, list],
+    teacher: tuple[list, list, list],
     objectives: ObjectiveSet,
     baseline: dict[str, Any],
     target: str,
     importance: str,
     exclusive_timing: bool,
+    timeout_s: float | None = None,
 ) -> None:
     """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
     import torch
@@ -277,12 +287,15 @@ def trainable(
     torch.set_num_threads(1)
     where = _where()
     cache = TeacherCache(task)
-    if cache.cacheable:
-        cache.outputs, cache.features = list(teacher[0]), list(teacher[1])
+    cache.load_state(teacher)
     policy = Policy.from_dict(config["policy"])
     epochs = policy.finetune.epochs
 
     with _gate(exclusive_timing) as gate:
+        teacher = process_teacher(
+            task, target=target, objectives=objectives, run=baseline, gate=gate
+        )
+        where["teacher"] = json.dumps(teacher, default=str)
 
         def on_epoch(epoch: int, value: float) -> None:
             # the last epoch is reported with the record: ASHA stops a trial at max_t at once
@@ -295,7 +308,7 @@ def trainable(
             policy,
             number=config["number"],
             objectives=objectives,
-            baseline=_worker_baseline(task, target, objectives, baseline, gate),
+            baseline=teacher,
             out_dir=Path(config["out_dir"]),
             target=target,
             importance=importance,
@@ -303,8 +316,9 @@ def trainable(
             teacher_cache=cache,
             on_epoch=on_epoch,
             gate=gate,
+            timeout_s=timeout_s,
         )
-    record.update(where)
+    record.update({k: v for k, v in where.items() if k != "teacher"})
     value = record["metrics"].get(METRIC)
     if value is None and record["epochs"]:
         value = record["epochs"][-1]["accuracy"]
@@ -320,13 +334,9 @@ def trainable(
 
 
 # -- the driver ------------------------------------------------------------------------------
-def teacher_outputs(task: Task) -> tuple[list, list]:
+def teacher_outputs(task: Task) -> tuple[list, list, list]:
     """The teacher's outputs and tapped features for every training batch, computed once."""
-    cache = TeacherCache(task)
-    if cache.cacheable:
-        for index, (inputs, _) in enumerate(task.train_loader):
-            cache.get(index, inputs)
-    return cache.outputs, cache.features
+    return TeacherCache(task).fill().state()
 
 
 def ray_temp_dir(run_dir: Path) -> Path:
@@ -444,30 +454,24 @@ def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
     )
 
 
-def run_ray(session: Session, *, exclusive_timing: bool = True) -> None:
+def run(session: Session, *, exclusive_timing: bool = True) -> None:
     """Run the search's remaining trials on Ray Tune until ``config.trials`` are recorded.
 
     ``exclusive_timing``: a trial times its artifact while the other trials on its machine wait
     at a batch boundary (``autocompress.gate``); without it, a neighbour's training skewed
     digits latencies by +50 % here (``benchmarks/latency_under_load.py``).
     """
-    controller = session.controller
-    remaining = session.config.trials - controller.n_finished
+    remaining = session.remaining
     if remaining <= 0:
         return
-    progress = SearchProgress(
-        session.config.trials,
-        session.objectives.metrics,
-        session.objectives.directions,
-        done=controller.n_finished,
-    )
     task = session.task
+    session.start()
     try:
-        with connect(session):
+        with connect(session), _quiet(not session.verbose):
             _pickle_task_modules_by_value(task)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             concurrent = session.config.max_concurrent or max(cpus, 1)
-            searcher = ControllerSearcher(session, progress)
+            searcher = ControllerSearcher(session)
             run = tune.with_parameters(
                 trainable,
                 task=task,
@@ -477,6 +481,7 @@ def run_ray(session: Session, *, exclusive_timing: bool = True) -> None:
                 target=session.config.target,
                 importance=session.config.importance,
                 exclusive_timing=exclusive_timing,
+                timeout_s=session.config.trial_timeout_s,
             )
             storage = (session.run_dir.path / "ray").resolve()
             tuner = tune.Tuner(
@@ -494,10 +499,21 @@ def run_ray(session: Session, *, exclusive_timing: bool = True) -> None:
                     storage_path=str(storage),
                     verbose=0,
                     callbacks=[_ErrorCallback(searcher)],
+                    stop=_Stopper(session),
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 ),
             )
             tuner.fit()
             searcher.flush_errors()
     finally:
-        progress.close()
+        session.stop()
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool) -> Iterator[None]:
+    """Without ``verbose``: no Tune configuration box, no TensorBoard hint, no result loggers."""
+    if not quiet:
+        yield
+        return
+    with _environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        yield

@@ -1,16 +1,17 @@
-"""Exact hypervolume of a Pareto front, with objectives normalized against the teacher.
+"""Pareto fronts: dominance, the front of a set of trials, 2-D staircases, exact hypervolume.
 
-Every objective is divided by the teacher's (baseline) value and turned into minimization:
-maximized objectives are negated. In that space the teacher sits at ``(-1, 1, 1)`` for
-``(accuracy, size_bytes, latency_ms)``.
+The one home of front logic for the controller, the report, ``compare`` and the tests.
+Objectives are ``(name, direction)`` pairs, ``{"name", "direction"}`` mappings or objects with
+those attributes. A trial's objective values are read with
+:func:`autocompress.metrics.comparable`, so timings from different processes are compared as
+ratios to their own teacher.
 
-Default reference point (see :func:`default_reference`): ``0`` for a maximized objective
-(zero accuracy) and ``1.1`` for a minimized one (10 % larger / slower than the teacher).
-So a policy scores only if it is at most 10 % bigger and slower than the teacher, and the
-teacher itself scores ``acc_ratio x 0.1 x 0.1``. Pass ``reference=`` for any other choice.
-
-The algorithm slices along the last objective (HSO) down to an exact 2-D sweep: exact for any
-number of objectives, fast enough for the few hundred points a search produces.
+Hypervolume: every objective is divided by the teacher's (baseline) value and turned into
+minimization (maximized objectives are negated). In that space the teacher sits at
+``(-1, 1, 1)`` for ``(accuracy, size_bytes, latency_ms)``. Default reference point (see
+:func:`default_reference`): ``0`` for a maximized objective and ``1.1`` for a minimized one
+(10 % larger / slower than the teacher), so the teacher itself scores ``acc_ratio x 0.1 x 0.1``.
+The algorithm slices along the last objective (HSO) down to an exact 2-D sweep.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import AutoCompressError
+from .metrics import comparable
 
 Point = tuple[float, ...]
 
@@ -160,28 +162,93 @@ def hypervolume_history(
     ``records`` are ``trials.jsonl`` rows; only ``state == "complete"`` rows that hold every
     objective count, taken in trial-number order. Returns ``(trial number, hypervolume)`` pairs.
     """
-    names = [_name_direction(o)[0] for o in objectives]
-    complete = sorted(
-        (
-            r
-            for r in records
-            if r.get("state") == "complete"
-            and all((r.get("metrics") or {}).get(n) is not None for n in names)
-        ),
-        key=lambda r: r["number"],
-    )
+    rows = sorted((r for r in records if r.get("state") == "complete"), key=lambda r: r["number"])
+    values = [(r, point(r, objectives, baseline)) for r in rows]
+    complete = [(r, v) for r, v in values if v is not None]
     ref = tuple(reference) if reference is not None else default_reference(objectives)
-    points = normalize([r["metrics"] for r in complete], objectives, baseline)
+    points = normalize([v for _, v in complete], objectives, baseline)
     history: list[tuple[int, float]] = []
-    front: list[Point] = []
+    reached: list[Point] = []
     volume = 0.0
-    for record, point in zip(complete, points, strict=True):
-        if not any(_weakly_dominates(q, point) for q in front):
-            front = [q for q in front if not _weakly_dominates(point, q)] + [point]
-            volume = hypervolume(front, ref)
+    for (record, _), p in zip(complete, points, strict=True):
+        if not any(_weakly_dominates(q, p) for q in reached):
+            reached = [q for q in reached if not _weakly_dominates(p, q)] + [p]
+            volume = hypervolume(reached, ref)
         history.append((int(record["number"]), volume))
     return history
 
 
 def _weakly_dominates(a: Point, b: Point) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True))
+
+
+# -- dominance and fronts ----------------------------------------------------------------------
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """``a`` is at least as good as ``b`` in every objective and better in one."""
+    better = False
+    for x, y, d in zip(a, b, directions, strict=True):
+        if d == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        if x > y:
+            better = True
+    return better
+
+
+def point(
+    record: Mapping[str, Any], objectives: Sequence[Any], teacher: Mapping[str, Any] | None
+) -> list[float] | None:
+    """A record's objective values on the run teacher's scale, or None if one is missing."""
+    values = [comparable(record, _name_direction(o)[0], teacher) for o in objectives]
+    return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
+
+
+def front(
+    records: Iterable[Mapping[str, Any]],
+    objectives: Sequence[Any],
+    teacher: Mapping[str, Any] | None = None,
+) -> list[Mapping[str, Any]]:
+    """Complete records holding every objective that no other such record dominates."""
+    directions = [_name_direction(o)[1] for o in objectives]
+    done = []
+    for r in records:
+        if r.get("state", "complete") == "complete":
+            p = point(r, objectives, teacher)
+            if p is not None:
+                done.append((r, p))
+    return [
+        r for r, v in done if not any(dominates(w, v, directions) for _, w in done if w is not v)
+    ]
+
+
+def front_2d(
+    records: Sequence[Mapping[str, Any]],
+    x: tuple[str, str],
+    y: tuple[str, str],
+    teacher: Mapping[str, Any] | None = None,
+) -> list[Mapping[str, Any]]:
+    """Records non-dominated in the (x, y) projection, sorted by x: the staircase of a plot."""
+    sign = {"minimize": 1.0, "maximize": -1.0}
+    pts = []
+    for r in records:
+        p = point(r, [x, y], teacher)
+        if p is not None:
+            pts.append((sign[x[1]] * p[0], sign[y[1]] * p[1], r))
+    out, best_y = [], float("inf")
+    for _, py, r in sorted(pts, key=lambda t: (t[0], t[1])):
+        if py < best_y:
+            out.append(r)
+            best_y = py
+    return out
+
+
+def staircase(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(cost, gain)`` points sorted by cost, kept where the gain rises: the steps to draw."""
+    steps: list[tuple[float, float]] = []
+    for cost, gain in sorted(points):
+        if not steps or gain > steps[-1][1]:
+            steps.append((cost, gain))
+    return steps

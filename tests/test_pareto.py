@@ -6,7 +6,7 @@ import random
 import pytest
 
 from autocompress.errors import AutoCompressError
-from autocompress.hypervolume import (
+from autocompress.pareto import (
     default_reference,
     hypervolume,
     hypervolume_history,

@@ -1,0 +1,50 @@
+"""The ``local`` backend: trials in this process, one after another."""
+
+from __future__ import annotations
+
+import socket
+
+from ..distill import TeacherCache
+from ..gate import NoGate
+from ..session import Session, new_record, process_teacher
+from ..trial import run_trial
+
+
+def run(session: Session) -> None:
+    """Run trials here until the session's budget is recorded."""
+    teacher = process_teacher(
+        session.task,
+        target=session.config.target,
+        objectives=session.objectives,
+        run=session.baseline,
+        gate=NoGate(),
+    )
+    progress = session.start()
+    cache = TeacherCache(session.task)
+    try:
+        while session.remaining > 0:
+            proposal = session.ask()
+            outcome = run_trial(
+                session.task,
+                proposal.policy,
+                number=proposal.number,
+                objectives=session.objectives,
+                baseline=teacher,
+                out_dir=session.run_dir.trial_dir(proposal.number),
+                target=session.config.target,
+                importance=session.config.importance,
+                seed=proposal.seed,
+                teacher_cache=cache,
+                on_stage=lambda s, n=proposal.number: progress.stage(n, s),
+                timeout_s=session.config.trial_timeout_s,
+            )
+            record = new_record(
+                proposal,
+                state=outcome["state"],
+                teacher=teacher,
+                trial=outcome,
+                where={"host": socket.gethostname()},
+            )
+            session.complete(proposal, record)
+    finally:
+        session.stop()

@@ -1,0 +1,191 @@
+"""Coupled channel groups of a model, read once from torch-pruning's dependency graph.
+
+A group is a set of layers whose output channels must shrink together (residual adds, shared
+norms, depthwise convs that follow their input). It is named after its Conv/Linear members
+joined by ``+`` in module order (``stem.0+layer1.0.conv2+layer1.1.conv2``); a name longer
+than ``MAX_NAME`` characters keeps its first and last member and counts the ones between.
+
+Constraints each group carries, so that any legal ratio gives a model that runs:
+
+- a grouped conv (``1 < groups``, not depthwise) loses the same number of channels in each of
+  its ``groups`` slices, on its output side and on its input side, and keeps at least one
+  channel per slice;
+- a group touching an output layer, attention q/k/v, ``nn.MultiheadAttention`` or a grouped
+  conv that reads only part of its input from the group is not pruned (``reason`` says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning.pruner import function
+
+from .layers import PRUNABLE_TYPES
+
+MAX_NAME = 80
+_CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def is_grouped_conv(mod: nn.Module) -> bool:
+    """A conv with several groups that torch-pruning does not treat as depthwise."""
+    return (
+        isinstance(mod, _CONV)
+        and mod.groups > 1
+        and not (mod.groups == mod.out_channels == mod.in_channels)
+    )
+
+
+class _ConvPruner(function.ConvPruner):
+    """torch-pruning's conv pruner, with input channels of grouped convs removed per slice."""
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        if layer.groups == 1 or layer.transposed:
+            return super().prune_in_channels(layer, idxs)
+        per_in = layer.in_channels // layer.groups
+        per_out = layer.out_channels // layer.groups
+        drop = set(int(i) for i in idxs)
+        weight = layer.weight.detach()
+        slices = []
+        for g in range(layer.groups):
+            keep = [j for j in range(per_in) if g * per_in + j not in drop]
+            slices.append(weight[g * per_out : (g + 1) * per_out][:, keep])
+        assert len({s.shape[1] for s in slices}) == 1, "uneven removal across conv groups"
+        layer.weight = nn.Parameter(torch.cat(slices, dim=0).contiguous())
+        layer.in_channels -= len(drop)
+        return layer
+
+
+@dataclass(frozen=True)
+class Slicing:
+    """One grouped-conv side inside a group: the group's channel indices, per conv slice."""
+
+    layer: str
+    side: str  # "out" or "in"
+    slices: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Layers whose output channels are removed together, by one ratio."""
+
+    name: str
+    layers: tuple[str, ...]
+    channels: int
+    slicings: tuple[Slicing, ...] = ()
+    reason: str | None = None  # why the group is not pruned
+
+    @property
+    def prunable(self) -> bool:
+        return self.reason is None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"layers": list(self.layers), "channels": self.channels}
+        if self.slicings:
+            out["grouped"] = {f"{s.layer} ({s.side})": len(s.slices) for s in self.slicings}
+        if self.reason:
+            out["not_pruned"] = self.reason
+        return out
+
+
+@dataclass
+class Graph:
+    """The dependency graph of one model and its groups, aligned with torch-pruning's."""
+
+    dg: tp.DependencyGraph
+    groups: list[ChannelGroup] = field(default_factory=list)
+    tp_groups: list[Any] = field(default_factory=list)
+
+    def group_of(self) -> dict[str, ChannelGroup]:
+        """Layer path -> the group whose outputs it is part of."""
+        return {layer: g for g in self.groups for layer in g.layers}
+
+
+def group_name(layers: Sequence[str]) -> str:
+    name = "+".join(layers)
+    if len(name) <= MAX_NAME or len(layers) <= 2:
+        return name
+    return f"{layers[0]}+{len(layers) - 2}more+{layers[-1]}"
+
+
+def _forward(model: nn.Module, inputs: Any) -> Any:
+    return model(*inputs) if isinstance(inputs, tuple | list) else model(inputs)
+
+
+def build_graph(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    *,
+    blocked: Iterable[str] = (),
+    reasons: dict[str, str] | None = None,
+) -> Graph:
+    """Trace ``model`` (in place: gradients get enabled on its parameters) into its groups.
+
+    ``blocked`` layers keep their outputs: any group holding one is not prunable; ``reasons``
+    says why per blocked layer (default: "output layer").
+    """
+    for p in model.parameters():
+        p.requires_grad_(True)  # tracing follows autograd; a frozen teacher has no graph
+    dg = tp.DependencyGraph()
+    dg.REGISTERED_PRUNERS[tp.ops.OPTYPE.CONV] = _ConvPruner()
+    dg._in_channel_pruning_fn = {p.prune_in_channels for p in dg.REGISTERED_PRUNERS.values() if p}
+    dg._out_channel_pruning_fn = {p.prune_out_channels for p in dg.REGISTERED_PRUNERS.values() if p}
+    was_training = model.training
+    with torch.enable_grad():
+        dg.build_dependency(model, example_inputs, forward_fn=_forward, verbose=False)
+    model.train(was_training)
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
+    blocked = set(blocked)
+    reasons = reasons or {}
+    graph = Graph(dg=dg)
+    for tp_group in dg.get_all_groups(root_module_types=PRUNABLE_TYPES):
+        group = _describe(tp_group, dg, names, order, blocked, reasons)
+        if group is not None:
+            graph.groups.append(group)
+            graph.tp_groups.append(tp_group)
+    ranked = sorted(range(len(graph.groups)), key=lambda i: order[graph.groups[i].layers[0]])
+    graph.groups = [graph.groups[i] for i in ranked]
+    graph.tp_groups = [graph.tp_groups[i] for i in ranked]
+    return graph
+
+
+def _describe(tp_group, dg, names, order, blocked, reasons) -> ChannelGroup | None:
+    root = tp_group[0].dep.target.module
+    channels = len(tp_group[0].idxs)
+    members: list[str] = []
+    slicings: list[Slicing] = []
+    reason = None
+    for item in tp_group:
+        mod, handler = item.dep.target.module, item.dep.handler
+        path = names.get(mod, "?")
+        out_side = dg.is_out_channel_pruning_fn(handler)
+        if out_side and isinstance(mod, PRUNABLE_TYPES):
+            members.append(path)
+            if path in blocked:
+                reason = reason or f"{path}: {reasons.get(path, 'output layer')}"
+        if isinstance(mod, nn.MultiheadAttention):
+            reason = reason or f"{path}: nn.MultiheadAttention (packed q/k/v)"
+        if isinstance(mod, nn.LSTM | nn.GRU | nn.RNN):
+            reason = reason or f"{path}: recurrent layer"
+        if is_grouped_conv(mod):
+            side = "out" if out_side else "in"
+            size = mod.out_channels if side == "out" else mod.in_channels
+            if len(item.idxs) != size:
+                reason = reason or f"{path}: grouped conv reads channels of several groups"
+                continue
+            per = size // mod.groups
+            slices: list[list[int]] = [[] for _ in range(mod.groups)]
+            for local, root_idx in zip(item.idxs, item.root_idxs, strict=True):
+                slices[int(local) // per].append(int(root_idx))
+            slicings.append(Slicing(path, side, tuple(tuple(s) for s in slices)))
+    if not members:
+        return None
+    members = sorted(set(members), key=lambda n: order[n])
+    if names.get(root) not in members:
+        return None
+    return ChannelGroup(group_name(members), tuple(members), channels, tuple(slicings), reason)

@@ -1,0 +1,126 @@
+"""Attention modules whose heads can be removed, and the removal itself.
+
+Recognised forms (one prune parameter per module; q/k/v are never searched separately):
+
+- a module with an int ``num_heads`` and child Linears ``q/k/v`` (or ``q_proj/k_proj/v_proj``,
+  ``query/key/value``) plus an output Linear child (``proj``/``out_proj``/``o_proj``/``out``/
+  ``dense``);
+- Hugging Face BERT-style self-attention: ``query``/``key``/``value`` Linears with
+  ``num_attention_heads``, ``attention_head_size`` and ``all_head_size``; the output projection
+  is the sibling ``output.dense`` of the parent module (``BertAttention.output.dense``).
+
+``nn.MultiheadAttention`` packs q/k/v into one ``in_proj_weight`` whose width must equal the
+embedding width, so its heads cannot be removed without shrinking the residual stream: it is
+listed by :func:`packed_attention` and its heads are recorded as not pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_QKV_NAMES = (("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+_OUT_NAMES = ("proj", "out_proj", "o_proj", "out", "dense")
+_HEAD_ATTRS = ("num_heads", "num_attention_heads")
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """An attention module whose heads can be removed: q/k/v rows and out-projection columns."""
+
+    module: nn.Module
+    qkv: tuple[nn.Linear, nn.Linear, nn.Linear]
+    qkv_paths: tuple[str, str, str]
+    out: nn.Linear
+    heads_attr: str
+
+    @property
+    def heads(self) -> int:
+        return int(getattr(self.module, self.heads_attr))
+
+
+def _linear(mod: nn.Module | None, name: str) -> nn.Linear | None:
+    child = getattr(mod, name, None) if mod is not None else None
+    return child if isinstance(child, nn.Linear) else None
+
+
+def _out_projection(model: nn.Module, path: str, mod: nn.Module) -> nn.Linear | None:
+    for name in _OUT_NAMES:
+        if (lin := _linear(mod, name)) is not None:
+            return lin
+    parent_path = path.rpartition(".")[0]
+    parent = model.get_submodule(parent_path) if path and "." in path else model
+    if parent is mod:
+        return None
+    return _linear(getattr(parent, "output", None), "dense")
+
+
+def attention_modules(model: nn.Module) -> dict[str, AttentionLayer]:
+    """Attention modules recognised for head pruning, by path."""
+    found: dict[str, AttentionLayer] = {}
+    for path, mod in model.named_modules():
+        attr = next((a for a in _HEAD_ATTRS if isinstance(getattr(mod, a, None), int)), None)
+        if attr is None or isinstance(mod, nn.MultiheadAttention):
+            continue
+        for names in _QKV_NAMES:
+            qkv = tuple(_linear(mod, n) for n in names)
+            if not all(q is not None for q in qkv):
+                continue
+            out = _out_projection(model, path, mod)
+            if out is not None and out not in qkv:
+                prefix = f"{path}." if path else ""
+                paths = tuple(prefix + n for n in names)
+                found[path] = AttentionLayer(mod, qkv, paths, out, attr)  # type: ignore[arg-type]
+            break
+    return found
+
+
+def packed_attention(model: nn.Module) -> list[str]:
+    """Paths of ``nn.MultiheadAttention`` modules (packed q/k/v: heads not pruned)."""
+    return [p for p, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+
+
+def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
+    new = nn.Parameter(param.detach().index_select(dim, index).clone())
+    if param.grad is not None:
+        new.grad = param.grad.index_select(dim, index).clone()
+    return new
+
+
+def _head_scores(layer: AttentionLayer, heads: int, importance: str) -> torch.Tensor:
+    score = torch.zeros(heads)
+    for lin in layer.qkv:
+        w = lin.weight.detach()
+        if importance == "taylor" and lin.weight.grad is not None:
+            w = w * lin.weight.grad
+        score += w.abs().reshape(heads, -1).sum(dim=1)
+    return score
+
+
+def heads_to_remove(heads: int, ratio: float) -> int:
+    """``round(ratio · heads)`` whole heads, at least one head kept."""
+    return max(0, min(heads - 1, int(round(ratio * heads))))
+
+
+def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
+    """Remove ``heads_to_remove(heads, ratio)`` whole heads, least important first."""
+    heads = layer.heads
+    drop = heads_to_remove(heads, ratio)
+    if drop <= 0:
+        return
+    head_dim = layer.qkv[0].out_features // heads
+    scores = _head_scores(layer, heads, importance)
+    keep = torch.sort(torch.topk(scores, heads - drop).indices).values
+    rows = (keep[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+    for lin in layer.qkv:
+        lin.weight = _sliced(lin.weight, rows, 0)
+        if lin.bias is not None:
+            lin.bias = _sliced(lin.bias, rows, 0)
+        lin.out_features = len(rows)
+    layer.out.weight = _sliced(layer.out.weight, rows, 1)
+    layer.out.in_features = len(rows)
+    setattr(layer.module, layer.heads_attr, heads - drop)
+    if isinstance(getattr(layer.module, "all_head_size", None), int):
+        layer.module.all_head_size = len(rows)

@@ -1,0 +1,60 @@
+"""The ``torch`` target: ``model.pt`` run by eager PyTorch (see ``_torch`` for the format)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..measure import count_macs, count_params
+
+
+@dataclass(frozen=True)
+class TorchTarget:
+    name: str = "torch"
+    artifact_name: str = "model.pt"
+    bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+
+    def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
+        from ._torch import layer_mode
+
+        return layer_mode(module, bits, parent)
+
+    def activation_layers(self, model: nn.Module, bits: Mapping[str, int]) -> list[str]:
+        return []  # dynamic int8 Linear quantizes its inputs on the fly
+
+    def save(
+        self,
+        model: nn.Module,
+        path: Path,
+        *,
+        task: Any = None,
+        bits: Mapping[str, int],
+        structure: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[str, Any],
+        activations: Mapping[str, tuple[float, int]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        from . import _torch
+
+        return _torch.save(model, path, bits=bits, structure=structure, meta=meta)
+
+    def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
+        from . import _torch
+
+        return _torch.load(path, skeleton)
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        from ._torch import read
+
+        return read(path)[0]
+
+    def files(self, path: Path) -> list[Path]:
+        return [path]
+
+    def count(
+        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
+    ) -> dict[str, int]:
+        return {"params": count_params(deployed), "macs": count_macs(deployed, example_inputs)}

@@ -1,0 +1,323 @@
+"""Compression results against what a user would do instead, measured in one process.
+
+For each example (digits, minilm) and each target (torch, onnxruntime): the best Pareto point
+of a finished search within the example's accuracy budget of the teacher (1 point of accuracy
+for digits, 0.02 WordSim-353 Spearman for MiniLM), exported from its run directory, beside
+ONNX Runtime ``quantize_static`` (QDQ, U8S8, per-channel, MinMax-calibrated on the task's
+training batches) of the teacher's fp32 ONNX export, ``quantize_dynamic`` for the transformer,
+and the fp32 ORT and eager torch teachers. All are timed round-robin in this process (batch 1,
+one thread); size is the artifact's bytes; accuracy is the task metric computed with it.
+Speedup and size reduction are against the teacher on the same runtime.
+
+    .venv/bin/python benchmarks/compression.py                      # every example and target
+    .venv/bin/python benchmarks/compression.py --examples minilm --run minilm:torch=runs/x
+
+Writes benchmarks/results/compression.json (merged per example) and compression.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT  # noqa: E402
+from _peers import (  # noqa: E402
+    Contender,
+    Session,
+    latency,
+    quantize_dynamic_peer,
+    quantize_static_peer,
+    round_robin,
+)
+
+from autocompress.errors import AutoCompressError  # noqa: E402
+from autocompress.export import export_trial, pick_trial  # noqa: E402
+from autocompress.layers import list_layers  # noqa: E402
+from autocompress.policy import Policy  # noqa: E402
+from autocompress.rundir import RunDir  # noqa: E402
+from autocompress.targets import TARGETS, get_target  # noqa: E402
+from autocompress.targets.onnx import export_onnx  # noqa: E402
+from autocompress.task import Task, load_task  # noqa: E402
+
+JSON_OUT = RESULTS / "compression.json"
+MD_OUT = RESULTS / "compression.md"
+TARGET_NAMES = ("torch", "onnxruntime")
+REFERENCE = {"torch": "teacher (eager torch fp32)", "onnxruntime": "teacher (ORT fp32)"}
+
+
+Evaluator = Callable[[torch.nn.Module], dict[str, float]]
+
+
+def _minilm_extra() -> Evaluator:
+    """SimLex-999 and Lee-documents Spearman (examples/minilm/task.py), data tokenized once."""
+    spec = importlib.util.spec_from_file_location("minilm_task", ROOT / "examples/minilm/task.py")
+    assert spec is not None and spec.loader is not None
+    minilm = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = minilm  # its dataclasses look their module up
+    spec.loader.exec_module(minilm)
+    suite = {k: v for k, v in minilm.benchmarks().items() if k != "wordsim353"}
+    return lambda model: minilm.evaluate_all(model, suite)
+
+
+@dataclass(frozen=True)
+class Example:
+    task_spec: str
+    metric: str  # what the task metric is, for the table
+    max_drop: float
+    transformer: bool
+    runs: dict[str, str]  # target -> default run directory
+    extra: Callable[[], Evaluator] | None = None  # metrics reported beside the task's
+
+
+EXAMPLES: dict[str, Example] = {
+    "digits": Example(
+        task_spec=f"{ROOT / 'examples/digits/task.py'}:build_task",
+        metric="accuracy",
+        max_drop=0.01,
+        transformer=False,
+        runs={"torch": "runs/digits-cnn", "onnxruntime": "runs/digits-ort"},
+    ),
+    "minilm": Example(
+        task_spec=f"{ROOT / 'examples/minilm/task.py'}:build_task",
+        metric="WordSim-353 Spearman",
+        max_drop=0.02,
+        transformer=True,
+        runs={"torch": "runs/minilm-torch", "onnxruntime": "runs/minilm-ort"},
+        extra=_minilm_extra,
+    ),
+}
+
+
+def _note(notes: list[str], text: str) -> None:
+    print(f"note: {text}", flush=True)
+    notes.append(text)
+
+
+def references(task: Task, work: Path) -> list[Contender]:
+    torch_target = get_target("torch")
+    pt = work / "teacher.pt"
+    bits = {i.path: 32 for i in list_layers(task.model)}
+    torch_target.save(task.model, pt, bits=bits, structure={}, meta={"policy": Policy().to_dict()})
+    onnx_path = export_onnx(task.model, task.example_inputs, work / "teacher.onnx")
+    return [
+        Contender(REFERENCE["torch"], "torch", task.model, pt, "reference"),
+        Contender(
+            REFERENCE["onnxruntime"], "onnxruntime", Session(onnx_path), onnx_path, "reference"
+        ),
+    ]
+
+
+def peers(task: Task, example: Example, fp32: Path, work: Path) -> list[Contender]:
+    static = quantize_static_peer(fp32, work / "static.onnx", task.train_loader)
+    out = [
+        Contender(
+            "ORT quantize_static (QDQ U8S8 per-channel)",
+            "onnxruntime",
+            Session(static),
+            static,
+            "peer",
+        )
+    ]
+    if example.transformer:
+        dynamic = quantize_dynamic_peer(fp32, work / "dynamic.onnx")
+        out.append(Contender("ORT quantize_dynamic (int8 per-channel)", "onnxruntime", Session(dynamic), dynamic, "peer"))  # fmt: skip
+    return out
+
+
+def search_point(
+    task: Task,
+    example: Example,
+    target: str,
+    run_dir: Path,
+    work: Path,
+    *,
+    by: str,
+    notes: list[str],
+) -> Contender | None:
+    """The run's best Pareto point within the budget, exported; None (with a note) if absent."""
+    if target not in TARGETS:
+        _note(notes, f"target {target!r} is not registered in this build: its row is skipped")
+        return None
+    if not (run_dir / "pareto.json").exists():
+        _note(notes, f"{run_dir}: no finished search for target {target!r} (no pareto.json)")
+        return None
+    run_target = RunDir(run_dir).read_config().get("target", "torch")
+    if run_target != target:
+        _note(notes, f"{run_dir} is a search on target {run_target!r}, not {target!r}: skipped")
+        return None
+    try:
+        number = pick_trial(run_dir, max_accuracy_drop=example.max_drop, by=by)
+    except AutoCompressError as exc:
+        _note(notes, f"{target}: {exc}")
+        return None
+    out = work / f"trial-{target}-{number}"
+    recorded = export_trial(run_dir, number, out)
+    tgt = get_target(target)
+    artifact = out / tgt.artifact_name
+    model = tgt.load(artifact, task.model)
+    runtime = "torch" if target == "torch" else "onnxruntime"
+    info = {
+        "run_dir": str(run_dir),
+        "trial": number,
+        "policy": json.loads((out / "policy.json").read_text()),
+        "recorded": {k: recorded.get(k) for k in ("accuracy", "size_bytes", "latency_ms")},
+    }
+    return Contender(f"search {target} trial #{number}", runtime, model, artifact, "search", info)
+
+
+def measure(
+    task: Task, example: Example, contenders: list[Contender], *, rounds: int, per_round: int
+) -> list[dict[str, Any]]:
+    round_robin(contenders, task.example_inputs, rounds=rounds, per_round=per_round)
+    extra = example.extra() if example.extra is not None else None
+    rows = []
+    for c in contenders:
+        print(f"evaluating {c.name}", flush=True)
+        row: dict[str, Any] = {
+            "name": c.name,
+            "kind": c.kind,
+            "runtime": c.runtime,
+            "accuracy": task.evaluate(c.model),
+            "size_bytes": c.artifact.stat().st_size,
+            **latency(c),
+            **c.info,
+        }
+        if extra is not None:
+            row["extra"] = extra(c.model)
+        if isinstance(c.model, Session):
+            row["ort_ops"] = c.model.ops
+        rows.append(row)
+    teacher = {r["runtime"]: r for r in rows if r["kind"] == "reference"}
+    for row in rows:
+        ref = teacher[row["runtime"]]
+        row["accuracy_drop"] = teacher["torch"]["accuracy"] - row["accuracy"]
+        row["size_reduction"] = ref["size_bytes"] / row["size_bytes"]
+        row["speedup"] = ref["latency_ms"] / row["latency_ms"]
+        row["vs"] = ref["name"]
+    return rows
+
+
+def run_example(name: str, runs: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
+    example = EXAMPLES[name]
+    print(f"== {name}", flush=True)
+    task = load_task(example.task_spec)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"compression-{name}-") as tmp:
+        work = Path(tmp)
+        refs = references(task, work)
+        contenders = refs + peers(task, example, refs[1].artifact, work)
+        for target in args.targets:
+            point = search_point(task, example, target, runs[target], work, by=args.by, notes=notes)
+            if point is not None:
+                contenders.append(point)
+        rows = measure(task, example, contenders, rounds=args.rounds, per_round=args.per_round)
+    return {
+        "metric": example.metric,
+        "max_accuracy_drop": example.max_drop,
+        "latency_inputs": [list(t.shape) for t in task.example_inputs],
+        "rows": rows,
+        "notes": notes,
+        "machine": f"{platform.machine()}, {os.cpu_count()} vCPU, {platform.processor() or 'cpu'}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["python", "benchmarks/compression.py", *sys.argv[1:]]),
+    }
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for name, res in results.items():
+        lines += [
+            f"### {name}: {res['metric']}, batch 1, one thread",
+            "",
+            f"`{res['command']}` — {res['machine']}, {res['date']}. Speedup and size reduction are "
+            "against the teacher on the same runtime; all rows timed round-robin in one process.",
+            "",
+            f"| model | runtime | {res['metric']} | drop | size | × smaller | latency (median) | × faster |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in res["rows"]:
+            extra = "".join(f" / {k} {v:.3f}" for k, v in r.get("extra", {}).items())
+            lines.append(
+                f"| {r['name']} | {r['runtime']} | {r['accuracy']:.4f}{extra} | "
+                f"{r['accuracy_drop']:+.4f} | {_mb(r['size_bytes'])} | {r['size_reduction']:.2f}× | "
+                f"{r['latency_ms']:.3f} ms | {r['speedup']:.2f}× |"
+            )
+        lines += ["", *_verdict(res), *(f"- note: {n}" for n in res["notes"]), ""]
+    return "\n".join(lines)
+
+
+def _verdict(res: dict[str, Any]) -> list[str]:
+    """Where a peer beats every search point within budget, say so per column."""
+    ok = [r for r in res["rows"] if r["accuracy_drop"] <= res["max_accuracy_drop"]]
+    search = [r for r in ok if r["kind"] == "search"]
+    peer = [r for r in ok if r["kind"] == "peer"]
+    if not search:
+        return [f"- no search point within {res['max_accuracy_drop']} of the teacher in this table"]
+    out = []
+    for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
+        best_peer = min(peer, key=lambda r: r[column], default=None)
+        if best_peer is not None and best_peer[column] < min(r[column] for r in search):
+            out.append(f"- **a peer wins {label}**: {best_peer['name']}")
+    return out or ["- the search point beats every peer within budget on size and latency"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", nargs="+", choices=sorted(EXAMPLES), default=sorted(EXAMPLES))
+    parser.add_argument("--targets", nargs="+", default=list(TARGET_NAMES))
+    parser.add_argument(
+        "--run", action="append", default=[], metavar="EXAMPLE:TARGET=DIR",
+        help="run directory of a search (default runs/<example>-<target>)",
+    )  # fmt: skip
+    parser.add_argument("--by", choices=("size", "latency"), default="latency")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=5)
+    args = parser.parse_args()
+    given = {}
+    for spec in args.run:
+        key, _, path = spec.partition("=")
+        given[key] = Path(path)
+    results = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
+    for name in args.examples:
+        runs = {
+            t: given.get(f"{name}:{t}", ROOT / EXAMPLES[name].runs.get(t, f"runs/{name}-{t}"))
+            for t in args.targets
+        }
+        results[name] = run_example(name, runs, args)
+        JSON_OUT.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    MD_OUT.write_text(table)
+    _into_readme(table)
+    print(table)
+
+
+def _into_readme(table: str) -> None:
+    """Replace the README's block between the compression markers with the fresh table."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- compression:start -->", "<!-- compression:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Fault injection: trials that fail on purpose (exception, NaN loss, over the time limit, a
+worker killed by the OS), a search whose first trials all fail, and drivers SIGKILLed at random
+points then resumed, with trials lost and duplicated counted across trials.jsonl, the Optuna
+storage and MLflow. The figures go to the summary line (``tests/faults.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import faults
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autocompress.cli import app
+from autocompress.config import SearchConfig
+from autocompress.rundir import RunDir
+from autocompress.search import run_search
+
+pytestmark = pytest.mark.faults
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+FAULTY = f"{TESTS}/faulty_tasks.py"
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray binds 127.0.0.1
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def config(out: Path, task: str, **kw) -> SearchConfig:
+    data = {
+        "name": "faults",
+        "task": task,
+        "backend": "local",
+        "tracking": False,
+        "trials": 4,
+        "epochs": 1,
+        "report_every": 0,
+        "scheduler": "none",
+        "out": str(out),
+        **kw,
+    }
+    return SearchConfig.from_dict(data)
+
+
+def _check_failing_search(result, kind: str, text: str) -> list[dict]:
+    failed = [r for r in result.trials if r["state"] == "failed"]
+    faults.failing_search(failed_trials=len(failed), completed=len(result.trials) > len(failed))
+    assert failed, [r["state"] for r in result.trials]
+    for r in failed:
+        assert r["failure"] == kind, r
+        assert text in r["error"], r["error"]
+    assert any(r["state"] == "complete" for r in result.trials)
+    records = RunDir(result.run_dir).records()
+    assert len(records) == len(result.trials)
+    return failed
+
+
+# -- failing trials: the search goes on ------------------------------------------------------
+def test_an_exception_fails_the_trial_and_the_search_goes_on(tmp_path):
+    cfg = config(tmp_path / "run", f"{FAULTY}:crash_in_metric", trials=5, epochs=0)
+    result = run_search(cfg)
+    assert len(result.trials) == 5
+    _check_failing_search(result, "exception", "metric exploded")
+
+
+def test_a_nan_loss_fails_the_trial_as_diverged(tmp_path):
+    result = run_search(config(tmp_path / "run", f"{FAULTY}:nan_loss", trials=4))
+    failed = _check_failing_search(result, "diverged", "loss is nan")
+    assert all(r["policy"]["finetune"]["epochs"] >= 1 for r in failed)
+
+
+def test_a_trial_over_its_time_limit_fails_as_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("AC_TEST_STEP_SLEEP", "0.1")  # 13 training batches: > 1 s per epoch
+    cfg = config(tmp_path / "run", f"{FAULTY}:slow", trials=3, trial_timeout_s=0.5)
+    result = run_search(cfg)
+    failed = _check_failing_search(result, "timeout", "trial_timeout_s=0.5")
+    for r in failed:
+        assert r["duration_s"] < 5, r  # stopped at a step boundary, not after the epoch
+
+
+def test_the_first_trials_all_failing_stop_the_search_with_a_summary(tmp_path):
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {**config(tmp_path / "run", f"{FAULTY}:always_crash").to_dict(), "trials": 30}
+            | {"epochs": 0, "fail_fast_after": 3}
+        )
+    )
+    result = CliRunner().invoke(app, ["search", str(cfg)])
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "the first 3 trials all failed" in lines[0]
+    assert "3x RuntimeError: metric broken for every student" in lines[0]
+    records = RunDir(tmp_path / "run").records()
+    assert len(records) == 3  # the budget of 30 was not burnt
+    faults.failing_search(failed_trials=3, completed=False)
+    faults.bad_input(clean=True)
+    # the run directory is still whole: a fixed task could resume it
+    assert (tmp_path / "run" / "pareto.json").exists()
+
+
+@pytest.mark.slow
+def test_ray_trials_fail_by_exception_timeout_and_killed_worker(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    short = tmp_path_factory.mktemp("f")
+    old = dict(os.environ)
+    os.environ.update({k: ENV[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["AC_TEST_STEP_SLEEP"] = "0.1"
+    try:
+        timeout = run_search(
+            config(short / "t", f"{FAULTY}:slow", backend="ray", trials=3, trial_timeout_s=0.5)
+        )
+        _check_failing_search(timeout, "timeout", "trial_timeout_s")
+        died = run_search(
+            config(short / "d", f"{FAULTY}:dies_when_pruned", backend="ray", trials=3, epochs=0)
+        )
+        _check_failing_search(died, "worker-died", "")
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert not ray.is_initialized()
+
+
+# -- drivers SIGKILLed at random points, then resumed ----------------------------------------
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autocompress.cli", *args],
+        env=ENV,
+        start_new_session=True,  # the driver and what it starts (Ray) die together
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def _mlflow_trials(uri: str, experiment: str) -> tuple[Counter, int]:
+    """Trial numbers of the active MLflow child runs (how often each), and runs left RUNNING."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    numbers: Counter = Counter()
+    running = 0
+    for run in runs:
+        if run.data.tags.get("autocompress.role") == "search":
+            continue
+        number = run.data.tags.get("trial.number") or run.info.run_name.removeprefix("trial-")
+        numbers[int(number)] += 1
+        running += run.info.status == "RUNNING"
+    return numbers, running
+
+
+def _audit(run: Path, name: str, uri: str) -> tuple[int, int, dict]:
+    """(lost, duplicated) over trials.jsonl, the Optuna study and MLflow, with the details."""
+    lines = [json.loads(ln) for ln in (run / "trials.jsonl").read_text().splitlines() if ln]
+    numbers = Counter(r["number"] for r in lines)
+    recorded = set(numbers)
+    study = optuna.load_study(study_name=name, storage=RunDir(run).storage_url)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    states = optuna.trial.TrialState
+    lost_in_study = [
+        n for n in recorded if n not in by_number or not by_number[n].state.is_finished()
+    ]
+    # a study trial that finished with values but has no record was told twice or invented
+    unrecorded = [
+        t.number for t in by_number.values() if t.state in finished and t.number not in recorded
+    ]
+    left_running = [t.number for t in by_number.values() if t.state == states.RUNNING]
+    tracked, mlflow_running = _mlflow_trials(uri, name)
+    details = {
+        "jsonl_dup": sum(c - 1 for c in numbers.values()),
+        "study_lost": lost_in_study,
+        "study_unrecorded": unrecorded,
+        "study_running": left_running,
+        "mlflow_lost": sorted(recorded - set(tracked)),
+        "mlflow_dup": sum(c - 1 for c in tracked.values()),
+        "mlflow_unrecorded": sorted(set(tracked) - recorded),
+        "mlflow_running": mlflow_running,
+    }
+    lost = len(lost_in_study) + len(details["mlflow_lost"]) + len(left_running)
+    duplicated = (
+        details["jsonl_dup"]
+        + len(unrecorded)
+        + details["mlflow_dup"]
+        + len(details["mlflow_unrecorded"])
+    )
+    return lost, duplicated, details
+
+
+def _wait_for(proc: subprocess.Popen, trials: Path, lines: int, timeout: float = 300) -> bool:
+    """True once ``trials`` holds ``lines`` records while the driver still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if lines == 0 or (trials.exists() and len(trials.read_text().splitlines()) >= lines):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive_after(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def _kill_and_resume(root: Path, backend: str, *, kills: int, seed: int, window: float) -> None:
+    name = f"kill-{backend}"
+    run = root / "run"
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = root / "search.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "task": f"{TESTS}/tasks.py:mlp",
+                "backend": backend,
+                "epochs": 1,
+                "trials": 4,
+                "scheduler": "none",
+                "report_every": 0,
+                "max_concurrent": 2,
+                "out": str(run),
+            }
+        )
+    )
+    rng = random.Random(seed)
+    done_kills = 0
+    attempts = 0
+    while done_kills < kills:
+        attempts += 1
+        assert attempts <= 3 * kills, "the driver kept finishing before its kill point"
+        have = len(RunDir(run).records()) if run.exists() else 0
+        resume = ["--resume"] if (run / "config.yaml").exists() else []
+        proc = _start(
+            ["search", str(cfg), "--tracking-uri", uri, "--trials", str(have + 3), *resume]
+        )
+        # a random point: after 0-2 more recorded trials, then 0-`window` more seconds
+        more, extra = rng.randint(0 if done_kills else 1, 2), rng.uniform(0.0, window)
+        if _wait_for(proc, run / "trials.jsonl", have + more) and _alive_after(proc, extra):
+            done_kills += 1
+        _kill_group(proc)
+    have = len(RunDir(run).records())
+    assert have >= 1, "no killed driver recorded a trial: the kill points are too early"
+    final_total = have + 2
+    resume = ["--resume"] if (run / "config.yaml").exists() else []
+    proc = _start(
+        ["search", str(cfg), "--tracking-uri", uri, "--trials", str(final_total), *resume]
+    )
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        _kill_group(proc)
+    resumed = proc.returncode == 0
+    assert resumed, err[-3000:]
+    records = RunDir(run).records()
+    lost, duplicated, details = _audit(run, name, uri)
+    lost += final_total - len(records)
+    faults.kills(backend, count=done_kills, lost=lost, duplicated=duplicated, resumed=resumed)
+    assert len(records) == final_total
+    assert (lost, duplicated) == (0, 0), details
+
+
+@pytest.mark.slow
+def test_local_driver_killed_at_random_points_resumes_losing_and_duplicating_nothing(tmp_path):
+    _kill_and_resume(tmp_path, "local", kills=5, seed=12, window=3.0)
+
+
+@pytest.mark.slow
+def test_ray_driver_killed_at_random_points_resumes_losing_and_duplicating_nothing(
+    tmp_path_factory,
+):
+    pytest.importorskip("ray")
+    _kill_and_resume(tmp_path_factory.mktemp("k"), "ray", kills=5, seed=12, window=6.0)
