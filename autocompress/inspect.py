@@ -45,6 +45,8 @@ def rows(space: ResolvedSpace) -> list[Row]:
             return "output layer: not pruned"
         if layer.rule is None:
             return "no rule: not pruned"
+        if layer.prune_note is not None:
+            return f"not pruned ({layer.prune_note})"
         return _cell(layer.prune_param, layer.prune, space)
 
     def bits(layer: LayerSpace) -> str:
@@ -63,6 +65,21 @@ def rows(space: ResolvedSpace) -> list[Row]:
         )
         for layer in space.layers
     ]
+
+
+def group_lines(space: ResolvedSpace) -> list[str]:
+    """One line per coupled prune group: its layers, width and what the space does with it."""
+    params = {layer.prune_group: layer.prune_param for layer in space.layers if layer.prune_param}
+    lines = [f"prune groups ({len(space.units)}; layers in one group lose the same channels):"]
+    for unit in space.units:
+        if unit.reason is not None:
+            what = f"not pruned ({unit.reason})"
+        else:
+            what = params.get(unit.name) or "fixed"
+        lines.append(
+            f"  {unit.name}: {len(unit.layers)} layer(s), {unit.size} {unit.kind} -> {what}"
+        )
+    return lines
 
 
 def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -> str:
@@ -89,6 +106,8 @@ def describe(task: Task, space: SearchSpace | str | Path, *, width: int = 140) -
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
     console.print(table)
+    for line in group_lines(resolved):
+        console.print(line)
     for p in resolved.params:
         if not p.name.startswith(("prune.", "bits.")):
             console.print(f"{p.name}: {_values(p)}")
