@@ -76,8 +76,9 @@ def group_lines(space: ResolvedSpace) -> list[str]:
             what = f"not pruned ({unit.reason})"
         else:
             what = params.get(unit.name) or "fixed"
+        grouped = f", equal slices of {', '.join(unit.grouped)}" if unit.grouped else ""
         lines.append(
-            f"  {unit.name}: {len(unit.layers)} layer(s), {unit.size} {unit.kind} -> {what}"
+            f"  {unit.name}: {len(unit.layers)} layer(s), {unit.size} {unit.kind}{grouped} -> {what}"
         )
     return lines
 

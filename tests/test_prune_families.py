@@ -19,7 +19,7 @@ from autocompress.targets._torch import read, structure_diff
 from autocompress.targets.onnx import export_onnx
 
 RATIOS = [round(0.1 * i, 1) for i in range(10)]
-FAST = MeasureSettings(warmup=1, repeats=3)
+FAST = MeasureSettings(warmup=1, repeats=20)
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
