@@ -49,6 +49,8 @@ def rows(space: ResolvedSpace) -> list[Row]:
             return "output layer: not pruned"
         if layer.rule is None:
             return "no rule: not pruned"
+        if layer.prune_note is not None:
+            return f"not pruned ({layer.prune_note})"
         return _cell(layer.prune_param, layer.prune, space)
 
     def bits(layer: LayerSpace) -> str:
@@ -70,6 +72,22 @@ def rows(space: ResolvedSpace) -> list[Row]:
         )
         for layer in space.layers
     ]
+
+
+def group_lines(space: ResolvedSpace) -> list[str]:
+    """One line per coupled prune group: its layers, width and what the space does with it."""
+    params = {layer.prune_group: layer.prune_param for layer in space.layers if layer.prune_param}
+    lines = [f"prune groups ({len(space.units)}; layers in one group lose the same channels):"]
+    for unit in space.units:
+        if unit.reason is not None:
+            what = f"not pruned ({unit.reason})"
+        else:
+            what = params.get(unit.name) or "fixed"
+        grouped = f", equal slices of {', '.join(unit.grouped)}" if unit.grouped else ""
+        lines.append(
+            f"  {unit.name}: {len(unit.layers)} layer(s), {unit.size} {unit.kind}{grouped} -> {what}"
+        )
+    return lines
 
 
 def _offered(layer: LayerSpace, space: ResolvedSpace) -> list[int]:
@@ -132,6 +150,8 @@ def describe(
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
     console.print(table)
+    for line in group_lines(resolved):
+        console.print(line)
     for p in resolved.params:
         if not p.name.startswith(_LAYER_PREFIXES):
             console.print(f"{p.name}: {_values(p)}")

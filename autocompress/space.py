@@ -636,6 +636,7 @@ class PruneUnit:
     size: int  # channels, or heads for attention
     kind: str  # "channels" or "heads"
     reason: str | None = None
+    grouped: tuple[str, ...] = ()  # grouped convs whose slices must stay equal, "conv (in, 4)"
 
 
 def prune_units(
@@ -650,7 +651,8 @@ def prune_units(
     graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
     units: dict[str, PruneUnit] = {}
     for g in graph.groups:
-        unit = PruneUnit(g.name, g.layers, g.channels, "channels", g.reason)
+        grouped = tuple(f"{s.layer} ({s.side}, {len(s.slices)})" for s in g.slicings)
+        unit = PruneUnit(g.name, g.layers, g.channels, "channels", g.reason, grouped)
         units.update({layer: unit for layer in g.layers})
     for path, attn in attention_modules(model).items():
         unit = PruneUnit(path or "<model>", attn.qkv_paths, attn.heads, "heads")

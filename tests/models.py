@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -114,25 +116,33 @@ def _batches(
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
 
 
-def _train(model: nn.Module, batches, epochs: int, lr: float = 3e-3) -> nn.Module:
+def _train(model: nn.Module, batches, epochs: int, lr: float = 3e-3, output_fn=None) -> nn.Module:
+    output_fn = output_fn or (lambda out: out)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         model.train()
         for x, y in batches:
             opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(output_fn(model(x)), y).backward()
             opt.step()
     return model.eval()
 
 
 def _classification(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, name: str
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, name: str, **task: Any
 ) -> Task:
     n = int(0.8 * len(x))
     train = _batches(x[:n], y[:n], 32)
     val = _batches(x[n:], y[n:], 64)
-    _train(model, train, epochs)
-    return Task(model=model, train_loader=train, val_loader=val, example_inputs=(x[:1],), name=name)
+    _train(model, train, epochs, output_fn=task.get("output_fn"))
+    return Task(
+        model=model,
+        train_loader=train,
+        val_loader=val,
+        example_inputs=(x[:1],),
+        name=name,
+        **task,
+    )
 
 
 def cnn_task(seed: int = 0, width: int = 16, n: int = 512, epochs: int = 3) -> Task:
@@ -188,7 +198,7 @@ class GroupedConcatCNN(nn.Module):
 
 
 def _image_task(
-    model: nn.Module, seed: int, n: int, epochs: int, name: str, size: int = 12
+    model: nn.Module, seed: int, n: int, epochs: int, name: str, size: int = 12, **task: Any
 ) -> Task:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, size, size, generator=g)
@@ -196,9 +206,341 @@ def _image_task(
     y = (x[:, 0, :half].mean(dim=(1, 2)) > 0).long() * 5 + (
         x[:, 0, :, :half].mean(dim=(1, 2)) > 0
     ).long()
-    return _classification(model, x, y, epochs, name)
+    return _classification(model, x, y, epochs, name, **task)
 
 
 def grouped_concat_task(seed: int = 0, width: int = 16, n: int = 128, epochs: int = 1) -> Task:
     torch.manual_seed(seed)
     return _image_task(GroupedConcatCNN(width), seed, n, epochs, "grouped-concat")
+
+
+# -- model families the pruner must handle (tiny widths; each with a *_task factory) ----------
+
+
+class ProjectionBlock(nn.Module):
+    """A ResNet basic block whose shortcut is a strided 1x1 projection when shapes change."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Two stages with projection shortcuts."""
+
+    def __init__(self, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        )
+        self.layer1 = nn.Sequential(ProjectionBlock(width, width), ProjectionBlock(width, width))
+        self.layer2 = nn.Sequential(
+            ProjectionBlock(width, 2 * width, 2), ProjectionBlock(2 * width, 2 * width)
+        )
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(F.relu(self.stem(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class ResNeXtBlock(nn.Module):
+    """1x1 reduce, grouped 3x3 (cardinality 4), 1x1 expand, projection shortcut."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int, cardinality: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(c_in, c_mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_mid)
+        self.grouped = nn.Conv2d(c_mid, c_mid, 3, padding=1, groups=cardinality, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_mid)
+        self.expand = nn.Conv2d(c_mid, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.reduce(x)))
+        y = F.relu(self.bn2(self.grouped(y)))
+        return F.relu(self.bn3(self.expand(y)) + self.shortcut(x))
+
+
+class ResNeXt(nn.Module):
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.block1 = ResNeXtBlock(width, width, 2 * width)
+        self.block2 = ResNeXtBlock(2 * width, 2 * width, 2 * width)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(F.relu(self.stem(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, reduced: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, reduced, 1)
+        self.fc2 = nn.Conv2d(reduced, c, 1)
+
+    def forward(self, x):
+        s = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2: 1x1 expand, depthwise 3x3, squeeze-excitation, 1x1 project, residual."""
+
+    def __init__(self, c_in: int, c_out: int, expand: int = 4, stride: int = 1) -> None:
+        super().__init__()
+        hidden = c_in * expand
+        self.expand = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()
+        )
+        self.dw = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+        )
+        self.se = SqueezeExcite(hidden, max(1, hidden // 4))
+        self.project = nn.Sequential(nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.project(self.se(self.dw(self.expand(x))))
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU6()
+        )
+        self.blocks = nn.Sequential(
+            InvertedResidual(width, width),
+            InvertedResidual(width, 2 * width, stride=2),
+            InvertedResidual(2 * width, 2 * width),
+        )
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, c_in: int, growth: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c_in)
+        self.conv = nn.Conv2d(c_in, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(F.relu(self.bn(x)))], dim=1)
+
+
+class DenseNet(nn.Module):
+    """Each layer's output is concatenated onto everything before it."""
+
+    def __init__(self, width: int = 8, growth: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.dense = nn.Sequential(*(DenseLayer(width + i * growth, growth) for i in range(3)))
+        self.transition = nn.Conv2d(width + 3 * growth, width, 1, bias=False)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.transition(self.dense(self.stem(x)))
+        return self.fc(F.relu(x).mean(dim=(2, 3)))
+
+
+class UNet(nn.Module):
+    """Down, up, skip concatenation; the output is a per-pixel class map (the output conv)."""
+
+    def __init__(self, width: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.enc1 = nn.Conv2d(1, width, 3, padding=1)
+        self.enc2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.dec = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.out = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x):
+        e1 = F.relu(self.enc1(x))
+        e2 = F.relu(self.enc2(e1))
+        d = F.relu(self.dec(torch.cat([self.up(e2), e1], dim=1)))
+        return self.out(d)
+
+
+class TwoHeads(nn.Module):
+    """A shared trunk with a main head and an auxiliary head; returns both (a tuple)."""
+
+    def __init__(self, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, padding=1)
+        )
+        self.head = nn.Linear(2 * width, classes)
+        self.aux = nn.Sequential(nn.Linear(2 * width, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        z = F.relu(self.trunk(x)).mean(dim=(2, 3))
+        return self.head(z), self.aux(z)
+
+
+class AudioCNN(nn.Module):
+    """1-D convs over a waveform-like signal (B, 1, T) with a residual add."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, width, 9, stride=2, padding=4)
+        self.bn1 = nn.BatchNorm1d(width)
+        self.conv2 = nn.Conv1d(width, width, 5, padding=2, groups=2)
+        self.bn2 = nn.BatchNorm1d(width)
+        self.conv3 = nn.Conv1d(width, 2 * width, 3, padding=1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(x + self.bn2(self.conv2(x)))
+        return self.fc(F.relu(self.conv3(x)).mean(dim=2))
+
+
+class MHAEncoder(nn.Module):
+    """nn.MultiheadAttention (packed q/k/v) plus an FFN, residual stream, classifier head."""
+
+    def __init__(self, d_in: int = 8, dim: int = 16, heads: int = 4, ffn: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Linear(d_in, dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn)
+        self.fc2 = nn.Linear(ffn, dim)
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x):  # (B, T, d_in)
+        x = self.embed(x)
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.head(x.mean(dim=1))
+
+
+class BertClassifier(nn.Module):
+    """A real Hugging Face ``BertModel`` (built locally from a config) with a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=32,
+        )
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, ids):  # (B, T) token ids
+        return self.head(self.bert(input_ids=ids).last_hidden_state.mean(dim=1))
+
+
+def resnet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(ResNet(), seed, n, epochs, "resnet")
+
+
+def resnext_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(ResNeXt(), seed, n, epochs, "resnext")
+
+
+def mobilenet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(MobileNetV2(), seed, n, epochs, "mobilenet-v2-se")
+
+
+def densenet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(DenseNet(), seed, n, epochs, "densenet")
+
+
+def unet_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    y = (x[:, 0] > 0.5).long() + (x[:, 0] > -0.5).long()  # (B, H, W) per-pixel classes
+    torch.manual_seed(seed)
+    return _classification(UNet(), x, y, epochs, "unet", metric=_pixel_accuracy)
+
+
+def _pixel_accuracy(model: nn.Module, val_loader) -> float:
+    with torch.inference_mode():
+        hits = [(model(x).argmax(dim=1) == y).float().mean() for x, y in val_loader]
+    return float(torch.stack(hits).mean())
+
+
+def two_heads_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    torch.manual_seed(seed)
+    return _image_task(TwoHeads(), seed, n, epochs, "two-heads", output_fn=_first)
+
+
+def frozen_teacher_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    """A teacher handed over with ``requires_grad=False`` on every parameter."""
+    task = grouped_concat_task(seed, n=n, epochs=epochs)
+    task.model.requires_grad_(False)
+    return task
+
+
+def audio_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 64, generator=g)
+    y = (x[:, 0, :32].mean(dim=1) > 0).long() * 2 + (x[:, 0, 32:].mean(dim=1) > 0).long()
+    torch.manual_seed(seed)
+    return _classification(AudioCNN(), x, y, epochs, "audio")
+
+
+def mha_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 8, generator=g)
+    y = x.sum(dim=1)[:, :4].argmax(dim=1)
+    torch.manual_seed(seed)
+    return _classification(MHAEncoder(), x, y, epochs, "mha")
+
+
+def bert_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 100, (n, 8), generator=g)
+    y = (x[:, :4].sum(dim=1) % 4).long()
+    torch.manual_seed(seed)
+    return _classification(BertClassifier(), x, y, epochs, "bert")
+
+
+def _first(outputs):
+    return outputs[0]
+
+
+FAMILIES = {
+    "resnet": resnet_task,
+    "resnext": resnext_task,
+    "grouped-concat": grouped_concat_task,
+    "mobilenet-v2-se": mobilenet_task,
+    "densenet": densenet_task,
+    "unet": unet_task,
+    "two-heads": two_heads_task,
+    "frozen-teacher": frozen_teacher_task,
+    "bert": bert_task,
+    "mha": mha_task,
+    "audio": audio_task,
+}
