@@ -132,7 +132,7 @@ def test_deployed_activation_scales_are_the_fine_tuning_ones(mlp, tmp_path):
     expected.calibrate_(mlp.model, [x for x, _ in mlp.train_loader[:8]])
     model = onnx.load(str(result.artifact))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    gemms = {n.input[1]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    gemms = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for path in ("net.0", "net.2", "net.4"):
         weight_dq = gemms[f"{path}.weight_quantized"].output[0]
         gemm = next(n for n in model.graph.node if weight_dq in n.input)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,9 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
             h.remove()
     for path, mod, args in calls:
         try:
-            torch.onnx.export(mod, args, tempfile.mktemp(suffix=".onnx"), dynamo=False)
+            with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+                warnings.simplefilter("ignore")
+                torch.onnx.export(mod, args, str(Path(tmp) / "m.onnx"), dynamo=False)
         except Exception:
             return path
     return None
@@ -120,8 +123,6 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
 
 def export_float(model: nn.Module, example_inputs: tuple) -> Any:
     """``model`` as a float ONNX graph (dynamic batch), at opset ``OPSET``."""
-    import warnings
-
     import onnx
     from onnx import version_converter
 
