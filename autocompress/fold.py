@@ -74,3 +74,63 @@ def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, child, new)
+
+
+def concat_folds(model: nn.Module) -> dict[str, list[str]]:
+    """``{batchnorm path: [conv paths]}`` for a BatchNorm fed only by ``torch.cat`` over the
+    channels of conv outputs, each feeding only that cat: the norm splits over the convs."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:
+        return {}
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    folds: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _NORMS):
+            continue
+        cat = node.args[0] if node.args else None
+        if not (isinstance(cat, fx.Node) and cat.op == "call_function" and cat.target is torch.cat):
+            continue
+        dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
+        parts = cat.args[0]
+        convs = [
+            p.target
+            for p in parts
+            if isinstance(p, fx.Node)
+            and p.op == "call_module"
+            and isinstance(modules.get(p.target), _CONVS)
+            and len(p.users) == 1
+            and calls[p.target] == 1
+        ]
+        if (
+            dim == 1
+            and len(cat.users) == 1
+            and len(convs) == len(parts)
+            and calls[node.target] == 1
+        ):
+            folds[node.target] = convs
+    return folds
+
+
+def fold_concat_batchnorm_(model: nn.Module, folds: dict[str, list[str]]) -> nn.Module:
+    """Fold each BatchNorm of ``concat_folds`` into its convs' channel slices, in place."""
+    for bn_path, conv_paths in folds.items():
+        bn = model.get_submodule(bn_path)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        start = 0
+        for conv_path in conv_paths:
+            conv = model.get_submodule(conv_path)
+            s = scale[start : start + conv.out_channels].detach()
+            t = shift[start : start + conv.out_channels].detach()
+            bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+            shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+            conv.weight = nn.Parameter(conv.weight.detach() * s.reshape(shape), requires_grad=False)
+            conv.bias = nn.Parameter(bias.detach() * s + t, requires_grad=False)
+            start += conv.out_channels
+        replace_module(model, bn_path, nn.Identity())
+    return model

@@ -132,7 +132,7 @@ def test_deployed_activation_scales_are_the_fine_tuning_ones(mlp, tmp_path):
     expected.calibrate_(mlp.model, [x for x, _ in mlp.train_loader[:8]])
     model = onnx.load(str(result.artifact))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    gemms = {n.input[1]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    gemms = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for path in ("net.0", "net.2", "net.4"):
         weight_dq = gemms[f"{path}.weight_quantized"].output[0]
         gemm = next(n for n in model.graph.node if weight_dq in n.input)
@@ -196,3 +196,35 @@ def test_tiny_local_search_on_onnxruntime(tmp_path):
     done = [t for t in result.trials if t["state"] == "complete"]
     assert done and all(t["metrics"]["target"] == "onnxruntime" for t in done)
     assert all(t["metrics"]["artifact"] == "model.onnx" for t in done)
+
+
+class _ConcatNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 6, 1, bias=False)
+        self.bn = nn.BatchNorm2d(10)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_a_batchnorm_after_a_concat_is_split_over_the_branch_convs(tmp_path):
+    from autocompress import Task
+
+    torch.manual_seed(0)
+    model = _ConcatNorm()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.weight.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(64, 1, 6, 6)
+    y = model(x).argmax(dim=1)
+    batches = [(x[:32], y[:32]), (x[32:], y[32:])]
+    task = Task(model=model, train_loader=batches, val_loader=batches, example_inputs=(x[:1],))
+    result = _apply(task, {"quant": {"default": 32}}, tmp_path)
+    graph = onnx.load(str(result.artifact)).graph
+    assert "BatchNormalization" not in {n.op_type for n in graph.node}
+    assert result.metrics["accuracy"] == 1.0  # same function as the teacher

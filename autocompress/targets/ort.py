@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import AutoCompressError
-from ..fold import fold_batchnorm, foldable_pairs
+from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
 from ..measure import count_macs, count_params
 
 FORMAT = "autocompress-onnx/1"
@@ -112,7 +113,9 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
             h.remove()
     for path, mod, args in calls:
         try:
-            torch.onnx.export(mod, args, tempfile.mktemp(suffix=".onnx"), dynamo=False)
+            with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+                warnings.simplefilter("ignore")
+                torch.onnx.export(mod, args, str(Path(tmp) / "m.onnx"), dynamo=False)
         except Exception:
             return path
     return None
@@ -120,8 +123,6 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
 
 def export_float(model: nn.Module, example_inputs: tuple) -> Any:
     """``model`` as a float ONNX graph (dynamic batch), at opset ``OPSET``."""
-    import warnings
-
     import onnx
     from onnx import version_converter
 
@@ -222,6 +223,8 @@ class OnnxRuntimeTarget:
 
         folded = foldable_pairs(model)
         float_model = fold_batchnorm(model, folded)
+        split = concat_folds(float_model)  # a BatchNorm after a concat: over the branches
+        fold_concat_batchnorm_(float_model, split)
         builder = Builder(
             float_model,
             task,
@@ -231,7 +234,9 @@ class OnnxRuntimeTarget:
             int8=set(self.activation_layers(float_model, bits)),
         )
         blob, records = builder.build(self.max_layer_drop)
-        header = dict(meta, format=FORMAT, structure=structure, layers=records, folded=folded)
+        header = dict(
+            meta, format=FORMAT, structure=structure, layers=records, folded=folded, split=split
+        )
         builder.write(path, blob, header)
         return records
 
@@ -260,4 +265,5 @@ class OnnxRuntimeTarget:
         self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
     ) -> dict[str, int]:
         folded = fold_batchnorm(student, foldable_pairs(student))
+        fold_concat_batchnorm_(folded, concat_folds(folded))
         return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
