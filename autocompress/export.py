@@ -11,9 +11,10 @@ from .compress import MeasureSettings, compress, load_artifact
 from .config import SearchConfig
 from .errors import ConfigError
 from .measure import threads
+from .metrics import comparable
 from .objectives import load_objectives
 from .policy import Policy
-from .rundir import RunDir, read_json
+from .rundir import RunDir
 from .targets import get_target
 from .task import load_task
 
@@ -27,7 +28,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     path = Path(run_dir) / "pareto.json"
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
-    doc = read_json(path)
+    doc = RunDir(run_dir).read_pareto()
     teacher = doc["baseline"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
@@ -35,7 +36,8 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
             f"no Pareto point of {run_dir} is within {max_accuracy_drop} of the teacher's "
             f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
         )
-    return min(ok, key=lambda t: t["metrics"][PICK_BY[by]])["number"]
+    # timings on the run teacher's scale (a cluster's nodes compared by their ratios)
+    return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["baseline"]) or 0.0)["number"]
 
 
 def export_trial(

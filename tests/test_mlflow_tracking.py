@@ -431,3 +431,26 @@ def test_cli_search_against_unreachable_server_exits_2(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - start < 60
+
+
+def test_resume_closes_runs_a_killed_driver_left_running(tmp_path: Path) -> None:
+    """A child created but never finished (the driver died mid-log) ends KILLED on resume;
+    the trial is logged once, by the resumed search, from its record."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    first = MlflowTracker(tracking_uri=uri, experiment="orphans", run_dir=run_dir)
+    parent = first.start_search({"name": "orphans"})
+    first.log_trial(make_record(0))
+    orphan = first.client.create_run(
+        first.experiment_id_, run_name="trial-1", tags={"mlflow.parentRunId": parent}
+    ).info.run_id  # what a driver killed inside log_trial leaves behind
+
+    resumed = MlflowTracker(tracking_uri=uri, experiment="orphans", run_dir=run_dir)
+    assert resumed.start_search({"name": "orphans"}) == parent
+    assert resumed.client.get_run(orphan).info.status == "KILLED"
+    assert resumed.sync([make_record(0), make_record(1)]) == 1
+    children = resumed.client.search_runs(
+        [resumed.experiment_id_],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'KILLED'",
+    )
+    assert sorted(int(r.data.tags["trial.number"]) for r in children) == [0, 1]

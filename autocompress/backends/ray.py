@@ -408,6 +408,7 @@ def connect(session: Session) -> Iterator[str]:
             address=address,
             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
             log_to_driver=False,
+            logging_level=_ray_log_level(session),
         )
     else:
         temp_dir = ray_temp_dir(session.run_dir.path)
@@ -418,6 +419,7 @@ def connect(session: Session) -> Iterator[str]:
                 include_dashboard=False,
                 _temp_dir=str(temp_dir),
                 log_to_driver=False,
+                logging_level=_ray_log_level(session),
             )
     try:
         yield address or "local"
@@ -509,11 +511,22 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
         session.stop()
 
 
+def _ray_log_level(session: Session) -> int:
+    return logging.INFO if session.verbose else logging.WARNING
+
+
 @contextlib.contextmanager
 def _quiet(quiet: bool) -> Iterator[None]:
-    """Without ``verbose``: no Tune configuration box, no TensorBoard hint, no result loggers."""
+    """Without ``verbose``: Tune's legacy reporter at verbosity 0 (silent) instead of the new
+    one, which prints its configuration box and TensorBoard hint whatever the verbosity."""
     if not quiet:
         yield
         return
-    with _environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
-        yield
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.WARNING)
+    try:
+        with _environ(RAY_AIR_NEW_OUTPUT="0"):
+            yield
+    finally:
+        tune_log.setLevel(level)
