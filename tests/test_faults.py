@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from autocompress.cli import app
 from autocompress.config import SearchConfig
+from autocompress.failures import FailureMonitor, SearchAborted, no_feasible_trial
 from autocompress.rundir import RunDir
 from autocompress.search import run_search
 
@@ -261,14 +262,14 @@ def _kill_and_resume(root: Path, backend: str, *, kills: int, seed: int, window:
         proc = _start(
             ["search", str(cfg), "--tracking-uri", uri, "--trials", str(have + 3), *resume]
         )
-        # a random point: after 0-2 more recorded trials, then 0-`window` more seconds
-        more, extra = rng.randint(0 if done_kills else 1, 2), rng.uniform(0.0, window)
+        # a random point: after 0-1 more recorded trials (1 the first time), then 0-`window` s
+        more, extra = rng.randint(0 if done_kills else 1, 1), rng.uniform(0.0, window)
         if _wait_for(proc, run / "trials.jsonl", have + more) and _alive_after(proc, extra):
             done_kills += 1
         _kill_group(proc)
     have = len(RunDir(run).records())
     assert have >= 1, "no killed driver recorded a trial: the kill points are too early"
-    final_total = have + 2
+    final_total = have + 1
     resume = ["--resume"] if (run / "config.yaml").exists() else []
     proc = _start(
         ["search", str(cfg), "--tracking-uri", uri, "--trials", str(final_total), *resume]
@@ -297,4 +298,47 @@ def test_ray_driver_killed_at_random_points_resumes_losing_and_duplicating_nothi
     tmp_path_factory,
 ):
     pytest.importorskip("ray")
-    _kill_and_resume(tmp_path_factory.mktemp("k"), "ray", kills=5, seed=12, window=6.0)
+    _kill_and_resume(tmp_path_factory.mktemp("k"), "ray", kills=5, seed=12, window=4.0)
+
+
+# -- the fail-fast rule itself ---------------------------------------------------------------
+def _records(*states: str) -> list[dict]:
+    return [
+        {"number": i, "state": s, "error": f"RuntimeError: e{i % 2}" if s == "failed" else None}
+        for i, s in enumerate(states)
+    ]
+
+
+def test_fail_fast_needs_the_first_k_trials_of_this_driver_all_failed():
+    monitor = FailureMonitor(fail_fast_after=3)
+    for r in _records("failed", "failed"):
+        monitor.observe(r)
+    assert monitor.aborted is None
+    monitor.observe(_records("failed")[0])
+    assert monitor.aborted and "the first 3 trials all failed" in monitor.aborted
+    assert "2x RuntimeError: e0" in monitor.aborted and "1x RuntimeError: e1" in monitor.aborted
+    with pytest.raises(SearchAborted):
+        monitor.raise_if_aborted()
+
+    lucky = FailureMonitor(fail_fast_after=3)
+    for r in _records("failed", "complete", "failed", "failed", "failed"):
+        lucky.observe(r)
+    assert lucky.aborted is None and lucky.failed == 4  # one success: the search goes on
+
+    never = FailureMonitor(fail_fast_after=0)
+    for r in _records(*["failed"] * 10):
+        never.observe(r)
+    assert never.aborted is None
+
+
+def test_no_feasible_trial_names_the_broken_constraints():
+    records = [
+        {"state": "infeasible", "error": "constraint size_bytes max_ratio 0.01 broken: x"},
+        {"state": "infeasible", "error": "constraint accuracy max_drop 0 broken: y; "
+         "constraint size_bytes max_ratio 0.01 broken: z"},
+        {"state": "failed", "error": "boom"},
+    ]  # fmt: skip
+    line = no_feasible_trial(records)
+    assert "size_bytes max_ratio 0.01 (broken by 2)" in line
+    assert "accuracy max_drop 0 (broken by 1)" in line and "of 3 trials" in line
+    assert no_feasible_trial([*records, {"state": "complete"}]) is None
