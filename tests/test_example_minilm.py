@@ -38,7 +38,7 @@ def example():
 
 @pytest.fixture(scope="module")
 def task(example):
-    return example.build_task(sentences=64, word_pairs_limit=WORD_PAIRS)
+    return example.build_task(sentences=32, word_pairs_limit=WORD_PAIRS)
 
 
 def test_teacher_metric_is_spearman_of_sentence_transformers_embeddings(example, task):
@@ -59,7 +59,7 @@ def test_teacher_metric_is_spearman_of_sentence_transformers_embeddings(example,
 
     assert task.evaluate(task.model) == pytest.approx(expected, abs=1e-5)
     assert task.example_inputs[0].shape == (1, example.SEQ_LEN)
-    assert len(task.train_loader) == 2 and task.distill_kind == "embedding"
+    assert len(task.train_loader) == 1 and task.distill_kind == "embedding"
 
 
 def test_spearman_handles_ties_like_scipy(example):
@@ -94,3 +94,19 @@ def test_compress_prunes_ffn_neurons_and_quantizes(task, tmp_path):
     assert result.metrics["size_bytes"] < result.metrics["baseline"]["size_bytes"]
     teacher = result.metrics["baseline"]["accuracy"]
     assert result.metrics["accuracy"] > teacher - 0.1  # 40 WordSim pairs: a loose band
+
+
+def test_hf_bert_space_resolves_ffn_and_bits_per_layer(task):
+    from autocompress.space import SearchSpace, load_space
+
+    space = load_space("hf-bert")
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    resolved = space.resolve(task.model, task.example_inputs)
+    names = set(resolved.param_names)
+    ffn = {f"prune.bert.encoder.layer.{i}.intermediate.dense" for i in range(6)}
+    assert ffn <= names
+    assert "bits.bert.encoder.layer.0.attention.output" in names
+    assert "bits.bert.encoder.layer.5.output" in names
+    policy = resolved.policy_from_params({n: resolved.param(n).nearest(0) for n in names})
+    assert set(policy.quant_layers.values()) == {8}  # every Linear offered int8
+    assert len(policy.quant_layers) == 36 and set(policy.prune_layers.values()) == {0.0}
