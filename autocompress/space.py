@@ -13,6 +13,7 @@ choices; ``group`` ties layers into one parameter. Output layers are never prune
 from __future__ import annotations
 
 import fnmatch
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -456,6 +457,23 @@ BASELINES: dict[str, UniformBaseline] = {
     "int8": UniformBaseline(prune=0.0, bits=8),
     "prune30-int8": UniformBaseline(prune=0.3, bits=8),
 }
+_UNIFORM_NAME = re.compile(r"(?:prune(\d{1,2})-)?int(\d{1,2})")
+
+
+def baseline_spec(kind: str) -> UniformBaseline:
+    """A named baseline, or a uniform one spelled ``int<B>`` / ``prune<NN>-int<B>`` (e.g.
+    ``prune50-int4``: 50 % of every prunable layer pruned, every layer at 4 bits)."""
+    if kind in BASELINES:
+        return BASELINES[kind]
+    found = _UNIFORM_NAME.fullmatch(kind)
+    if found is None or int(found.group(2)) not in SUPPORTED_BITS:
+        raise ConfigError(
+            f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)} or spell a uniform "
+            f"one prune<NN>-int<B> with B in {', '.join(map(str, SUPPORTED_BITS))}"
+        )
+    return UniformBaseline(prune=int(found.group(1) or 0) / 100, bits=int(found.group(2)))
+
+
 # Globals of the training baselines: mid-range distillation, light regularization.
 _BASELINE_GLOBALS: dict[str, Number] = {
     "distill.alpha": 0.5,
@@ -527,9 +545,7 @@ class ResolvedSpace:
     def params_for_policy(self, kind: str) -> dict[str, Number]:
         """Flat param values of a uniform baseline (``identity``, ``int8``, ``prune30-int8``),
         each snapped to the nearest value the parameter allows."""
-        if kind not in BASELINES:
-            raise ConfigError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
-        base = BASELINES[kind]
+        base = baseline_spec(kind)
         targets = {**_BASELINE_GLOBALS, **base.globals}
         out: dict[str, Number] = {}
         for p in self.params:
@@ -546,7 +562,7 @@ class ResolvedSpace:
 
 # -- the space as written ---------------------------------------------------------------------
 
-_TOP_KEYS = ("distill", "finetune", "rules")
+_TOP_KEYS = ("distill", "finetune", "rules", "hierarchy")
 _GLOBAL_KEYS = {"distill": ("alpha", "temperature"), "finetune": ("lambda", "epochs", "lr")}
 
 
@@ -573,6 +589,8 @@ class SearchSpace:
     globals: Mapping[str, Values] = field(default_factory=dict)  # "distill.alpha" -> Values
     rules: tuple[Rule, ...] = ()
     source: str = field(default="<dict>", compare=False)
+    hierarchy: Any = None  # a hierarchy.Hierarchy: global level + per-group offsets
+
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -580,6 +598,8 @@ class SearchSpace:
             section, key = name.split(".")
             out.setdefault(section, {})[key] = values.to_dict()
         out["rules"] = [r.to_dict() for r in self.rules]
+        if self.hierarchy is not None:
+            out["hierarchy"] = self.hierarchy.to_dict()
         return out
 
     @classmethod
@@ -599,7 +619,12 @@ class SearchSpace:
         rules = tuple(
             Rule.from_dict(r, source=source, key=f"rules[{i}]") for i, r in enumerate(rules_data)
         )
-        return cls(globals=glob, rules=rules, source=source)
+        hierarchy = None
+        if data.get("hierarchy") is not None:
+            from .hierarchy import Hierarchy
+
+            hierarchy = Hierarchy.from_dict(data["hierarchy"], source=source)
+        return cls(globals=glob, rules=rules, source=source, hierarchy=hierarchy)
 
     def resolve(
         self,
@@ -691,12 +716,17 @@ class SearchSpace:
                     f"(an earlier rule may take them; add optional: true to allow); "
                     f"layers are: {shown}"
                 )
-        return ResolvedSpace(
+        resolved = ResolvedSpace(
             source=self.source,
             params=tuple(p for p, _ in params.values()),
             layers=tuple(layers),
             fixed=fixed,
         )
+        if self.hierarchy is not None:
+            from .hierarchy import HierarchicalSpace
+
+            return HierarchicalSpace.build(resolved, self.hierarchy)
+        return resolved
 
     def _check_bits(self, rule: Rule, index: int, supported: Sequence[int] | None) -> None:
         if supported is None or rule.bits is None:
