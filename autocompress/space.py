@@ -402,7 +402,9 @@ class Param:
         assert self.low is not None and self.high is not None
         v = min(max(value, self.low), self.high)
         if self.step is not None:
-            k = min(round((v - self.low) / self.step), int((self.high - self.low) // self.step))
+            k = min(
+                round((v - self.low) / self.step), int((self.high - self.low) / self.step + 1e-9)
+            )
             v = self.low + k * self.step
         if self.kind == "int":
             return int(round(v))
@@ -590,7 +592,6 @@ class SearchSpace:
     rules: tuple[Rule, ...] = ()
     source: str = field(default="<dict>", compare=False)
     hierarchy: Any = None  # a hierarchy.Hierarchy: global level + per-group offsets
-
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

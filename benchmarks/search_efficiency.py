@@ -50,7 +50,9 @@ BUDGETS = (8, 16, 32)
 TOLERANCE = 0.01
 
 
-def _config(model: str, method: str, seed: int, trials: int, epochs: int, work: Path) -> SearchConfig:
+def _config(
+    model: str, method: str, seed: int, trials: int, epochs: int, work: Path
+) -> SearchConfig:
     spec = METHODS[method]
     baselines = spec["baselines"]
     if baselines is None:
@@ -169,7 +171,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
             mean = [c["mean"] for c in entry["curve"]]
             ax.plot(xs, mean, label=method, marker="." if method == "uniform" else None)
             ax.fill_between(
-                xs, [c["min"] for c in entry["curve"]], [c["max"] for c in entry["curve"]], alpha=0.15
+                xs,
+                [c["min"] for c in entry["curve"]],
+                [c["max"] for c in entry["curve"]],
+                alpha=0.15,
             )
         ax.set_title(f"{model}: hypervolume of the first k trials (mean, min-max over seeds)")
         ax.set_xlabel("trials")
@@ -224,20 +229,28 @@ def main() -> None:
             for method in METHODS
             for s in range(args.seeds)
         ]
-        configs.sort(key=lambda c: (c.task != MODELS["digits"], -c.trials))
+        # seed by seed, so a run cut short still compares every method on the first seeds
+        order = ("default", "uniform", "random", "nsga2")
+        configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for name, seconds in pool.map(_run, configs):
                 print(f"{name}: {seconds:.0f} s", flush=True)
     results = aggregate(work, args.seeds)
     document = {
-        "command": "benchmarks/search_efficiency.py " + " ".join(
+        "command": "benchmarks/search_efficiency.py "
+        + " ".join(
             f"--{k} {v}" for k, v in vars(args).items() if k not in ("aggregate", "work") and v
         ),
         "epochs_per_trial": args.epochs,
         "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
         "reference": list(default_reference(OBJECTIVES)),
         "methods": {
-            m: {**spec, "baselines": list(DEMO.baselines) if spec["baselines"] is None else spec["baselines"]}
+            m: {
+                **spec,
+                "baselines": list(DEMO.baselines)
+                if spec["baselines"] is None
+                else spec["baselines"],
+            }
             for m, spec in METHODS.items()
         },
         "results": results,
