@@ -19,6 +19,7 @@ paths, ``choices: [keep, drop]`` (the default) giving one categorical ``drop.<bl
 from __future__ import annotations
 
 import fnmatch
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -417,7 +418,9 @@ class Param:
         assert self.low is not None and self.high is not None
         v = min(max(value, self.low), self.high)
         if self.step is not None:
-            k = min(round((v - self.low) / self.step), int((self.high - self.low) // self.step))
+            k = min(
+                round((v - self.low) / self.step), int((self.high - self.low) / self.step + 1e-9)
+            )
             v = self.low + k * self.step
         if self.kind == "int":
             return int(round(v))
@@ -478,6 +481,23 @@ BASELINES: dict[str, UniformBaseline] = {
     "int8": UniformBaseline(prune=0.0, bits=8),
     "prune30-int8": UniformBaseline(prune=0.3, bits=8),
 }
+_UNIFORM_NAME = re.compile(r"(?:prune(\d{1,2})-)?int(\d{1,2})")
+
+
+def baseline_spec(kind: str) -> UniformBaseline:
+    """A named baseline, or a uniform one spelled ``int<B>`` / ``prune<NN>-int<B>`` (e.g.
+    ``prune50-int4``: 50 % of every prunable layer pruned, every layer at 4 bits)."""
+    if kind in BASELINES:
+        return BASELINES[kind]
+    found = _UNIFORM_NAME.fullmatch(kind)
+    if found is None or int(found.group(2)) not in SUPPORTED_BITS:
+        raise ConfigError(
+            f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)} or spell a uniform "
+            f"one prune<NN>-int<B> with B in {', '.join(map(str, SUPPORTED_BITS))}"
+        )
+    return UniformBaseline(prune=int(found.group(1) or 0) / 100, bits=int(found.group(2)))
+
+
 # Globals of the training baselines: mid-range distillation, light regularization.
 _BASELINE_GLOBALS: dict[str, Number] = {
     "distill.alpha": 0.5,
@@ -563,9 +583,7 @@ class ResolvedSpace:
     def params_for_policy(self, kind: str) -> dict[str, Number]:
         """Flat param values of a uniform baseline (``identity``, ``int8``, ``prune30-int8``),
         each snapped to the nearest value the parameter allows."""
-        if kind not in BASELINES:
-            raise ConfigError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
-        base = BASELINES[kind]
+        base = baseline_spec(kind)
         targets = {**_BASELINE_GLOBALS, **base.globals}
         out: dict[str, Number] = {}
         for p in self.params:
@@ -584,7 +602,7 @@ class ResolvedSpace:
 
 # -- the space as written ---------------------------------------------------------------------
 
-_TOP_KEYS = ("distill", "finetune", "rules", "drop")
+_TOP_KEYS = ("distill", "finetune", "rules", "drop", "hierarchy")
 DROP_CHOICES = ("keep", "drop")
 
 
@@ -677,6 +695,7 @@ class SearchSpace:
     rules: tuple[Rule, ...] = ()
     source: str = field(default="<dict>", compare=False)
     drop: DropRule | None = None
+    hierarchy: Any = None  # a hierarchy.Hierarchy: global level + per-group offsets
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -686,6 +705,8 @@ class SearchSpace:
         out["rules"] = [r.to_dict() for r in self.rules]
         if self.drop is not None:
             out["drop"] = self.drop.to_dict()
+        if self.hierarchy is not None:
+            out["hierarchy"] = self.hierarchy.to_dict()
         return out
 
     @classmethod
@@ -707,7 +728,12 @@ class SearchSpace:
         )
         drop_data = data.get("drop")
         drop = None if drop_data is None else DropRule.from_dict(drop_data, source=source)
-        return cls(globals=glob, rules=rules, source=source, drop=drop)
+        hierarchy = None
+        if data.get("hierarchy") is not None:
+            from .hierarchy import Hierarchy
+
+            hierarchy = Hierarchy.from_dict(data["hierarchy"], source=source)
+        return cls(globals=glob, rules=rules, source=source, drop=drop, hierarchy=hierarchy)
 
     def resolve(
         self,
@@ -838,7 +864,7 @@ class SearchSpace:
                     add(Param(f"drop.{block}", "categorical", choices=self.drop.choices), -1)
                 elif self.drop.choices == ("drop",):
                     dropped.append(block)
-        return ResolvedSpace(
+        resolved = ResolvedSpace(
             source=self.source,
             params=tuple(p for p, _ in params.values()),
             layers=tuple(layers),
@@ -846,6 +872,11 @@ class SearchSpace:
             units=tuple(dict.fromkeys(units.values())),
             dropped=tuple(dropped),
         )
+        if self.hierarchy is not None:
+            from .hierarchy import HierarchicalSpace
+
+            return HierarchicalSpace.build(resolved, self.hierarchy)
+        return resolved
 
     @staticmethod
     def _unit_note(info: LayerInfo, unit: PruneUnit | None) -> str | None:

@@ -1,0 +1,265 @@
+"""Search efficiency: hypervolume against trials for the default search, random search,
+NSGA-II and the uniform grid (manual practice), on the digits CNN and a transformer encoder.
+
+    .venv/bin/python benchmarks/search_efficiency.py [--jobs 4] [--seeds 3] [--epochs 1]
+
+The default search is what examples/digits/search.yaml (``make demo``) uses: its space, sampler
+and enqueued uniform start. Random and NSGA-II search the same space with the standard
+baselines. The uniform grid is one prune ratio from {0, .3, .5, .7} and one bit-width from
+{4, 8, 16, 32} for every layer, alpha 0.5, T 4, lambda 1e-4 (search_spaces/uniform.yaml), its
+16 points run in a seeded random order. A budget of k trials is the first k trials of a run
+(so the 8- and 16-trial budgets are prefixes of the longer runs); hypervolume is that of the
+complete trials among them, each normalized to its run's teacher, against one reference
+(0 accuracy, 1.1x teacher size and latency) for every run. Runs are resumable: a run directory
+that already holds its trials is not run again (``--aggregate`` only reads them).
+
+Writes benchmarks/results/search_efficiency.json and .png and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, ROOT
+
+from autocompress.config import SearchConfig
+from autocompress.hypervolume import default_reference, hypervolume, normalize
+
+OBJECTIVES = (("accuracy", "maximize"), ("size_bytes", "minimize"), ("latency_ms", "minimize"))
+MODELS = {
+    "digits": str(ROOT / "examples" / "digits" / "task.py") + ":build_task",
+    "encoder": str(ROOT / "benchmarks" / "encoder_task.py") + ":build_task",
+}
+GRID = [f"prune{p}-int{b}" if p else f"int{b}" for p in (0, 30, 50, 70) for b in (4, 8, 16, 32)]
+DEMO = SearchConfig.from_yaml(ROOT / "examples" / "digits" / "search.yaml")
+STANDARD = SearchConfig(name="x", task="x").baselines
+METHODS: dict[str, dict[str, Any]] = {
+    "default": {"search_space": DEMO.search_space, "sampler": DEMO.sampler, "baselines": None},
+    "random": {"search_space": DEMO.search_space, "sampler": "random", "baselines": STANDARD},
+    "nsga2": {"search_space": DEMO.search_space, "sampler": "nsga2", "baselines": STANDARD},
+    "uniform": {"search_space": "uniform", "sampler": "random", "baselines": "grid"},
+}
+BUDGETS = (8, 16, 32)
+TOLERANCE = 0.01
+
+
+def _config(
+    model: str, method: str, seed: int, trials: int, epochs: int, work: Path
+) -> SearchConfig:
+    spec = METHODS[method]
+    baselines = spec["baselines"]
+    if baselines is None:
+        baselines = DEMO.baselines
+    elif baselines == "grid":
+        baselines = tuple(random.Random(seed).sample(GRID, len(GRID)))
+        trials = min(trials, len(GRID))
+    return SearchConfig(
+        name=f"{model}-{method}-s{seed}",
+        task=MODELS[model],
+        search_space=spec["search_space"],
+        sampler=spec["sampler"],
+        baselines=tuple(baselines),
+        seed=seed,
+        trials=trials,
+        epochs=epochs,
+        backend="local",
+        tracking=False,
+        report_every=0,
+        keep_models="pareto",
+        out=str(work / model / f"{method}-s{seed}"),
+    )
+
+
+def _run(config: SearchConfig) -> tuple[str, float]:
+    import torch
+
+    from autocompress.search import run_search
+
+    torch.set_num_threads(1)
+    path = Path(config.out or "")
+    done = len((path / "trials.jsonl").read_text().splitlines()) if path.exists() else 0
+    start = time.perf_counter()
+    if done < config.trials:
+        run_search(config, resume=done > 0)
+    return config.name, time.perf_counter() - start
+
+
+def _load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    records = [json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines()]
+    return records, json.loads((path / "baseline.json").read_text())
+
+
+def _at_budget(records: list[dict[str, Any]], baseline: dict[str, Any], k: int) -> dict[str, Any]:
+    first = [r for r in records if r["number"] < k]
+    done = [r for r in first if r["state"] == "complete"]
+    points = normalize([r["metrics"] for r in done], OBJECTIVES, baseline)
+    close = [
+        r["metrics"]["size_bytes"]
+        for r in done
+        if r["metrics"]["accuracy"] >= baseline["accuracy"] - TOLERANCE
+    ]
+    return {
+        "hypervolume": hypervolume(points, default_reference(OBJECTIVES)),
+        "smallest_within_1pt_bytes": min(close) if close else None,
+        "complete": len(done),
+        "seconds": sum(r.get("duration_s") or 0.0 for r in first),
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def aggregate(work: Path, seeds: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in MODELS:
+        for method in METHODS:
+            runs = []
+            for seed in range(seeds):
+                path = work / model / f"{method}-s{seed}"
+                if (path / "trials.jsonl").exists():
+                    runs.append((seed, *_load(path)))
+            if not runs:
+                continue
+            entry: dict[str, Any] = {"seeds": [s for s, _, _ in runs], "budgets": {}, "curve": []}
+            length = min(len(r) for _, r, _ in runs)
+            grid = method == "uniform"
+            for k in BUDGETS:
+                # the grid has 16 points: at 32 trials manual practice has tried all of them
+                if k > length and not (grid and length == len(GRID)):
+                    continue
+                per = [_at_budget(r, b, k) for _, r, b in runs]
+                sizes = [p["smallest_within_1pt_bytes"] for p in per]
+                entry["budgets"][str(k)] = {
+                    "hypervolume": _summary([p["hypervolume"] for p in per]),
+                    "per_seed": per,
+                    "smallest_within_1pt_bytes_mean": (
+                        statistics.fmean(sizes) if all(s is not None for s in sizes) else None
+                    ),
+                }
+            for k in range(1, length + 1):
+                entry["curve"].append(
+                    _summary([_at_budget(r, b, k)["hypervolume"] for _, r, b in runs])
+                )
+            entry["teacher"] = {key: runs[0][2][key] for key, _ in OBJECTIVES}
+            out.setdefault(model, {})[method] = entry
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (model, methods) in zip(axes[0], results.items(), strict=True):
+        for method, entry in methods.items():
+            xs = list(range(1, len(entry["curve"]) + 1))
+            mean = [c["mean"] for c in entry["curve"]]
+            ax.plot(xs, mean, label=method, marker="." if method == "uniform" else None)
+            ax.fill_between(
+                xs,
+                [c["min"] for c in entry["curve"]],
+                [c["max"] for c in entry["curve"]],
+                alpha=0.15,
+            )
+        ax.set_title(f"{model}: hypervolume of the first k trials (mean, min-max over seeds)")
+        ax.set_xlabel("trials")
+        ax.set_ylabel("hypervolume (teacher-normalized)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | method | trials | hypervolume mean ± std | min–max | smallest ≤1 pt (KiB, mean) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, methods in results.items():
+        for k in BUDGETS:
+            for method, entry in methods.items():
+                row = entry["budgets"].get(str(k))
+                if row is None:
+                    continue
+                hv = row["hypervolume"]
+                size = row["smallest_within_1pt_bytes_mean"]
+                lines.append(
+                    f"| {model} | {method} | {k} | {hv['mean']:.3f} ± {hv['std']:.3f} | "
+                    f"{hv['min']:.3f}–{hv['max']:.3f} | "
+                    f"{'n/a' if size is None else f'{size / 1024:.1f}'} |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=4, help="runs side by side (1 thread each)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per trial")
+    parser.add_argument(
+        "--trials", default="digits=32,encoder=16", help="trials per run, per model"
+    )
+    parser.add_argument("--work", default=str(ROOT / "runs" / "search_efficiency"))
+    parser.add_argument("--aggregate", action="store_true", help="only read existing runs")
+    parser.add_argument(
+        "--phase", type=int, default=None, help="cap every run at this many trials first"
+    )
+    args = parser.parse_args()
+    work = Path(args.work)
+    trials = {k: int(v) for k, v in (kv.split("=") for kv in args.trials.split(","))}
+    if not args.aggregate:
+        configs = [
+            _config(m, method, s, min(trials[m], args.phase or trials[m]), args.epochs, work)
+            for m in trials
+            for method in METHODS
+            for s in range(args.seeds)
+        ]
+        # seed by seed, so a run cut short still compares every method on the first seeds
+        order = ("default", "uniform", "random", "nsga2")
+        configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for name, seconds in pool.map(_run, configs):
+                print(f"{name}: {seconds:.0f} s", flush=True)
+    results = aggregate(work, args.seeds)
+    document = {
+        "command": "benchmarks/search_efficiency.py "
+        + " ".join(
+            f"--{k} {v}" for k, v in vars(args).items() if k not in ("aggregate", "work") and v
+        ),
+        "epochs_per_trial": args.epochs,
+        "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
+        "reference": list(default_reference(OBJECTIVES)),
+        "methods": {
+            m: {
+                **spec,
+                "baselines": list(DEMO.baselines)
+                if spec["baselines"] is None
+                else spec["baselines"],
+            }
+            for m, spec in METHODS.items()
+        },
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "search_efficiency.json").write_text(json.dumps(document, indent=2))
+    plot(results, RESULTS / "search_efficiency.png")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
