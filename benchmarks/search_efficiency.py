@@ -46,7 +46,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "nsga2": {"search_space": DEMO.search_space, "sampler": "nsga2", "baselines": STANDARD},
     "uniform": {"search_space": "uniform", "sampler": "random", "baselines": "grid"},
 }
-BUDGETS = (8, 16, 32)
+BUDGETS = (4, 8, 16, 32)  # 4: below the asked budgets, for runs cut short
 TOLERANCE = 0.01
 
 
@@ -100,6 +100,7 @@ def _at_budget(records: list[dict[str, Any]], baseline: dict[str, Any], k: int) 
     first = [r for r in records if r["number"] < k]
     done = [r for r in first if r["state"] == "complete"]
     points = normalize([r["metrics"] for r in done], OBJECTIVES, baseline)
+    two = [p[:2] for p in points]
     close = [
         r["metrics"]["size_bytes"]
         for r in done
@@ -107,6 +108,7 @@ def _at_budget(records: list[dict[str, Any]], baseline: dict[str, Any], k: int) 
     ]
     return {
         "hypervolume": hypervolume(points, default_reference(OBJECTIVES)),
+        "hypervolume_accuracy_size": hypervolume(two, default_reference(OBJECTIVES[:2])),
         "smallest_within_1pt_bytes": min(close) if close else None,
         "complete": len(done),
         "seconds": sum(r.get("duration_s") or 0.0 for r in first),
@@ -122,38 +124,57 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def _reaches(method: str, records: list[dict[str, Any]], k: int) -> bool:
+    # the grid has 16 points: past 16 trials manual practice has tried all of them
+    return len(records) >= k or (method == "uniform" and len(records) == len(GRID))
+
+
 def aggregate(work: Path, seeds: int) -> dict[str, Any]:
+    """Per model and method: each budget over the seeds that every method reached it with
+    (paired comparisons), and the hypervolume curve over the runs long enough for each k."""
     out: dict[str, Any] = {}
     for model in MODELS:
+        runs: dict[str, dict[int, tuple[list[dict[str, Any]], dict[str, Any]]]] = {}
         for method in METHODS:
-            runs = []
             for seed in range(seeds):
                 path = work / model / f"{method}-s{seed}"
-                if (path / "trials.jsonl").exists():
-                    runs.append((seed, *_load(path)))
-            if not runs:
-                continue
-            entry: dict[str, Any] = {"seeds": [s for s, _, _ in runs], "budgets": {}, "curve": []}
-            length = min(len(r) for _, r, _ in runs)
-            grid = method == "uniform"
+                if (path / "trials.jsonl").exists() and (path / "baseline.json").exists():
+                    runs.setdefault(method, {})[seed] = _load(path)
+        for method, by_seed in runs.items():
+            entry: dict[str, Any] = {"trials_per_seed": {}, "budgets": {}}
+            entry["trials_per_seed"] = {str(s): len(r) for s, (r, _) in by_seed.items()}
             for k in BUDGETS:
-                # the grid has 16 points: at 32 trials manual practice has tried all of them
-                if k > length and not (grid and length == len(GRID)):
+                # the floors compare default, uniform and random on the same seeds; NSGA-II
+                # (not in the floors) is shown over the seeds it reached
+                paired = [m for m in runs if m != "nsga2"] if method != "nsga2" else [method]
+                common = [
+                    s
+                    for s in range(seeds)
+                    if all(s in runs[m] and _reaches(m, runs[m][s][0], k) for m in paired)
+                ]
+                if not common:
                     continue
-                per = [_at_budget(r, b, k) for _, r, b in runs]
+                per = [_at_budget(*by_seed[s], k) for s in common]
                 sizes = [p["smallest_within_1pt_bytes"] for p in per]
                 entry["budgets"][str(k)] = {
+                    "seeds": common,
                     "hypervolume": _summary([p["hypervolume"] for p in per]),
+                    "hypervolume_accuracy_size": _summary(
+                        [p["hypervolume_accuracy_size"] for p in per]
+                    ),
                     "per_seed": per,
                     "smallest_within_1pt_bytes_mean": (
                         statistics.fmean(sizes) if all(s is not None for s in sizes) else None
                     ),
                 }
-            for k in range(1, length + 1):
-                entry["curve"].append(
-                    _summary([_at_budget(r, b, k)["hypervolume"] for _, r, b in runs])
-                )
-            entry["teacher"] = {key: runs[0][2][key] for key, _ in OBJECTIVES}
+            for key in ("hypervolume", "hypervolume_accuracy_size"):
+                curve = entry[f"curve_{key}"] = []
+                for k in range(1, max(len(r) for r, _ in by_seed.values()) + 1):
+                    long_enough = [(r, b) for r, b in by_seed.values() if len(r) >= k]
+                    values = [_at_budget(r, b, k)[key] for r, b in long_enough]
+                    curve.append({**_summary(values), "runs": len(long_enough)})
+            first = next(iter(by_seed.values()))[1]
+            entry["teacher"] = {key: first[key] for key, _ in OBJECTIVES}
             out.setdefault(model, {})[method] = entry
     return out
 
@@ -164,31 +185,36 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
-    for ax, (model, methods) in zip(axes[0], results.items(), strict=True):
-        for method, entry in methods.items():
-            xs = list(range(1, len(entry["curve"]) + 1))
-            mean = [c["mean"] for c in entry["curve"]]
-            ax.plot(xs, mean, label=method, marker="." if method == "uniform" else None)
-            ax.fill_between(
-                xs,
-                [c["min"] for c in entry["curve"]],
-                [c["max"] for c in entry["curve"]],
-                alpha=0.15,
-            )
-        ax.set_title(f"{model}: hypervolume of the first k trials (mean, min-max over seeds)")
-        ax.set_xlabel("trials")
-        ax.set_ylabel("hypervolume (teacher-normalized)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+    rows = (
+        ("hypervolume", "accuracy-size-latency"),
+        ("hypervolume_accuracy_size", "accuracy-size"),
+    )
+    fig, axes = plt.subplots(len(rows), len(results), figsize=(6 * len(results), 8), squeeze=False)
+    for col, (model, methods) in enumerate(results.items()):
+        for row, (key, label) in enumerate(rows):
+            ax = axes[row][col]
+            for method, entry in methods.items():
+                curve = entry[f"curve_{key}"]
+                xs = list(range(1, len(curve) + 1))
+                ax.plot(xs, [c["mean"] for c in curve], label=method)
+                ax.fill_between(
+                    xs, [c["min"] for c in curve], [c["max"] for c in curve], alpha=0.15
+                )
+            ax.set_title(f"{model}: {label} hypervolume of the first k trials", fontsize=10)
+            ax.set_xlabel("trials")
+            ax.set_ylabel("hypervolume (teacher-normalized)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("mean over seeds, band = min-max", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| model | method | trials | hypervolume mean ± std | min–max | smallest ≤1 pt (KiB, mean) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | method | trials | seeds | hypervolume (acc-size-latency) mean ± std "
+        "| min–max | hypervolume (acc-size) mean ± std | smallest ≤1 pt (KiB, mean) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for model, methods in results.items():
         for k in BUDGETS:
@@ -196,11 +222,13 @@ def table(results: dict[str, Any]) -> str:
                 row = entry["budgets"].get(str(k))
                 if row is None:
                     continue
-                hv = row["hypervolume"]
+                hv, two = row["hypervolume"], row["hypervolume_accuracy_size"]
                 size = row["smallest_within_1pt_bytes_mean"]
                 lines.append(
-                    f"| {model} | {method} | {k} | {hv['mean']:.3f} ± {hv['std']:.3f} | "
+                    f"| {model} | {method} | {k} | {len(row['seeds'])} | "
+                    f"{hv['mean']:.3f} ± {hv['std']:.3f} | "
                     f"{hv['min']:.3f}–{hv['max']:.3f} | "
+                    f"{two['mean']:.3f} ± {two['std']:.3f} | "
                     f"{'n/a' if size is None else f'{size / 1024:.1f}'} |"
                 )
     return "\n".join(lines)
@@ -210,6 +238,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=4, help="runs side by side (1 thread each)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--only-seed", type=int, default=None, help="run just this seed (aggregate all)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per trial")
     parser.add_argument(
         "--trials", default="digits=32,encoder=16", help="trials per run, per model"
@@ -228,6 +259,7 @@ def main() -> None:
             for m in trials
             for method in METHODS
             for s in range(args.seeds)
+            if args.only_seed in (None, s)
         ]
         # seed by seed, so a run cut short still compares every method on the first seeds
         order = ("default", "uniform", "random", "nsga2")
@@ -239,7 +271,9 @@ def main() -> None:
     document = {
         "command": "benchmarks/search_efficiency.py "
         + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items() if k not in ("aggregate", "work") and v
+            f"--{k} {v}"
+            for k, v in vars(args).items()
+            if k not in ("aggregate", "work", "only_seed") and v
         ),
         "epochs_per_trial": args.epochs,
         "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
