@@ -142,16 +142,16 @@ class Task:
             raise TaskError(
                 f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
             )
-        for loader_name in ("train_loader", "val_loader"):
-            loader = getattr(self, loader_name)
-            if hasattr(loader, "__len__") and len(loader) == 0:
-                raise TaskError(f"Task.{loader_name} is empty: it must yield (inputs, targets)")
-        check_runs(self.model, self.example_inputs, what="the task's model")
         names = dict(self.model.named_modules())
         for field_name in ("feature_layers", "output_layers"):
             for path in getattr(self, field_name) or ():
                 if path not in names:
                     raise TaskError(f"Task.{field_name} names {path!r}, not a module of the model")
+        for loader_name in ("train_loader", "val_loader"):
+            loader = getattr(self, loader_name)
+            if hasattr(loader, "__len__") and len(loader) == 0:
+                raise TaskError(f"Task.{loader_name} is empty: it must yield (inputs, targets)")
+        check_runs(self.model, self.example_inputs, what="the task's model")
 
     def evaluate(self, model: nn.Module) -> float:
         if self.metric is not None:

@@ -108,7 +108,7 @@ def test_the_first_trials_all_failing_stop_the_search_with_a_summary(tmp_path):
     assert "3x RuntimeError: metric broken for every student" in lines[0]
     records = RunDir(tmp_path / "run").records()
     assert len(records) == 3  # the budget of 30 was not burnt
-    faults.failing_search(failed_trials=3, completed=False)
+    faults.fail_fast_stop(failed_trials=3)
     faults.bad_input(clean=True)
     # the run directory is still whole: a fixed task could resume it
     assert (tmp_path / "run" / "pareto.json").exists()

@@ -141,7 +141,8 @@ def valid_spaces(draw) -> dict:
     if draw(st.booleans()):
         space["distill"] = {"alpha": [0.0, 1.0], "temperature": [1.0, 8.0]}
     if draw(st.booleans()):
-        space["rules"].append({"match": "net.0", "prune": 0.0, "bits": {"choices": [8]}})
+        # a first rule takes its layers: a specific rule goes before the general one
+        space["rules"].insert(0, {"match": "net.0", "prune": 0.0, "bits": {"choices": [8]}})
     return space
 
 
