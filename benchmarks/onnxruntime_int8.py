@@ -171,8 +171,11 @@ def round_robin(paths: dict[str, Path], example: torch.Tensor) -> dict[str, dict
 
 
 def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
+    from autocompress.compress import measure_baseline
+
     rows: dict[str, dict] = {}
     paths: dict[str, Path] = {}
+    baseline = measure_baseline(task, target="onnxruntime", settings=SETTINGS)
     for name, policy in policies.items():
         t0 = time.time()
         res = compress(
@@ -181,6 +184,7 @@ def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
             target="onnxruntime",
             out_dir=tmp / name,
             settings=SETTINGS,
+            baseline=baseline,
         )
         modes = [r["mode"] for r in res.metrics["layers"].values()]
         rows[name] = {
@@ -240,6 +244,13 @@ def _document(results: dict, t0: float) -> dict:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,digits-cnn,transformer")
+    parser.add_argument("--lean", action="store_true", help="only fp32, int8 and the peer")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
     t0 = time.time()
     results = {}
     base = {"fp32": {"quant": {"default": 32}}, "int8": IDENTITY8, "int8-qat": QAT8}
@@ -259,15 +270,18 @@ def main() -> None:
         "transformer": (encoder_task, base),
     }
     with tempfile.TemporaryDirectory(prefix="ort-int8-bench-") as tmp:
-        for name, (make, policies) in jobs.items():
+        for name in args.models.split(","):
+            make, policies = jobs[name]
+            if args.lean:
+                policies = {k: policies[k] for k in ("fp32", "int8")}
             task = make()
             results[name] = bench(task, policies, Path(tmp) / name)
             print(f"{name} done ({time.time() - t0:.0f} s)", flush=True)
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(_document(results, t0), indent=2))  # partial results kept
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(_document(results, t0), indent=2))  # partial results
     doc = _document(results, t0)
     checks = doc["checks"]
-    OUT.write_text(json.dumps(doc, indent=2))
+    args.out.write_text(json.dumps(doc, indent=2))
     print(
         f"{'model':<12} {'artifact':<14} {'accuracy':>8} {'bytes':>10} {'ms (p50)':>9} {'x fp32':>7} {'x smaller':>9}  int layers"
     )
@@ -279,7 +293,7 @@ def main() -> None:
             )
     for name, c in checks.items():
         print(name, ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()))
-    print(f"wrote {OUT}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
