@@ -210,3 +210,11 @@ def test_inspect_shows_the_sparsity_dimensions(mlp):
     assert "sparsity.net.0 [0, 0.9] step 0.1" in text and "sparsity.net.4" in text
     assert "dimension: 9 (6 layer parameters, 3 global)" in text
     assert "sparsity" not in describe(mlp, "default", width=200)  # no column when unused
+
+
+def test_onnxruntime_records_its_zeros_as_dense(mlp, tmp_path):
+    pytest.importorskip("onnxruntime")
+    policy = Policy.from_dict({"prune": {"sparsity": {"default": 0.8}}, "quant": {"default": 8}})
+    result = compress(mlp, policy, out_dir=tmp_path, target="onnxruntime", settings=QUICK)
+    assert result.metrics["sparsity"] == "dense"  # ORT stores and runs initializers densely
+    assert result.metrics["sparsity_achieved"] >= 0.8 - 1e-3
