@@ -312,7 +312,7 @@ def compress(
     metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
     pruned = prune_records(task.model, student, resolved.prune, groups)
     metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
-    metrics.update(summary(records, student))
+    metrics.update(summary(records, student, meta["sparse"]))
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
     metrics["artifact"] = artifact.name

@@ -22,7 +22,10 @@ def qmax(bits: int) -> int:
 def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes and per-output-channel scales: w ≈ codes · scale[:, None, ...]."""
     flat = w.detach().reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / qmax(bits)  # (C_out,)
+    amax = flat.abs().amax(dim=1)  # (C_out,)
+    # an all-zero row (sparsity can make one) gets scale 1/qmax: its codes stay 0, and an
+    # integer bias scaled by it (ONNX Runtime's s_x·s_w) stays representable
+    scale = torch.where(amax > 0, amax.clamp_min(1e-12), torch.ones_like(amax)) / qmax(bits)
     codes = torch.clamp(torch.round(flat / scale[:, None]), -qmax(bits), qmax(bits))
     return codes.reshape(w.shape).to(torch.int8), scale.to(torch.float32)
 

@@ -174,15 +174,28 @@ def achieved_sparsity(weight: torch.Tensor) -> float:
     return float((weight == 0).sum()) / max(1, weight.numel())
 
 
-def summary(records: Mapping[str, Mapping], model: nn.Module) -> dict[str, float | str]:
+def summary(
+    records: Mapping[str, Mapping], model: nn.Module, requested: Mapping[str, float]
+) -> dict[str, float | str]:
     """Top-level record of the weight strategy: mode and achieved sparsity over the sparsified
-    layers (weighted by weight count); empty when no layer was sparsified."""
-    sparse = {p: r for p, r in records.items() if "sparsity_achieved" in r}
-    if not sparse:
+    layers (weighted by weight count); empty when no layer was sparsified.
+
+    ``storage-only``: the target stores the sparse encoding and runs dense kernels; ``dense``:
+    a target without the encoding (e.g. ONNX Runtime) stores and runs the zeros densely."""
+    if not requested:
         return {}
-    sizes = {p: model.get_submodule(p).weight.numel() for p in sparse}
-    zeros = sum(r["sparsity_achieved"] * sizes[p] for p, r in sparse.items())
-    return {"sparsity": "storage-only", "sparsity_achieved": zeros / sum(sizes.values())}
+    sizes = {p: model.get_submodule(p).weight.numel() for p in requested}
+    achieved = {
+        p: records.get(p, {}).get("sparsity_achieved")
+        or achieved_sparsity(model.get_submodule(p).weight.detach())
+        for p in requested
+    }
+    encoded = any(records.get(p, {}).get("encoding") == "bitmask" for p in requested)
+    zeros = sum(achieved[p] * sizes[p] for p in requested)
+    return {
+        "sparsity": "storage-only" if encoded else "dense",
+        "sparsity_achieved": zeros / sum(sizes.values()),
+    }
 
 
 __all__ = [

@@ -145,7 +145,7 @@ def test_drop_combines_with_unit_and_weight_pruning(tmp_path):
     policy = Policy.from_dict(
         {
             "drop": {"blocks": ["stage.2"]},
-            "prune": {"default": 0.5, "sparsity": {"layers": {"fc": 0.5}}},
+            "prune": {"default": 0.5, "sparsity": {"layers": {"fc": 0.8}}},
             "quant": {"default": 8},
             "finetune": {"epochs": 1},
         }

@@ -210,3 +210,20 @@ def test_inspect_shows_the_sparsity_dimensions(mlp):
     assert "sparsity.net.0 [0, 0.9] step 0.1" in text and "sparsity.net.4" in text
     assert "dimension: 9 (6 layer parameters, 3 global)" in text
     assert "sparsity" not in describe(mlp, "default", width=200)  # no column when unused
+
+
+def test_onnxruntime_records_its_zeros_as_dense(mlp, tmp_path):
+    pytest.importorskip("onnxruntime")
+    policy = Policy.from_dict({"prune": {"sparsity": {"default": 0.8}}, "quant": {"default": 8}})
+    result = compress(mlp, policy, out_dir=tmp_path, target="onnxruntime", settings=QUICK)
+    assert result.metrics["sparsity"] == "dense"  # ORT stores and runs initializers densely
+    assert result.metrics["sparsity_achieved"] >= 0.8 - 1e-3
+
+
+def test_an_all_zero_row_quantizes_to_zero_codes_with_a_usable_scale():
+    from autocompress.quantize import quantize_weight
+
+    w = torch.tensor([[0.0, 0.0, 0.0], [0.5, -1.0, 0.25]])
+    codes, scale = quantize_weight(w, 8)
+    assert codes[0].tolist() == [0, 0, 0] and scale[0] == pytest.approx(1 / 127)
+    assert scale[1] == pytest.approx(1 / 127) and codes[1].tolist() == [64, -127, 32]

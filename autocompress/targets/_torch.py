@@ -135,7 +135,7 @@ def _sparse_records(
     return {
         p: {
             **layers[p],
-            "sparsity": "storage-only",
+            "sparsity": "storage-only" if p + ".weight.mask" in tensors else "dense",
             "sparsity_requested": sparse[p],
             "sparsity_achieved": achieved_sparsity(state[p + ".weight"]),
             "encoding": "bitmask" if p + ".weight.mask" in tensors else "dense",
