@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   prepare .venv when missing, then run a search on the bundled digits example
 #   make test   prepare .venv when missing, then run the test suite
+#   make wheel  build dist/autocompress-*.whl (the presets ship inside it)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,5 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check autocompress tests benchmarks examples
 	$(BIN)/ruff format --check autocompress tests benchmarks examples
 
+wheel: $(STAMP)
+	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf runs mlflow.db examples/digits/.cache
+	rm -rf runs mlflow.db examples/digits/.cache build dist
