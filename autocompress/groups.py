@@ -83,14 +83,6 @@ class ChannelGroup:
     def prunable(self) -> bool:
         return self.reason is None
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"layers": list(self.layers), "channels": self.channels}
-        if self.slicings:
-            out["grouped"] = {f"{s.layer} ({s.side})": len(s.slices) for s in self.slicings}
-        if self.reason:
-            out["not_pruned"] = self.reason
-        return out
-
 
 @dataclass
 class Graph:
@@ -99,10 +91,6 @@ class Graph:
     dg: tp.DependencyGraph
     groups: list[ChannelGroup] = field(default_factory=list)
     tp_groups: list[Any] = field(default_factory=list)
-
-    def group_of(self) -> dict[str, ChannelGroup]:
-        """Layer path -> the group whose outputs it is part of."""
-        return {layer: g for g in self.groups for layer in g.layers}
 
 
 def group_name(layers: Sequence[str]) -> str:

@@ -181,11 +181,6 @@ def choose_channels(group: ChannelGroup, ratio: float, scores: torch.Tensor) -> 
     return sorted(remove)
 
 
-def removal_count(group: ChannelGroup, ratio: float) -> int:
-    """How many channels ``ratio`` removes from ``group`` (uniform importance)."""
-    return len(choose_channels(group, ratio, torch.zeros(group.channels)))
-
-
 # -- the pruner -----------------------------------------------------------------------------
 
 

@@ -55,7 +55,9 @@ def check_records(records, artifact, skeleton) -> None:
         if "channels_kept" not in rec:
             continue
         assert out_rows(path, rows, loaded) == rec["channels_kept"], path
-        assert rec["prune"] == pytest.approx(1 - rec["channels_kept"] / rec["channels_original"])
+        assert rec["prune"] == pytest.approx(
+            1 - rec["channels_kept"] / rec["channels_original"], abs=1e-6
+        )
 
 
 def onnx_outputs(path, inputs):
@@ -64,6 +66,15 @@ def onnx_outputs(path, inputs):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
     return session.run(None, feed)
+
+
+def export(model, inputs, path):
+    """ONNX export; nn.MultiheadAttention's fused eval fast path has no ONNX symbolic."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return export_onnx(model, inputs, path)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
 
 
 def test_every_ratio_runs_reloads_and_exports(task, tmp_path):
@@ -85,7 +96,7 @@ def test_every_ratio_runs_reloads_and_exports(task, tmp_path):
             got = _tensors(loaded(*x))
         for a, b in zip(got, expected, strict=True):
             assert torch.allclose(a, b, atol=1e-4), ratio
-        onnx = export_onnx(loaded, x, tmp_path / f"model-{ratio}.onnx")
+        onnx = export(loaded, x, tmp_path / f"model-{ratio}.onnx")
         for a, b in zip(onnx_outputs(onnx, x), expected, strict=True):
             np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
         records = prune_records(task.model, student, resolved.prune, groups)
