@@ -19,10 +19,11 @@ its record says ``"fallback": "weight-only"``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ from torch import nn
 from ..errors import AutoCompressError
 from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
 from ..measure import count_macs, count_params
+
+
+@contextlib.contextmanager
+def no_mha_fastpath() -> Iterator[None]:
+    """nn.MultiheadAttention's fused eval fast path has no ONNX symbolic: export without it."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
 
 FORMAT = "autocompress-onnx/1"
 OPSET = 21  # int4 DequantizeLinear for low-bit convs
@@ -130,7 +143,7 @@ def export_float(model: nn.Module, example_inputs: tuple) -> Any:
     with tempfile.TemporaryDirectory(prefix="autocompress-export-") as tmp:
         path = Path(tmp) / "float.onnx"
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), no_mha_fastpath():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model,
