@@ -126,6 +126,19 @@ def policy_summary(policy: Mapping[str, Any], metrics: Mapping[str, Any]) -> dic
         "epochs": finetune.get("epochs"),
         "mean_prune": statistics.fmean(prunes) if prunes else None,
         "bits": ", ".join(f"{b}b×{n}" for b, n in sorted(bits.items())) or "-",
+        **strategy_summary(policy, layers),
+    }
+
+
+def strategy_summary(
+    policy: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Fine-tuning scope, feature weight, and the quantization scopes the layers achieved."""
+    scopes = Counter(v["scope_achieved"] for v in layers.values() if v.get("scope_achieved"))
+    return {
+        "ft_scope": (policy.get("finetune") or {}).get("scope", "full"),
+        "feature_weight": (policy.get("distill") or {}).get("feature_weight"),
+        "quant_scope": ", ".join(f"{k}×{n}" for k, n in sorted(scopes.items())) or "-",
     }
 
 
@@ -149,6 +162,8 @@ def _hover(record: Mapping[str, Any]) -> str:
         head,
         f"α={_fmt(s['alpha'])}  T={_fmt(s['T'])}  λ={_fmt(s['lambda'])}  epochs={_fmt(s['epochs'])}",
         f"mean prune={_fmt(s['mean_prune'], '.2f')}  bits: {s['bits']}",
+        f"fine-tune {s['ft_scope']}  feature w={_fmt(s['feature_weight'])}  "
+        f"scope: {s['quant_scope']}",
     ]
     lines += ["  ".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]
     return "<br>".join(lines)
@@ -393,7 +408,8 @@ def _pareto_table(run: RunData) -> str:
     metric_heads = "".join(f"<th>{html.escape(_axis(n)[0])}</th>" for n in names)
     head = (
         f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
-        "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th></tr>"
+        "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th>"
+        "<th>fine-tune scope</th><th>feature w</th><th>quant scope</th></tr>"
     )
     by_number = {r["number"]: r for r in run.records}
     rows = []
@@ -411,6 +427,9 @@ def _pareto_table(run: RunData) -> str:
             _fmt(s["epochs"]),
             _fmt(s["mean_prune"], ".2f"),
             html.escape(s["bits"]),
+            html.escape(str(s["ft_scope"])),
+            _fmt(s["feature_weight"]),
+            html.escape(s["quant_scope"]),
         ]
         tds = "".join(f"<td>{c}</td>" for c in cells)
         rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')
