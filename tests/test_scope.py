@@ -167,3 +167,17 @@ def test_full_int8_runs_integers_from_input_to_output(tmp_path):
     islands = {i["op"] for i in w["graph"]["float_islands"]}
     assert {"Gemm"} <= islands and any("Conv" in op for op in islands)
     assert w["graph"]["integer_ops"] == {}
+
+
+def test_inspect_shows_each_strategy_choice_on_the_target(mlp):
+    from autocompress.inspect import describe
+
+    on_ort = describe(mlp, "default", target="onnxruntime", width=240)
+    assert "scope.net.0 {weight+activation, weight}" in on_ort
+    assert "  weight+activation: static uint8 activation scales" in on_ort
+    assert "  head: only the output layer(s) train" in on_ort
+    assert "distill.feature_weight: weight of the MSE" in on_ort
+    on_torch = describe(mlp, "default", target="torch", width=240)
+    assert (
+        "weight+activation" not in on_torch and "  weight: 8-bit Linear: dynamic int8" in on_torch
+    )
