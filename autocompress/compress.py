@@ -27,6 +27,13 @@ from .layers import list_layers, per_layer
 from .policy import Policy
 from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
+from .scope import (
+    auto_feature_layers,
+    changed_layers,
+    resolve_quant_scopes,
+    select_parameters,
+    trainable_modules,
+)
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, measure_runtime, structure_diff, target_of
 from .task import Task
@@ -231,6 +238,7 @@ def compress(
     check_importance(importance)
     tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
+    scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
     blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
     dropped = resolve_blocks(policy.drop_blocks, blocks)
     sparsity = resolve_sparsity(task.model, policy)
@@ -256,6 +264,10 @@ def compress(
         **_artifact_meta(task, policy, tgt),
         "dropped": dropped,
         "sparse": live(sparsity, student),
+        "quant_scope": live(scopes, student),
+        "quant_outputs": sorted(
+            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
+        ),
     }
 
     if on_structure is not None:
@@ -273,7 +285,17 @@ def compress(
             )
         )
 
-    act_quant = _activation_quant(task, tgt, student, bits)
+    act_quant = _activation_quant(task, tgt, student, bits, meta["quant_scope"])
+    train_modules = trainable_modules(
+        student,
+        policy.finetune.scope,
+        changed=changed_layers(structure, bits, meta["sparse"]),
+        head=protected,
+    )
+    trained_params = sum(p.numel() for p in select_parameters(student, train_modules))
+    feature_layers = None
+    if policy.distill.feature_weight and not task.feature_layers:
+        feature_layers = auto_feature_layers(task.model, task.example_inputs, protected)
     if policy.finetune.epochs:
         stage("fine-tune")
     finetune_(
@@ -287,6 +309,8 @@ def compress(
         on_step=gate.step,
         masks=masks,
         act_quant=act_quant,
+        train_modules=train_modules,
+        feature_layers=feature_layers,
     )
 
     stage("convert")
@@ -313,6 +337,13 @@ def compress(
     pruned = prune_records(task.model, student, resolved.prune, groups)
     metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics.update(summary(records, student, meta["sparse"]))
+    _scope_records(metrics, scopes, act_quant)
+    metrics["finetune_scope"] = policy.finetune.scope
+    metrics["trained_params"] = trained_params if policy.finetune.epochs else 0
+    if feature_layers is not None:
+        metrics["feature_layers"] = list(feature_layers)
+    if hasattr(tgt, "graph_record"):
+        metrics["graph"] = tgt.graph_record(artifact)
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
     metrics["artifact"] = artifact.name
@@ -330,14 +361,30 @@ def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, An
 CALIBRATION_BATCHES = 8
 
 
+def _scope_records(
+    metrics: dict[str, Any], scopes: Mapping[str, str], act_quant: ActivationQuant | None
+) -> None:
+    """Per layer the scope asked for and the one achieved (activations really quantized:
+    static qparams and integer compute in the artifact)."""
+    static = set(act_quant.qparams) if act_quant is not None else set()
+    for path, rec in metrics["layers"].items():
+        rec["scope"] = scopes.get(path, "weight")
+        done = path in static and rec.get("mode") == "int-compute" and "fallback" not in rec
+        rec["scope_achieved"] = "weight+activation" if done else "weight"
+
+
 def _activation_quant(
-    task: Task, target: Target, student: nn.Module, bits: Mapping[str, int]
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    bits: Mapping[str, int],
+    scopes: Mapping[str, str] | None = None,
 ) -> ActivationQuant | None:
     """Fixed activation qparams for the layers the target runs on integer kernels, calibrated
     (MinMax) on the first training batches of the pruned student before fine-tuning."""
     from itertools import islice
 
-    layers = target.activation_layers(student, bits)
+    layers = target.activation_layers(student, bits, scopes)
     if not layers:
         return None
     act_quant = ActivationQuant(layers)

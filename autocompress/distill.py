@@ -102,8 +102,11 @@ class TeacherCache:
     so sharing the cache across trials is observable.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, *, feature_layers: Sequence[str] | None = None) -> None:
         self.task = task
+        self.feature_layers = tuple(
+            task.feature_layers if feature_layers is None else feature_layers
+        )
         self.cacheable = _order_is_fixed(task.train_loader)
         self.outputs: list[torch.Tensor] = []
         self.features: list[dict[str, torch.Tensor]] = []
@@ -115,7 +118,7 @@ class TeacherCache:
     def _forward(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         teacher = self.task.model
         teacher.eval()
-        tap = FeatureTap(teacher, self.task.feature_layers)
+        tap = FeatureTap(teacher, self.feature_layers)
         try:
             with torch.no_grad():
                 out = self.task.output_fn(run_model(teacher, inputs)).detach()
@@ -172,11 +175,17 @@ class TeacherCache:
 
 
 class DistillLoss(nn.Module):
-    """α·L_task + (1−α)·(L_KD + w·L_features); holds the training-only feature projections."""
+    """α·L_task + (1−α)·(L_KD + w·L_features); holds the training-only feature projections.
 
-    def __init__(self, task: Task, *, alpha: float, temperature: float) -> None:
+    The feature term is an addition to the base L = α·L_CE + (1−α)·L_KD: w is the policy's
+    ``distill.feature_weight`` (``feature_weight``), else the task's."""
+
+    def __init__(
+        self, task: Task, *, alpha: float, temperature: float, feature_weight: float | None = None
+    ) -> None:
         super().__init__()
         self.task = task
+        self.feature_weight = task.feature_weight if feature_weight is None else feature_weight
         self.alpha = alpha
         self.temperature = temperature
         self.proj = nn.ModuleDict()
@@ -205,7 +214,7 @@ class DistillLoss(nn.Module):
             kd = feature_loss(student_out, teacher_out, self.task.feature_loss)
         for path, s in student_feats.items():
             s = self._project(path, s)
-            kd = kd + self.task.feature_weight * feature_loss(
+            kd = kd + self.feature_weight * feature_loss(
                 s, teacher_feats[path], self.task.feature_loss
             )
         return self.alpha * task_term + (1 - self.alpha) * kd

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from .distill import DistillLoss, FeatureTap, TeacherCache
 from .errors import AutoCompressError
 from .policy import Policy
 from .quantize import ActivationQuant, add_fake_quant_, remove_fake_quant_
+from .scope import Freeze, select_parameters
 from .sparsify import apply_masks_
 from .task import Task, run_model
 
@@ -33,31 +34,49 @@ def finetune_(
     on_step: Callable[[], None] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
     act_quant: ActivationQuant | None = None,
+    train_modules: Collection[str] | None = None,
+    feature_layers: Sequence[str] | None = None,
 ) -> nn.Module:
     """Train ``student`` in place for ``policy.finetune.epochs`` epochs with quantization-aware
     fake-quant; seeded, without touching the global RNG. ``on_epoch(k, model)`` runs after
     each epoch with the fake-quant model (for per-epoch metrics and early stopping);
     ``on_step()`` after each batch (see ``gate``). ``masks`` (from ``sparsify_``) stay fixed:
     pruned weights are re-zeroed after every optimizer step. ``act_quant`` (already calibrated)
-    fake-quantizes the inputs of the layers that the target runs on integer kernels."""
+    fake-quantizes the inputs of the layers that the target runs on integer kernels.
+    ``train_modules`` (see ``scope``): only their own parameters train, the rest (and their
+    normalization statistics) stay fixed. ``feature_layers`` override the task's."""
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
-    cache = teacher_cache if teacher_cache is not None else TeacherCache(task)
     use_teacher = policy.distill.alpha < 1.0
+    paths = tuple(task.feature_layers if feature_layers is None else feature_layers)
+    if policy.distill.feature_weight == 0 or not use_teacher:
+        paths = ()
+    cache = teacher_cache if teacher_cache is not None else TeacherCache(task)
+    if not set(paths) <= set(cache.feature_layers):
+        cache = TeacherCache(task, feature_layers=paths)  # this trial's own feature taps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         add_fake_quant_(student, bits)
         criterion = DistillLoss(
-            task, alpha=policy.distill.alpha, temperature=policy.distill.temperature
+            task,
+            alpha=policy.distill.alpha,
+            temperature=policy.distill.temperature,
+            feature_weight=policy.distill.feature_weight,
         )
-        feature_paths = task.feature_layers if use_teacher else ()
-        tap = FeatureTap(student, feature_paths)
+        tap = FeatureTap(student, paths)
+        trained = (
+            list(student.parameters())
+            if train_modules is None
+            else select_parameters(student, train_modules)
+        )
+        unfreeze = Freeze(student, trained, train_modules)
         act_hooks = act_quant.attach(student) if act_quant is not None else []
         optimizer = None
         try:
             for epoch in range(epochs):
                 student.train()
+                unfreeze.fix_norms()
                 for index, (inputs, targets) in enumerate(task.train_loader):
                     tap.outputs.clear()
                     out = task.output_fn(run_model(student, inputs))
@@ -65,12 +84,13 @@ def finetune_(
                         cache.get(index, inputs, targets) if use_teacher else (None, {})
                     )
                     if optimizer is None:
-                        criterion.prepare(tap.outputs, t_feats)
-                        params = list(student.parameters()) + list(criterion.parameters())
+                        criterion.prepare(tap.outputs, {p: t_feats[p] for p in tap.outputs})
+                        params = trained + list(criterion.parameters())
                         optimizer = torch.optim.Adam(params, lr=policy.finetune.lr)
-                    loss = criterion(out, t_out, targets, dict(tap.outputs), t_feats)
+                    feats = {p: t_feats[p] for p in tap.outputs}
+                    loss = criterion(out, t_out, targets, dict(tap.outputs), feats)
                     if policy.finetune.lambda_ > 0:
-                        reg = sum((p * p).sum() for p in student.parameters())
+                        reg = sum((p * p).sum() for p in trained)
                         loss = loss + policy.finetune.lambda_ * reg
                     if not torch.isfinite(loss):
                         raise DivergedError(
@@ -88,6 +108,7 @@ def finetune_(
                     student.eval()
                     on_epoch(epoch, student)
         finally:
+            unfreeze()
             tap.close()
             for hook in act_hooks:
                 hook.remove()

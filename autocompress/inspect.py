@@ -13,7 +13,7 @@ from .space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
 from .targets import get_target
 from .task import Task
 
-_LAYER_PREFIXES = ("prune.", "bits.", "sparsity.", "drop.")
+_LAYER_PREFIXES = ("prune.", "bits.", "sparsity.", "drop.", "scope.")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,34 @@ def modes(task: Task, space: ResolvedSpace, target: str) -> dict[str, str]:
         out[layer.path] = ", ".join(
             f"{b}: {tgt.mode(module, b, parent)}" for b in _offered(layer, space)
         )
+        if layer.scope_param or layer.scope:
+            scope = _cell(layer.scope_param, 0, space) if layer.scope_param else layer.scope
+            out[layer.path] += f"; scope {scope}"
     return out
+
+
+def strategy_lines(space: ResolvedSpace, target: str) -> list[str]:
+    """The strategy dimensions (quantization scope, fine-tuning scope, feature weight) with
+    what each choice means on ``target``."""
+    from .scope import FEATURE_MEANING, FINETUNE_MEANING
+
+    tgt = get_target(target)
+    lines = []
+    scope_params = [p for p in space.params if p.name.startswith("scope.")]
+    fixed_scopes = sorted({layer.scope for layer in space.layers if layer.scope})
+    if scope_params or fixed_scopes:
+        shown = ", ".join(p.name for p in scope_params) or f"fixed {', '.join(fixed_scopes)}"
+        lines.append(f"quantization scope per layer ({shown}) on {target}:")
+        lines += [f"  {s}: {meaning}" for s, meaning in tgt.quant_scopes.items()]
+    names = {p.name: p for p in space.params}
+    if "finetune.scope" in names or "finetune.scope" in space.fixed:
+        offered = names["finetune.scope"].choices if "finetune.scope" in names else None
+        choices = offered or (space.fixed["finetune.scope"],)
+        lines.append("finetune.scope:")
+        lines += [f"  {c}: {FINETUNE_MEANING[str(c)]}" for c in choices]
+    if "distill.feature_weight" in names or "distill.feature_weight" in space.fixed:
+        lines.append(f"distill.feature_weight: {FEATURE_MEANING}")
+    return lines
 
 
 def describe(
@@ -128,6 +155,7 @@ def describe(
         task.example_inputs,
         output_layers=task.output_layers,
         supported_bits=get_target(target).bits,
+        supported_scopes=tuple(get_target(target).quant_scopes),
     )
     by_layer = modes(task, resolved, target)
     table = Table(title=f"search space {resolved.source} on {task.name}, target {target}")
@@ -161,7 +189,10 @@ def describe(
     for block in resolved.dropped:
         console.print(f"drop.{block}: drop (fixed)")
     for name, value in resolved.fixed.items():
-        console.print(f"{name}: {value:g} (fixed)")
+        shown = value if isinstance(value, str) else f"{value:g}"
+        console.print(f"{name}: {shown} (fixed)")
+    for line in strategy_lines(resolved, target):
+        console.print(line)
     layer_params = sum(p.name.startswith(_LAYER_PREFIXES) for p in resolved.params)
     console.print(
         f"dimension: {resolved.dimension} ({layer_params} layer parameters, "

@@ -10,6 +10,18 @@ Pruning comes in three strategies, which compose (applied in this order):
   layer's individual weights zeroed (unstructured, see ``sparsify``); stored in a sparse
   encoding, run by dense kernels.
 
+Three strategy fields (see ``scope``), each optional and written by ``to_dict`` only when set:
+
+- ``quant.scope``: ``{"default": "weight", "layers": {"fc": "weight+activation"}}`` —
+  ``weight`` (weight-only storage, or integer weights with float activations) or
+  ``weight+activation`` (static uint8 activation scales, calibrated then fake-quantized in
+  fine-tuning, integer compute where the target has kernels). Absent: the target's default
+  (``onnxruntime``: weight+activation on 8-bit Conv/Linear; ``torch``: weight).
+- ``finetune.scope``: ``full`` (default), ``pruned-only`` (the layers the policy changed),
+  ``head`` (the output layers) or ``norm-and-head`` (normalization layers plus the head).
+- ``distill.feature_weight``: weight w of the feature term added to L_KD (0 = logits only);
+  absent: the task's own ``feature_weight`` on the task's ``feature_layers``.
+
 ``prune.sparsity`` and ``drop`` are optional: a policy without them is unchanged, and
 ``to_dict`` writes them only when set.
 
@@ -30,6 +42,14 @@ from typing import Any
 from .errors import PolicyError
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16, 32)
+QUANT_SCOPES = ("weight", "weight+activation")
+FINETUNE_SCOPES = ("full", "pruned-only", "head", "norm-and-head")
+
+
+def _word(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise PolicyError(f"policy key {key} = {value!r}: choose one of {', '.join(allowed)}")
+    return value
 
 
 def _check_keys(section: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -80,6 +100,7 @@ def _blocks(section: Any) -> tuple[str, ...]:
 class Distill:
     alpha: float = 1.0
     temperature: float = 4.0
+    feature_weight: float | None = None  # None: the task's own feature matching
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class Finetune:
     lambda_: float = 0.0
     epochs: int = 0
     lr: float = 1e-3
+    scope: str = "full"
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,8 @@ class Policy:
     sparsity_default: float = 0.0
     sparsity_layers: dict[str, float] = field(default_factory=dict)
     drop_blocks: tuple[str, ...] = ()
+    quant_scope_default: str | None = None  # None: the target's default
+    quant_scope_layers: dict[str, str] = field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -125,6 +149,15 @@ class Policy:
             }
         if self.drop_blocks:
             out["drop"] = {"blocks": list(self.drop_blocks)}
+        if self.distill.feature_weight is not None:
+            out["distill"]["feature_weight"] = self.distill.feature_weight
+        if self.finetune.scope != "full":
+            out["finetune"]["scope"] = self.finetune.scope
+        if self.quant_scope_default is not None or self.quant_scope_layers:
+            scope: dict[str, Any] = {"layers": dict(self.quant_scope_layers)}
+            if self.quant_scope_default is not None:
+                scope = {"default": self.quant_scope_default, **scope}
+            out["quant"]["scope"] = scope
         return out
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -134,13 +167,20 @@ class Policy:
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
         _check_keys("", data, ("distill", "prune", "quant", "finetune", "drop"))
         d = data.get("distill", {})
-        _check_keys("distill", d, ("alpha", "temperature"))
+        _check_keys("distill", d, ("alpha", "temperature", "feature_weight"))
         alpha = _number("distill.alpha", d.get("alpha", 1.0))
         if not 0.0 <= alpha <= 1.0:
             raise PolicyError(f"policy key distill.alpha = {alpha} is outside [0, 1]")
         temperature = _number("distill.temperature", d.get("temperature", 4.0))
         if temperature <= 0:
             raise PolicyError(f"policy key distill.temperature = {temperature} must be > 0")
+        feature_weight = d.get("feature_weight")
+        if feature_weight is not None:
+            feature_weight = _number("distill.feature_weight", feature_weight)
+            if feature_weight < 0:
+                raise PolicyError(
+                    f"policy key distill.feature_weight = {feature_weight} must be >= 0"
+                )
 
         p = data.get("prune", {})
         _check_keys("prune", p, ("default", "layers", "sparsity"))
@@ -156,13 +196,20 @@ class Policy:
         }
 
         q = data.get("quant", {})
-        _check_keys("quant", q, ("default", "layers"))
+        _check_keys("quant", q, ("default", "layers", "scope"))
         q_layers = q.get("layers", {})
         _check_keys("quant.layers", q_layers, tuple(q_layers))
         quant_layers = {k: _bits(f"quant.layers[{k!r}]", v) for k, v in q_layers.items()}
+        qs = q.get("scope", {})
+        _check_keys("quant.scope", qs, ("default", "layers"))
+        qs_layers = qs.get("layers", {})
+        _check_keys("quant.scope.layers", qs_layers, tuple(qs_layers))
+        scope_default = qs.get("default")
+        if scope_default is not None:
+            scope_default = _word("quant.scope.default", scope_default, QUANT_SCOPES)
 
         f = data.get("finetune", {})
-        _check_keys("finetune", f, ("lambda", "epochs", "lr"))
+        _check_keys("finetune", f, ("lambda", "epochs", "lr", "scope"))
         lam = _number("finetune.lambda", f.get("lambda", 0.0))
         if lam < 0:
             raise PolicyError(f"policy key finetune.lambda = {lam} must be >= 0")
@@ -174,15 +221,25 @@ class Policy:
             raise PolicyError(f"policy key finetune.lr = {lr} must be > 0")
 
         return cls(
-            distill=Distill(alpha=alpha, temperature=temperature),
+            distill=Distill(alpha=alpha, temperature=temperature, feature_weight=feature_weight),
             prune_default=_ratio("prune.default", p.get("default", 0.0)),
             prune_layers=prune_layers,
             quant_default=_bits("quant.default", q.get("default", 32)),
             quant_layers=quant_layers,
-            finetune=Finetune(lambda_=lam, epochs=epochs, lr=lr),
+            finetune=Finetune(
+                lambda_=lam,
+                epochs=epochs,
+                lr=lr,
+                scope=_word("finetune.scope", f.get("scope", "full"), FINETUNE_SCOPES),
+            ),
             sparsity_default=_ratio("prune.sparsity.default", s.get("default", 0.0)),
             sparsity_layers=sparsity_layers,
             drop_blocks=_blocks(data.get("drop", {})),
+            quant_scope_default=scope_default,
+            quant_scope_layers={
+                k: _word(f"quant.scope.layers[{k!r}]", v, QUANT_SCOPES)
+                for k, v in qs_layers.items()
+            },
         )
 
     @classmethod

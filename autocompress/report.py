@@ -53,7 +53,8 @@ def _pareto_table(run: RunData) -> str:
     metric_heads = "".join(f"<th>{html.escape(axis(n)[0])}</th>" for n in names)
     head = (
         f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
-        "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th></tr>"
+        "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th>"
+        "<th>fine-tune scope</th><th>feature w</th><th>quant scope</th></tr>"
     )
     by_number = {r["number"]: r for r in run.records}
     rows = []
@@ -71,6 +72,9 @@ def _pareto_table(run: RunData) -> str:
             fmt(s["epochs"]),
             fmt(s["mean_prune"], ".2f"),
             html.escape(s["bits"]),
+            html.escape(str(s["ft_scope"])),
+            fmt(s["feature_weight"]),
+            html.escape(s["quant_scope"]),
         ]
         tds = "".join(f"<td>{c}</td>" for c in cells)
         rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')

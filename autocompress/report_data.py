@@ -102,6 +102,19 @@ def policy_summary(policy: Mapping[str, Any], metrics: Mapping[str, Any]) -> dic
         "epochs": finetune.get("epochs"),
         "mean_prune": statistics.fmean(prunes) if prunes else None,
         "bits": ", ".join(f"{b}b×{n}" for b, n in sorted(bits.items())) or "-",
+        **strategy_summary(policy, layers),
+    }
+
+
+def strategy_summary(
+    policy: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Fine-tuning scope, feature weight, and the quantization scopes the layers achieved."""
+    scopes = Counter(v["scope_achieved"] for v in layers.values() if v.get("scope_achieved"))
+    return {
+        "ft_scope": (policy.get("finetune") or {}).get("scope", "full"),
+        "feature_weight": (policy.get("distill") or {}).get("feature_weight"),
+        "quant_scope": ", ".join(f"{k}×{n}" for k, n in sorted(scopes.items())) or "-",
     }
 
 
@@ -124,6 +137,8 @@ def hover(record: Mapping[str, Any]) -> str:
     lines = [
         head,
         f"α={fmt(s['alpha'])}  T={fmt(s['T'])}  λ={fmt(s['lambda'])}  epochs={fmt(s['epochs'])}",
+        f"fine-tune {s['ft_scope']}  feature w={fmt(s['feature_weight'])}  "
+        f"scope: {s['quant_scope']}",
         f"mean prune={fmt(s['mean_prune'], '.2f')}  bits: {s['bits']}",
     ]
     lines += ["  ".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]

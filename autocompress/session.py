@@ -220,6 +220,7 @@ def prepare(
         task.example_inputs,
         output_layers=task.output_layers,
         supported_bits=get_target(config.target).bits,
+        supported_scopes=tuple(get_target(config.target).quant_scopes),
     )
     run_dir.check_identity(content_identity(space, objectives))
     run_dir.create()

@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .layers import LayerInfo, list_layers
-from .policy import SUPPORTED_BITS, Distill, Finetune, Policy
+from .policy import FINETUNE_SCOPES, QUANT_SCOPES, SUPPORTED_BITS, Distill, Finetune, Policy
 from .presets import preset_dir
 
 Number = float | int
@@ -103,6 +103,7 @@ class _Field:
     log: bool
     check: Callable[[Number], str | None]
     ranges: bool = True
+    words: tuple[str, ...] = ()  # a field of named choices (no numbers)
 
 
 def _between(low: float, high: float, *, high_open: bool = False) -> Callable[[Number], str | None]:
@@ -137,6 +138,9 @@ FIELDS: dict[str, _Field] = {
     "prune": _Field(integer=False, log=False, check=_between(0.0, 1.0, high_open=True)),
     "sparsity": _Field(integer=False, log=False, check=_between(0.0, 1.0, high_open=True)),
     "bits": _Field(integer=True, log=False, check=_bit_width, ranges=False),
+    "distill.feature_weight": _Field(integer=False, log=False, check=_non_negative),
+    "finetune.scope": _Field(False, False, _non_negative, ranges=False, words=FINETUNE_SCOPES),
+    "scope": _Field(False, False, _non_negative, ranges=False, words=QUANT_SCOPES),
 }
 
 # Values a policy takes when a space leaves a global out (the Policy defaults).
@@ -146,6 +150,7 @@ GLOBAL_DEFAULTS: dict[str, Number] = {
     "finetune.lambda": Finetune.lambda_,
     "finetune.epochs": Finetune.epochs,
     "finetune.lr": Finetune.lr,
+    "finetune.scope": Finetune.scope,  # type: ignore[dict-item]
 }
 
 
@@ -183,6 +188,12 @@ class Values:
         spec = FIELDS[field_name]
 
         def num(value: Any, where: str) -> Number:
+            if spec.words:
+                if value not in spec.words:
+                    raise ConfigError(
+                        f"{source}: {where}: {value!r} is not one of {', '.join(spec.words)}"
+                    )
+                return value
             v = to_number(source, where, value)
             if spec.integer:
                 if not float(v).is_integer():
@@ -259,7 +270,7 @@ GROUP_FIELDS: dict[str, Callable[[_LayerContext], str | None]] = {
     "group": lambda ctx: ctx.channel_group,
 }
 
-_RULE_KEYS = ("match", "type", "role", "prune", "bits", "group", "optional", "sparsity")
+_RULE_KEYS = ("match", "type", "role", "prune", "bits", "group", "optional", "sparsity", "scope")
 
 
 def _strings(source: str, key: str, value: Any) -> tuple[str, ...]:
@@ -305,6 +316,7 @@ class Rule:
     group: str | None = None
     optional: bool = False
     sparsity: Values | None = None
+    scope: Values | None = None  # quantization scope choices (weight, weight+activation)
 
     def label(self, index: int) -> str:
         """``rules[2] (match ['*fc1'], type ['Linear'])``: how errors name this rule."""
@@ -352,6 +364,8 @@ class Rule:
             out["optional"] = True
         if self.sparsity is not None:
             out["sparsity"] = self.sparsity.to_dict()
+        if self.scope is not None:
+            out["scope"] = self.scope.to_dict()
         return out
 
     @classmethod
@@ -380,6 +394,7 @@ class Rule:
             group=_check_group(source, f"{key}.group", data["group"]) if "group" in data else None,
             optional=optional,
             sparsity=values("sparsity"),
+            scope=values("scope"),
         )
 
 
@@ -412,6 +427,8 @@ class Param:
         """The allowed value closest to ``value`` (a member of the choices or grid)."""
         if self.choices is not None and value in self.choices:
             return value
+        if self.choices is not None and all(isinstance(c, str) for c in self.choices):
+            return self.choices[0]
         if self.choices is not None:
             numbers = [c for c in self.choices if isinstance(c, int | float)]
             return min(numbers or self.choices, key=lambda c: (abs(c - value), c))
@@ -459,6 +476,8 @@ class LayerSpace:
     prune_note: str | None = None  # why it is not pruned, when its group cannot be
     sparsity_param: str | None = None
     sparsity: float | None = None  # used when sparsity_param is None; None: no sparsity rule
+    scope_param: str | None = None
+    scope: str | None = None  # used when scope_param is None; None: the target's default
 
 
 @dataclass(frozen=True)
@@ -504,6 +523,8 @@ _BASELINE_GLOBALS: dict[str, Number] = {
     "distill.temperature": 4.0,
     "finetune.lambda": 1e-4,
     "finetune.lr": 1e-3,
+    "finetune.scope": "full",
+    "distill.feature_weight": 0.0,
 }
 
 
@@ -547,6 +568,11 @@ class ResolvedSpace:
 
         prune_layers: dict[str, float] = {}
         quant_layers: dict[str, int] = {}
+        scope_layers = {
+            layer.path: str(params.get(layer.scope_param) if layer.scope_param else layer.scope)
+            for layer in self.layers
+            if layer.scope_param or layer.scope
+        }
         sparsity_layers: dict[str, float] = {}
         for layer in self.layers:
             if not layer.is_output:
@@ -565,9 +591,12 @@ class ResolvedSpace:
         drops = [
             n[len("drop.") :] for n, v in params.items() if n.startswith("drop.") and v == "drop"
         ]
+        weight = params.get("distill.feature_weight", self.fixed.get("distill.feature_weight"))
         return Policy(
             distill=Distill(
-                alpha=float(glob("distill.alpha")), temperature=float(glob("distill.temperature"))
+                alpha=float(glob("distill.alpha")),
+                temperature=float(glob("distill.temperature")),
+                feature_weight=None if weight is None else float(weight),
             ),
             prune_layers=prune_layers,
             quant_layers=quant_layers,
@@ -575,9 +604,11 @@ class ResolvedSpace:
                 lambda_=float(glob("finetune.lambda")),
                 epochs=int(glob("finetune.epochs")),
                 lr=float(glob("finetune.lr")),
+                scope=str(glob("finetune.scope")),
             ),
             sparsity_layers=sparsity_layers,
             drop_blocks=(*self.dropped, *drops),
+            quant_scope_layers=scope_layers,
         )
 
     def params_for_policy(self, kind: str) -> dict[str, Number]:
@@ -593,10 +624,13 @@ class ResolvedSpace:
                 out[p.name] = p.nearest(base.prune)
             elif p.name.startswith("bits."):
                 out[p.name] = p.nearest(base.bits)
+            elif p.name.startswith("scope."):  # the target's default: the first choice
+                out[p.name] = p.choices[0] if p.choices else "weight"
             elif p.name.startswith(("sparsity.", "drop.")):  # baselines prune units only
                 out[p.name] = p.nearest("keep" if p.name.startswith("drop.") else 0.0)
             else:
-                out[p.name] = p.nearest(targets.get(p.name, GLOBAL_DEFAULTS[p.name]))
+                target = targets[p.name] if p.name in targets else GLOBAL_DEFAULTS[p.name]
+                out[p.name] = p.nearest(target)
         return out
 
 
@@ -641,7 +675,10 @@ class DropRule:
         return hits
 
 
-_GLOBAL_KEYS = {"distill": ("alpha", "temperature"), "finetune": ("lambda", "epochs", "lr")}
+_GLOBAL_KEYS = {
+    "distill": ("alpha", "temperature", "feature_weight"),
+    "finetune": ("lambda", "epochs", "lr", "scope"),
+}
 
 
 @dataclass(frozen=True)
@@ -742,12 +779,15 @@ class SearchSpace:
         *,
         output_layers: Sequence[str] | None = None,
         supported_bits: Sequence[int] | None = None,
+        supported_scopes: Sequence[str] | None = None,
     ) -> ResolvedSpace:
         """Apply the rules to ``model``'s layers.
 
         Args:
             output_layers: paths never pruned; default: the layers ``list_layers`` flags.
             supported_bits: bit-widths the target runs; a rule offering others is an error.
+            supported_scopes: quantization scopes the target runs; others are left out of a
+                rule's ``scope`` choices (a rule offering none of them is an error).
         """
         infos = list_layers(model, example_inputs)
         if output_layers is not None:
@@ -834,6 +874,13 @@ class SearchSpace:
             elif rule.sparsity is not None:
                 p = Param.from_values(f"sparsity.{group}", rule.sparsity, integer=False)
                 sparsity_param = add(p, index)
+            scope_values = _offered_scopes(rule, index, supported_scopes, self.source)
+            scope_param, scope = None, None
+            if scope_values is not None and scope_values.is_fixed:
+                scope = str(scope_values.fixed)
+            elif scope_values is not None:
+                p = Param.from_values(f"scope.{group}", scope_values, integer=False)
+                scope_param = add(p, index)
             layers.append(
                 LayerSpace(
                     *_info_fields(info),
@@ -847,6 +894,8 @@ class SearchSpace:
                     prune_note=note,
                     sparsity_param=sparsity_param,
                     sparsity=sparsity,
+                    scope_param=scope_param,
+                    scope=scope,
                 )
             )
         for index, rule in enumerate(self.rules):
@@ -924,6 +973,23 @@ class SearchSpace:
                     f"{self.source}: rules[{index}].bits: {b} bits cannot be run by the target "
                     f"(supported: {', '.join(map(str, supported))}); remove it from the choices"
                 )
+
+
+def _offered_scopes(
+    rule: Rule, index: int, supported: Sequence[str] | None, source: str
+) -> Values | None:
+    """A rule's scope values restricted to what the target runs (a target does not offer a
+    scope it cannot run)."""
+    if rule.scope is None or supported is None:
+        return rule.scope
+    asked = (rule.scope.fixed,) if rule.scope.is_fixed else rule.scope.choices or ()
+    kept = tuple(s for s in asked if s in supported)
+    if not kept:
+        raise ConfigError(
+            f"{source}: rules[{index}].scope: {', '.join(map(str, asked))} cannot be run by the "
+            f"target (it runs: {', '.join(supported)})"
+        )
+    return Values(fixed=kept[0]) if len(kept) == 1 else Values(choices=kept)
 
 
 def _info_fields(info: LayerInfo) -> tuple[str, str, tuple[int, ...], int, bool]:

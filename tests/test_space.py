@@ -105,7 +105,9 @@ def test_default_gives_each_coupled_group_one_parameter(cnn):
             assert layer.prune_param == f"prune.{layer.prune_group}"
     names = resolved.param_names
     assert len(names) == len(set(names))
-    assert resolved.dimension == len(units) + len(layers) + len(GLOBALS)
+    # per layer: bits and quantization scope; globals: GLOBALS plus finetune.scope and
+    # distill.feature_weight
+    assert resolved.dimension == len(units) + 2 * len(layers) + len(GLOBALS) + 2
     assert resolved.param(stage1).kind == "float"
     assert resolved.param(stage1).step == pytest.approx(0.1)
     assert resolved.param("bits.stem").choices == (4, 8, 16, 32)

@@ -28,14 +28,19 @@ class Target(Protocol):
     name: str
     artifact_name: str
     bits: tuple[int, ...]
+    quant_scopes: dict[str, str]  # quantization scope -> what it means on this target
+    default_scope: str  # the scope of a layer whose policy sets none
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         """The mode a layer of this type runs in at ``bits`` (intended; records read the
         artifact)."""
         ...
 
-    def activation_layers(self, model: nn.Module, bits: Mapping[str, int]) -> list[str]:
-        """Layers whose inputs the artifact quantizes (fake-quantized while fine-tuning)."""
+    def activation_layers(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Layers whose inputs the artifact quantizes (fake-quantized while fine-tuning), among
+        those whose ``scopes`` entry is ``weight+activation`` (all capable when None)."""
         ...
 
     def save(

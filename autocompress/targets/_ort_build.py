@@ -4,7 +4,7 @@ and (optionally) fall layers whose int8 compute costs too much accuracy back to 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ class Builder:
         activations: dict[str, tuple[float, int]],
         calibration_batches: int,
         int8: set[str],
+        quantize_outputs: Collection[str] = (),
     ) -> None:
         self.task = task
+        self.quantize_outputs = set(quantize_outputs)
         self.bits = dict(bits)
         self.float = export_float(model, task.example_inputs)
         _qdq.global_pool_(self.float)
@@ -59,7 +61,8 @@ class Builder:
         model = onnx.ModelProto()
         model.CopyFrom(self.float)
         layers = _qdq.map_layers(model, {p: ln.weight for p, ln in self.layers.items()})
-        _, alias, quant = _qdq.plan(model, layers, int8, self.activations)
+        outputs = self.quantize_outputs & int8
+        _, alias, quant = _qdq.plan(model, layers, int8, self.activations, outputs=outputs)
         todo = [t for t, qp in quant.items() if qp is None and t not in alias]
         missing = [t for t in todo if t not in self._calibrated]
         self._calibrated.update(_qdq.calibrate(self.float, missing, self.batches))

@@ -23,7 +23,7 @@ their inputs are quantized.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,9 +137,12 @@ def plan(
     layers: Mapping[str, LayerNode],
     int8: set[str],
     input_qparams: Mapping[str, tuple[float, int]],
+    *,
+    outputs: Collection[str] = (),
 ) -> tuple[set[str], dict[str, str], dict[str, tuple[float, int] | None]]:
     """Tensors to quantize: ``{tensor: qparams or None (calibrate)}``, plus the integer nodes
-    and passthrough aliases (output shares its input's qparams)."""
+    and passthrough aliases (output shares its input's qparams). A graph output computed by
+    one of the ``outputs`` layers is quantized too (Q then DQ to float at the very end)."""
     users = consumers(model)
     graph_outputs = {o.name for o in model.graph.output}
     inits = {i.name for i in model.graph.initializer}
@@ -159,7 +162,9 @@ def plan(
             int_nodes.add(node.name)
             out = effective_output(node.output[0], users)
             feeds_int = all(is_int8_layer(u) for u in users.get(out, []))
-            if out not in graph_outputs and (node.op_type == "Conv" or feeds_int):
+            if out in graph_outputs and by_node[id(node)] in outputs:
+                quant.setdefault(out, None)
+            elif out not in graph_outputs and (node.op_type == "Conv" or feeds_int):
                 quant.setdefault(out, None)
         elif node.op_type in STRUCTURAL and acts and all(a in quant for a in acts):
             if len(acts) != len([i for i in node.input if i]):
@@ -319,8 +324,12 @@ def build(
             node.input[2] = f"{path}.bias_dq"
     relus = _absorbed_relus(model, qparams, users)
     qdq: dict[str, list[onnx.NodeProto]] = {}
+    outputs = {o.name for o in graph.output}
     for tensor, qp in qparams.items():
-        qdq[tensor] = _qdq_nodes(tensor, qp, users.get(tensor, []), new_inits)
+        if tensor in outputs:
+            qdq.update(_output_qdq(model, tensor, qp, new_inits))
+        else:
+            qdq[tensor] = _qdq_nodes(tensor, qp, users.get(tensor, []), new_inits)
     nodes: list[onnx.NodeProto] = []
     for t in graph.input:
         nodes += qdq.pop(t.name, [])
@@ -342,6 +351,23 @@ def build(
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
+
+
+def _output_qdq(
+    model: onnx.ModelProto, tensor: str, qp: tuple[float, int], out: list
+) -> dict[str, list[onnx.NodeProto]]:
+    """Q -> DQ on a graph output: its producer writes ``<tensor>_float``, the DQ writes it."""
+    producer = next(n for n in model.graph.node if tensor in n.output)
+    src = tensor + "_float"
+    producer.output[list(producer.output).index(tensor)] = src
+    scale, zp = f"{tensor}_scale", f"{tensor}_zero_point"
+    out += [_init(scale, np.array(qp[0], np.float32)), _init(zp, np.array(qp[1], np.uint8))]
+    return {
+        src: [
+            helper.make_node("QuantizeLinear", [src, scale, zp], [tensor + "_q"]),
+            helper.make_node("DequantizeLinear", [tensor + "_q", scale, zp], [tensor]),
+        ]
+    }
 
 
 def _absorbed_relus(

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -201,6 +201,13 @@ class OnnxRuntimeTarget:
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
     calibration_batches: int = 8
     max_layer_drop: float | None = None
+    quant_scopes: ClassVar[dict[str, str]] = {
+        "weight": "int8/low-bit weights behind DequantizeLinear, float Conv/Gemm compute",
+        "weight+activation": "static uint8 activation scales (calibrated, fake-quantized in "
+        "fine-tuning): QLinearConv/QGemm integer kernels at 8 bits; a graph output a "
+        "layer set explicitly to it is quantized and dequantized too",
+    }
+    default_scope: ClassVar[str] = "weight+activation"
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 32 or isinstance(parent, _OPAQUE):
@@ -211,15 +218,23 @@ class OnnxRuntimeTarget:
             return "int-compute"  # MatMulNBits, accuracy_level 4: int8 activations
         return "weight-only"
 
-    def activation_layers(self, model: nn.Module, bits: Mapping[str, int]) -> list[str]:
+    def activation_layers(
+        self,
+        model: nn.Module,
+        bits: Mapping[str, int],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        from ..scope import with_activations
+
         modules = dict(model.named_modules())
-        return [
+        capable = [
             p
             for p, b in bits.items()
             if b == 8
             and p in modules
             and self.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
         ]
+        return with_activations(scopes, capable)
 
     def save(
         self,
@@ -244,7 +259,8 @@ class OnnxRuntimeTarget:
             bits=bits,
             activations=dict(activations or {}),
             calibration_batches=self.calibration_batches,
-            int8=set(self.activation_layers(float_model, bits)),
+            int8=set(self.activation_layers(float_model, bits, meta.get("quant_scope"))),
+            quantize_outputs=set(meta.get("quant_outputs", ())),
         )
         blob, records = builder.build(self.max_layer_drop)
         header = dict(
@@ -256,6 +272,12 @@ class OnnxRuntimeTarget:
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
         self.read_meta(path)
         return OrtModule(path, threads)
+
+    def graph_record(self, path: Path) -> dict[str, Any]:
+        """What the optimized graph runs from input to output (see ``_islands``)."""
+        from ._islands import graph_record
+
+        return graph_record(optimized_graph(path.read_bytes()))
 
     def read_meta(self, path: Path) -> dict[str, Any]:
         import onnx

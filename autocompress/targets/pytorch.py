@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -17,13 +17,24 @@ class TorchTarget:
     name: str = "torch"
     artifact_name: str = "model.pt"
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+    # Static activation quantization needs torch.ao's deprecated static modules: not offered.
+    quant_scopes: ClassVar[dict[str, str]] = {
+        "weight": "8-bit Linear: dynamic int8 (activations quantized on the fly by fbgemm); "
+        "Conv and other bit-widths: packed weights dequantized on load, float compute",
+    }
+    default_scope: ClassVar[str] = "weight"
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         from ._torch import layer_mode
 
         return layer_mode(module, bits, parent)
 
-    def activation_layers(self, model: nn.Module, bits: Mapping[str, int]) -> list[str]:
+    def activation_layers(
+        self,
+        model: nn.Module,
+        bits: Mapping[str, int],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[str]:
         return []  # dynamic int8 Linear quantizes its inputs on the fly
 
     def save(
