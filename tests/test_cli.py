@@ -24,6 +24,8 @@ METRIC_KEYS = {
     "artifact",
     "target",
     "threads",
+    "finetune_scope",
+    "trained_params",
 }
 
 

@@ -55,6 +55,8 @@ def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):
         "channels_original": 32,
         "bits": 8,
         "mode": "weight-only",
+        "scope": "weight",
+        "scope_achieved": "weight",
     }
     assert m["layers"]["fc"]["prune"] == 0.0 and m["layers"]["fc"]["mode"] == "int-compute"
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
