@@ -56,11 +56,19 @@ def _seconds(value: Any) -> str | None:
 def _baselines(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
         return "must be a list of baseline names"
-    from .space import BASELINES
+    from .space import BASELINES, baseline_spec
 
-    unknown = [v for v in value if v not in BASELINES]
+    unknown = []
+    for v in value:
+        try:
+            baseline_spec(v)
+        except ConfigError:
+            unknown.append(v)
     if unknown:
-        return f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}"
+        return (
+            f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)} "
+            "or a uniform prune<NN>-int<B>"
+        )
     return None
 
 

@@ -767,8 +767,6 @@ class SearchSpace:
         drop = None if drop_data is None else DropRule.from_dict(drop_data, source=source)
         hierarchy = None
         if data.get("hierarchy") is not None:
-            from .hierarchy import Hierarchy
-
             hierarchy = Hierarchy.from_dict(data["hierarchy"], source=source)
         return cls(globals=glob, rules=rules, source=source, drop=drop, hierarchy=hierarchy)
 
@@ -922,8 +920,6 @@ class SearchSpace:
             dropped=tuple(dropped),
         )
         if self.hierarchy is not None:
-            from .hierarchy import HierarchicalSpace
-
             return HierarchicalSpace.build(resolved, self.hierarchy)
         return resolved
 
@@ -1004,3 +1000,153 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     """
     data, source = read_preset(name_or_path, "search_spaces")
     return SearchSpace.from_dict(data, source=source)
+
+
+# -- the two-level space (``hierarchy`` section); see autocompress/hierarchy.py -------------
+GLOBAL_PRUNE = "global.prune"
+GLOBAL_BITS = "global.bits"
+_HIERARCHY_KEYS = ("prune_offsets", "bits_offsets")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """The offsets each group may take from the global level (0 must be one of them)."""
+
+    prune_offsets: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+    bits_offsets: tuple[int, ...] = (-1, 0, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prune_offsets": list(self.prune_offsets), "bits_offsets": list(self.bits_offsets)}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> Hierarchy:
+        if data is True:
+            return cls()
+        check_keys(source, "hierarchy", data, _HIERARCHY_KEYS)
+
+        def offsets(key: str, default: tuple[Number, ...], integer: bool) -> tuple[Any, ...]:
+            raw = data.get(key, list(default))
+            if not isinstance(raw, list) or not raw:
+                raise ConfigError(f"{source}: hierarchy.{key}: must be a non-empty list of numbers")
+            values = [to_number(source, f"hierarchy.{key}", v) for v in raw]
+            if integer and not all(float(v).is_integer() for v in values):
+                raise ConfigError(f"{source}: hierarchy.{key}: steps must be whole numbers")
+            if 0 not in values:
+                raise ConfigError(
+                    f"{source}: hierarchy.{key}: must contain 0 (the uniform policy); got {raw!r}"
+                )
+            cast = int if integer else float
+            return tuple(sorted({cast(v) for v in values}))
+
+        return cls(
+            prune_offsets=offsets("prune_offsets", cls.prune_offsets, False),
+            bits_offsets=offsets("bits_offsets", cls.bits_offsets, True),
+        )
+
+
+def _choices(p: Param) -> tuple[Number, ...]:
+    if p.choices is not None:
+        return tuple(sorted(p.choices))
+    assert p.low is not None and p.high is not None
+    step = p.step or 0.1
+    n = int(round((p.high - p.low) / step))
+    return tuple(round(p.low + k * step, 12) for k in range(n + 1))
+
+
+@dataclass(frozen=True)
+class HierarchicalSpace(ResolvedSpace):
+    """A resolved space searched through a global level and per-group offsets.
+
+    ``params`` are what the sampler sees; ``base_params`` the per-group parameters of the
+    underlying space, which the offsets are turned into."""
+
+    base_params: tuple[Param, ...] = ()
+    hierarchy: Hierarchy = Hierarchy()
+
+    @classmethod
+    def build(cls, base: ResolvedSpace, hierarchy: Hierarchy) -> ResolvedSpace:
+        prune = [p for p in base.params if p.name.startswith("prune.")]
+        bits = [p for p in base.params if p.name.startswith("bits.")]
+        if not prune and not bits:
+            return base
+        params = [p for p in base.params if not p.name.startswith(("prune.", "bits."))]
+        if prune:
+            levels = sorted({v for p in prune for v in _choices(p)})
+            params.append(Param(name=GLOBAL_PRUNE, kind="categorical", choices=tuple(levels)))
+            for p in prune:
+                params.append(
+                    Param(
+                        name=f"offset.{p.name}", kind="categorical", choices=hierarchy.prune_offsets
+                    )
+                )
+        if bits:
+            levels = sorted({v for p in bits for v in _choices(p)})
+            params.append(Param(name=GLOBAL_BITS, kind="categorical", choices=tuple(levels)))
+            for p in bits:
+                params.append(
+                    Param(
+                        name=f"offset.{p.name}", kind="categorical", choices=hierarchy.bits_offsets
+                    )
+                )
+        return cls(
+            source=base.source,
+            params=tuple(params),
+            layers=base.layers,
+            fixed=base.fixed,
+            units=base.units,
+            dropped=base.dropped,
+            base_params=base.params,
+            hierarchy=hierarchy,
+        )
+
+    def param(self, name: str) -> Param:
+        for p in (*self.params, *self.base_params):
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def base_values(self, params: Mapping[str, Any]) -> dict[str, Number]:
+        """Per-group values of the underlying space for sampled level/offset values."""
+        out: dict[str, Number] = {}
+        for p in self.base_params:
+            if p.name.startswith("prune."):
+                if GLOBAL_PRUNE not in params:
+                    continue
+                ratio = params[GLOBAL_PRUNE] + params.get(f"offset.{p.name}", 0.0)
+                out[p.name] = p.nearest(max(ratio, 0.0))
+            elif p.name.startswith("bits."):
+                if GLOBAL_BITS not in params:
+                    continue
+                choices = _choices(p)
+                start = choices.index(p.nearest(params[GLOBAL_BITS]))
+                step = int(params.get(f"offset.{p.name}", 0))
+                out[p.name] = choices[min(max(start + step, 0), len(choices) - 1)]
+            elif p.name in params:
+                out[p.name] = params[p.name]
+        return out
+
+    def policy_from_params(self, params: Mapping[str, Any]) -> Policy:
+        return super().policy_from_params(self.base_values(params))
+
+    def params_for_policy(self, kind: str) -> dict[str, Number]:
+        """A uniform baseline: the global level at its ratio and bits, every offset 0."""
+        base = baseline_spec(kind)
+        flat = ResolvedSpace(
+            source=self.source,
+            params=self.base_params,
+            layers=self.layers,
+            fixed=self.fixed,
+            units=self.units,
+            dropped=self.dropped,
+        ).params_for_policy(kind)
+        out: dict[str, Number] = {}
+        for p in self.params:
+            if p.name == GLOBAL_PRUNE:
+                out[p.name] = p.nearest(base.prune)
+            elif p.name == GLOBAL_BITS:
+                out[p.name] = p.nearest(base.bits)
+            elif p.name.startswith("offset."):
+                out[p.name] = p.nearest(0)
+            else:
+                out[p.name] = flat[p.name]
+        return out

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from autocompress import Policy, Task, compress
 from autocompress.compress import MeasureSettings
 from autocompress.fold import fold_batchnorm, foldable_pairs
-from autocompress.targets.ort import OrtModule, export_float
+from autocompress.targets._ort_graph import OrtModule, export_float
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "onnxruntime_int8.json"

@@ -66,7 +66,7 @@ def test_a_damaged_middle_line_is_one_error_naming_the_line(tmp_path):
 def test_malformed_pareto_json_is_a_config_error(tmp_path):
     rd = _run_dir(tmp_path)
     (rd.path / "pareto.json").write_text('{"trials": [')
-    with pytest.raises(ConfigError, match="pareto.json: not valid JSON"):
+    with pytest.raises(ConfigError, match="pareto.json: damaged, not valid JSON"):
         load_run(rd.path)
 
 

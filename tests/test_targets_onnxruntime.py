@@ -19,7 +19,8 @@ from autocompress.config import SearchConfig
 from autocompress.errors import AutoCompressError
 from autocompress.quantize import ActivationQuant, dequantize, quantize_weight
 from autocompress.search import run_search
-from autocompress.targets.ort import INT_OPS, export_float, optimized_graph
+from autocompress.targets._islands import INT_OPS
+from autocompress.targets._ort_graph import export_float, optimized_graph
 
 TESTS = Path(__file__).parent
 FAST = {"repeats": 20}

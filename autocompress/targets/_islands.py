@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ort import INT_OPS
+# op types that compute on integers after ORT's QDQ fusion
+INT_OPS = {
+    "QLinearConv",
+    "QGemm",
+    "QLinearMatMul",
+    "MatMulIntegerToFloat",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+}
 
 _FLOAT_OUT = {"MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits"}
 _Y_SCALE = {"QGemm": 7}  # QGemm's y_scale input: absent means a float output

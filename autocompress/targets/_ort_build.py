@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import _qdq
-from .ort import OrtModule, _read_modes, export_float, optimized_graph
+from ._ort_graph import OrtModule, _read_modes, export_float, optimized_graph
 
 
 def _as_tuple(inputs: Any) -> tuple:

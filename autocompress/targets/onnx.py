@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .ort import OrtModule, no_mha_fastpath
+from ._ort_graph import OrtModule, no_mha_fastpath
 
 
 def _float_linear(q: nn.Module) -> nn.Linear:

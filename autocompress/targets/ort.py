@@ -19,179 +19,26 @@ its record says ``"fallback": "weight-only"``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from ..errors import AutoCompressError
 from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
 from ..measure import count_macs, count_params
-
-
-@contextlib.contextmanager
-def no_mha_fastpath() -> Iterator[None]:
-    """nn.MultiheadAttention's fused eval fast path has no ONNX symbolic: export without it."""
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
-
+from ._ort_graph import (
+    OrtModule,
+    optimized_graph,
+)
 
 FORMAT = "autocompress-onnx/1"
-OPSET = 21  # int4 DequantizeLinear for low-bit convs
-INT_OPS = {
-    "QLinearConv",
-    "QGemm",
-    "QLinearMatMul",
-    "MatMulIntegerToFloat",
-    "MatMulInteger",
-    "ConvInteger",
-    "DynamicQuantizeMatMul",
-}
 _LINEARS = (nn.Linear,)
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-
-
-class ExportError(AutoCompressError):
-    """A module cannot be exported to ONNX."""
-
-
-def session_options(threads: int, optimized: Path | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # the optimized-model and unused-initializer notices
-    if optimized is not None:
-        options.optimized_model_filepath = str(optimized)
-    return options
-
-
-class OrtModule(nn.Module):
-    """An ONNX Runtime session behind the nn.Module call interface the task metric uses."""
-
-    def __init__(self, path: Path | bytes, threads: int = 1) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        model = path if isinstance(path, bytes) else str(path)
-        self.session = ort.InferenceSession(
-            model, session_options(threads), ["CPUExecutionProvider"]
-        )
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, inputs, strict=True)}
-        return torch.from_numpy(self.session.run(None, feed)[0])
-
-
-def optimized_graph(model: bytes, threads: int = 1):
-    """The graph ORT runs after its optimizations, read back from ``optimized_model_filepath``."""
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="autocompress-ort-") as tmp:
-        out = Path(tmp) / "optimized.onnx"
-        ort.InferenceSession(model, session_options(threads, out), ["CPUExecutionProvider"])
-        return onnx.load(str(out))
-
-
-def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
-    """The first leaf module (in call order) that does not export on its own."""
-    calls: list[tuple[str, nn.Module, tuple]] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, args, out, p=p: calls.append((p, mod, args)))
-        for p, m in model.named_modules()
-        if p and not list(m.children())
-    ]
-    try:
-        with torch.inference_mode():
-            model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    for path, mod, args in calls:
-        try:
-            with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-                warnings.simplefilter("ignore")
-                torch.onnx.export(mod, args, str(Path(tmp) / "m.onnx"), dynamo=False)
-        except Exception:
-            return path
-    return None
-
-
-def export_float(model: nn.Module, example_inputs: tuple) -> Any:
-    """``model`` as a float ONNX graph (dynamic batch), at opset ``OPSET``."""
-    import onnx
-    from onnx import version_converter
-
-    names = [f"input{i}" for i in range(len(example_inputs))]
-    with tempfile.TemporaryDirectory(prefix="autocompress-export-") as tmp:
-        path = Path(tmp) / "float.onnx"
-        try:
-            with warnings.catch_warnings(), no_mha_fastpath():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    example_inputs,
-                    str(path),
-                    input_names=names,
-                    output_names=["output"],
-                    dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
-                    opset_version=17,
-                    dynamo=False,
-                )
-        except Exception as exc:
-            culprit = _failing_module(model, example_inputs)
-            where = f"module {culprit!r}" if culprit else "the model's own forward"
-            raise ExportError(
-                f"ONNX export failed in {where}: {str(exc).splitlines()[0]}; exclude it from the "
-                "model or use target 'torch'"
-            ) from None
-        return version_converter.convert_version(onnx.load(str(path)), OPSET)
-
-
-def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
-    """Set each record's ``mode`` and ``op`` from the node its weights feed in ``optimized``."""
-    from onnx import helper
-
-    users: dict[str, Any] = {}
-    for node in optimized.graph.node:
-        for name in node.input:
-            users.setdefault(name, node)
-    for path, rec in records.items():
-        names = [f"{path}.weight_{s}" for s in ("quantized", "nbits", "fp16", "cast")]
-        node = next((users[n] for n in names if n in users), None)
-        if rec["bits"] == 32 or node is None:
-            rec.update(mode="float", op=rec.get("op", "float"))
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "DequantizeLinear":
-            consumer = users.get(node.output[0])
-            rec.update(
-                mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}"
-            )
-        elif node.op_type == "MatMulNBits":
-            int8_acts = attrs.get("accuracy_level") == 4 and attrs.get("bits") == 4
-            rec.update(mode="int-compute" if int8_acts else "weight-only", op="MatMulNBits")
-        elif node.op_type in INT_OPS:
-            rec.update(mode="int-compute", op=node.op_type)
-        else:
-            rec.update(mode="weight-only", op=node.op_type)
 
 
 @dataclass(frozen=True)
