@@ -164,6 +164,29 @@ def _measure_artifact(
     return {"accuracy": task.evaluate(deployed), **cost, "macs": macs}
 
 
+def _student_meta(
+    task: Task,
+    policy: Policy,
+    tgt: Target,
+    student: nn.Module,
+    *,
+    dropped: Mapping[str, Any],
+    sparsity: Mapping[str, float],
+    scopes: Mapping[str, str],
+    explicit: Any,
+) -> dict[str, Any]:
+    """The artifact header: the policy and task, plus what the loader must rebuild."""
+    return {
+        **_artifact_meta(task, policy, tgt),
+        "dropped": dropped,
+        "sparse": live(sparsity, student),
+        "quant_scope": live(scopes, student),
+        "quant_outputs": sorted(
+            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
+        ),
+    }
+
+
 def measure_baseline(
     task: Task,
     *,
@@ -175,9 +198,21 @@ def measure_baseline(
     in this process."""
     tgt = get_target(target, **(target_options or {}))
     bits = {i.path: 32 for i in list_layers(task.model)}
+    policy = Policy()
+    scopes, explicit = resolve_quant_scopes(policy, bits, tgt)
+    # the same header as an identity trial's artifact, so the teacher's bytes equal its bytes
+    meta = _student_meta(
+        task,
+        policy,
+        tgt,
+        task.model,
+        dropped={},
+        sparsity=resolve_sparsity(task.model, policy),
+        scopes=scopes,
+        explicit=explicit,
+    )
     with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
         path = Path(tmp) / tgt.artifact_name
-        meta = _artifact_meta(task, Policy(), tgt)
         tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
         deployed = tgt.load(path, task.model, threads=settings.threads)
         return _measure_artifact(task, tgt, task.model, deployed, path, settings)
@@ -260,15 +295,16 @@ def compress(
         masks = sparsify_(student, task, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
     bits = live(resolved.bits, student)
-    meta = {
-        **_artifact_meta(task, policy, tgt),
-        "dropped": dropped,
-        "sparse": live(sparsity, student),
-        "quant_scope": live(scopes, student),
-        "quant_outputs": sorted(
-            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
-        ),
-    }
+    meta = _student_meta(
+        task,
+        policy,
+        tgt,
+        student,
+        dropped=dropped,
+        sparsity=sparsity,
+        scopes=scopes,
+        explicit=explicit,
+    )
 
     if on_structure is not None:
         stage("measure structure")
