@@ -108,7 +108,7 @@ def test_wrong_type_for_a_config_key(tmp_path, key):
 
 
 def test_unknown_baseline_name(tmp_path):
-    answer(["search", write_config(tmp_path, baselines=["int4"])], "baselines", "int4")
+    answer(["search", write_config(tmp_path, baselines=["int5"])], "baselines", "int5")
 
 
 # -- files that are not what they should be --------------------------------------------------
