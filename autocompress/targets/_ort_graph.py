@@ -103,27 +103,35 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
     return None
 
 
+def write_onnx(model: nn.Module, example_inputs: tuple, path: Path) -> Path:
+    """``torch.onnx.export`` as every ONNX path here calls it: inputs ``input<i>``, output
+    ``output``, dynamic batch, opset 17, TorchScript exporter, MHA fast path off."""
+    names = [f"input{i}" for i in range(len(example_inputs))]
+    with no_mha_fastpath():
+        torch.onnx.export(
+            model,
+            example_inputs,
+            str(path),
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path
+
+
 def export_float(model: nn.Module, example_inputs: tuple) -> Any:
     """``model`` as a float ONNX graph (dynamic batch), at opset ``OPSET``."""
     import onnx
     from onnx import version_converter
 
-    names = [f"input{i}" for i in range(len(example_inputs))]
     with tempfile.TemporaryDirectory(prefix="autocompress-export-") as tmp:
         path = Path(tmp) / "float.onnx"
         try:
-            with warnings.catch_warnings(), no_mha_fastpath():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    example_inputs,
-                    str(path),
-                    input_names=names,
-                    output_names=["output"],
-                    dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
-                    opset_version=17,
-                    dynamo=False,
-                )
+                write_onnx(model, example_inputs, path)
         except Exception as exc:
             culprit = _failing_module(model, example_inputs)
             where = f"module {culprit!r}" if culprit else "the model's own forward"

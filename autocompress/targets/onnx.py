@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._ort_graph import OrtModule, no_mha_fastpath
+from ._ort_graph import OrtModule, write_onnx
 
 
 def _float_linear(q: nn.Module) -> nn.Linear:
@@ -34,19 +34,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, _float_linear(mod))
-    names = [f"input{i}" for i in range(len(example_inputs))]
-    with no_mha_fastpath():
-        torch.onnx.export(
-            model,
-            example_inputs,
-            str(path),
-            input_names=names,
-            output_names=["output"],
-            dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
+    return write_onnx(model, example_inputs, path)
 
 
 def _measure(task, path: Path, settings) -> dict:
