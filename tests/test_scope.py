@@ -20,7 +20,7 @@ from autocompress.scope import (
 )
 from autocompress.space import load_space
 from autocompress.targets import get_target
-from tests.models import cnn_task, mlp_task
+from models import cnn_task, mlp_task
 
 
 @pytest.fixture(scope="module")
