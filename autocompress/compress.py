@@ -33,6 +33,7 @@ from .scope import (
     resolve_quant_scopes,
     select_parameters,
     trainable_modules,
+    trained_count,
 )
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, measure_runtime, structure_diff, target_of
@@ -328,7 +329,7 @@ def compress(
         changed=changed_layers(structure, bits, meta["sparse"]),
         head=protected,
     )
-    trained_params = sum(p.numel() for p in select_parameters(student, train_modules))
+    trained_params = trained_count(select_parameters(student, train_modules))
     feature_layers = None
     if policy.distill.feature_weight and not task.feature_layers:
         feature_layers = auto_feature_layers(task.model, task.example_inputs, protected)

@@ -123,6 +123,9 @@ def select_parameters(model: nn.Module, modules: Collection[str]) -> list[nn.Par
 
 
 def trained_count(params: Sequence[torch.Tensor]) -> int:
+    """Parameters fine-tuning updates, counted on the student as it trains: before BatchNorm
+    folding, so the scale and shift of a BatchNorm that trains count, and are later folded into
+    its conv's weight and bias."""
     return sum(p.numel() for p in params)
 
 
