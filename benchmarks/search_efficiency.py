@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from _common import RESULTS, ROOT
-from autocompress.hypervolume import default_reference, hypervolume, normalize
 
 from autocompress.config import SearchConfig
+from autocompress.pareto import default_reference, hypervolume, normalize
 
 OBJECTIVES = (("accuracy", "maximize"), ("size_bytes", "minimize"), ("latency_ms", "minimize"))
 MODELS = {

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from models import cnn_task, mlp_task
 
 from autocompress.compress import compress
 from autocompress.distill import TeacherCache
@@ -20,7 +21,6 @@ from autocompress.scope import (
 )
 from autocompress.space import load_space
 from autocompress.targets import get_target
-from models import cnn_task, mlp_task
 
 
 @pytest.fixture(scope="module")
