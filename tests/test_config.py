@@ -78,3 +78,24 @@ def test_no_module_unpickles_or_loads_unsafe_yaml():
                 assert "weights_only" in kw and ast.literal_eval(kw["weights_only"]) is True, path
             assert name not in ("yaml.load", "yaml.unsafe_load", "yaml.full_load"), path
             assert name not in ("numpy.load", "np.load"), path
+
+
+EXAMPLES = sorted(
+    p
+    for p in (PACKAGE.parent / "examples").glob("*/*.yaml")
+    if "task" in (yaml.safe_load(p.read_text()) or {})
+)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[f"{p.parent.name}/{p.name}" for p in EXAMPLES])
+def test_example_configs_load(path):
+    """Every search config shipped in examples/ passes the config check, names a target that
+    exists and a space and objective set that resolve."""
+    from autocompress.objectives import load_objectives
+    from autocompress.space import load_space
+    from autocompress.targets import TARGETS
+
+    cfg = SearchConfig.from_yaml(path).resolved()
+    assert cfg.target in TARGETS
+    assert load_space(cfg.search_space).rules
+    assert load_objectives(cfg.objectives)
