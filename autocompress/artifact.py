@@ -27,15 +27,6 @@ from .targets import Target, get_target, measure_runtime
 from .task import Task
 
 
-def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]:
-    return {
-        "policy": policy.to_dict(),
-        "task_spec": task.spec,
-        "task_base_dir": os.getcwd(),
-        "target": target.name,
-    }
-
-
 def _measure_cost(
     task: Task,
     target: Target,
@@ -78,7 +69,10 @@ def artifact_meta(
 ) -> dict[str, Any]:
     """The artifact header: the policy and task, plus what the loader must rebuild."""
     return {
-        **_artifact_meta(task, policy, tgt),
+        "policy": policy.to_dict(),
+        "task_spec": task.spec,
+        "task_base_dir": os.getcwd(),
+        "target": tgt.name,
         "dropped": dropped,
         "sparse": live(sparsity, student),
         "quant_scope": live(scopes, student),
