@@ -67,7 +67,7 @@ def compare(
     """Summarize several searches and plot their fronts; return ``(rows, html_path, png_path)``.
 
     Hypervolume uses each search's own teacher for normalization and one reference point for
-    all (see :mod:`autocompress.hypervolume`), over the objectives every search shares.
+    all (see :mod:`autocompress.pareto`), over the objectives every search shares.
     """
     if not sources:
         raise ConfigError("compare needs at least one run directory or MLflow experiment name")
