@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .artifact import artifact_meta, measure_artifact, measure_baseline, structure_cost
 from .distill import TeacherCache
 from .drop import drop_blocks_, find_blocks, live, resolve_blocks
 from .errors import PolicyError
 from .finetune import EpochCallback, finetune_
 from .gate import Gate, NoGate
 from .layers import list_layers, per_layer
+from .measure import MeasureSettings
+from .metrics import teacher_metrics
 from .policy import Policy
 from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
@@ -36,39 +38,10 @@ from .scope import (
     trained_count,
 )
 from .sparsify import resolve_sparsity, sparsify_, summary
-from .targets import Target, find_artifact, get_target, measure_runtime, structure_diff, target_of
+from .targets import Target, find_artifact, get_target, structure_diff, target_of
 from .task import Task
 
 StageCallback = Callable[[str], None]
-_SIZE_KEYS = ("accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "macs")
-
-
-@dataclass(frozen=True)
-class MeasureSettings:
-    """How latency is measured: intra-op threads, warm-up and timed repeats."""
-
-    threads: int = 1
-    warmup: int = 5
-    repeats: int = 30
-    batch_size: int | None = None  # None: the task's example_inputs as given
-
-    @classmethod
-    def from_latency(cls, latency: Any) -> MeasureSettings:
-        """From an objective set's ``latency`` section."""
-        return cls(
-            threads=latency.threads,
-            warmup=latency.warmup,
-            repeats=latency.repeats,
-            batch_size=latency.batch_size,
-        )
-
-    def inputs(self, example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """The example inputs at ``batch_size`` (the first sample repeated)."""
-        if self.batch_size is None or example_inputs[0].shape[0] == self.batch_size:
-            return example_inputs
-        return tuple(
-            t[:1].expand(self.batch_size, *t.shape[1:]).contiguous() for t in example_inputs
-        )
 
 
 @dataclass(frozen=True)
@@ -127,121 +100,6 @@ class CompressResult:
         raise AttributeError(name)
 
 
-def _artifact_meta(task: Task, policy: Policy, target: Target) -> dict[str, Any]:
-    return {
-        "policy": policy.to_dict(),
-        "task_spec": task.spec,
-        "task_base_dir": os.getcwd(),
-        "target": target.name,
-    }
-
-
-def _measure_cost(
-    task: Task,
-    target: Target,
-    student: nn.Module,
-    deployed: nn.Module,
-    path: Path,
-    settings: MeasureSettings,
-    gate: Gate = NoGate(),
-) -> dict[str, Any]:
-    """Bytes of the artifact's files, latency on the target's runtime, parameter count."""
-    cost = measure_runtime(task, deployed, target.files(path), settings, gate)
-    counts = target.count(student, deployed, task.example_inputs)
-    return {**cost, "params": counts["params"], "_macs": counts["macs"]}
-
-
-def _measure_artifact(
-    task: Task,
-    target: Target,
-    student: nn.Module,
-    deployed: nn.Module,
-    path: Path,
-    settings: MeasureSettings,
-    gate: Gate = NoGate(),
-) -> dict[str, Any]:
-    cost = _measure_cost(task, target, student, deployed, path, settings, gate)
-    macs = cost.pop("_macs")
-    return {"accuracy": task.evaluate(deployed), **cost, "macs": macs}
-
-
-def _student_meta(
-    task: Task,
-    policy: Policy,
-    tgt: Target,
-    student: nn.Module,
-    *,
-    dropped: Mapping[str, Any],
-    sparsity: Mapping[str, float],
-    scopes: Mapping[str, str],
-    explicit: Any,
-) -> dict[str, Any]:
-    """The artifact header: the policy and task, plus what the loader must rebuild."""
-    return {
-        **_artifact_meta(task, policy, tgt),
-        "dropped": dropped,
-        "sparse": live(sparsity, student),
-        "quant_scope": live(scopes, student),
-        "quant_outputs": sorted(
-            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
-        ),
-    }
-
-
-def measure_baseline(
-    task: Task,
-    *,
-    target: str = "torch",
-    settings: MeasureSettings = MeasureSettings(),
-    target_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The teacher written as a float artifact by ``target`` and measured like a candidate,
-    in this process."""
-    tgt = get_target(target, **(target_options or {}))
-    bits = {i.path: 32 for i in list_layers(task.model)}
-    policy = Policy()
-    scopes, explicit = resolve_quant_scopes(policy, bits, tgt)
-    # the same header as an identity trial's artifact, so the teacher's bytes equal its bytes
-    meta = _student_meta(
-        task,
-        policy,
-        tgt,
-        task.model,
-        dropped={},
-        sparsity=resolve_sparsity(task.model, policy),
-        scopes=scopes,
-        explicit=explicit,
-    )
-    with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
-        path = Path(tmp) / tgt.artifact_name
-        tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
-        deployed = tgt.load(path, task.model, threads=settings.threads)
-        return _measure_artifact(task, tgt, task.model, deployed, path, settings)
-
-
-def structure_cost(
-    task: Task,
-    student: nn.Module,
-    bits: Mapping[str, int],
-    structure: Mapping,
-    *,
-    target: Target,
-    settings: MeasureSettings,
-    meta: Mapping[str, Any],
-    gate: Gate = NoGate(),
-) -> dict[str, Any]:
-    """Size and latency of the converted structure before any training (for early rejection).
-
-    Written with the same header as the final artifact, so its bytes are the final bytes."""
-    with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
-        path = Path(tmp) / target.artifact_name
-        target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
-        deployed = target.load(path, task.model, threads=settings.threads)
-        cost = _measure_cost(task, target, student, deployed, path, settings, gate)
-        cost.pop("_macs")
-        return cost
-
-
 class StopTrial(Exception):
     """Raised by an ``on_structure`` callback to stop a candidate before fine-tuning."""
 
@@ -296,7 +154,7 @@ def compress(
         masks = sparsify_(student, task, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
     bits = live(resolved.bits, student)
-    meta = _student_meta(
+    meta = artifact_meta(
         task,
         policy,
         tgt,
@@ -366,11 +224,11 @@ def compress(
     deployed = tgt.load(artifact, task.model, threads=settings.threads)
 
     stage("measure")
-    measured = _measure_artifact(task, tgt, student, deployed, artifact, settings, gate)
+    measured = measure_artifact(task, tgt, student, deployed, artifact, settings, gate)
     metrics = dict(measured)
     metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
-    metrics["baseline"] = {k: baseline[k] for k in _SIZE_KEYS}
+    metrics["baseline"] = {k: baseline[k] for k in teacher_metrics()}
     pruned = prune_records(task.model, student, resolved.prune, groups)
     metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics.update(summary(records, student, meta["sparse"]))

@@ -98,3 +98,18 @@ class FileGate:
     def close(self) -> None:
         self._main.close()
         self._turn.close()
+
+
+@contextlib.contextmanager
+def trial_gate(exclusive_timing: bool) -> Iterator[Gate]:
+    """The machine's timing gate for one trial: a :class:`FileGate` held while the trial works,
+    or a :class:`NoGate` without ``exclusive_timing``."""
+    if not exclusive_timing:
+        yield NoGate()
+        return
+    gate = FileGate()
+    try:
+        with gate.working():
+            yield gate
+    finally:
+        gate.close()

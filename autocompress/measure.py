@@ -1,4 +1,7 @@
-"""Honest measurements: latency with fixed threads, warm-up and repeats; params; MACs."""
+"""Honest measurements: latency with fixed threads, warm-up and repeats; params; MACs.
+
+``MeasureSettings`` is how a search times its artifacts (an objective set's ``latency``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +27,34 @@ def threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How latency is measured: intra-op threads, warm-up and timed repeats."""
+
+    threads: int = 1
+    warmup: int = 5
+    repeats: int = 30
+    batch_size: int | None = None  # None: the task's example_inputs as given
+
+    @classmethod
+    def from_latency(cls, latency: Any) -> MeasureSettings:
+        """From an objective set's ``latency`` section."""
+        return cls(
+            threads=latency.threads,
+            warmup=latency.warmup,
+            repeats=latency.repeats,
+            batch_size=latency.batch_size,
+        )
+
+    def inputs(self, example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The example inputs at ``batch_size`` (the first sample repeated)."""
+        if self.batch_size is None or example_inputs[0].shape[0] == self.batch_size:
+            return example_inputs
+        return tuple(
+            t[:1].expand(self.batch_size, *t.shape[1:]).contiguous() for t in example_inputs
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .metrics import METRICS
-from .space import check_keys, read_preset, to_number
+from .presets import check_keys, read_preset, to_number
 
 DIRECTIONS = ("maximize", "minimize")
 

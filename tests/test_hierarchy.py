@@ -8,9 +8,15 @@ import pytest
 from models import cnn_task, encoder_task, mlp_task
 
 from autocompress.errors import ConfigError
-from autocompress.hierarchy import GLOBAL_BITS, GLOBAL_PRUNE, HierarchicalSpace
 from autocompress.search import search
-from autocompress.space import SearchSpace, baseline_spec, load_space
+from autocompress.space import (
+    GLOBAL_BITS,
+    GLOBAL_PRUNE,
+    HierarchicalSpace,
+    SearchSpace,
+    baseline_spec,
+    load_space,
+)
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging
-import math
 import os
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -49,21 +44,24 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..controller import Proposal
 from ..distill import TeacherCache
-from ..gate import FileGate, Gate, NoGate
+from ..gate import trial_gate
 from ..policy import Policy
 from ..session import Session, new_record, process_teacher
 from ..trial import run_trial
+from ._ray_env import environ, quiet, ray_log_level, ray_temp_dir, task_modules, worker_pythonpath
+from ._tune_outcome import (
+    METRIC,
+    TIME_ATTR,
+    error_failure,
+    error_text,
+    finite,
+    outcome,
+    report_value,
+)
 
 if TYPE_CHECKING:
     from ..objectives import ObjectiveSet
     from ..task import Task
-
-log = logging.getLogger(__name__)
-
-METRIC = "accuracy"
-TIME_ATTR = "epoch"
-# Ray puts AF_UNIX sockets (limit 107 bytes) ~60 characters below its temp folder
-_MAX_TEMP_DIR = 48
 
 
 # -- the searcher: Tune asks, the controller answers ---------------------------------------
@@ -110,7 +108,7 @@ class ControllerSearcher(Searcher):
         epochs = self.epochs.setdefault(trial_id, [])
         if "record" not in result and TIME_ATTR in result:
             if not epochs or epochs[-1]["epoch"] != result[TIME_ATTR]:
-                epochs.append({"epoch": result[TIME_ATTR], "accuracy": _finite(result.get(METRIC))})
+                epochs.append({"epoch": result[TIME_ATTR], "accuracy": finite(result.get(METRIC))})
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -124,28 +122,12 @@ class ControllerSearcher(Searcher):
             return
         result = result or self.last.get(trial_id) or {}
         self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
-        limit = self.session.config.trial_timeout_s
-        if "record" in result:
-            trial = json.loads(result["record"])
-            record = self._new_record(trial_id, proposal, trial["state"], result, trial=trial)
-        elif limit is not None and result.get("time_total_s", 0) > limit:
-            record = self._new_record(
-                trial_id,
-                proposal,
-                "failed",
-                result,
-                error=f"stopped by Tune over trial_timeout_s={limit:g}",
-            )
-            record["failure"] = "timeout"
-        elif result.get(TIME_ATTR):
-            error = (
-                f"stopped by ASHA after epoch {result[TIME_ATTR]} "
-                f"({METRIC} {_finite(result.get(METRIC))})"
-            )
-            record = self._new_record(trial_id, proposal, "pruned", result, error=error)
-        else:
-            error = "the trial ended without reporting a result"
-            record = self._new_record(trial_id, proposal, "failed", result, error=error)
+        end = outcome(result, timeout_s=self.session.config.trial_timeout_s)
+        record = self._new_record(
+            trial_id, proposal, end.state, result, trial=end.trial, error=end.error
+        )
+        if end.failure is not None:
+            record["failure"] = end.failure
         self._record(trial_id, proposal, record)
 
     def on_error(self, trial_id: str, message: str) -> None:
@@ -154,8 +136,7 @@ class ControllerSearcher(Searcher):
             return
         result = self.last.get(trial_id) or {}
         record = self._new_record(trial_id, proposal, "failed", result, error=message)
-        died = any(word in message.lower() for word in ("died", "worker failed", "exit"))
-        record["failure"] = "worker-died" if died else "exception"
+        record["failure"] = error_failure(message)
         self._record(trial_id, proposal, record)
 
     def flush_errors(self) -> None:
@@ -205,18 +186,7 @@ class _ErrorCallback(tune.Callback):
         if exc is None:
             with contextlib.suppress(Exception):
                 exc = trial.get_error()
-        self.searcher.on_error(trial.trial_id, _error_text(exc))
-
-
-def _error_text(exc: BaseException | None) -> str:
-    if exc is None:
-        return "the trial's worker failed"
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        exc = cause
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
-    return text[:500]
+        self.searcher.on_error(trial.trial_id, error_text(exc))
 
 
 class _Stopper(tune.stopper.Stopper):
@@ -234,39 +204,12 @@ class _Stopper(tune.stopper.Stopper):
 
 
 # -- the trainable: one trial in a worker process --------------------------------------------
-@contextlib.contextmanager
-def _gate(exclusive_timing: bool) -> Iterator[Gate]:
-    """The machine's timing gate for one trial (see ``autocompress.gate``)."""
-    if not exclusive_timing:
-        yield NoGate()
-        return
-    gate = FileGate()
-    try:
-        with gate.working():
-            yield gate
-    finally:
-        gate.close()
-
-
 def _where() -> dict[str, Any]:
     return {
         "node": ray.get_runtime_context().get_node_id(),
         "node_ip": ray.util.get_node_ip_address(),
         "host": socket.gethostname(),
     }
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _report_value(value: Any) -> float:
-    """What the scheduler compares: NaN (ignored by ASHA's percentiles) when there is none."""
-    value = _finite(value)
-    return math.nan if value is None else value
 
 
 def trainable(
@@ -291,7 +234,7 @@ def trainable(
     policy = Policy.from_dict(config["policy"])
     epochs = policy.finetune.epochs
 
-    with _gate(exclusive_timing) as gate:
+    with trial_gate(exclusive_timing) as gate:
         teacher = process_teacher(
             task, target=target, objectives=objectives, run=baseline, gate=gate
         )
@@ -301,7 +244,7 @@ def trainable(
             # the last epoch is reported with the record: ASHA stops a trial at max_t at once
             if epoch < epochs:
                 with gate.released():  # the driver may be slow to take it: don't hold others
-                    tune.report({METRIC: _report_value(value), TIME_ATTR: epoch, **where})
+                    tune.report({METRIC: report_value(value), TIME_ATTR: epoch, **where})
 
         record = run_trial(
             task,
@@ -324,7 +267,7 @@ def trainable(
         value = record["epochs"][-1]["accuracy"]
     tune.report(
         {
-            METRIC: _report_value(value),
+            METRIC: report_value(value),
             TIME_ATTR: len(record["epochs"]),
             "record": json.dumps(record, default=str),
             "done": True,
@@ -339,58 +282,6 @@ def teacher_outputs(task: Task) -> tuple[list, list, list]:
     return TeacherCache(task).fill().state()
 
 
-def ray_temp_dir(run_dir: Path) -> Path:
-    """``<run_dir>/ray/tmp``, or a short ``/tmp/ac-ray-<hash>`` when that path is too long."""
-    candidate = run_dir.resolve() / "ray" / "tmp"
-    if len(str(candidate)) <= _MAX_TEMP_DIR:
-        return candidate
-    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"ac-ray-{digest}"
-
-
-def _worker_pythonpath() -> str:
-    """The driver's import path, so workers find task modules next to it (e.g. ``tests/``)."""
-    prefixes = {sys.base_prefix, sys.prefix, sys.exec_prefix}
-    paths = [os.getcwd()]
-    for p in sys.path:
-        p = os.path.abspath(p or os.getcwd())
-        if "site-packages" in p or any(p.startswith(x) for x in prefixes) or not os.path.isdir(p):
-            continue
-        paths.append(p)
-    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.pathsep.join(dict.fromkeys(paths))
-
-
-def _pickle_task_modules_by_value(task: Task) -> None:
-    """Task files loaded by path are no importable modules on workers: ship their code."""
-    folders = set()
-    if task.spec and ":" in task.spec:
-        target = task.spec.rsplit(":", 1)[0]
-        if target.endswith(".py"):
-            folders.add(Path(target).resolve().parent)
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file is None:
-            continue
-        if name.startswith("_autocompress_task_") or Path(file).resolve().parent in folders:
-            with contextlib.suppress(ValueError):
-                ray.cloudpickle.register_pickle_by_value(module)
-
-
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @contextlib.contextmanager
 def connect(session: Session) -> Iterator[str]:
     """Connect to ``address`` / RAY_ADDRESS, or start a local cluster; always disconnect.
@@ -402,24 +293,24 @@ def connect(session: Session) -> Iterator[str]:
         yield "existing"
         return
     address = session.config.address or os.environ.get("RAY_ADDRESS")
-    pythonpath = _worker_pythonpath()
+    pythonpath = worker_pythonpath()
     if address:
         ray.init(
             address=address,
             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
             log_to_driver=False,
-            logging_level=_ray_log_level(session),
+            logging_level=ray_log_level(session.verbose),
         )
     else:
         temp_dir = ray_temp_dir(session.run_dir.path)
         temp_dir.mkdir(parents=True, exist_ok=True)
-        with _environ(PYTHONPATH=pythonpath):
+        with environ(PYTHONPATH=pythonpath):
             ray.init(
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 _temp_dir=str(temp_dir),
                 log_to_driver=False,
-                logging_level=_ray_log_level(session),
+                logging_level=ray_log_level(session.verbose),
             )
     try:
         yield address or "local"
@@ -469,8 +360,10 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
     task = session.task
     session.start()
     try:
-        with connect(session), _quiet(not session.verbose):
-            _pickle_task_modules_by_value(task)
+        with connect(session), quiet(not session.verbose):
+            for module in task_modules(task):  # loaded by path: ship their code
+                with contextlib.suppress(ValueError):
+                    ray.cloudpickle.register_pickle_by_value(module)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             concurrent = session.config.max_concurrent or max(cpus, 1)
             searcher = ControllerSearcher(session)
@@ -509,24 +402,3 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
             searcher.flush_errors()
     finally:
         session.stop()
-
-
-def _ray_log_level(session: Session) -> int:
-    return logging.INFO if session.verbose else logging.WARNING
-
-
-@contextlib.contextmanager
-def _quiet(quiet: bool) -> Iterator[None]:
-    """Without ``verbose``: Tune's legacy reporter at verbosity 0 (silent) instead of the new
-    one, which prints its configuration box and TensorBoard hint whatever the verbosity."""
-    if not quiet:
-        yield
-        return
-    tune_log = logging.getLogger("ray.tune")
-    level = tune_log.level
-    tune_log.setLevel(logging.WARNING)
-    try:
-        with _environ(RAY_AIR_NEW_OUTPUT="0"):
-            yield
-    finally:
-        tune_log.setLevel(level)

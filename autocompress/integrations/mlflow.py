@@ -24,9 +24,6 @@ import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +43,7 @@ from .mlflow_payload import (
     trial_params,
     truncate,
 )
+from .mlflow_store import is_http, probe, resolve_tracking_uri
 
 __all__ = ["MlflowTracker", "resolve_tracking_uri"]
 
@@ -73,39 +71,6 @@ _STATUS = {
 # Errors a tracking call may raise when the store is unreachable or refuses a request. They are
 # caught in ``log_trial``/``sync``/``finish``: tracking never kills a search.
 _TRACKING_ERRORS = (MlflowException, requests.RequestException, OSError)
-
-
-def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
-    """Pick the tracking URI: ``--tracking-uri``, else config, else ``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<cwd>/mlflow.db``. The old ``./mlruns`` file store is refused.
-
-    >>> resolve_tracking_uri("http://127.0.0.1:5000", None)
-    'http://127.0.0.1:5000'
-    """
-    for source, uri in (
-        ("--tracking-uri", cli_uri),
-        ("config key tracking_uri", config_uri),
-        ("environment variable MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")),
-    ):
-        if uri:
-            _check_not_file_store(uri, source)
-            return uri
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
-def _check_not_file_store(uri: str, source: str) -> None:
-    scheme = urllib.parse.urlparse(uri).scheme
-    # A one-letter scheme is a Windows drive ("C:\\mlruns"), still a plain path.
-    if scheme in ("", "file") or len(scheme) == 1:
-        raise ConfigError(
-            f"{source} = {uri!r} is a file store, which MLflow 3 refuses: use a database URI "
-            f"such as 'sqlite:///{Path.cwd().resolve() / 'mlflow.db'}' or a server URI "
-            "such as 'http://127.0.0.1:5000'"
-        )
-
-
-def _is_http(uri: str) -> bool:
-    return urllib.parse.urlparse(uri).scheme in ("http", "https")
 
 
 class MlflowTracker:
@@ -146,27 +111,14 @@ class MlflowTracker:
         """Fail fast with ``ConfigError`` when an HTTP tracking server does not answer.
 
         (A sqlite database and its directory are created by MLflow when the client starts.)"""
-        if not _is_http(self.tracking_uri):
+        if not is_http(self.tracking_uri):
             return
-        reason = self._probe(timeout_s)
+        reason = probe(self.tracking_uri, timeout_s)
         if reason is not None:
             raise ConfigError(
                 f"MLflow tracking server at {self.tracking_uri} is unreachable: {reason}. "
                 "Start it, or pass another --tracking-uri (e.g. sqlite:///mlflow.db)"
             )
-
-    def _probe(self, timeout_s: float) -> str | None:
-        """Why the server cannot be reached, or ``None`` when it answers (any HTTP status)."""
-        if not _is_http(self.tracking_uri):
-            return None
-        url = self.tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s):
-                return None
-        except urllib.error.HTTPError:
-            return None  # it answered: the server is there, auth or routing is its business
-        except (urllib.error.URLError, OSError) as error:
-            return str(getattr(error, "reason", error))
 
     @contextlib.contextmanager
     def _request_settings(self) -> Iterator[None]:
@@ -199,7 +151,7 @@ class MlflowTracker:
 
     def _online(self) -> bool:
         """After a failure, a quick probe decides whether to try the store again."""
-        if self._offline and self._probe(timeout_s=2) is None:
+        if self._offline and probe(self.tracking_uri, timeout_s=2) is None:
             self._offline = False
         return not self._offline
 
@@ -361,7 +313,7 @@ class MlflowTracker:
 
     def sync(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Log every record not yet in the ledger; return how many were uploaded now."""
-        self._offline = self._probe(timeout_s=5) is not None
+        self._offline = probe(self.tracking_uri, timeout_s=5) is not None
         if self._offline:
             return 0
         before = set(self.logged())

@@ -1,0 +1,136 @@
+"""A deployable artifact measured as its target loads and runs it.
+
+``artifact_meta`` is the header every artifact carries (the policy, the task, what the loader
+rebuilds); ``measure_artifact`` gives a candidate's figures (accuracy, bytes, latency, params,
+MACs) on the loaded artifact; ``measure_baseline`` writes the teacher as a float artifact and
+measures it the same way; ``structure_cost`` measures a pruned structure before training.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .drop import live
+from .gate import Gate, NoGate
+from .layers import list_layers
+from .measure import MeasureSettings
+from .policy import Policy
+from .scope import resolve_quant_scopes
+from .sparsify import resolve_sparsity
+from .targets import Target, get_target, measure_runtime
+from .task import Task
+
+
+def _measure_cost(
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    deployed: nn.Module,
+    path: Path,
+    settings: MeasureSettings,
+    gate: Gate = NoGate(),
+) -> dict[str, Any]:
+    """Bytes of the artifact's files, latency on the target's runtime, parameter count."""
+    cost = measure_runtime(task, deployed, target.files(path), settings, gate)
+    counts = target.count(student, deployed, task.example_inputs)
+    return {**cost, "params": counts["params"], "_macs": counts["macs"]}
+
+
+def measure_artifact(
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    deployed: nn.Module,
+    path: Path,
+    settings: MeasureSettings,
+    gate: Gate = NoGate(),
+) -> dict[str, Any]:
+    cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+    macs = cost.pop("_macs")
+    return {"accuracy": task.evaluate(deployed), **cost, "macs": macs}
+
+
+def artifact_meta(
+    task: Task,
+    policy: Policy,
+    tgt: Target,
+    student: nn.Module,
+    *,
+    dropped: Mapping[str, Any],
+    sparsity: Mapping[str, float],
+    scopes: Mapping[str, str],
+    explicit: Any,
+) -> dict[str, Any]:
+    """The artifact header: the policy and task, plus what the loader must rebuild."""
+    return {
+        "policy": policy.to_dict(),
+        "task_spec": task.spec,
+        "task_base_dir": os.getcwd(),
+        "target": tgt.name,
+        "dropped": dropped,
+        "sparse": live(sparsity, student),
+        "quant_scope": live(scopes, student),
+        "quant_outputs": sorted(
+            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
+        ),
+    }
+
+
+def measure_baseline(
+    task: Task,
+    *,
+    target: str = "torch",
+    settings: MeasureSettings = MeasureSettings(),
+    target_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The teacher written as a float artifact by ``target`` and measured like a candidate,
+    in this process."""
+    tgt = get_target(target, **(target_options or {}))
+    bits = {i.path: 32 for i in list_layers(task.model)}
+    policy = Policy()
+    scopes, explicit = resolve_quant_scopes(policy, bits, tgt)
+    # the same header as an identity trial's artifact, so the teacher's bytes equal its bytes
+    meta = artifact_meta(
+        task,
+        policy,
+        tgt,
+        task.model,
+        dropped={},
+        sparsity=resolve_sparsity(task.model, policy),
+        scopes=scopes,
+        explicit=explicit,
+    )
+    with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
+        path = Path(tmp) / tgt.artifact_name
+        tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
+        deployed = tgt.load(path, task.model, threads=settings.threads)
+        return measure_artifact(task, tgt, task.model, deployed, path, settings)
+
+
+def structure_cost(
+    task: Task,
+    student: nn.Module,
+    bits: Mapping[str, int],
+    structure: Mapping,
+    *,
+    target: Target,
+    settings: MeasureSettings,
+    meta: Mapping[str, Any],
+    gate: Gate = NoGate(),
+) -> dict[str, Any]:
+    """Size and latency of the converted structure before any training (for early rejection).
+
+    Written with the same header as the final artifact, so its bytes are the final bytes."""
+    with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
+        path = Path(tmp) / target.artifact_name
+        target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
+        deployed = target.load(path, task.model, threads=settings.threads)
+        cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+        cost.pop("_macs")
+        return cost
