@@ -4,12 +4,15 @@
 rebuilds); ``measure_artifact`` gives a candidate's figures (accuracy, bytes, latency, params,
 MACs) on the loaded artifact; ``measure_baseline`` writes the teacher as a float artifact and
 measures it the same way; ``structure_cost`` measures a pruned structure before training.
+``teacher_reference`` is the teacher's artifact loaded once per process and target, which a
+candidate is timed interleaved with (``MeasureSettings.paired``).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +38,10 @@ def _measure_cost(
     path: Path,
     settings: MeasureSettings,
     gate: Gate = NoGate(),
+    reference: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Bytes of the artifact's files, latency on the target's runtime, parameter count."""
-    cost = measure_runtime(task, deployed, target.files(path), settings, gate)
+    cost = measure_runtime(task, deployed, target.files(path), settings, gate, reference)
     counts = target.count(student, deployed, task.example_inputs)
     return {**cost, "params": counts["params"], "_macs": counts["macs"]}
 
@@ -50,8 +54,9 @@ def measure_artifact(
     path: Path,
     settings: MeasureSettings,
     gate: Gate = NoGate(),
+    reference: nn.Module | None = None,
 ) -> dict[str, Any]:
-    cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+    cost = _measure_cost(task, target, student, deployed, path, settings, gate, reference)
     macs = cost.pop("_macs")
     return {"accuracy": task.evaluate(deployed), **cost, "macs": macs}
 
@@ -82,20 +87,12 @@ def artifact_meta(
     }
 
 
-def measure_baseline(
-    task: Task,
-    *,
-    target: str = "torch",
-    settings: MeasureSettings = MeasureSettings(),
-    target_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The teacher written as a float artifact by ``target`` and measured like a candidate,
-    in this process."""
-    tgt = get_target(target, **(target_options or {}))
+def _write_teacher(task: Task, tgt: Target, path: Path) -> None:
+    """The teacher as ``tgt``'s float artifact, with the same header as an identity trial's
+    artifact, so the teacher's bytes equal its bytes."""
     bits = {i.path: 32 for i in list_layers(task.model)}
     policy = Policy()
     scopes, explicit = resolve_quant_scopes(policy, bits, tgt)
-    # the same header as an identity trial's artifact, so the teacher's bytes equal its bytes
     meta = artifact_meta(
         task,
         policy,
@@ -106,11 +103,41 @@ def measure_baseline(
         scopes=scopes,
         explicit=explicit,
     )
+    tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
+
+
+def measure_baseline(
+    task: Task,
+    *,
+    target: str = "torch",
+    settings: MeasureSettings = MeasureSettings(),
+    target_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The teacher written as a float artifact by ``target`` and measured like a candidate,
+    in this process."""
+    tgt = get_target(target, **(target_options or {}))
     with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
         path = Path(tmp) / tgt.artifact_name
-        tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
+        _write_teacher(task, tgt, path)
         deployed = tgt.load(path, task.model, threads=settings.threads)
         return measure_artifact(task, tgt, task.model, deployed, path, settings)
+
+
+# teacher model -> {(target, its options, threads): (loaded teacher artifact, its folder)}
+_REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def teacher_reference(task: Task, tgt: Target, settings: MeasureSettings) -> nn.Module:
+    """The teacher's artifact on ``tgt``, written and loaded once per process (and teacher,
+    target options, threads): what each candidate is timed interleaved with."""
+    per_model = _REFERENCES.setdefault(task.model, {})
+    key = (tgt.name, repr(tgt), settings.threads)
+    if key not in per_model:
+        folder = tempfile.TemporaryDirectory(prefix="autocompress-teacher-")
+        path = Path(folder.name) / tgt.artifact_name
+        _write_teacher(task, tgt, path)
+        per_model[key] = (tgt.load(path, task.model, threads=settings.threads), folder)
+    return per_model[key][0]
 
 
 def structure_cost(
@@ -127,10 +154,11 @@ def structure_cost(
     """Size and latency of the converted structure before any training (for early rejection).
 
     Written with the same header as the final artifact, so its bytes are the final bytes."""
+    reference = teacher_reference(task, target, settings) if settings.paired else None
     with tempfile.TemporaryDirectory(prefix="autocompress-structure-") as tmp:
         path = Path(tmp) / target.artifact_name
         target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
         deployed = target.load(path, task.model, threads=settings.threads)
-        cost = _measure_cost(task, target, student, deployed, path, settings, gate)
+        cost = _measure_cost(task, target, student, deployed, path, settings, gate, reference)
         cost.pop("_macs")
         return cost

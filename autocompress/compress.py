@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .artifact import artifact_meta, measure_artifact, measure_baseline, structure_cost
+from .artifact import (
+    artifact_meta,
+    measure_artifact,
+    measure_baseline,
+    structure_cost,
+    teacher_reference,
+)
 from .distill import TeacherCache
 from .drop import drop_blocks_, find_blocks, live, resolve_blocks
 from .errors import PolicyError
@@ -224,11 +230,14 @@ def compress(
     deployed = tgt.load(artifact, task.model, threads=settings.threads)
 
     stage("measure")
-    measured = measure_artifact(task, tgt, student, deployed, artifact, settings, gate)
+    reference = teacher_reference(task, tgt, settings) if settings.paired else None
+    measured = measure_artifact(task, tgt, student, deployed, artifact, settings, gate, reference)
     metrics = dict(measured)
-    metrics["speedup"] = baseline["latency_ms"] / measured["latency_ms"]
+    # the teacher this candidate is compared with: timed interleaved with it when paired
+    teacher = {**baseline, **measured.get("teacher_paired", {})}
+    metrics["speedup"] = teacher["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
-    metrics["baseline"] = {k: baseline[k] for k in teacher_metrics()}
+    metrics["baseline"] = {k: teacher[k] for k in teacher_metrics()}
     pruned = prune_records(task.model, student, resolved.prune, groups)
     metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
     metrics.update(summary(records, student, meta["sparse"]))

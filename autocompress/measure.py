@@ -37,6 +37,9 @@ class MeasureSettings:
     warmup: int = 5
     repeats: int = 30
     batch_size: int | None = None  # None: the task's example_inputs as given
+    # time each candidate interleaved with the teacher's artifact in the same process, so its
+    # ratio to the teacher holds when other work on the machine slows both (see measure_paired)
+    paired: bool = True
 
     @classmethod
     def from_latency(cls, latency: Any) -> MeasureSettings:
@@ -46,6 +49,7 @@ class MeasureSettings:
             warmup=latency.warmup,
             repeats=latency.repeats,
             batch_size=latency.batch_size,
+            paired=latency.paired,
         )
 
     def inputs(self, example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -90,7 +94,44 @@ def measure_latency(
             t0 = time.perf_counter()
             run_model(model, example_inputs)
             times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+    return _latency(times)
+
+
+def measure_paired(
+    model: nn.Module,
+    reference: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    *,
+    n_threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+) -> tuple[Latency, Latency]:
+    """Latency of ``model`` and of ``reference``, timed interleaved in this process.
+
+    Each round times both, in alternating order (model first, then reference first), so a
+    slowdown from other work on the machine lands on both alike: their ratio is the figure a
+    search can trust under load, where two separately timed medians are not.
+    """
+    if repeats < 20:
+        raise ValueError(f"latency needs at least 20 timed repeats, got repeats={repeats}")
+    model.eval()
+    reference.eval()
+    times: tuple[list[float], list[float]] = ([], [])
+    pair = (model, reference)
+    with threads(n_threads), torch.inference_mode():
+        for _ in range(warmup):
+            run_model(model, example_inputs)
+            run_model(reference, example_inputs)
+        for r in range(repeats):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                t0 = time.perf_counter()
+                run_model(pair[i], example_inputs)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    return _latency(times[0]), _latency(times[1])
+
+
+def _latency(times: list[float]) -> Latency:
+    times = sorted(times)
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     return Latency(median_ms=statistics.median(times), p90_ms=p90, repeats=len(times))
 

@@ -108,14 +108,19 @@ class LatencySettings:
     batch_size: int = 1
     repeats: int = 30
     warmup: int = 5
+    # each candidate timed interleaved with the teacher in its own process (measure_paired)
+    paired: bool = True
 
-    def to_dict(self) -> dict[str, int]:
-        return {
+    def to_dict(self) -> dict[str, int | bool]:
+        out: dict[str, int | bool] = {
             "threads": self.threads,
             "batch_size": self.batch_size,
             "repeats": self.repeats,
             "warmup": self.warmup,
         }
+        if not self.paired:  # written only when off: older run directories keep their hash
+            out["paired"] = False
+        return out
 
 
 @dataclass(frozen=True)
@@ -238,9 +243,13 @@ def _constraint(data: Any, source: str, key: str) -> Constraint:
 
 def _latency(data: Any, source: str) -> LatencySettings:
     keys = tuple(LatencySettings().to_dict())
-    check_keys(source, "latency", data, keys)
+    check_keys(source, "latency", data, (*keys, "paired"))
     minimum = {"threads": 1, "batch_size": 1, "repeats": 20, "warmup": 0}
-    values = {}
+    values: dict[str, Any] = {}
+    paired = data.get("paired", True)
+    if not isinstance(paired, bool):
+        raise ConfigError(f"{source}: latency.paired: {paired!r} must be true or false")
+    values["paired"] = paired
     for key in keys:
         value = data.get(key, getattr(LatencySettings, key))
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum[key]:

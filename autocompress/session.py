@@ -154,7 +154,8 @@ def new_record(
         if record.get(key) is None:
             record[key] = value
     record.setdefault("node", None)
-    record["teacher"] = dict(teacher)
+    # a candidate timed interleaved with the teacher is compared with those teacher timings
+    record["teacher"] = {**teacher, **((record["metrics"] or {}).get("teacher_paired") or {})}
     return record
 
 

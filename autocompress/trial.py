@@ -65,7 +65,7 @@ def run_trial(
 
     def check_structure(cost: dict[str, Any]) -> None:
         structure.update(cost)
-        broken = objectives.structural_violation(cost, baseline)
+        broken = objectives.structural_violation(cost, _teacher(baseline, cost))
         if broken:
             raise StopTrial(broken)
 
@@ -120,11 +120,17 @@ def run_trial(
         )
     else:
         record["metrics"] = result.metrics
-        record.update(_classify(objectives, result.metrics, baseline))
+        record.update(_classify(objectives, result.metrics, _teacher(baseline, result.metrics)))
     if teacher_cache is not None:
         record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
     record["duration_s"] = round(time.perf_counter() - start, 3)
     return _finite(record)
+
+
+def _teacher(baseline: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher a measurement is compared with: its timings from the interleaved run when
+    the candidate was timed paired with it, else the baseline's."""
+    return {**baseline, **(measured.get("teacher_paired") or {})}
 
 
 def _finite(value: Any) -> Any:

@@ -9,7 +9,9 @@ import torch
 from models import cnn_task, encoder_task, mlp_task
 
 from autocompress import Policy, compress, load_artifact
+from autocompress.compress import MeasureSettings
 from autocompress.distill import TeacherCache, kd_loss
+from autocompress.measure import measure_paired
 from autocompress.quantize import pack_codes, quantize_weight, unpack_codes
 
 PRUNE_INT8 = {
@@ -256,3 +258,40 @@ def test_artifact_computes_what_the_quantizer_says(cnn, tmp_path, bits):
         assert torch.allclose(got, expected, atol=1e-4 if bits != 8 else 0.1), (
             (got - expected).abs().max()
         )
+
+
+def test_paired_timing_compares_with_the_teacher_timed_beside_the_candidate(cnn, tmp_path):
+    baseline = {
+        "accuracy": 1.0,
+        "size_bytes": 1,
+        "latency_ms": 1e6,
+        "latency_p90_ms": 1e6,
+        "params": 1,
+        "macs": 1,
+    }  # a stale, absurd teacher timing: paired replaces it
+    paired = compress(
+        cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path / "p", baseline=baseline
+    ).metrics
+    teacher = paired["teacher_paired"]
+    assert 0 < teacher["latency_ms"] < 1e3 and teacher["latency_p90_ms"] >= teacher["latency_ms"]
+    assert paired["baseline"]["latency_ms"] == teacher["latency_ms"]
+    assert paired["baseline"]["size_bytes"] == 1  # only the timings come from the pairing
+    assert paired["speedup"] == pytest.approx(teacher["latency_ms"] / paired["latency_ms"])
+    alone = compress(
+        cnn,
+        Policy.from_dict(PRUNE_INT8),
+        out_dir=tmp_path / "a",
+        baseline=baseline,
+        settings=MeasureSettings(paired=False),
+    ).metrics
+    assert "teacher_paired" not in alone and alone["baseline"]["latency_ms"] == 1e6
+
+
+def test_measure_paired_times_both_models_interleaved():
+    small = torch.nn.Linear(8, 8)
+    big = torch.nn.Sequential(
+        torch.nn.Linear(8, 512), *[torch.nn.Linear(512, 512) for _ in range(16)]
+    )
+    a, b = measure_paired(small, big, (torch.randn(1, 8),), repeats=20)
+    assert a.repeats == b.repeats == 20
+    assert b.median_ms > a.median_ms

@@ -54,6 +54,11 @@ def test_local_search_writes_records_and_front(task, tmp_path):
     identity = records[0]
     assert identity["state"] == "complete"
     assert identity["metrics"]["accuracy"] == identity["metrics"]["baseline"]["accuracy"]
+    for r in (r for r in records if r["state"] == "complete"):
+        # timed interleaved with the teacher: the record compares with that teacher timing
+        paired = r["metrics"]["teacher_paired"]["latency_ms"]
+        assert r["teacher"]["latency_ms"] == r["metrics"]["baseline"]["latency_ms"] == paired
+        assert r["metrics"]["speedup"] == pytest.approx(paired / r["metrics"]["latency_ms"])
     doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert doc["objectives"][0] == {"name": "accuracy", "direction": "maximize"}
     front = {t["number"] for t in doc["trials"]}

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import AutoCompressError
 from ..gate import Gate, NoGate
-from ..measure import measure_latency
+from ..measure import measure_latency, measure_paired
 
 MODES = ("int-compute", "weight-only", "float")
 
@@ -75,22 +75,36 @@ class Target(Protocol):
 
 
 def measure_runtime(
-    task: Any, deployed: nn.Module, files: list[Path], settings: Any, gate: Gate = NoGate()
+    task: Any,
+    deployed: nn.Module,
+    files: list[Path],
+    settings: Any,
+    gate: Gate = NoGate(),
+    reference: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Task metric on the deployed model, bytes of its files, latency on its runtime."""
+    """Bytes of the deployed model's files and its latency on its runtime.
+
+    With a ``reference`` (the teacher's artifact on the same target), both are timed
+    interleaved and the teacher's figures come back as ``teacher_paired``."""
+    timing = {
+        "n_threads": settings.threads,
+        "warmup": settings.warmup,
+        "repeats": settings.repeats,
+    }
+    inputs = settings.inputs(task.example_inputs)
     with gate.exclusive():
-        lat = measure_latency(
-            deployed,
-            settings.inputs(task.example_inputs),
-            n_threads=settings.threads,
-            warmup=settings.warmup,
-            repeats=settings.repeats,
-        )
-    return {
+        if reference is None:
+            lat, ref = measure_latency(deployed, inputs, **timing), None
+        else:
+            lat, ref = measure_paired(deployed, reference, inputs, **timing)
+    out: dict[str, Any] = {
         "size_bytes": sum(f.stat().st_size for f in files),
         "latency_ms": lat.median_ms,
         "latency_p90_ms": lat.p90_ms,
     }
+    if ref is not None:
+        out["teacher_paired"] = {"latency_ms": ref.median_ms, "latency_p90_ms": ref.p90_ms}
+    return out
 
 
 def _targets() -> dict[str, Target]:
