@@ -1,0 +1,125 @@
+"""The ``onnxruntime`` target's options on real ONNX Runtime sessions: reduce_range (7-bit
+integer-compute weights on CPUs without VNNI), dynamic int8 Linear, and how options reach it."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from models import mlp_task
+from onnx import numpy_helper
+from torch import nn
+
+from autocompress import Policy
+from autocompress.compress import MeasureSettings, compress
+from autocompress.errors import AutoCompressError
+from autocompress.quantize import quantize_weight
+from autocompress.targets import get_target
+from autocompress.targets._cpu import cpu_info, has_vnni
+
+LINEARS = ("net.0", "net.2", "net.4")
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return mlp_task()
+
+
+ORT = functools.partial(
+    compress, target="onnxruntime", settings=MeasureSettings(repeats=20, warmup=2)
+)
+
+
+def _apply(task, policy: dict, tmp_path: Path, **options):
+    return ORT(task, Policy.from_dict(policy), out_dir=tmp_path, target_options=options)
+
+
+def _weight_codes(artifact: Path) -> dict[str, np.ndarray]:
+    model = onnx.load(str(artifact))
+    return {
+        i.name.removesuffix(".weight_quantized"): numpy_helper.to_array(i)
+        for i in model.graph.initializer
+        if i.name.endswith(".weight_quantized")
+    }
+
+
+def test_vnni_detection_reads_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 fma avx512_vnni\n")
+    model, flags = cpu_info(str(info))
+    assert model == "Some CPU" and has_vnni(flags)
+    assert not has_vnni(frozenset({"avx2", "fma", "avx512f"}))
+    assert has_vnni(frozenset({"avx_vnni"}))
+    auto = get_target("onnxruntime")
+    assert auto.reduces_range == (not has_vnni())
+    assert get_target("onnxruntime", reduce_range="true").reduces_range
+    assert not get_target("onnxruntime", reduce_range=False).reduces_range
+
+
+def test_a_bad_reduce_range_value_is_named():
+    with pytest.raises(AutoCompressError, match="reduce_range 'maybe'"):
+        get_target("onnxruntime", reduce_range="maybe")
+    with pytest.raises(AutoCompressError, match="linear 'fast'"):
+        get_target("onnxruntime", linear="fast")
+
+
+@pytest.mark.parametrize("reduce_range", ["auto", True, False])
+def test_reduce_range_stores_our_7bit_codes(mlp, tmp_path, reduce_range):
+    reduced = get_target("onnxruntime", reduce_range=reduce_range).reduces_range
+    if reduce_range == "auto" and not reduced:
+        pytest.skip("this CPU has VNNI: auto keeps full-range int8")
+    result = _apply(mlp, {"quant": {"default": 8}}, tmp_path, reduce_range=reduce_range)
+    codes = _weight_codes(result.artifact)
+    modules = dict(mlp.model.named_modules())
+    for path in LINEARS:
+        rec = result.metrics["layers"][path]
+        assert rec["mode"] == "int-compute" and rec["bits"] == 8
+        stored = codes[path] if codes[path].shape == modules[path].weight.shape else codes[path].T
+        assert stored.dtype == np.int8
+        expected, _ = quantize_weight(modules[path].weight, 7 if reduced else 8)
+        assert np.array_equal(stored, expected.numpy()), path
+        if reduced:
+            assert stored.min() >= -64 and stored.max() <= 63 and rec["weight_range"] == 7
+        else:
+            assert np.abs(stored).max() == 127 and "weight_range" not in rec
+    header = get_target("onnxruntime").read_meta(result.artifact)
+    assert header["reduce_range"] is reduced
+
+
+def test_fine_tuning_trains_against_the_7bit_codes(mlp, tmp_path):
+    seen: dict[str, int] = {}
+
+    def on_epoch(epoch: int, model: nn.Module) -> None:
+        for path in LINEARS:
+            mod = model.get_submodule(path)
+            w = mod.weight  # the fake-quantized weight the student trains against
+            scale = w.detach().abs().amax(dim=1, keepdim=True)
+            seen[path] = int(torch.round(w.detach() / scale * 63).abs().max())
+            assert mod.parametrizations.weight[0].bits == 7
+            levels = torch.unique(torch.round(w.detach() / scale * 1e4)).numel()
+            assert levels <= 127, path
+
+    policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 1}})
+    ORT(mlp, policy, out_dir=tmp_path, target_options={"reduce_range": True}, on_epoch=on_epoch)
+    assert seen == dict.fromkeys(LINEARS, 63)
+
+
+def test_weight_only_layers_keep_8bit_codes_under_reduce_range(mlp, tmp_path):
+    policy = {"quant": {"default": 8, "scope": {"default": "weight"}}}
+    result = _apply(mlp, policy, tmp_path, reduce_range=True)
+    for path, stored in _weight_codes(result.artifact).items():
+        assert result.metrics["layers"][path]["mode"] == "weight-only"
+        assert np.abs(stored).max() == 127 and "weight_range" not in result.metrics["layers"][path]
+
+
+def test_inspect_says_what_reduce_range_resolves_to(mlp):
+    from autocompress.inspect import describe
+
+    forced = describe(mlp, "default", target="onnxruntime", target_options={"reduce_range": True})
+    assert "reduce_range true (option)" in forced and "7-bit codes (|q| <= 63)" in forced
+    auto = describe(mlp, "default", target="onnxruntime")
+    assert ("(no VNNI)" in auto) == (not has_vnni()) and "vnni " in auto
