@@ -123,3 +123,48 @@ def test_inspect_says_what_reduce_range_resolves_to(mlp):
     assert "reduce_range true (option)" in forced and "7-bit codes (|q| <= 63)" in forced
     auto = describe(mlp, "default", target="onnxruntime")
     assert ("(no VNNI)" in auto) == (not has_vnni()) and "vnni " in auto
+
+
+def test_a_search_config_passes_its_target_options_to_every_trial(tmp_path):
+    from autocompress.config import SearchConfig
+    from autocompress.search import run_search
+
+    cfg = SearchConfig.from_dict(
+        {
+            "name": "mlp-ort-options",
+            "task": str(Path(__file__).parent / "tasks.py") + ":mlp",
+            "trials": 1,
+            "baselines": ["int8"],
+            "backend": "local",
+            "epochs": 0,
+            "tracking": False,
+            "target": "onnxruntime",
+            "target_options": {"reduce_range": True, "linear": "dynamic"},
+            "out": str(tmp_path / "run"),
+        }
+    )
+    assert cfg.to_dict()["target_options"] == {"reduce_range": True, "linear": "dynamic"}
+    assert "target_options" not in SearchConfig(name="x", task="t").to_dict()
+    (trial,) = run_search(cfg).trials
+    assert trial["state"] == "complete", trial["error"]
+    for path in LINEARS:
+        rec = trial["metrics"]["layers"][path]
+        assert rec["weight_range"] == 7 and rec["op"] == "DynamicQuantizeMatMul"
+
+
+def test_apply_takes_target_options(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from autocompress.cli import app
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"quant": {"default": 8}}))
+    task = str(Path(__file__).parent / "tasks.py") + ":mlp"
+    args = ["apply", "--task", task, "--policy", str(policy), "--target", "onnxruntime"]
+    args += ["--repeats", "20", "--target-option", "reduce_range=false"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    codes = _weight_codes(tmp_path / "out" / "model.onnx")
+    assert {int(np.abs(c).max()) for c in codes.values()} == {127}

@@ -73,6 +73,11 @@ class OnnxRuntimeTarget:
                 "auto, true, false"
             )
         object.__setattr__(self, "reduce_range", choice[key])
+        drop = self.max_layer_drop
+        if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int | float)):
+            raise AutoCompressError(
+                f"target 'onnxruntime': max_layer_drop {drop!r} must be a number (0.01 = 1 point)"
+            )
         if self.linear not in ("static", "dynamic"):
             raise AutoCompressError(
                 f"target 'onnxruntime': linear {self.linear!r} is not one of static, dynamic"
