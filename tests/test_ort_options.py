@@ -20,6 +20,7 @@ from autocompress.errors import AutoCompressError
 from autocompress.quantize import quantize_weight
 from autocompress.targets import get_target
 from autocompress.targets._cpu import cpu_info, has_vnni
+from autocompress.targets._ort_graph import optimized_graph
 
 LINEARS = ("net.0", "net.2", "net.4")
 
@@ -168,3 +169,40 @@ def test_apply_takes_target_options(tmp_path):
     assert result.exit_code == 0, result.output
     codes = _weight_codes(tmp_path / "out" / "model.onnx")
     assert {int(np.abs(c).max()) for c in codes.values()} == {127}
+
+
+def test_dynamic_linear_runs_our_codes_in_dynamicquantizematmul(mlp, tmp_path):
+    result = _apply(mlp, {"quant": {"default": 8}}, tmp_path, linear="dynamic")
+    graph = optimized_graph(result.artifact.read_bytes()).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    users = {name: n for n in graph.node for name in n.input}
+    assert "QuantizeLinear" not in {n.op_type for n in graph.node}  # nothing calibrated
+    modules = dict(mlp.model.named_modules())
+    reduced = get_target("onnxruntime").reduces_range
+    for path in LINEARS:
+        rec = result.metrics["layers"][path]
+        assert rec["mode"] == "int-compute" and rec["activations"] == "dynamic"
+        assert rec["scope_achieved"] == "weight+activation"
+        node = users[f"{path}.weight_quantized"]
+        assert node.op_type == rec["op"] == "DynamicQuantizeMatMul"
+        codes, scale = quantize_weight(modules[path].weight, 7 if reduced else 8)
+        assert np.array_equal(inits[node.input[1]], codes.numpy().T)
+        assert np.array_equal(inits[node.input[2]], scale.numpy())
+    with torch.inference_mode():
+        x = torch.cat([x for x, _ in mlp.val_loader])
+        expected = mlp.model(x)
+    got = result.model(x)
+    assert torch.allclose(got, expected, atol=0.15 * float(expected.abs().max()))
+    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.03
+
+
+def test_dynamic_linear_on_a_transformer_encoder(tmp_path):
+    from models import encoder_task
+
+    task = encoder_task(epochs=1)
+    result = _apply(task, {"quant": {"default": 8}}, tmp_path, linear="dynamic")
+    dyn = [p for p, r in result.metrics["layers"].items() if r.get("op") == "DynamicQuantizeMatMul"]
+    linears = [p for p, m in task.model.named_modules() if isinstance(m, nn.Linear)]
+    ints = [p for p in linears if result.metrics["layers"][p]["mode"] == "int-compute"]
+    assert ints and sorted(dyn) == sorted(ints)
+    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.05
