@@ -206,3 +206,56 @@ def test_dynamic_linear_on_a_transformer_encoder(tmp_path):
     ints = [p for p in linears if result.metrics["layers"][p]["mode"] == "int-compute"]
     assert ints and sorted(dyn) == sorted(ints)
     assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.05
+
+
+def _one_linear_task():
+    from autocompress import Task
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(96, 16)).eval()
+    x = torch.randn(64, 96)
+    x[:, 3] *= 30  # an outlier column: int8 activation rounding shows
+    y = model(x).argmax(dim=1)
+    batches = [(x[:32], y[:32]), (x[32:], y[32:])]
+    return Task(model=model, train_loader=batches, val_loader=batches, example_inputs=(x[:1],))
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_matmulnbits_record_says_what_ort_computes(tmp_path, bits):
+    task = _one_linear_task()
+    result = _apply(task, {"quant": {"default": bits}}, tmp_path)
+    rec = result.metrics["layers"]["0"]
+    assert rec["op"] == "MatMulNBits"
+    x = torch.cat([b for b, _ in task.val_loader]).numpy().astype(np.float64)
+    layer = task.model[0]
+    codes, scale = quantize_weight(layer.weight, bits)
+    w = codes.numpy().astype(np.float64) * scale.numpy()[:, None].astype(np.float64)
+    bias = layer.bias.detach().numpy().astype(np.float64)
+    blocked = x.reshape(len(x), -1, 32)
+    s_a = np.abs(blocked).max(axis=-1, keepdims=True) / 127
+    int8_acts = (np.round(blocked / s_a) * s_a).reshape(x.shape) @ w.T + bias
+    float_acts = x @ w.T + bias
+    got = result.model(torch.from_numpy(x.astype(np.float32))).numpy()
+    int8_err, float_err = np.abs(got - int8_acts).max(), np.abs(got - float_acts).max()
+    assert min(int8_err, float_err) < 1e-3 < max(int8_err, float_err)  # one of them it is
+    assert (rec["mode"] == "int-compute") == (int8_err < float_err)
+
+
+def test_weight_only_weights_are_dequantized_once_at_load(mlp, tmp_path):
+    policy = {"quant": {"default": 8, "scope": {"default": "weight"}}}
+    result = _apply(mlp, policy, tmp_path / "wo")
+    loaded = optimized_graph(result.artifact.read_bytes(), as_loaded=True).graph
+    assert "DequantizeLinear" not in {n.op_type for n in loaded.node}
+    for path in LINEARS:
+        assert result.metrics["layers"][path]["dequantize"].startswith("once at load")
+    x = torch.cat([b for b, _ in mlp.val_loader])
+    h = x.double()
+    for i, path in enumerate(LINEARS):  # the float model on our dequantized 8-bit weights
+        layer = mlp.model.get_submodule(path)
+        codes, scale = quantize_weight(layer.weight, 8)
+        h = h @ (codes.double() * scale.double()[:, None]).T + layer.bias.double()
+        h = torch.relu(h) if i < 2 else h
+    assert torch.allclose(result.model(x).double(), h, atol=1e-4)
+    mixed = {"quant": {"default": 8, "scope": {"layers": {"net.4": "weight"}}}}
+    rec = _apply(mlp, mixed, tmp_path / "mixed").metrics["layers"]
+    assert rec["net.4"]["dequantize"] == "per call" and rec["net.0"]["mode"] == "int-compute"

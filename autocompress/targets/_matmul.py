@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import torch
@@ -109,3 +111,56 @@ def dynamic_nodes(
             name=node.name or path,
         )
     ]
+
+
+@functools.cache
+def nbits_int8(container: int, accuracy_level: int, block: int = NBITS_BLOCK) -> bool:
+    """Whether this CPU's ``MatMulNBits`` (``container``-bit weights at ``accuracy_level``)
+    computes with int8-quantized activations, probed on a small random matmul: its output is
+    compared with the float product of the dequantized weights and with an emulation that
+    quantizes the activations to int8 per ``block`` (symmetric, amax/127). MLAS falls back to
+    float compute where it has no int8 kernel for the bit-width."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    k, n, m = 4 * block, 16, 4
+    codes = torch.from_numpy(
+        rng.integers(-(2 ** (container - 1)) + 1, 2 ** (container - 1), (n, k))
+    )
+    scale = torch.from_numpy(rng.uniform(0.01, 0.1, n).astype(np.float32))
+    packed, _, blocks = pack_nbits(codes.to(torch.int8), container)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    a[:, 3] *= 30  # an outlier: int8 activation rounding shows clearly
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "MatMulNBits",
+                ["A", "B", "S"],
+                ["Y"],
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=container,
+                block_size=block,
+                accuracy_level=accuracy_level,
+            )
+        ],
+        "probe",
+        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [m, n])],
+        [
+            initializer("B", packed),
+            initializer("S", np.repeat(scale.numpy()[:, None], blocks, axis=1).reshape(-1)),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    y = session.run(None, {"A": a})[0].astype(np.float64)
+    w = codes.numpy().astype(np.float64) * scale.numpy()[:, None]
+    blocked = a.reshape(m, -1, block).astype(np.float64)
+    s_a = np.abs(blocked).max(axis=-1, keepdims=True) / 127
+    emulated = (np.round(blocked / s_a) * s_a).reshape(m, k) @ w.T
+    return bool(np.abs(y - emulated).max() < np.abs(y - a.astype(np.float64) @ w.T).max() / 10)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import _qdq
-from ._ort_graph import OrtModule, _read_modes, export_float, optimized_graph
+from ._ort_graph import OrtModule, _read_modes, export_float, load_config, optimized_graph
 
 
 def _as_tuple(inputs: Any) -> tuple:
@@ -79,6 +79,8 @@ class Builder:
         return built.SerializeToString()
 
     def records(self, blob: bytes) -> dict[str, dict[str, Any]]:
+        import onnx
+
         records: dict[str, dict[str, Any]] = {}
         for path, b in self.bits.items():
             rec: dict[str, Any] = {"bits": b}
@@ -86,11 +88,18 @@ class Builder:
                 rec["op"] = "not exported as its own node"
             records[path] = rec
         _read_modes(optimized_graph(blob), records)
+        dequantize = "per call"
+        if load_config(onnx.load_from_string(blob)):
+            loaded = optimized_graph(blob, as_loaded=True)
+            if "DequantizeLinear" not in {n.op_type for n in loaded.graph.node}:
+                dequantize = "once at load (constant-folded, session.disable_quant_qdq)"
         for path, rec in records.items():
             if self.code_bits.get(path, rec["bits"]) != rec["bits"]:
                 rec["weight_range"] = self.code_bits[path]  # 7: reduce_range codes in int8
             if path in self.dynamic and rec.get("mode") == "int-compute":
                 rec["activations"] = "dynamic"
+            if str(rec.get("op", "")).startswith("DequantizeLinear->"):
+                rec["dequantize"] = dequantize
         return records
 
     def accuracy(self, blob: bytes) -> float:

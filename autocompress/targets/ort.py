@@ -104,8 +104,11 @@ class OnnxRuntimeTarget:
             return "float"
         if bits == 8 and isinstance(module, _CONVS + _LINEARS):
             return "int-compute"
-        if bits in (3, 4) and isinstance(module, _LINEARS):
-            return "int-compute"  # MatMulNBits, accuracy_level 4: int8 activations
+        if bits in (2, 3, 4) and isinstance(module, _LINEARS):
+            from ._matmul import nbits_int8
+
+            # MatMulNBits, accuracy_level 4: int8 activations where this CPU's MLAS has the kernel
+            return "int-compute" if nbits_int8(2 if bits == 2 else 4, 4) else "weight-only"
         return "weight-only"
 
     def activation_layers(
@@ -202,7 +205,7 @@ class OnnxRuntimeTarget:
         """What the optimized graph runs from input to output (see ``_islands``)."""
         from ._islands import graph_record
 
-        return graph_record(optimized_graph(path.read_bytes()))
+        return graph_record(optimized_graph(path.read_bytes(), as_loaded=True))
 
     def read_meta(self, path: Path) -> dict[str, Any]:
         import onnx
