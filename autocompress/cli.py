@@ -51,6 +51,29 @@ def _need_directory(path: Path, option: str) -> None:
         raise AutoCompressError(f"{option} {path} is a file; give a directory (it is created)")
 
 
+def target_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``--target-option KEY=VALUE`` (repeatable) as a dict; VALUE is read as YAML (``true``,
+    ``0.01``, ``auto``). The target checks the keys and values."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AutoCompressError(f"--target-option {pair!r}: give KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+_TARGET_OPTION = typer.Option(
+    "--target-option",
+    help="A target option KEY=VALUE (repeatable), e.g. reduce_range=auto, linear=dynamic",
+)
+
+
 def _stage_printer(label: str):
     """A rich status line showing the current stage; returns (context manager, callback)."""
     from rich.console import Console
@@ -86,6 +109,7 @@ def apply(
             "compute costs more accuracy than this (0.01 = 1 point)"
         ),
     ] = None,
+    target_option: Annotated[list[str] | None, _TARGET_OPTION] = None,
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
     from .compress import MeasureSettings, compress
@@ -98,6 +122,12 @@ def apply(
         raise AutoCompressError(f"--threads {threads}: must be at least 1")
     if repeats < 20:
         raise AutoCompressError(f"--repeats {repeats}: latency needs at least 20 timed repeats")
+    options = target_options(target_option)
+    if max_layer_drop is not None:
+        options["max_layer_drop"] = max_layer_drop
+    from .targets import get_target
+
+    get_target(target, **options)  # a wrong key or value fails before the task loads
     status, on_stage = _stage_printer("apply")
     with status:
         on_stage("loading task")
@@ -111,9 +141,7 @@ def apply(
             seed=seed,
             settings=MeasureSettings(threads=threads, repeats=repeats),
             on_stage=on_stage,
-            target_options={"max_layer_drop": max_layer_drop}
-            if max_layer_drop is not None
-            else None,
+            target_options=options,
         )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
@@ -178,6 +206,7 @@ def inspect_cmd(
     task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function")],
     space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "default",
     target: Annotated[str, typer.Option(help="Deployment target (modes per bit-width)")] = "torch",
+    target_option: Annotated[list[str] | None, _TARGET_OPTION] = None,
 ) -> None:
     """Print the model's layers, what the space makes of each (with each bit-width's mode on
     the target), and the space's dimension."""
@@ -185,7 +214,9 @@ def inspect_cmd(
     from .space import load_space
     from .task import load_task
 
-    typer.echo(describe(load_task(task), load_space(space), target=target))
+    options = target_options(target_option)
+    job = load_task(task)
+    typer.echo(describe(job, load_space(space), target=target, target_options=options))
 
 
 @app.command("report")

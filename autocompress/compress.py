@@ -203,7 +203,7 @@ def compress(
         student,
         task,
         policy,
-        bits,
+        tgt.code_bits(student, bits, meta["quant_scope"]),  # the codes the artifact will hold
         teacher_cache=teacher_cache,
         seed=seed,
         on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
@@ -273,7 +273,8 @@ def _scope_records(
     static = set(act_quant.qparams) if act_quant is not None else set()
     for path, rec in metrics["layers"].items():
         rec["scope"] = scopes.get(path, "weight")
-        done = path in static and rec.get("mode") == "int-compute" and "fallback" not in rec
+        quantized = path in static or rec.get("activations") == "dynamic"
+        done = quantized and rec.get("mode") == "int-compute" and "fallback" not in rec
         rec["scope_achieved"] = "weight+activation" if done else "weight"
 
 

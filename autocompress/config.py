@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import AutoCompressError, ConfigError
 
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("local", "ray")
@@ -53,6 +53,12 @@ def _seconds(value: Any) -> str | None:
     return None if ok and math.isfinite(value) else "must be a number of seconds > 0 or null"
 
 
+def _options(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return "must be a mapping of option names to values"
+    return None
+
+
 def _baselines(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
         return "must be a list of baseline names"
@@ -79,6 +85,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "search_space": _text,
     "objectives": _text,
     "target": _text,
+    "target_options": _options,
     "trials": _integer(1),
     "sampler": _choice(*SAMPLERS),
     "seed": _integer(0),
@@ -116,6 +123,7 @@ class SearchConfig:
     search_space: str = "default"
     objectives: str = "accuracy-size-latency"
     target: str = "torch"
+    target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
     trials: int = 24
     sampler: str = "tpe"
     seed: int = 0
@@ -142,6 +150,15 @@ class SearchConfig:
             problem = check(getattr(self, key))
             if problem:
                 raise ConfigError(f"{where}: {key}: {getattr(self, key)!r} {problem}")
+        if self.target_options:
+            from .targets import get_target
+
+            try:
+                get_target(self.target, **self.target_options)
+            except ConfigError:
+                raise
+            except AutoCompressError as exc:
+                raise ConfigError(f"{where}: target_options: {exc}") from None
 
     @property
     def run_dir(self) -> Path:
@@ -151,6 +168,8 @@ class SearchConfig:
         data = asdict(self)
         data["baselines"] = list(self.baselines)
         data.pop("base_dir")
+        if not self.target_options:  # runs recorded before the key existed stay resumable
+            data.pop("target_options")
         return data
 
     @classmethod

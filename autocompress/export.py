@@ -62,7 +62,7 @@ def export_trial(
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    target = get_target(config.target)
+    target = get_target(config.target, **config.target_options)
     native = "onnx" if target.artifact_name.endswith(".onnx") else "torch"
     if fmt == "torch" and native != "torch":
         raise ConfigError(
@@ -96,6 +96,7 @@ def export_trial(
                 importance=config.importance,
                 seed=record.get("seed", config.seed + number),
                 settings=settings,
+                target_options=config.target_options,
             )
         deployed, metrics = result.model, result.metrics
     if fmt != native:  # a torch-target model exported to float ONNX and measured by ORT

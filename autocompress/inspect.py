@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
 from .targets import get_target
@@ -141,10 +143,15 @@ def strategy_lines(space: ResolvedSpace, target: str) -> list[str]:
 
 
 def describe(
-    task: Task, space: SearchSpace | str | Path, *, target: str = "torch", width: int = 160
+    task: Task,
+    space: SearchSpace | str | Path,
+    *,
+    target: str = "torch",
+    width: int = 160,
+    target_options: Mapping[str, Any] | None = None,
 ) -> str:
     """The resolved space for ``task``'s model on ``target`` as a text table, globals and
-    dimension last."""
+    dimension last (then what the target's options resolve to on this machine)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -193,6 +200,9 @@ def describe(
         console.print(f"{name}: {shown} (fixed)")
     for line in strategy_lines(resolved, target):
         console.print(line)
+    tgt = get_target(target, **(target_options or {}))
+    for line in tgt.describe() if hasattr(tgt, "describe") else []:
+        console.print(f"{target}: {line}")
     layer_params = sum(p.name.startswith(_LAYER_PREFIXES) for p in resolved.params)
     console.print(
         f"dimension: {resolved.dimension} ({layer_params} layer parameters, "

@@ -47,6 +47,7 @@ STUDY_KEYS = (
     "search_space",
     "objectives",
     "target",
+    "target_options",
     "importance",
     "sampler",
     "seed",
@@ -164,13 +165,22 @@ _TEACHERS: dict[str, dict[str, Any]] = {}  # target -> the teacher timed in this
 
 
 def process_teacher(
-    task: Task, *, target: str, objectives: ObjectiveSet, run: Mapping[str, Any], gate: Gate
+    task: Task,
+    *,
+    target: str,
+    objectives: ObjectiveSet,
+    run: Mapping[str, Any],
+    gate: Gate,
+    target_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's teacher with its timings from this process (measured once per process)."""
     if target not in _TEACHERS:
         with gate.exclusive():
             here = measure_baseline(
-                task, target=target, settings=MeasureSettings.from_latency(objectives.latency)
+                task,
+                target=target,
+                settings=MeasureSettings.from_latency(objectives.latency),
+                target_options=target_options,
             )
         _TEACHERS[target] = {**run, **{k: here[k] for k in _timed(here)}}
     return _TEACHERS[target]
@@ -233,6 +243,7 @@ def prepare(
                 task,
                 target=config.target,
                 settings=MeasureSettings.from_latency(objectives.latency),
+                target_options=config.target_options,
             )
         except AutoCompressError:
             raise

@@ -44,6 +44,7 @@ def run_trial(
     on_epoch: EpochReporter | None = None,
     gate: Gate = NoGate(),
     timeout_s: float | None = None,
+    target_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one policy to the end and return its record (never raises for the trial's own errors).
 
@@ -107,6 +108,7 @@ def run_trial(
                 on_structure=check_structure if objectives.has_structural_constraints else None,
                 on_epoch=report_epoch,
                 gate=gate,
+                target_options=target_options,
             )
     except StopTrial as stop:
         record.update(state="infeasible", metrics=structure, error=str(stop))

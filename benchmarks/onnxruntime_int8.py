@@ -1,14 +1,21 @@
 """Issue floors: our int8 ONNX Runtime artifact against the fp32 ORT artifact and against
 ONNX Runtime's own ``quantize_static`` of the teacher (the post-training peer).
 
-Models: an MLP and the digits ResNet-style CNN (examples/digits, real 8×8 digits upsampled to
-16×16), and a small transformer encoder on generated sequences. Per model, all artifacts are
-timed round-robin in one process at batch 1, one intra-op thread (ORT_ENABLE_ALL); accuracy is
-the task metric on each artifact's own session. Policies: identity pruning + 8 bits, without
-fine-tuning (our scales, MinMax calibration) and with 2 epochs of QAT (weights and activations
-fake-quantized); for the CNN also 30 % pruning + 8 bits with 4 epochs.
+Models: an MLP (256-512-512-10) and a larger one (4 hidden layers 1024 wide), both on the
+digits data; the digits ResNet-style CNN (examples/digits, real 8×8 digits upsampled to 16×16);
+a small transformer encoder (dim 128) and a larger one (dim 256) on generated sequences. Per
+model, all artifacts are timed round-robin in one process at batch 1, one intra-op thread
+(ORT_ENABLE_ALL); accuracy is the task metric on each artifact's own session. Policies: identity
+pruning + 8 bits, without fine-tuning (our scales, MinMax calibration), with 2 epochs of QAT
+(weights and activations fake-quantized; on the small MLP only unless ``--qat``), and with ``linear: dynamic``
+(DynamicQuantizeMatMul); for the CNN also 30 % pruning + 8 bits with 2 epochs. Peers: ``quantize_static`` (the issue's
+peer), the same with ``reduce_range=True`` and, for Linear models, ``quantize_dynamic``.
 
-    .venv/bin/python benchmarks/onnxruntime_int8.py
+The JSON records the CPU (model, VNNI yes/no) and what the target's ``reduce_range: auto``
+resolved to: on CPUs without VNNI our int-compute weights are 7-bit codes (see the README).
+
+    .venv/bin/python benchmarks/onnxruntime_int8.py            # the full run (< 6 min idle)
+    .venv/bin/python benchmarks/onnxruntime_int8.py --rounds 20 --models mlp   # a smoke run
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from torch.nn import functional as F
 from autocompress import Policy, Task, compress
 from autocompress.compress import MeasureSettings
 from autocompress.fold import fold_batchnorm, foldable_pairs
+from autocompress.targets import get_target
+from autocompress.targets._cpu import cpu_record
 from autocompress.targets._ort_graph import OrtModule, export_float
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,17 +66,19 @@ def _train(model: nn.Module, train, epochs: int, lr: float = 2e-3) -> nn.Module:
     return model.eval()
 
 
-def mlp_task() -> Task:
+def mlp_task(width: int = 512, hidden: int = 2, epochs: int = 8) -> Task:
     x_train, y_train, x_val, y_val = _digits().load_data()
     flat = lambda x: x.reshape(len(x), -1)  # noqa: E731  (B, 256)
     train = [(flat(x_train[i : i + 64]), y_train[i : i + 64]) for i in range(0, len(x_train), 64)]
     val = [(flat(x_val[i : i + 64]), y_val[i : i + 64]) for i in range(0, len(x_val), 64)]
-    model = nn.Sequential(
-        nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
-    )
-    _train(model, train, epochs=8)
+    layers: list[nn.Module] = [nn.Linear(256, width), nn.ReLU()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(width, 10))
+    _train(model, train, epochs=epochs, lr=2e-3 if width <= 512 else 5e-4)
+    name = "mlp" if width == 512 else f"mlp-{width}"
     return Task(
-        model=model, train_loader=train, val_loader=val, example_inputs=(val[0][0][:1],), name="mlp"
+        model=model, train_loader=train, val_loader=val, example_inputs=(val[0][0][:1],), name=name
     )
 
 
@@ -102,36 +113,54 @@ class Encoder(nn.Module):
         return self.head(x.mean(dim=1))
 
 
-def encoder_task(n: int = 1536) -> Task:
+def encoder_task(n: int = 1536, dim: int = 128, depth: int = 4, epochs: int = 6) -> Task:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 32, 16, generator=g)
     y = (x[:, :16, :4].sum(dim=1) - x[:, 16:, 4:8].sum(dim=1)).argmax(dim=1)
     batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, n, 64)]
     train, val = batches[:20], batches[20:]
-    model = _train(Encoder(), train, epochs=6, lr=1e-3)
-    return Task(
-        model=model, train_loader=train, val_loader=val, example_inputs=(x[:1],), name="transformer"
-    )
+    model = _train(Encoder(dim=dim, depth=depth), train, epochs=epochs, lr=1e-3)
+    name = "transformer" if dim == 128 else f"transformer-{dim}"
+    return Task(model=model, train_loader=train, val_loader=val, example_inputs=(x[:1],), name=name)
 
 
 def digits_task() -> Task:
     return _digits().build_task()
 
 
-def peer(task: Task, out: Path) -> Path:
-    """``quantize_static`` of the teacher: QDQ, uint8 activations, int8 per-channel weights,
-    MinMax calibration on the same training batches our target calibrates on."""
+def peers(task: Task, out: Path, dynamic: bool) -> dict[str, Path]:
+    """The post-training peers of the teacher: ``quantize_static`` (QDQ, uint8 activations, int8
+    per-channel weights, MinMax calibration on the same training batches our target calibrates
+    on), the same with ``reduce_range=True`` (7-bit weights, ORT's advice without VNNI) and, for
+    Linear models, ``quantize_dynamic`` (int8 per-channel weights)."""
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = out / "teacher_float.onnx"
+    model = fold_batchnorm(task.model, foldable_pairs(task.model))
+    onnx.save(export_float(model, task.example_inputs), str(float_path))
+    paths = {
+        "peer": _static(task, float_path, out / "peer.onnx", reduce_range=False),
+        "peer-rr": _static(task, float_path, out / "peer_rr.onnx", reduce_range=True),
+    }
+    if dynamic:
+        paths["peer-dynamic"] = out / "peer_dynamic.onnx"
+        quantize_dynamic(
+            str(float_path),
+            str(paths["peer-dynamic"]),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    return paths
+
+
+def _static(task: Task, float_path: Path, path: Path, *, reduce_range: bool) -> Path:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-
-    float_path = out / "teacher_float.onnx"
-    model = fold_batchnorm(task.model, foldable_pairs(task.model))
-    onnx.save(export_float(model, task.example_inputs), str(float_path))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -140,7 +169,6 @@ def peer(task: Task, out: Path) -> Path:
         def get_next(self):
             return next(self.it, None)
 
-    path = out / "peer.onnx"
     quantize_static(
         str(float_path),
         str(path),
@@ -149,15 +177,18 @@ def peer(task: Task, out: Path) -> Path:
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
+        reduce_range=reduce_range,
     )
     return path
 
 
-def round_robin(paths: dict[str, Path], example: torch.Tensor) -> dict[str, dict[str, float]]:
+def round_robin(
+    paths: dict[str, Path], example: torch.Tensor, rounds: int = ROUNDS
+) -> dict[str, dict[str, float]]:
     sessions = {k: OrtModule(p, threads=1) for k, p in paths.items()}
     feed = example.numpy()
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    for r in range(WARMUP + ROUNDS):
+    for r in range(WARMUP + rounds):
         for k, s in sessions.items():
             t0 = time.perf_counter()
             s.session.run(None, {s.names[0]: feed})
@@ -170,7 +201,7 @@ def round_robin(paths: dict[str, Path], example: torch.Tensor) -> dict[str, dict
     return out
 
 
-def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
+def bench(task: Task, policies: dict[str, dict], tmp: Path, rounds: int = ROUNDS) -> dict:
     from autocompress.compress import measure_baseline
 
     rows: dict[str, dict] = {}
@@ -185,6 +216,7 @@ def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
             out_dir=tmp / name,
             settings=SETTINGS,
             baseline=baseline,
+            target_options=OPTIONS.get(name),
         )
         modes = [r["mode"] for r in res.metrics["layers"].values()]
         rows[name] = {
@@ -197,12 +229,11 @@ def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
         paths[name] = res.artifact
         if name == "fp32":
             rows[name]["int_compute_layers"] = "0/" + str(len(modes))
-    paths["peer"] = peer(task, tmp)
-    rows["peer"] = {
-        "accuracy": task.evaluate(OrtModule(paths["peer"])),
-        "size_bytes": paths["peer"].stat().st_size,
-    }
-    lat = round_robin(paths, task.example_inputs[0][:1])
+    linear_only = not any(isinstance(m, nn.Conv2d) for m in task.model.modules())
+    for name, path in peers(task, tmp, dynamic=linear_only).items():
+        paths[name] = path
+        rows[name] = {"accuracy": task.evaluate(OrtModule(path)), "size_bytes": path.stat().st_size}
+    lat = round_robin(paths, task.example_inputs[0][:1], rounds)
     for name in rows:
         rows[name].update(latency_ms=lat[name]["median_ms"], latency_p90_ms=lat[name]["p90_ms"])
         rows[name]["speedup_vs_fp32"] = lat["fp32"]["median_ms"] / lat[name]["median_ms"]
@@ -212,10 +243,12 @@ def bench(task: Task, policies: dict[str, dict], tmp: Path) -> dict:
 
 IDENTITY8 = {"quant": {"default": 8}}
 QAT8 = {"quant": {"default": 8}, "finetune": {"epochs": 2, "lr": 1e-4}}
-FLOORS = {"mlp": 1.8, "digits-cnn": 2.5, "transformer": 1.8}
+OPTIONS = {"int8-dynamic": {"linear": "dynamic"}}  # target options per policy name
+FLOORS = {"mlp": 1.8, "mlp-1024": 1.8, "digits-cnn": 2.5, "transformer": 1.8}
+FLOORS["transformer-256"] = 1.8
 
 
-def _document(results: dict, t0: float) -> dict:
+def _document(results: dict, t0: float, rounds: int = ROUNDS) -> dict:
     checks = {}
     for name, rows in results.items():
         ours, fp32, p = rows["int8"], rows["fp32"], rows["peer"]
@@ -225,13 +258,23 @@ def _document(results: dict, t0: float) -> dict:
             "int8 no slower than peer": ours["latency_ms"] <= p["latency_ms"],
             "int8 within 0.5 point of peer": abs(ours["accuracy"] - p["accuracy"]) <= 0.005,
         }
+        if "int8-dynamic" in rows:
+            fast = rows["int8-dynamic"]["speedup_vs_fp32"] >= FLOORS[name]
+            checks[name][f"int8-dynamic >= {FLOORS[name]}x faster than fp32"] = fast
+    import onnxruntime
+
     doc = {
-        "machine": "2 vCPU AMD EPYC (AVX-512 VNNI), shared with other processes",
-        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            **cpu_record(),
+            "cores": os.cpu_count(),
+            "onnxruntime": onnxruntime.__version__,
+            "reduce_range": get_target("onnxruntime").reduces_range,  # what auto resolved to
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "settings": {
             "threads": 1,
             "batch": 1,
-            "rounds": ROUNDS,
+            "rounds": rounds,
             "warmup": WARMUP,
             "order": "round-robin",
         },
@@ -247,27 +290,40 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,digits-cnn,transformer")
-    parser.add_argument("--lean", action="store_true", help="only fp32, int8 and the peer")
+    parser.add_argument("--models", default=",".join(FLOORS))
+    parser.add_argument("--lean", action="store_true", help="only fp32, int8 and the peers")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="timed round-robin rounds")
+    parser.add_argument(
+        "--qat", action="store_true", help="add the 2-epoch QAT row to every model (slow)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     t0 = time.time()
     results = {}
-    base = {"fp32": {"quant": {"default": 32}}, "int8": IDENTITY8, "int8-qat": QAT8}
+    # the full run stays under 6 minutes: QAT only on the small MLP unless --qat
+    base = {"fp32": {"quant": {"default": 32}}, "int8": IDENTITY8}
+    qat = {"int8-qat": QAT8} if args.qat else {}
+    linear = {**base, "int8-dynamic": IDENTITY8}
     jobs = {
-        "mlp": (mlp_task, base),
+        "mlp": (mlp_task, {**linear, "int8-qat": QAT8}),
+        "mlp-1024": (lambda: mlp_task(width=1024, hidden=4, epochs=4), {**linear, **qat}),
         "digits-cnn": (
             digits_task,
             {
                 **base,
+                **qat,
                 "prune30-int8": {
                     "prune": {"default": 0.3},
                     "quant": {"default": 8},
-                    "finetune": {"epochs": 4, "lr": 1e-3},
+                    "finetune": {"epochs": 2, "lr": 1e-3},
                 },
             },
         ),
-        "transformer": (encoder_task, base),
+        "transformer": (encoder_task, {**linear, **qat}),
+        "transformer-256": (
+            lambda: encoder_task(dim=256, depth=2, epochs=2),
+            {**linear, **qat},
+        ),
     }
     with tempfile.TemporaryDirectory(prefix="ort-int8-bench-") as tmp:
         for name in args.models.split(","):
@@ -275,11 +331,12 @@ def main() -> None:
             if args.lean:
                 policies = {k: policies[k] for k in ("fp32", "int8")}
             task = make()
-            results[name] = bench(task, policies, Path(tmp) / name)
+            results[name] = bench(task, policies, Path(tmp) / name, args.rounds)
             print(f"{name} done ({time.time() - t0:.0f} s)", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(_document(results, t0), indent=2))  # partial results
-    doc = _document(results, t0)
+            partial = _document(results, t0, args.rounds)
+            args.out.write_text(json.dumps(partial, indent=2))
+    doc = _document(results, t0, args.rounds)
     checks = doc["checks"]
     args.out.write_text(json.dumps(doc, indent=2))
     print(
@@ -291,8 +348,17 @@ def main() -> None:
                 f"{name:<12} {art:<14} {r['accuracy']:>8.4f} {r['size_bytes']:>10} {r['latency_ms']:>9.4f} "
                 f"{r['speedup_vs_fp32']:>7.2f} {r['compression_vs_fp32']:>9.2f}  {r.get('int_compute_layers', '')}"
             )
+    m = doc["machine"]
+    print(
+        f"floors on this CPU ({m['model'] or '?'}, vnni {'yes' if m['vnni'] else 'no'}, "
+        f"reduce_range {str(m['reduce_range']).lower()}, load {doc['load_average_1min']}):"
+    )
     for name, c in checks.items():
-        print(name, ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()))
+        held = [k for k, v in c.items() if v]
+        print(
+            f"  {name}: {len(held)}/{len(c)} hold;",
+            ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()),
+        )
     print(f"wrote {args.out}")
 
 

@@ -76,6 +76,7 @@ WRONG_VALUES = {
     "search_space": [],
     "objectives": 1,
     "target": 7,
+    "target_options": ["reduce_range"],
     "trials": 0,
     "sampler": "grid",
     "seed": "x",
@@ -105,6 +106,18 @@ def test_the_catalogue_covers_every_config_key():
 def test_wrong_type_for_a_config_key(tmp_path, key):
     cfg = write_config(tmp_path, **{key: WRONG_VALUES[key]})
     answer(["search", cfg], "search.yaml", f"{key}:")
+
+
+def test_unknown_target_option_in_a_config(tmp_path):
+    cfg = write_config(tmp_path, target="onnxruntime", target_options={"reduce_rang": True})
+    answer(["search", cfg], "search.yaml", "target_options", "'reduce_rang'")
+
+
+def test_bad_target_option_on_apply(tmp_path):
+    base = _json_policy(tmp_path, {"quant": {"default": 8}})
+    answer([*base, "--target", "onnxruntime", "--target-option", "linr=dynamic"], "'linr'")
+    answer([*base, "--target", "onnxruntime", "--target-option", "linear=fast"], "linear 'fast'")
+    answer([*base, "--target-option", "reduce_range"], "--target-option", "KEY=VALUE")
 
 
 def test_unknown_baseline_name(tmp_path):

@@ -18,6 +18,7 @@ def run(session: Session) -> None:
         objectives=session.objectives,
         run=session.baseline,
         gate=NoGate(),
+        target_options=session.config.target_options,
     )
     progress = session.start()
     cache = TeacherCache(session.task)
@@ -37,6 +38,7 @@ def run(session: Session) -> None:
                 teacher_cache=cache,
                 on_stage=lambda s, n=proposal.number: progress.stage(n, s),
                 timeout_s=session.config.trial_timeout_s,
+                target_options=session.config.target_options,
             )
             record = new_record(
                 proposal,

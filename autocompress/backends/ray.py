@@ -223,6 +223,7 @@ def trainable(
     importance: str,
     exclusive_timing: bool,
     timeout_s: float | None = None,
+    target_options: dict[str, Any] | None = None,
 ) -> None:
     """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
     import torch
@@ -236,7 +237,12 @@ def trainable(
 
     with trial_gate(exclusive_timing) as gate:
         teacher = process_teacher(
-            task, target=target, objectives=objectives, run=baseline, gate=gate
+            task,
+            target=target,
+            objectives=objectives,
+            run=baseline,
+            gate=gate,
+            target_options=target_options,
         )
         where["teacher"] = json.dumps(teacher, default=str)
 
@@ -260,6 +266,7 @@ def trainable(
             on_epoch=on_epoch,
             gate=gate,
             timeout_s=timeout_s,
+            target_options=target_options,
         )
     record.update({k: v for k, v in where.items() if k != "teacher"})
     value = record["metrics"].get(METRIC)
@@ -377,6 +384,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 importance=session.config.importance,
                 exclusive_timing=exclusive_timing,
                 timeout_s=session.config.trial_timeout_s,
+                target_options=session.config.target_options,
             )
             storage = (session.run_dir.path / "ray").resolve()
             tuner = tune.Tuner(

@@ -43,6 +43,13 @@ class Target(Protocol):
         those whose ``scopes`` entry is ``weight+activation`` (all capable when None)."""
         ...
 
+    def code_bits(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        """Per layer, the bit-width of the integer weight codes, used alike by fine-tuning's fake
+        quantizer and the artifact (e.g. 7 where ``bits`` says 8 under reduce_range)."""
+        ...
+
     def save(
         self,
         model: nn.Module,

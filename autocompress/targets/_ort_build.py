@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import _qdq
-from ._ort_graph import OrtModule, _read_modes, export_float, optimized_graph
+from ._ort_graph import OrtModule, _read_modes, export_float, load_config, optimized_graph
 
 
 def _as_tuple(inputs: Any) -> tuple:
@@ -34,8 +34,11 @@ class Builder:
         calibration_batches: int,
         int8: set[str],
         quantize_outputs: Collection[str] = (),
+        code_bits: Mapping[str, int] | None = None,
+        dynamic: Collection[str] = (),
     ) -> None:
         self.task = task
+        self.code_bits = dict(code_bits or bits)
         self.quantize_outputs = set(quantize_outputs)
         self.bits = dict(bits)
         self.float = export_float(model, task.example_inputs)
@@ -47,6 +50,7 @@ class Builder:
         }
         self.layers = _qdq.map_layers(self.float, weights)
         self.int8 = {p for p in int8 if p in self.layers}
+        self.dynamic = {p for p in dynamic if p in self.layers}
         self.activations = activations
         self.batches = [
             tuple(t.detach().numpy() for t in _as_tuple(inputs))
@@ -69,10 +73,14 @@ class Builder:
         qparams = {t: qp if qp is not None else self._calibrated.get(t) for t, qp in quant.items()}
         for out, src in alias.items():
             qparams[out] = qparams[src]
-        built = _qdq.build(model, layers, self.bits, int8, qparams)
+        built = _qdq.build(
+            model, layers, self.bits, int8, qparams, code_bits=self.code_bits, dynamic=self.dynamic
+        )
         return built.SerializeToString()
 
     def records(self, blob: bytes) -> dict[str, dict[str, Any]]:
+        import onnx
+
         records: dict[str, dict[str, Any]] = {}
         for path, b in self.bits.items():
             rec: dict[str, Any] = {"bits": b}
@@ -80,6 +88,18 @@ class Builder:
                 rec["op"] = "not exported as its own node"
             records[path] = rec
         _read_modes(optimized_graph(blob), records)
+        dequantize = "per call"
+        if load_config(onnx.load_from_string(blob)):
+            loaded = optimized_graph(blob, as_loaded=True)
+            if "DequantizeLinear" not in {n.op_type for n in loaded.graph.node}:
+                dequantize = "once at load (constant-folded, session.disable_quant_qdq)"
+        for path, rec in records.items():
+            if self.code_bits.get(path, rec["bits"]) != rec["bits"]:
+                rec["weight_range"] = self.code_bits[path]  # 7: reduce_range codes in int8
+            if path in self.dynamic and rec.get("mode") == "int-compute":
+                rec["activations"] = "dynamic"
+            if str(rec.get("op", "")).startswith("DequantizeLinear->"):
+                rec["dequantize"] = dequantize
         return records
 
     def accuracy(self, blob: bytes) -> float:

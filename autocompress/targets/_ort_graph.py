@@ -36,7 +36,28 @@ class ExportError(AutoCompressError):
     """A module cannot be exported to ONNX."""
 
 
-def session_options(threads: int, optimized: Path | None = None):
+# ORT's QDQ handling off: constant folding then dequantizes weights behind DequantizeLinear once,
+# when the session is created, instead of on every call (it keeps them otherwise)
+FOLD_WEIGHTS = {"session.disable_quant_qdq": "1"}
+
+
+def load_config(model: Any) -> dict[str, str]:
+    """Session config entries an artifact runs with: a graph whose only quantization is weights
+    behind DequantizeLinear (no activation QuantizeLinear, so no QDQ fusion to keep) gets
+    ``FOLD_WEIGHTS``; MatMulNBits and DynamicQuantizeMatMul are explicit ops, unaffected."""
+    ops = {n.op_type for n in model.graph.node}
+    return dict(FOLD_WEIGHTS) if "DequantizeLinear" in ops and "QuantizeLinear" not in ops else {}
+
+
+def _proto(model: Path | bytes) -> Any:
+    import onnx
+
+    if isinstance(model, bytes):
+        return onnx.load_from_string(model)
+    return onnx.load(str(model), load_external_data=False)
+
+
+def session_options(threads: int, optimized: Path | None = None, config: dict | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -47,20 +68,22 @@ def session_options(threads: int, optimized: Path | None = None):
     options.log_severity_level = 3  # the optimized-model and unused-initializer notices
     if optimized is not None:
         options.optimized_model_filepath = str(optimized)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return options
 
 
 class OrtModule(nn.Module):
-    """An ONNX Runtime session behind the nn.Module call interface the task metric uses."""
+    """An ONNX Runtime session behind the nn.Module call interface the task metric uses, with the
+    artifact's ``load_config``."""
 
     def __init__(self, path: Path | bytes, threads: int = 1) -> None:
         super().__init__()
         import onnxruntime as ort
 
         model = path if isinstance(path, bytes) else str(path)
-        self.session = ort.InferenceSession(
-            model, session_options(threads), ["CPUExecutionProvider"]
-        )
+        options = session_options(threads, config=load_config(_proto(path)))
+        self.session = ort.InferenceSession(model, options, ["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -68,14 +91,17 @@ class OrtModule(nn.Module):
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def optimized_graph(model: bytes, threads: int = 1):
-    """The graph ORT runs after its optimizations, read back from ``optimized_model_filepath``."""
+def optimized_graph(model: bytes, threads: int = 1, *, as_loaded: bool = False):
+    """The graph ORT runs after its optimizations, read back from ``optimized_model_filepath``;
+    with ``as_loaded`` under the artifact's ``load_config`` (folded weights lose their names)."""
     import onnx
     import onnxruntime as ort
 
+    config = load_config(_proto(model)) if as_loaded else None
     with tempfile.TemporaryDirectory(prefix="autocompress-ort-") as tmp:
         out = Path(tmp) / "optimized.onnx"
-        ort.InferenceSession(model, session_options(threads, out), ["CPUExecutionProvider"])
+        options = session_options(threads, out, config)
+        ort.InferenceSession(model, options, ["CPUExecutionProvider"])
         return onnx.load(str(out))
 
 
@@ -163,8 +189,15 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
                 mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}"
             )
         elif node.op_type == "MatMulNBits":
-            int8_acts = attrs.get("accuracy_level") == 4 and attrs.get("bits") == 4
-            rec.update(mode="int-compute" if int8_acts else "weight-only", op="MatMulNBits")
+            from ._matmul import nbits_int8
+
+            level, container = attrs.get("accuracy_level", 0), attrs.get("bits", 4)
+            int8_acts = nbits_int8(container, level)  # probed on this CPU, not assumed
+            rec.update(
+                mode="int-compute" if int8_acts else "weight-only",
+                op="MatMulNBits",
+                compute="int8 activations per block" if int8_acts else "float",
+            )
         elif node.op_type in INT_OPS:
             rec.update(mode="int-compute", op=node.op_type)
         else:

@@ -31,12 +31,13 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..quantize import activation_qparams, qmax, quantize_weight
+from ..quantize import activation_qparams, quantize_weight
+from ._matmul import dynamic_nodes, nbits_nodes
+from ._matmul import initializer as _init
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 STRUCTURAL = ("Add", "Concat", "GlobalAveragePool", "AveragePool")
 PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
-NBITS_BLOCK = 32
 
 
 @dataclass
@@ -217,27 +218,6 @@ def calibrate(
     return {t: activation_qparams(lo[t], hi[t]) for t in tensors}
 
 
-def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
-    array = np.asarray(array)
-    return numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name)
-
-
-def _pack_nbits(codes: torch.Tensor, bits: int) -> tuple[np.ndarray, int, int]:
-    """(N, K) signed codes -> MatMulNBits B (N, k_blocks, blob) uint8, its default zp offset."""
-    container = 2 if bits == 2 else 4
-    offset = 2 ** (container - 1)
-    n, k = codes.shape
-    blocks = -(-k // NBITS_BLOCK)
-    stored = np.full((n, blocks * NBITS_BLOCK), offset, dtype=np.uint8)
-    stored[:, :k] = (codes.numpy().astype(np.int16) + offset).astype(np.uint8)
-    per_byte = 8 // container
-    stored = stored.reshape(n, blocks, NBITS_BLOCK // per_byte, per_byte)
-    packed = np.zeros(stored.shape[:3], dtype=np.uint8)
-    for j in range(per_byte):
-        packed |= (stored[..., j] << (container * j)).astype(np.uint8)
-    return packed, container, blocks
-
-
 def _qdq_nodes(tensor: str, qp: tuple[float, int], users: list[onnx.NodeProto], out: list) -> list:
     scale, zp = f"{tensor}_scale", f"{tensor}_zero_point"
     out += [_init(scale, np.array(qp[0], np.float32)), _init(zp, np.array(qp[1], np.uint8))]
@@ -257,9 +237,15 @@ def build(
     bits: Mapping[str, int],
     int8: set[str],
     qparams: Mapping[str, tuple[float, int]],
+    *,
+    code_bits: Mapping[str, int] | None = None,
+    dynamic: Collection[str] = (),
 ) -> onnx.ModelProto:
     """The QDQ model: ``model`` (a float export, modified in place) with quantized weights and
-    Q/DQ on the tensors ``qparams`` names. ``int8`` layers take int8 weights and int32 bias."""
+    Q/DQ on the tensors ``qparams`` names. ``int8`` layers take int8 weights and int32 bias;
+    ``dynamic`` 8-bit Linear layers become DynamicQuantizeMatMul. ``code_bits`` (default
+    ``bits``) is the width of each layer's integer codes (7: reduce_range, stored as int8)."""
+    code_bits = code_bits or {}
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     users = consumers(model)
@@ -281,9 +267,12 @@ def build(
             before.setdefault(id(node), []).append(cast)
             node.input[1] = f"{path}.weight_cast"
             continue
-        codes, scale = quantize_weight(ln.weight, b)
+        codes, scale = quantize_weight(ln.weight, code_bits.get(path, b))
         if b < 8 and node.op_type in ("Gemm", "MatMul"):
-            replace[id(node)] = _nbits_nodes(path, node, codes, scale, b, new_inits)
+            replace[id(node)] = nbits_nodes(path, node, codes, scale, b, new_inits)
+            continue
+        if b == 8 and path in dynamic and node.op_type in ("Gemm", "MatMul"):
+            replace[id(node)] = dynamic_nodes(path, node, codes, scale, inits, new_inits)
             continue
         w_name, s_name, z_name = f"{path}.weight_quantized", f"{path}.weight_scale", ""
         z_name = f"{path}.weight_zero_point"
@@ -390,40 +379,3 @@ def _absorbed_relus(
         src.output[list(src.output).index(relu.input[0])] = tensor
         dropped.add(id(relu))
     return dropped
-
-
-def _nbits_nodes(
-    path: str,
-    node: onnx.NodeProto,
-    codes: torch.Tensor,
-    scale: torch.Tensor,
-    bits: int,
-    new_inits: list[onnx.TensorProto],
-) -> list[onnx.NodeProto]:
-    """A Linear below 8 bits as MatMulNBits (+ Add for a Gemm's bias)."""
-    packed, container, blocks = _pack_nbits(codes, bits)
-    n, k = codes.shape
-    b_name, s_name = f"{path}.weight_nbits", f"{path}.weight_nbits_scale"
-    new_inits.append(_init(b_name, packed))
-    new_inits.append(_init(s_name, np.repeat(scale.numpy()[:, None], blocks, axis=1).reshape(-1)))
-    out = node.output[0]
-    has_bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
-    mm_out = out + "_nobias" if has_bias else out
-    nodes = [
-        helper.make_node(
-            "MatMulNBits",
-            [node.input[0], b_name, s_name],
-            [mm_out],
-            domain="com.microsoft",
-            K=k,
-            N=n,
-            bits=container,
-            block_size=NBITS_BLOCK,
-            accuracy_level=4,
-            name=node.name or path,
-        )
-    ]
-    if has_bias:
-        nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [out]))
-    assert qmax(bits) < 2 ** (container - 1)
-    return nodes

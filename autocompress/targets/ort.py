@@ -3,9 +3,14 @@
 The pruned, fine-tuned student is BatchNorm-folded, exported to ONNX and rewritten into a
 QDQ graph holding our own weight codes and scales (see ``_qdq``). Activations are uint8 and
 weights int8 symmetric (U8S8, zero point 0): on AVX-512-VNNI and AVX-VNNI CPUs MLAS runs these
-without ``reduce_range``. On AVX2-only CPUs the u8·s8 products use ``vpmaddubsw``, whose int16
-accumulation can saturate: there ORT's own quantizer advises ``reduce_range`` (7-bit weights)
-or S8S8; we keep full-range int8 and say so here.
+exactly. On AVX2-only CPUs the u8·s8 products use ``vpmaddubsw``, whose int16 accumulation
+saturates (see ``_cpu``); there (option ``reduce_range: auto``, the default) the weights of
+integer-compute layers are 7-bit codes (|q| <= 63) stored as int8, in fine-tuning's fake
+quantizer and in the artifact alike (``code_bits``); the layer record says ``weight_range: 7``.
+
+Option ``linear: dynamic`` runs 8-bit Linear layers as ``com.microsoft.DynamicQuantizeMatMul``
+(activations quantized per call, from their own range; no calibration, no activation
+fake-quant while fine-tuning) instead of static QDQ.
 
 Sessions run at ``ORT_ENABLE_ALL`` (which also rewrites QLinearConv to NHWC), with the intra-op
 threads of the objective set and one inter-op thread. Each layer's record is read from the
@@ -30,6 +35,7 @@ from torch import nn
 from ..errors import AutoCompressError
 from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
 from ..measure import count_macs, count_params
+from ._cpu import cpu_record, has_vnni
 from ._ort_graph import (
     OrtModule,
     optimized_graph,
@@ -48,6 +54,8 @@ class OnnxRuntimeTarget:
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
     calibration_batches: int = 8
     max_layer_drop: float | None = None
+    reduce_range: str | bool = "auto"  # auto: 7-bit integer-compute weights without VNNI
+    linear: str = "static"  # 8-bit Linear: static QDQ or dynamic (DynamicQuantizeMatMul)
     quant_scopes: ClassVar[dict[str, str]] = {
         "weight": "int8/low-bit weights behind DequantizeLinear, float Conv/Gemm compute",
         "weight+activation": "static uint8 activation scales (calibrated, fake-quantized in "
@@ -56,13 +64,51 @@ class OnnxRuntimeTarget:
     }
     default_scope: ClassVar[str] = "weight+activation"
 
+    def __post_init__(self) -> None:
+        choice = {"auto": "auto", "true": True, "false": False, True: True, False: False}
+        key = self.reduce_range.lower() if isinstance(self.reduce_range, str) else self.reduce_range
+        if key not in choice:
+            raise AutoCompressError(
+                f"target 'onnxruntime': reduce_range {self.reduce_range!r} is not one of "
+                "auto, true, false"
+            )
+        object.__setattr__(self, "reduce_range", choice[key])
+        drop = self.max_layer_drop
+        if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int | float)):
+            raise AutoCompressError(
+                f"target 'onnxruntime': max_layer_drop {drop!r} must be a number (0.01 = 1 point)"
+            )
+        if self.linear not in ("static", "dynamic"):
+            raise AutoCompressError(
+                f"target 'onnxruntime': linear {self.linear!r} is not one of static, dynamic"
+            )
+
+    @property
+    def reduces_range(self) -> bool:
+        """Whether integer-compute weights use 7-bit codes (``auto``: when the CPU lacks VNNI)."""
+        return not has_vnni() if self.reduce_range == "auto" else bool(self.reduce_range)
+
+    def describe(self) -> list[str]:
+        """What this target's options resolve to on this machine (``inspect`` prints it)."""
+        cpu = cpu_record()
+        why = "option" if self.reduce_range != "auto" else ("VNNI" if cpu["vnni"] else "no VNNI")
+        codes = "7-bit codes (|q| <= 63)" if self.reduces_range else "full int8 codes (|q| <= 127)"
+        return [
+            f"cpu {cpu['model'] or '?'}: vnni {'yes' if cpu['vnni'] else 'no'}; reduce_range "
+            f"{str(self.reduces_range).lower()} ({why}): 8-bit integer-compute weights use {codes}",
+            f"8-bit Linear: {self.linear} activation quantization",
+        ]
+
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 32 or isinstance(parent, _OPAQUE):
             return "float"
         if bits == 8 and isinstance(module, _CONVS + _LINEARS):
             return "int-compute"
-        if bits in (3, 4) and isinstance(module, _LINEARS):
-            return "int-compute"  # MatMulNBits, accuracy_level 4: int8 activations
+        if bits in (2, 3, 4) and isinstance(module, _LINEARS):
+            from ._matmul import nbits_int8
+
+            # MatMulNBits, accuracy_level 4: int8 activations where this CPU's MLAS has the kernel
+            return "int-compute" if nbits_int8(2 if bits == 2 else 4, 4) else "weight-only"
         return "weight-only"
 
     def activation_layers(
@@ -71,6 +117,30 @@ class OnnxRuntimeTarget:
         bits: Mapping[str, int],
         scopes: Mapping[str, str] | None = None,
     ) -> list[str]:
+        dynamic = set(self.dynamic_layers(model, bits, scopes))
+        return [p for p in self._int8(model, bits, scopes) if p not in dynamic]
+
+    def dynamic_layers(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """8-bit Linear layers run as DynamicQuantizeMatMul (``linear: dynamic``)."""
+        if self.linear != "dynamic":
+            return []
+        modules = dict(model.named_modules())
+        return [p for p in self._int8(model, bits, scopes) if isinstance(modules[p], _LINEARS)]
+
+    def code_bits(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        """Per layer, the bit-width of the integer codes that the fine-tuning fake quantizer and
+        the artifact both use: 7 for the int8 integer-compute layers under reduce_range."""
+        reduced = set(self._int8(model, bits, scopes)) if self.reduces_range else set()
+        return {p: 7 if p in reduced else b for p, b in bits.items()}
+
+    def _int8(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None
+    ) -> list[str]:
+        """8-bit integer-compute layers whose scope quantizes activations."""
         from ..scope import with_activations
 
         modules = dict(model.named_modules())
@@ -100,18 +170,29 @@ class OnnxRuntimeTarget:
         float_model = fold_batchnorm(model, folded)
         split = concat_folds(float_model)  # a BatchNorm after a concat: over the branches
         fold_concat_batchnorm_(float_model, split)
+        scopes = meta.get("quant_scope")
         builder = Builder(
             float_model,
             task,
             bits=bits,
             activations=dict(activations or {}),
             calibration_batches=self.calibration_batches,
-            int8=set(self.activation_layers(float_model, bits, meta.get("quant_scope"))),
+            int8=set(self.activation_layers(float_model, bits, scopes)),
             quantize_outputs=set(meta.get("quant_outputs", ())),
+            code_bits=self.code_bits(float_model, bits, scopes),
+            dynamic=set(self.dynamic_layers(float_model, bits, scopes)),
         )
         blob, records = builder.build(self.max_layer_drop)
         header = dict(
-            meta, format=FORMAT, structure=structure, layers=records, folded=folded, split=split
+            meta,
+            format=FORMAT,
+            structure=structure,
+            layers=records,
+            folded=folded,
+            split=split,
+            reduce_range=self.reduces_range,
+            linear=self.linear,
+            cpu=cpu_record(),
         )
         builder.write(path, blob, header)
         return records
@@ -124,7 +205,7 @@ class OnnxRuntimeTarget:
         """What the optimized graph runs from input to output (see ``_islands``)."""
         from ._islands import graph_record
 
-        return graph_record(optimized_graph(path.read_bytes()))
+        return graph_record(optimized_graph(path.read_bytes(), as_loaded=True))
 
     def read_meta(self, path: Path) -> dict[str, Any]:
         import onnx

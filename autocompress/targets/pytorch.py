@@ -37,6 +37,11 @@ class TorchTarget:
     ) -> list[str]:
         return []  # dynamic int8 Linear quantizes its inputs on the fly
 
+    def code_bits(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        return dict(bits)
+
     def save(
         self,
         model: nn.Module,
