@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _qdq
+from . import _embedding, _qdq
 from ._ort_graph import OrtModule, _read_modes, export_float, optimized_graph
 
 
@@ -46,6 +46,7 @@ class Builder:
             if p in self.bits and isinstance(getattr(m, "weight", None), torch.Tensor)
         }
         self.layers = _qdq.map_layers(self.float, weights)
+        self.tables = _embedding.map_tables(self.float, weights)  # embedding lookups (Gather)
         self.int8 = {p for p in int8 if p in self.layers}
         self.activations = activations
         self.batches = [
@@ -70,6 +71,7 @@ class Builder:
         for out, src in alias.items():
             qparams[out] = qparams[src]
         built = _qdq.build(model, layers, self.bits, int8, qparams)
+        _embedding.quantize_tables_(built, self.tables, self.bits)
         return built.SerializeToString()
 
     def records(self, blob: bytes) -> dict[str, dict[str, Any]]:
@@ -80,6 +82,7 @@ class Builder:
                 rec["op"] = "not exported as its own node"
             records[path] = rec
         _read_modes(optimized_graph(blob), records)
+        _embedding.table_records_(blob, self.tables, records)
         return records
 
     def accuracy(self, blob: bytes) -> float:
