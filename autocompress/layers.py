@@ -38,8 +38,12 @@ class LayerInfo:
 
     @property
     def prunable(self) -> bool:
-        """Linear/Conv: channels or neurons can be removed (an embedding table only quantizes)."""
-        return self.type not in _EMBEDDING_NAMES
+        return prunable_type(self.type)
+
+
+def prunable_type(type_name: str) -> bool:
+    """Linear/Conv: channels or neurons can be removed (an embedding table only quantizes)."""
+    return type_name not in _EMBEDDING_NAMES
 
 
 def _literal_len(pattern: str) -> int:

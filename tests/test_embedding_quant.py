@@ -11,10 +11,19 @@ from models import bert_task
 from torch import nn
 
 from autocompress import Policy
-from autocompress.compress import MeasureSettings, compress, load_artifact, measure_baseline
+from autocompress.compress import (
+    MeasureSettings,
+    compress,
+    load_artifact,
+    measure_baseline,
+    resolve_policy,
+)
 from autocompress.embedding import QuantEmbedding
 from autocompress.errors import PolicyError
+from autocompress.inspect import describe
 from autocompress.quantize import dequantize, quantize_weight
+from autocompress.space import load_space
+from autocompress.targets import get_target
 from autocompress.targets._ort_graph import optimized_graph
 
 FAST = MeasureSettings(warmup=1, repeats=20)
@@ -137,3 +146,20 @@ def test_quant_embedding_gathers_rows_like_the_dequantized_table():
     assert int(q.codes.abs().max()) <= 3 and q.padding_idx == 0
     with pytest.raises(ValueError, match="int8 codes"):
         QuantEmbedding(codes.float(), scale)
+
+
+def test_hf_bert_space_searches_int8_or_float_for_the_word_and_position_tables(task):
+    target = get_target("onnxruntime")
+    space = load_space("hf-bert").resolve(
+        task.model, task.example_inputs, supported_bits=target.bits
+    )
+    layers = {layer.path: layer for layer in space.layers}
+    assert space.param("bits.bert.embeddings").choices == (8, 32)
+    assert {layers[p].bits_param for p in TABLES[:2]} == {"bits.bert.embeddings"}
+    assert layers[TABLES[2]].bits_param is None and layers[TABLES[2]].bits == 32
+    for kind, bits in (("int8", 8), ("identity", 32)):
+        policy = space.policy_from_params(space.params_for_policy(kind))
+        resolved = resolve_policy(task, policy, target)
+        assert resolved.bits[WORD] == bits and WORD not in resolved.prune
+    text = describe(task, "hf-bert", width=200)
+    assert "embedding table: bits only" in text and "bits.bert.embeddings {8, 32}" in text
