@@ -163,3 +163,34 @@ def test_hf_bert_space_searches_int8_or_float_for_the_word_and_position_tables(t
         assert resolved.bits[WORD] == bits and WORD not in resolved.prune
     text = describe(task, "hf-bert", width=200)
     assert "embedding table: bits only" in text and "bits.bert.embeddings {8, 32}" in text
+
+
+@pytest.mark.parametrize(
+    ("dim", "bits", "op", "storage"),
+    [
+        (32, 4, "GatherBlockQuantized", None),
+        (24, 4, "Gather", "int8 codes (no 4-bit block divides the row)"),
+        (24, 16, "Gather", None),
+    ],
+)
+def test_onnx_table_rewrite_runs_in_onnxruntime(dim, bits, op, storage):
+    from autocompress.targets._embedding import map_tables, quantize_tables_, table_records_
+    from autocompress.targets._ort_graph import OrtModule, _read_modes, export_float
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, dim)).eval()
+    ids = torch.randint(0, 20, (2, 5))
+    graph = export_float(model, (ids,))
+    tables = map_tables(graph, {"0": model[0].weight})
+    assert set(tables) == {"0"}
+    quantize_tables_(graph, tables, {"0": bits})
+    blob = graph.SerializeToString()
+    weight = model[0].weight.detach()
+    table = weight.half().float() if bits == 16 else dequantize(*quantize_weight(weight, bits))
+    assert torch.allclose(OrtModule(blob)(ids), nn.functional.embedding(ids, table), atol=1e-6)
+    records = {"0": {"bits": bits}}
+    _read_modes(optimized_graph(blob), records)
+    table_records_(blob, tables, records)
+    assert records["0"]["mode"] == "weight-only" and records["0"]["op"] == op
+    assert records["0"].get("storage") == storage
+    assert records["0"]["bytes"] < weight.numel() * 4 * (0.6 if bits == 16 else 0.35)

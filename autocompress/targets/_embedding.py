@@ -181,3 +181,5 @@ def table_records_(
         rec["bytes"] = sum(sizes.get(n, 0) for n in names)
         if rec.get("bits", 32) == 32:
             rec.update(mode="float", op="Gather")
+        elif rec["bits"] < 8 and f"{path}.weight_quantized" in sizes:
+            rec["storage"] = "int8 codes (no 4-bit block divides the row)"
