@@ -67,14 +67,22 @@ def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy
         if task.output_layers is not None
         else tuple(i.path for i in infos if i.is_output)
     )
-    prunable = [i.path for i in infos if i.path not in protected]
+    prunable = [i.path for i in infos if i.prunable and i.path not in protected]
+    tables = {i.path for i in infos if not i.prunable}
     for key, ratio in policy.prune_layers.items():
         if key in protected and ratio > 0:
             raise PolicyError(
                 f"policy key prune.layers[{key!r}]: {key} is an output layer and keeps its "
                 "outputs; remove the key or set it to 0"
             )
-    prune_keys = {k: v for k, v in policy.prune_layers.items() if k not in protected}
+        if key in tables and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {key} is an embedding table, which takes "
+                "bits but no prune ratio; remove the key or set it to 0"
+            )
+    prune_keys = {
+        k: v for k, v in policy.prune_layers.items() if k not in protected and k not in tables
+    }
     prune = per_layer(policy.prune_default, prune_keys, prunable, section="prune")
     bits = per_layer(
         policy.quant_default, policy.quant_layers, [i.path for i in infos], section="quant"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .layers import prunable_type
 from .space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
 from .targets import get_target
 from .task import Task
@@ -49,6 +50,8 @@ def rows(space: ResolvedSpace) -> list[Row]:
     def prune(layer: LayerSpace) -> str:
         if layer.is_output:
             return "output layer: not pruned"
+        if not prunable_type(layer.type):
+            return "embedding table: bits only"
         if layer.rule is None:
             return "no rule: not pruned"
         if layer.prune_note is not None:

@@ -3,6 +3,9 @@
 Layer keys in a policy are module paths (``features.0``) or fnmatch globs (``features.*``).
 The most specific key wins: an exact path beats any glob; among globs the one with more
 literal (non-wildcard) characters wins; ties go to the key written later.
+
+Embedding tables (``nn.Embedding``) are quantizable but not prunable: they take bits
+(per-row codes, see ``embedding``) and no prune or sparsity ratio.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding,)
+QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = PRUNABLE_TYPES + EMBEDDING_TYPES
 
 _WILDCARDS = set("*?[]")
+_EMBEDDING_NAMES = {t.__name__ for t in EMBEDDING_TYPES}
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,15 @@ class LayerInfo:
     shape: tuple[int, ...]
     params: int
     is_output: bool
+
+    @property
+    def prunable(self) -> bool:
+        return prunable_type(self.type)
+
+
+def prunable_type(type_name: str) -> bool:
+    """Linear/Conv: channels or neurons can be removed (an embedding table only quantizes)."""
+    return type_name not in _EMBEDDING_NAMES
 
 
 def _literal_len(pattern: str) -> int:
@@ -123,7 +137,8 @@ def output_layers(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
 def list_layers(
     model: nn.Module, example_inputs: tuple[torch.Tensor, ...] | None = None
 ) -> list[LayerInfo]:
-    """Every Linear/Conv layer of ``model`` in module order, the output layer flagged."""
+    """Every Linear/Conv layer and embedding table of ``model`` in module order, the output
+    layer flagged."""
     outputs = output_layers(model, example_inputs) if example_inputs is not None else set()
     infos = []
     for name, mod in model.named_modules():

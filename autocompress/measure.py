@@ -137,12 +137,17 @@ def _latency(times: list[float]) -> Latency:
 
 
 def count_params(model: nn.Module) -> int:
-    """Parameters, counting int8 dynamic Linear weights packed inside quantized modules."""
+    """Parameters, counting int8 dynamic Linear weights packed inside quantized modules and
+    the codes of quantized embedding tables."""
+    from .embedding import QuantEmbedding
+
     total = sum(p.numel() for p in model.parameters())
     for mod in model.modules():
         if isinstance(mod, torch.ao.nn.quantized.dynamic.Linear):
             w, b = mod._weight_bias()
             total += w.numel() + (b.numel() if b is not None else 0)
+        elif isinstance(mod, QuantEmbedding):
+            total += mod.codes.numel()
     return total
 
 

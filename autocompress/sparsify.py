@@ -67,7 +67,7 @@ SCORES: dict[str, Scores] = {"taylor": _taylor, "magnitude": _magnitude}
 
 def resolve_sparsity(model: nn.Module, policy: Policy) -> dict[str, float]:
     """Per-layer sparsity (> 0 only) from ``prune.sparsity``; errors name the policy key."""
-    paths = [i.path for i in list_layers(model)]
+    paths = [i.path for i in list_layers(model) if i.prunable]
     chosen, unmatched = resolve_keys(policy.sparsity_layers, paths)
     if unmatched:
         raise PolicyError(

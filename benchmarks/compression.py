@@ -9,8 +9,13 @@ and the fp32 ORT and eager torch teachers. All are timed round-robin in this pro
 one thread); size is the artifact's bytes; accuracy is the task metric computed with it.
 Speedup and size reduction are against the teacher on the same runtime.
 
+Beside the search points, each example's hand-written policies (``Example.policies``, or
+``--policy EXAMPLE[:TARGET]=FILE``) are applied with ``compress`` (no search) on their target:
+what our artifact gives for a policy a user would write by hand.
+
     .venv/bin/python benchmarks/compression.py                      # every example and target
     .venv/bin/python benchmarks/compression.py --examples minilm --run minilm:torch=runs/x
+    .venv/bin/python benchmarks/compression.py --examples minilm --policy minilm:torch=my.json
 
 Writes benchmarks/results/compression.json (merged per example) and compression.md.
 """
@@ -42,13 +47,11 @@ from _peers import (  # noqa: E402
     quantize_static_peer,
     round_robin,
 )
+from _points import policy_point, search_point  # noqa: E402
 
-from autocompress.errors import AutoCompressError  # noqa: E402
-from autocompress.export import export_trial, pick_trial  # noqa: E402
 from autocompress.layers import list_layers  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
-from autocompress.rundir import RunDir  # noqa: E402
-from autocompress.targets import TARGETS, get_target  # noqa: E402
+from autocompress.targets import get_target  # noqa: E402
 from autocompress.targets.onnx import export_onnx  # noqa: E402
 from autocompress.task import Task, load_task  # noqa: E402
 
@@ -80,6 +83,7 @@ class Example:
     transformer: bool
     runs: dict[str, str]  # target -> default run directory
     extra: Callable[[], Evaluator] | None = None  # metrics reported beside the task's
+    policies: dict[str, tuple[str, ...]] | None = None  # target -> hand-written policy files
 
 
 EXAMPLES: dict[str, Example] = {
@@ -97,13 +101,14 @@ EXAMPLES: dict[str, Example] = {
         transformer=True,
         runs={"torch": "runs/minilm-torch", "onnxruntime": "runs/minilm-ort"},
         extra=_minilm_extra,
+        # PyTorch's dynamic int8 Linear (7-bit activations on x86) costs WordSim ~0.03 without
+        # fine-tuning; the ORT artifact's calibrated static int8 ~0.005
+        policies={
+            "torch": ("examples/minilm/policy-int8-ft.json",),
+            "onnxruntime": ("examples/minilm/policy-int8.json",),
+        },
     ),
 }
-
-
-def _note(notes: list[str], text: str) -> None:
-    print(f"note: {text}", flush=True)
-    notes.append(text)
 
 
 def references(task: Task, work: Path) -> list[Contender]:
@@ -135,47 +140,6 @@ def peers(task: Task, example: Example, fp32: Path, work: Path) -> list[Contende
         dynamic = quantize_dynamic_peer(fp32, work / "dynamic.onnx")
         out.append(Contender("ORT quantize_dynamic (int8 per-channel)", "onnxruntime", Session(dynamic), dynamic, "peer"))  # fmt: skip
     return out
-
-
-def search_point(
-    task: Task,
-    example: Example,
-    target: str,
-    run_dir: Path,
-    work: Path,
-    *,
-    by: str,
-    notes: list[str],
-) -> Contender | None:
-    """The run's best Pareto point within the budget, exported; None (with a note) if absent."""
-    if target not in TARGETS:
-        _note(notes, f"target {target!r} is not registered in this build: its row is skipped")
-        return None
-    if not (run_dir / "pareto.json").exists():
-        _note(notes, f"{run_dir}: no finished search for target {target!r} (no pareto.json)")
-        return None
-    run_target = RunDir(run_dir).read_config().get("target", "torch")
-    if run_target != target:
-        _note(notes, f"{run_dir} is a search on target {run_target!r}, not {target!r}: skipped")
-        return None
-    try:
-        number = pick_trial(run_dir, max_accuracy_drop=example.max_drop, by=by)
-    except AutoCompressError as exc:
-        _note(notes, f"{target}: {exc}")
-        return None
-    out = work / f"trial-{target}-{number}"
-    recorded = export_trial(run_dir, number, out)
-    tgt = get_target(target)
-    artifact = out / tgt.artifact_name
-    model = tgt.load(artifact, task.model)
-    runtime = "torch" if target == "torch" else "onnxruntime"
-    info = {
-        "run_dir": str(run_dir),
-        "trial": number,
-        "policy": json.loads((out / "policy.json").read_text()),
-        "recorded": {k: recorded.get(k) for k in ("accuracy", "size_bytes", "latency_ms")},
-    }
-    return Contender(f"search {target} trial #{number}", runtime, model, artifact, "search", info)
 
 
 def measure(
@@ -210,7 +174,12 @@ def measure(
     return rows
 
 
-def run_example(name: str, runs: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
+def run_example(
+    name: str,
+    runs: dict[str, Path],
+    policies: list[tuple[str, Path]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     example = EXAMPLES[name]
     print(f"== {name}", flush=True)
     task = load_task(example.task_spec)
@@ -220,7 +189,13 @@ def run_example(name: str, runs: dict[str, Path], args: argparse.Namespace) -> d
         refs = references(task, work)
         contenders = refs + peers(task, example, refs[1].artifact, work)
         for target in args.targets:
-            point = search_point(task, example, target, runs[target], work, by=args.by, notes=notes)
+            point = search_point(
+                task, example.max_drop, target, runs[target], work, by=args.by, notes=notes
+            )
+            if point is not None:
+                contenders.append(point)
+        for target, policy_file in policies:
+            point = policy_point(task, target, policy_file, work, notes=notes)
             if point is not None:
                 contenders.append(point)
         rows = measure(task, example, contenders, rounds=args.rounds, per_round=args.per_round)
@@ -279,12 +254,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _verdict(res: dict[str, Any]) -> list[str]:
-    """Per column (size, latency): does the best search point within budget beat every peer?"""
+    """Per column (size, latency): does our best point (a search point or a hand policy)
+    within budget beat every peer?"""
     budget = res["max_accuracy_drop"]
-    search = [r for r in res["rows"] if r["kind"] == "search" and r["accuracy_drop"] <= budget]
+    ours = ("search", "policy")
+    search = [r for r in res["rows"] if r["kind"] in ours and r["accuracy_drop"] <= budget]
     peers = [r for r in res["rows"] if r["kind"] == "peer"]
     if not search:
-        return [f"- no search point within {budget} of the teacher in this table"]
+        return [f"- no point of ours within {budget} of the teacher in this table"]
     out = []
     for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
         best = min(search, key=lambda r: r[column])
@@ -309,6 +286,11 @@ def main() -> None:
         "--run", action="append", default=[], metavar="EXAMPLE:TARGET=DIR",
         help="run directory of a search (default runs/<example>-<target>)",
     )  # fmt: skip
+    parser.add_argument(
+        "--policy", action="append", default=[], metavar="EXAMPLE[:TARGET]=FILE",
+        help="hand-written policy applied with compress on TARGET (default: every --targets "
+        "one); repeatable; replaces the example's own; EXAMPLE=none: no policy rows",
+    )  # fmt: skip
     parser.add_argument("--by", choices=("size", "latency"), default="latency")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=5)
@@ -325,7 +307,7 @@ def main() -> None:
             t: given.get(f"{name}:{t}", ROOT / EXAMPLES[name].runs.get(t, f"runs/{name}-{t}"))
             for t in args.targets
         }
-        result = run_example(name, runs, args)
+        result = run_example(name, runs, _policies(name, args.policy, args.targets), args)
         results = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
         results[name] = result  # merged: other examples' figures stay
         JSON_OUT.write_text(json.dumps(results, indent=2) + "\n")
@@ -334,6 +316,21 @@ def main() -> None:
     MD_OUT.write_text(table)
     _into_readme(table)
     print(table)
+
+
+def _policies(example: str, given: list[str], targets: list[str]) -> list[tuple[str, Path]]:
+    """(target, policy file) pairs for ``example``: the ``--policy`` ones naming it, else its
+    own, on the ``targets`` asked for."""
+    pairs = []
+    for spec in given:
+        key, _, file = spec.partition("=")
+        name, _, target = key.partition(":")
+        if name == example:
+            pairs += [(t, Path(file)) for t in ([target] if target else targets)]
+    if not pairs:
+        own = EXAMPLES[example].policies or {}
+        pairs = [(t, ROOT / f) for t in targets for f in own.get(t, ())]
+    return [(t, f) for t, f in pairs if t in targets and f.name != "none"]
 
 
 def _into_readme(table: str) -> None:

@@ -108,5 +108,12 @@ def test_hf_bert_space_resolves_ffn_and_bits_per_layer(task):
     assert "bits.bert.encoder.layer.0.attention.output" in names
     assert "bits.bert.encoder.layer.5.output" in names
     policy = resolved.policy_from_params({n: resolved.param(n).nearest(0) for n in names})
-    assert set(policy.quant_layers.values()) == {8}  # every Linear offered int8
-    assert len(policy.quant_layers) == 36 and set(policy.prune_layers.values()) == {0.0}
+    linears = {k: v for k, v in policy.quant_layers.items() if "embeddings" not in k}
+    assert set(linears.values()) == {8}  # every Linear offered int8
+    assert len(linears) == 36 and set(policy.prune_layers.values()) == {0.0}
+    tables = {k: v for k, v in policy.quant_layers.items() if "embeddings" in k}
+    assert tables == {  # the word and position tables offered int8; token types stay float
+        "bert.embeddings.word_embeddings": 8,
+        "bert.embeddings.position_embeddings": 8,
+        "bert.embeddings.token_type_embeddings": 32,
+    }

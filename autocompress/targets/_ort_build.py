@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _qdq
+from . import _embedding, _qdq
 from ._ort_graph import OrtModule, _read_modes, export_float, load_config, optimized_graph
 
 
@@ -49,6 +49,7 @@ class Builder:
             if p in self.bits and isinstance(getattr(m, "weight", None), torch.Tensor)
         }
         self.layers = _qdq.map_layers(self.float, weights)
+        self.tables = _embedding.map_tables(self.float, weights)  # embedding lookups (Gather)
         self.int8 = {p for p in int8 if p in self.layers}
         self.dynamic = {p for p in dynamic if p in self.layers}
         self.activations = activations
@@ -76,6 +77,7 @@ class Builder:
         built = _qdq.build(
             model, layers, self.bits, int8, qparams, code_bits=self.code_bits, dynamic=self.dynamic
         )
+        _embedding.quantize_tables_(built, self.tables, self.bits)
         return built.SerializeToString()
 
     def records(self, blob: bytes) -> dict[str, dict[str, Any]]:
@@ -88,6 +90,7 @@ class Builder:
                 rec["op"] = "not exported as its own node"
             records[path] = rec
         _read_modes(optimized_graph(blob), records)
+        _embedding.table_records_(blob, self.tables, records)
         dequantize = "per call"
         if load_config(onnx.load_from_string(blob)):
             loaded = optimized_graph(blob, as_loaded=True)

@@ -9,6 +9,9 @@ What each bit-width becomes on this target:
 - 8 on Conv, and 2/3/4 everywhere: integer codes stored packed (8 bits per byte for 8,
   a bit stream for fewer) with per-channel scales, dequantized to float32 on load
   (``weight-only``).
+- Embedding tables at 2-8 bits: per-row codes (int8, or packed for fewer bits) and per-row
+  float32 scales; loaded as a ``QuantEmbedding`` that gathers the looked-up rows' codes and
+  dequantizes those rows only (``weight-only``: a lookup is not integer compute).
 - Layers the policy sparsifies (``meta["sparse"]``, the ``weight`` strategy) are stored as a
   bitmask plus the kept values at their bit-width where that is smaller (see ``sparsify``);
   they load as dense tensors (``"sparsity": "storage-only"``).
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from ..drop import drop_blocks_
+from ..embedding import QuantEmbedding, quantizes_rows
 from ..errors import AutoCompressError
 from ..fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
 from ..quantize import dequantize, pack_codes, quantize_weight, unpack_codes
@@ -120,10 +124,21 @@ def save(
     for p, b in bits.items():
         parent = modules.get(p.rpartition(".")[0]) if "." in p else model
         layers[p] = {"bits": b, "mode": layer_mode(modules[p], b, parent)}
+        if isinstance(modules[p], nn.Embedding):
+            layers[p].update(_table_record(modules[p], b, tensors, p + ".weight"))
     layers.update(_sparse_records(tensors, layers, sparse))
     header = dict(meta, format=FORMAT, structure=structure, layers=layers, folded=folded)
     torch.save({"format": FORMAT, "meta": json.dumps(header), "tensors": tensors}, path)
     return layers
+
+
+def _table_record(
+    table: nn.Module, bits: int, tensors: Mapping[str, torch.Tensor], weight: str
+) -> dict[str, Any]:
+    """An embedding table's lookup and the bytes its weight takes in the file."""
+    stored = [t for k, t in tensors.items() if k == weight or k.startswith(weight + ".")]
+    lookup = "gather codes, dequantize the rows" if quantizes_rows(table, bits) else "gather"
+    return {"op": lookup, "bytes": sum(t.numel() * t.element_size() for t in stored)}
 
 
 def _sparse_records(
@@ -181,6 +196,15 @@ def _float_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return state
 
 
+def _codes(tensors: Mapping[str, torch.Tensor], weight: str) -> torch.Tensor:
+    """The int8 codes of a quantized weight (stored as int8 or packed low-bit)."""
+    if weight + ".int8" in tensors:
+        return tensors[weight + ".int8"]
+    kind = next(k for k in tensors if k.startswith(weight + ".packed"))
+    shape = tuple(int(s) for s in tensors[weight + ".shape"])
+    return unpack_codes(tensors[kind], int(kind[len(weight + ".packed") :]), shape)
+
+
 def _int8_linear(linear: nn.Linear, codes: torch.Tensor, scale: torch.Tensor) -> nn.Module:
     with warnings.catch_warnings():
         # PyTorch 2.13 flags quantized tensor creation as deprecated; the kernels still run.
@@ -229,11 +253,15 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
         else:
             mod._buffers[leaf] = value
     for lpath, rec in meta["layers"].items():
-        if rec["mode"] != "int-compute":
-            continue
         parent_path, _, child = lpath.rpartition(".")
         parent = modules[parent_path] if parent_path else model
         w = lpath + ".weight"
+        if quantizes_rows(modules[lpath], rec["bits"]):
+            pad = modules[lpath].padding_idx
+            setattr(parent, child, QuantEmbedding(_codes(tensors, w), tensors[w + ".scale"], pad))
+            continue
+        if rec["mode"] != "int-compute":
+            continue
         codes = (
             tensors[w + ".int8"]
             if w + ".int8" in tensors
