@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Iterator
@@ -108,9 +109,11 @@ def measure_paired(
 ) -> tuple[Latency, Latency]:
     """Latency of ``model`` and of ``reference``, timed interleaved in this process.
 
-    Each round times both, in alternating order (model first, then reference first), so a
-    slowdown from other work on the machine lands on both alike: their ratio is the figure a
-    search can trust under load, where two separately timed medians are not.
+    Each round times both, in an order drawn at random per round (a fixed seed), so a slowdown
+    from other work on the machine lands on both alike, and a periodic one (a time slice
+    shared with another process) cannot line up with one of the two, as it can with a fixed
+    alternation: their ratio is the figure a search can trust under load, where two
+    separately timed medians are not.
     """
     if repeats < 20:
         raise ValueError(f"latency needs at least 20 timed repeats, got repeats={repeats}")
@@ -122,8 +125,9 @@ def measure_paired(
         for _ in range(warmup):
             run_model(model, example_inputs)
             run_model(reference, example_inputs)
-        for r in range(repeats):
-            for i in (0, 1) if r % 2 == 0 else (1, 0):
+        order = random.Random(0)
+        for _ in range(repeats):
+            for i in (0, 1) if order.random() < 0.5 else (1, 0):
                 t0 = time.perf_counter()
                 run_model(pair[i], example_inputs)
                 times[i].append((time.perf_counter() - t0) * 1e3)
