@@ -12,6 +12,10 @@ Option ``linear: dynamic`` runs 8-bit Linear layers as ``com.microsoft.DynamicQu
 (activations quantized per call, from their own range; no calibration, no activation
 fake-quant while fine-tuning) instead of static QDQ.
 
+An artifact without static int8 layers (weights behind DequantizeLinear only) is loaded with
+``session.disable_quant_qdq`` so ORT constant-folds those DQs once at load (``load_config``);
+``MatMulNBits`` records ``int-compute`` only where a probe shows int8 activations on this CPU.
+
 Sessions run at ``ORT_ENABLE_ALL`` (which also rewrites QLinearConv to NHWC), with the intra-op
 threads of the objective set and one inter-op thread. Each layer's record is read from the
 graph ORT optimized (``optimized_model_filepath``): ``int-compute`` when the layer's weights
