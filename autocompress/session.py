@@ -83,6 +83,16 @@ class Session:
         """The run's teacher (``baseline.json``)."""
         return self.controller.baseline
 
+    def max_epochs(self) -> int:
+        """The most fine-tuning epochs any trial of this search can run."""
+        if self.config.epochs is not None:
+            return self.config.epochs
+        space = self.controller.space
+        if "finetune.epochs" in space.param_names:
+            p = space.param("finetune.epochs")
+            return int(max(p.choices) if p.choices else p.high)
+        return int(space.policy_from_params({}).finetune.epochs)
+
     @property
     def remaining(self) -> int:
         if self.failures.aborted is not None:  # the first trials all failed: stop asking

@@ -325,20 +325,9 @@ def connect(session: Session) -> Iterator[str]:
         ray.shutdown()
 
 
-def max_epochs(session: Session) -> int:
-    """The most fine-tuning epochs any trial of this search can run."""
-    if session.config.epochs is not None:
-        return session.config.epochs
-    space = session.controller.space
-    if "finetune.epochs" in space.param_names:
-        p = space.param("finetune.epochs")
-        return int(max(p.choices) if p.choices else p.high)
-    return int(space.policy_from_params({}).finetune.epochs)
-
-
 def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
     """ASHA on the per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs)."""
-    epochs = max_epochs(session)
+    epochs = session.max_epochs()
     kind = session.config.scheduler
     if kind == "none" or (kind == "auto" and epochs < 2):
         return FIFOScheduler()
