@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -295,3 +296,34 @@ def test_measure_paired_times_both_models_interleaved():
     a, b = measure_paired(small, big, (torch.randn(1, 8),), repeats=20)
     assert a.repeats == b.repeats == 20
     assert b.median_ms > a.median_ms
+
+
+class _Hiccup(torch.nn.Module):
+    """Every fourth forward stalls 20 ms: a timing with p90 far over its median."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls % 4 == 0:
+            time.sleep(0.02)
+        return self.lin(x)
+
+
+def test_a_disturbed_timing_is_retaken_and_recorded(tmp_path):
+    from types import SimpleNamespace
+
+    from autocompress.targets import RETAKES, measure_runtime
+
+    task = SimpleNamespace(example_inputs=(torch.randn(1, 8),))
+    settings = MeasureSettings(repeats=20, warmup=1)
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"12345")
+    steady = measure_runtime(task, torch.nn.Linear(8, 8), [f], settings)
+    assert "latency_retakes" not in steady and steady["size_bytes"] == 5
+    hiccup = measure_runtime(task, _Hiccup(), [f], settings)
+    assert hiccup["latency_retakes"] == RETAKES
+    assert hiccup["latency_p90_ms"] > 2 * hiccup["latency_ms"]  # still disturbed: kept, said so

@@ -81,6 +81,17 @@ class Target(Protocol):
         ...
 
 
+# A timing whose p90 is over twice its median was descheduled for much of the run (another
+# process took the core: seen beside a benchmark, where Ray's niced workers starve); it is
+# taken again, up to RETAKES times, and the record says how often (``latency_retakes``).
+RETAKES = 2
+DISTURBED = 2.0
+
+
+def _disturbed(lat: Any) -> bool:
+    return lat.p90_ms > DISTURBED * lat.median_ms
+
+
 def measure_runtime(
     task: Any,
     deployed: nn.Module,
@@ -100,15 +111,23 @@ def measure_runtime(
     }
     inputs = settings.inputs(task.example_inputs)
     with gate.exclusive():
-        if reference is None:
-            lat, ref = measure_latency(deployed, inputs, **timing), None
-        else:
-            lat, ref = measure_paired(deployed, reference, inputs, **timing)
+        retakes = -1
+        while True:
+            retakes += 1
+            if reference is None:
+                lat, ref = measure_latency(deployed, inputs, **timing), None
+            else:
+                lat, ref = measure_paired(deployed, reference, inputs, **timing)
+            clean = not any(_disturbed(x) for x in (lat, ref) if x is not None)
+            if clean or retakes == RETAKES:
+                break
     out: dict[str, Any] = {
         "size_bytes": sum(f.stat().st_size for f in files),
         "latency_ms": lat.median_ms,
         "latency_p90_ms": lat.p90_ms,
     }
+    if retakes:
+        out["latency_retakes"] = retakes
     if ref is not None:
         out["teacher_paired"] = {"latency_ms": ref.median_ms, "latency_p90_ms": ref.p90_ms}
     return out
