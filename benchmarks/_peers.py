@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from autocompress.measure import threads
+from autocompress.targets._ort_graph import load_config
 from autocompress.task import run_model
 
 
 class Session(nn.Module):
-    """An ONNX Runtime session (one intra-op thread, ``ORT_ENABLE_ALL``) called like a model;
+    """An ONNX Runtime session (one intra-op thread, ``ORT_ENABLE_ALL``, the artifact's own load
+    config) called like a model;
     ``ops`` counts the op types of the graph ORT runs after its optimizations."""
 
     def __init__(self, path: Path) -> None:
@@ -31,6 +33,9 @@ class Session(nn.Module):
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # the session entries our target loads an artifact with (weight-only: DQ folded at load)
+        for key, value in load_config(onnx.load(str(path), load_external_data=False)).items():
+            options.add_session_config_entry(key, value)
         optimized = path.with_suffix(".optimized.onnx")
         options.optimized_model_filepath = str(optimized)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

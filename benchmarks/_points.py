@@ -51,8 +51,10 @@ def search_point(
         _note(notes, f"{target}: {exc}")
         return None
     out = work / f"trial-{target}-{number}"
-    recorded = export_trial(run_dir, number, out)
-    artifact = out / get_target(target).artifact_name
+    artifact_name = get_target(target).artifact_name
+    fmt = "onnx" if artifact_name.endswith(".onnx") else "torch"  # the target's own artifact
+    recorded = export_trial(run_dir, number, out, fmt=fmt)
+    artifact = out / artifact_name
     info = {
         "run_dir": str(run_dir),
         "trial": number,
