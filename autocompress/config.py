@@ -63,9 +63,12 @@ def _baselines(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
         return "must be a list of baseline names"
     from .space import BASELINES, baseline_spec
+    from .start import auto_count
 
     unknown = []
     for v in value:
+        if auto_count(v) is not None:  # the cost-chosen uniform starts (autocompress/start.py)
+            continue
         try:
             baseline_spec(v)
         except ConfigError:
@@ -73,7 +76,7 @@ def _baselines(value: Any) -> str | None:
     if unknown:
         return (
             f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)} "
-            "or a uniform prune<NN>-int<B>"
+            "a uniform prune<NN>-int<B>, or auto / auto<K>"
         )
     return None
 

@@ -23,12 +23,17 @@ from .pareto import front
 from .policy import Policy
 from .rundir import RunDir
 from .space import ResolvedSpace
+from .start import StartPlan
 
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(multivariate=True, seed=seed),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, startup=10: optuna.samplers.TPESampler(
+        multivariate=True, seed=seed, n_startup_trials=startup
+    ),
+    "nsga2": lambda seed, startup=None: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
+    "random": lambda seed, startup=None: optuna.samplers.RandomSampler(seed=seed),
 }
+# TPE's random start-up trials; a measured start (``baselines: [..., auto]``) stands in for them
+TPE_STARTUP = 10
 _BASELINE_ATTR = "autocompress.baseline"
 _POLICY_ATTR = "autocompress.policy"
 _NUMBER_ATTR = "autocompress.number"  # the record a re-added trial stands for
@@ -54,8 +59,10 @@ class Controller:
         space: ResolvedSpace,
         objectives: ObjectiveSet,
         baseline: Mapping[str, Any],
+        plan: StartPlan | None = None,
     ) -> None:
         self.config = config
+        self.plan = plan
         self.run_dir = run_dir
         self.space = space
         self.objectives = objectives
@@ -65,7 +72,7 @@ class Controller:
             study_name=config.name,
             storage=run_dir.storage_url,
             directions=objectives.directions,
-            sampler=SAMPLERS[config.sampler](config.seed),
+            sampler=SAMPLERS[config.sampler](config.seed, self._startup(config, plan)),
             load_if_exists=True,
         )
         if self.study.metric_names is None:
@@ -80,6 +87,14 @@ class Controller:
                     self.space.params_for_policy(name), user_attrs={_BASELINE_ATTR: name}
                 )
         self._repair()
+
+    @staticmethod
+    def _startup(config: SearchConfig, plan: StartPlan | None) -> int:
+        """TPE models the front after this many trials: after the measured start when there
+        is one (its trials are the start-up), otherwise after 10 random ones."""
+        if plan is None:
+            return TPE_STARTUP
+        return min(TPE_STARTUP, len(config.baselines) + plan.k)
 
     # -- study state -----------------------------------------------------------------------
     def _repair(self) -> None:
@@ -108,7 +123,38 @@ class Controller:
     def n_finished(self) -> int:
         return len(self.records)
 
+    def _start_results(self) -> dict[str, float | bool | None]:
+        """Each start of the plan asked so far: its accuracy when complete, False when it
+        failed or broke a constraint, None while it runs."""
+        assert self.plan is not None
+        names = self.plan.names()
+        out: dict[str, float | bool | None] = {}
+        for record in self.records.values():
+            if record.get("baseline") in names:
+                accuracy = (record.get("metrics") or {}).get("accuracy")
+                done = record["state"] == "complete" and accuracy is not None
+                out[record["baseline"]] = float(accuracy) if done else False
+        for trial in self.live.values():
+            name = trial.user_attrs.get(_BASELINE_ATTR)
+            if name in names and name not in out:
+                out[name] = None
+        return out
+
+    def _enqueue_start(self) -> None:
+        """The plan's next uniform start, when nothing else is queued and it can step."""
+        if self.plan is None:
+            return
+        if self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return
+        results = self._start_results()
+        name = self.plan.next(results, asked=len(results))
+        if name is not None:
+            self.study.enqueue_trial(
+                self.space.params_for_policy(name), user_attrs={_BASELINE_ATTR: name}
+            )
+
     def ask(self) -> Proposal:
+        self._enqueue_start()
         trial = self.study.ask()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

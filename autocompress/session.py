@@ -14,6 +14,7 @@ other processes are compared through their ratio to their own teacher
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from .objectives import ObjectiveSet, load_objectives
 from .progress import SearchProgress
 from .rundir import RunDir
 from .space import ResolvedSpace, load_space
+from .start import start_plan
 from .targets import get_target
 from .task import Task, load_task
 
@@ -264,8 +266,23 @@ def prepare(
         baseline["host"] = socket.gethostname()
         run_dir.write_baseline(baseline)
         _TEACHERS[config.target] = dict(baseline)  # timed here: this process' teacher too
+    fixed, plan = start_plan(
+        config.baselines,
+        run_dir=run_dir,
+        task=task,
+        space=space,
+        objectives=objectives,
+        baseline=baseline,
+        target=config.target,
+        target_options=config.target_options,
+    )
     controller = Controller(
-        config=config, run_dir=run_dir, space=space, objectives=objectives, baseline=baseline
+        config=dataclasses.replace(config, baselines=fixed),
+        run_dir=run_dir,
+        space=space,
+        objectives=objectives,
+        baseline=baseline,
+        plan=plan,
     )
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
     session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
