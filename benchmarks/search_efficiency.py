@@ -4,7 +4,7 @@ NSGA-II and the uniform grid (manual practice), on the digits CNN and a transfor
     .venv/bin/python benchmarks/search_efficiency.py [--jobs 4] [--seeds 3] [--epochs 1]
 
 The default search is what examples/digits/search.yaml (``make demo``) uses: its space, sampler
-and enqueued uniform start. Random and NSGA-II search the same space with the standard
+and baselines (``identity, auto``: the measured start of autocompress/start.py). Random and NSGA-II search the same space with the standard
 baselines. The uniform grid is one prune ratio from {0, .3, .5, .7} and one bit-width from
 {4, 8, 16, 32} for every layer, alpha 0.5, T 4, lambda 1e-4 (search_spaces/uniform.yaml), its
 16 points run in a seeded random order. A budget of k trials is the first k trials of a run
