@@ -75,7 +75,7 @@ def _baselines(value: Any) -> str | None:
             unknown.append(v)
     if unknown:
         return (
-            f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)} "
+            f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}, "
             "a uniform prune<NN>-int<B>, or auto / auto<K>"
         )
     return None

@@ -38,14 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compress import MeasureSettings, compress
-from .errors import ConfigError
 from .objectives import ObjectiveSet
 from .rundir import RunDir
 from .space import ResolvedSpace
 from .space.hierarchy import GLOBAL_BITS, GLOBAL_PRUNE, _choices
 from .task import Task
 
-AUTO = re.compile(r"auto(\d{1,2})?")
+AUTO = re.compile(r"auto([1-9]\d?)?")
 DEFAULT_K = 6
 # how far below its bit-width's unpruned trial a pruned start may fall and still count as
 # holding: the accuracy drop the objectives allow (their accuracy ``max_drop`` constraint),
@@ -63,10 +62,7 @@ def auto_count(name: str) -> int | None:
     found = AUTO.fullmatch(name)
     if found is None:
         return None
-    k = int(found.group(1) or DEFAULT_K)
-    if k < 1:
-        raise ConfigError(f"baselines: {name!r}: auto<K> needs K >= 1")
-    return k
+    return int(found.group(1) or DEFAULT_K)
 
 
 def uniform_name(ratio: float, bits: int) -> str:
