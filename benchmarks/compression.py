@@ -93,6 +93,12 @@ EXAMPLES: dict[str, Example] = {
         max_drop=0.01,
         transformer=False,
         runs={"torch": "runs/digits-cnn", "onnxruntime": "runs/digits-ort"},
+        # the second block of each stage dropped, half of every prune group, 4-bit weights,
+        # 25 epochs of distillation (2-3 s each): what the searches' 1-2 epochs cannot recover
+        policies={
+            "torch": ("examples/digits/policy-drop-p50-int4.json",),
+            "onnxruntime": ("examples/digits/policy-drop-p50-int4.json",),
+        },
     ),
     "minilm": Example(
         task_spec=f"{ROOT / 'examples/minilm/task.py'}:build_task",
@@ -102,9 +108,13 @@ EXAMPLES: dict[str, Example] = {
         runs={"torch": "runs/minilm-torch", "onnxruntime": "runs/minilm-ort"},
         extra=_minilm_extra,
         # PyTorch's dynamic int8 Linear (7-bit activations on x86) costs WordSim ~0.03 without
-        # fine-tuning; the ORT artifact's calibrated static int8 ~0.005
+        # fine-tuning; the ORT artifact's calibrated static int8 ~0.005. policy-drop2-ffn50-int8:
+        # layers 1 and 4 dropped, half the FFN neurons pruned, int8, 4 epochs of distillation
         policies={
-            "torch": ("examples/minilm/policy-int8-ft.json",),
+            "torch": (
+                "examples/minilm/policy-int8-ft.json",
+                "examples/minilm/policy-drop2-ffn50-int8.json",
+            ),
             "onnxruntime": ("examples/minilm/policy-int8.json",),
         },
     ),
