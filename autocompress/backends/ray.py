@@ -12,7 +12,7 @@ Ray's console output (configuration box, TensorBoard hint) is hidden unless ``ve
 The task (teacher, data) and the teacher's outputs on every training batch are put in the
 object store once per search (``tune.with_parameters``); each trial runs with one CPU and one
 intra-op thread. ASHA stops weak trials after their first epochs; those become ``pruned``
-records, never on the Pareto front.
+records, never on the Pareto front. Baselines and the measured start are never stopped.
 
 Paths: trial folders are the run directory's absolute paths, so the workers must see the
 driver's filesystem (true for a local cluster; on a remote cluster mount the run directory at
@@ -101,6 +101,8 @@ class ControllerSearcher(Searcher):
             "policy": proposal.policy.to_dict(),
             "seed": proposal.seed,
             "out_dir": str(self.session.run_dir.trial_dir(proposal.number).resolve()),
+            # a start's final accuracy steers the bisection: ASHA judges proposals only
+            "full": proposal.baseline is not None,
         }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -248,7 +250,7 @@ def trainable(
 
         def on_epoch(epoch: int, value: float) -> None:
             # the last epoch is reported with the record: ASHA stops a trial at max_t at once
-            if epoch < epochs:
+            if epoch < epochs and not config.get("full"):
                 with gate.released():  # the driver may be slow to take it: don't hold others
                     tune.report({METRIC: report_value(value), TIME_ATTR: epoch, **where})
 
