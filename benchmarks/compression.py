@@ -115,7 +115,10 @@ EXAMPLES: dict[str, Example] = {
                 "examples/minilm/policy-int8-ft.json",
                 "examples/minilm/policy-drop2-ffn50-int8.json",
             ),
-            "onnxruntime": ("examples/minilm/policy-int8.json",),
+            "onnxruntime": (
+                "examples/minilm/policy-int8.json",
+                "examples/minilm/policy-drop2-ffn50-int8.json",
+            ),
         },
     ),
 }
