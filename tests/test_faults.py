@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from autocompress.cli import app
 from autocompress.config import SearchConfig
+from autocompress.controller import _NUMBER_ATTR as NUMBER_ATTR
 from autocompress.failures import FailureMonitor, SearchAborted, no_feasible_trial
 from autocompress.rundir import RunDir
 from autocompress.search import run_search
@@ -179,24 +180,32 @@ def _audit(run: Path, name: str, uri: str) -> tuple[int, int, dict]:
     """(lost, duplicated) over trials.jsonl, the Optuna study and MLflow, with the details."""
     lines = [json.loads(ln) for ln in (run / "trials.jsonl").read_text().splitlines() if ln]
     numbers = Counter(r["number"] for r in lines)
+    lines_by_number = {r["number"]: r for r in lines}
     recorded = set(numbers)
     study = optuna.load_study(study_name=name, storage=RunDir(run).storage_url)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    trials = study.get_trials(deepcopy=False)
     states = optuna.trial.TrialState
-    lost_in_study = [
-        n for n in recorded if n not in by_number or not by_number[n].state.is_finished()
-    ]
+    finished = states.COMPLETE, states.PRUNED
+    # a trial a resumed driver re-added for a record (killed between the record's append and
+    # the study's tell) stands for that record's number, which it carries in a user attribute
+    told: Counter = Counter(
+        t.user_attrs.get(NUMBER_ATTR, t.number) for t in trials if t.state in finished
+    )
+    ended = {t.user_attrs.get(NUMBER_ATTR, t.number) for t in trials if t.state.is_finished()}
+    with_values = {n for n, r in lines_by_number.items() if r["state"] in ("complete", "pruned")}
+    lost_in_study = sorted(
+        n for n in recorded if n not in ended or (n in with_values and not told[n])
+    )
     # a study trial that finished with values but has no record was told twice or invented
-    unrecorded = [
-        t.number for t in by_number.values() if t.state in finished and t.number not in recorded
-    ]
-    left_running = [t.number for t in by_number.values() if t.state == states.RUNNING]
+    unrecorded = sorted(n for n in told if n not in recorded)
+    told_twice = sum(c - 1 for c in told.values())
+    left_running = [t.number for t in trials if t.state == states.RUNNING]
     tracked, mlflow_running = _mlflow_trials(uri, name)
     details = {
         "jsonl_dup": sum(c - 1 for c in numbers.values()),
         "study_lost": lost_in_study,
         "study_unrecorded": unrecorded,
+        "study_told_twice": told_twice,
         "study_running": left_running,
         "mlflow_lost": sorted(recorded - set(tracked)),
         "mlflow_dup": sum(c - 1 for c in tracked.values()),
@@ -207,6 +216,7 @@ def _audit(run: Path, name: str, uri: str) -> tuple[int, int, dict]:
     duplicated = (
         details["jsonl_dup"]
         + len(unrecorded)
+        + told_twice
         + details["mlflow_dup"]
         + len(details["mlflow_unrecorded"])
     )
