@@ -17,7 +17,8 @@ what our artifact gives for a policy a user would write by hand.
     .venv/bin/python benchmarks/compression.py --examples minilm --run minilm:torch=runs/x
     .venv/bin/python benchmarks/compression.py --examples minilm --policy minilm:torch=my.json
 
-Writes benchmarks/results/compression.json (merged per example) and compression.md.
+Writes benchmarks/results/compression.json (merged per example) and compression.md (into the
+README too); `--name NAME` writes NAME.{json,md} instead and leaves the README alone.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from autocompress.targets._cpu import cpu_record  # noqa: E402
 from autocompress.targets.onnx import export_onnx  # noqa: E402
 from autocompress.task import Task, load_task  # noqa: E402
 
-JSON_OUT = RESULTS / "compression.json"
 MD_OUT = RESULTS / "compression.md"
 TARGET_NAMES = ("torch", "onnxruntime")
 REFERENCE = {"torch": "teacher (eager torch fp32)", "onnxruntime": "teacher (ORT fp32)"}
@@ -309,7 +309,13 @@ def main() -> None:
     parser.add_argument(
         "--render", action="store_true", help="only rewrite compression.md and README from the JSON"
     )
+    parser.add_argument(
+        "--name", default="compression",
+        help="results file stem: benchmarks/results/NAME.{json,md}; only the default "
+        "'compression' is written into the README (use another for a second machine)",
+    )  # fmt: skip
     args = parser.parse_args()
+    json_out, md_out = RESULTS / f"{args.name}.json", RESULTS / f"{args.name}.md"
     given = {}
     for spec in args.run:
         key, _, path = spec.partition("=")
@@ -320,13 +326,14 @@ def main() -> None:
             for t in args.targets
         }
         result = run_example(name, runs, _policies(name, args.policy, args.targets), args)
-        results = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
+        results = json.loads(json_out.read_text()) if json_out.exists() else {}
         results[name] = result  # merged: other examples' figures stay
-        JSON_OUT.write_text(json.dumps(results, indent=2) + "\n")
-    results = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
+        json_out.write_text(json.dumps(results, indent=2) + "\n")
+    results = json.loads(json_out.read_text()) if json_out.exists() else {}
     table = markdown(results)
-    MD_OUT.write_text(table)
-    _into_readme(table)
+    md_out.write_text(table)
+    if md_out == MD_OUT:
+        _into_readme(table)
     print(table)
 
 
