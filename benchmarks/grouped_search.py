@@ -134,7 +134,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "grouped_search.json").write_text(json.dumps(document, indent=2))
     print(f"trials {len(result.trials)}: {dict(states)}; failed errors: {errors or 'none'}")
-    print(f"complete trials whose records match the artifact: {checked - len(mismatches)}/{checked}")
+    print(
+        f"complete trials whose records match the artifact: {checked - len(mismatches)}/{checked}"
+    )
     print(
         f"digits ResNet `default` space: prune parameters {digits['prune_parameters_before']} "
         f"(one per layer) -> {digits['prune_parameters_now']} (one per group); dimension "

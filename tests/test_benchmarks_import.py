@@ -25,4 +25,6 @@ def test_benchmark_imports(script, benchmarks_on_path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
-    assert module.__doc__, f"{script.name} has no docstring saying what it measures and how to run it"
+    assert module.__doc__, (
+        f"{script.name} has no docstring saying what it measures and how to run it"
+    )
