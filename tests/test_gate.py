@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,9 @@ def _worker(counter: str, stop: str, name: str) -> None:
     with gate.working():
         while not Path(stop).exists():
             n += 1
-            Path(counter).write_text(str(n))
+            # written whole, then renamed: the test never reads a truncated, empty counter
+            Path(counter + ".tmp").write_text(str(n))
+            os.replace(counter + ".tmp", counter)
             gate.step()
             time.sleep(0.001)
     gate.close()
