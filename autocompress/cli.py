@@ -72,6 +72,11 @@ _TARGET_OPTION = typer.Option(
     "--target-option",
     help="A target option KEY=VALUE (repeatable), e.g. reduce_range=auto, linear=dynamic",
 )
+_DEVICE = typer.Option(
+    help="Where the student trains: auto (CUDA when PyTorch sees one), cpu, cuda or cuda:N; "
+    "the artifact is measured on the target's runtime either way"
+)
+_PRECISION = typer.Option(help="Fine-tuning precision: fp32, bf16 or fp16 (fp16: CUDA only)")
 
 
 def _stage_printer(label: str):
@@ -110,9 +115,12 @@ def apply(
         ),
     ] = None,
     target_option: Annotated[list[str] | None, _TARGET_OPTION] = None,
+    device: Annotated[str, _DEVICE] = "auto",
+    precision: Annotated[str, _PRECISION] = "fp32",
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
     from .compress import MeasureSettings, compress
+    from .device import Training
     from .policy import load_policy
     from .task import load_task
 
@@ -128,6 +136,7 @@ def apply(
     from .targets import get_target
 
     get_target(target, **options)  # a wrong key or value fails before the task loads
+    training = Training.resolve(device, precision=precision)
     status, on_stage = _stage_printer("apply")
     with status:
         on_stage("loading task")
@@ -142,6 +151,7 @@ def apply(
             settings=MeasureSettings(threads=threads, repeats=repeats),
             on_stage=on_stage,
             target_options=options,
+            training=training,
         )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
@@ -164,13 +174,16 @@ def search_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     tracking: Annotated[bool, typer.Option(help="Track the search in MLflow")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Ray Tune's own console output")] = False,
+    device: Annotated[str | None, _DEVICE] = None,
+    precision: Annotated[str | None, _PRECISION] = None,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
     from .failures import no_feasible_trial
     from .search import make_tracker, run_search
 
-    cfg = SearchConfig.from_yaml(config).with_overrides(
+    cfg = SearchConfig.from_yaml(config)
+    cfg = cfg.with_overrides(
         trials=trials,
         out=str(out) if out is not None else None,
         backend=backend,
@@ -178,6 +191,8 @@ def search_cmd(
         sampler=sampler,
         address=address,
         tracking_uri=tracking_uri,
+        device=device,
+        finetune={**cfg.finetune, "precision": precision} if precision else None,
     )
     if not tracking:
         cfg = cfg.with_overrides(tracking=False)

@@ -24,6 +24,7 @@ from .artifact import (
     structure_cost,
     teacher_reference,
 )
+from .device import Training, moved, on_device
 from .distill import TeacherCache
 from .drop import drop_blocks_, find_blocks, live, resolve_blocks
 from .errors import PolicyError
@@ -134,15 +135,21 @@ def compress(
     on_epoch: EpochCallback | None = None,
     gate: Gate = NoGate(),
     target_options: Mapping[str, Any] | None = None,
+    training: Training | str = "auto",
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
     Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
     directory when not given). Accuracy, size and latency are those of the artifact as
     loaded back by the target's loader. ``target_options`` set the target's options (e.g.
-    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``).
+    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``training``: the device (and fine-tuning
+    precision) of pruning importance, calibration and fine-tuning; conversion and measurement
+    run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
+    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device.
     """
     stage = on_stage or (lambda s: None)
+    if isinstance(training, str):
+        training = Training.resolve(training)
     check_importance(importance)
     tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
@@ -158,14 +165,20 @@ def compress(
 
     stage("prune")
     student = copy.deepcopy(task.model)
+    work = on_device(task, training.device)  # the task itself on the CPU
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
         protected = tuple(live(dict.fromkeys(resolved.protected), student))
-        groups = prune_(
-            student, task, live(resolved.prune, student), importance=importance, protected=protected
-        )
-        masks = sparsify_(student, task, live(sparsity, student), importance=importance)
+        with moved(student, training.device):
+            groups = prune_(
+                student,
+                work,
+                live(resolved.prune, student),
+                importance=importance,
+                protected=protected,
+            )
+            masks = sparsify_(student, work, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
     bits = live(resolved.bits, student)
     meta = artifact_meta(
@@ -194,7 +207,6 @@ def compress(
             )
         )
 
-    act_quant = _activation_quant(task, tgt, student, bits, meta["quant_scope"])
     train_modules = trainable_modules(
         student,
         policy.finetune.scope,
@@ -205,22 +217,26 @@ def compress(
     feature_layers = None
     if policy.distill.feature_weight and not task.feature_layers:
         feature_layers = auto_feature_layers(task.model, task.example_inputs, protected)
-    if policy.finetune.epochs:
-        stage("fine-tune")
-    finetune_(
-        student,
-        task,
-        policy,
-        tgt.code_bits(student, bits, meta["quant_scope"]),  # the codes the artifact will hold
-        teacher_cache=teacher_cache,
-        seed=seed,
-        on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
-        on_step=gate.step,
-        masks=masks,
-        act_quant=act_quant,
-        train_modules=train_modules,
-        feature_layers=feature_layers,
-    )
+    code_bits = tgt.code_bits(student, bits, meta["quant_scope"])  # the codes it will hold
+    with moved(student, training.device):
+        act_quant = _activation_quant(work, tgt, student, bits, meta["quant_scope"])
+        if policy.finetune.epochs:
+            stage("fine-tune")
+        finetune_(
+            student,
+            task,
+            policy,
+            code_bits,
+            teacher_cache=teacher_cache,
+            seed=seed,
+            on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+            on_step=gate.step,
+            masks=masks,
+            act_quant=act_quant,
+            train_modules=train_modules,
+            feature_layers=feature_layers,
+            training=training,
+        )
 
     stage("convert")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
@@ -252,6 +268,7 @@ def compress(
     _scope_records(metrics, scopes, act_quant)
     metrics["finetune_scope"] = policy.finetune.scope
     metrics["trained_params"] = trained_params if policy.finetune.epochs else 0
+    metrics["trained_on"] = training.record()
     if feature_layers is not None:
         metrics["feature_layers"] = list(feature_layers)
     if hasattr(tgt, "graph_record"):

@@ -6,11 +6,14 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import AutoCompressError, ConfigError
+
+if TYPE_CHECKING:
+    from .device import Training
 
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("local", "ray")
@@ -56,6 +59,39 @@ def _seconds(value: Any) -> str | None:
 def _options(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         return "must be a mapping of option names to values"
+    return None
+
+
+def _device(value: Any) -> str | None:
+    from .device import device_problem
+
+    return device_problem(value)
+
+
+def _finetune(value: Any) -> str | None:
+    from .device import PRECISIONS
+
+    if not isinstance(value, dict):
+        return "must be a mapping, e.g. {precision: bf16}"
+    unknown = sorted(set(value) - {"precision"})
+    if unknown:
+        return f"has unknown key(s) {unknown}; allowed: precision"
+    if value.get("precision", "fp32") not in PRECISIONS:
+        return f"precision must be one of {', '.join(PRECISIONS)}"
+    return None
+
+
+def _resources(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        return "must be a mapping of Ray resources per trial, e.g. {cpu: 1, gpu: 0.25}"
+    for key, amount in value.items():
+        ok = isinstance(amount, int | float) and not isinstance(amount, bool) and amount >= 0
+        if not isinstance(key, str) or not ok or not math.isfinite(amount):
+            return f"has {key!r}: {amount!r}; each amount must be a number >= 0"
+    if value.get("cpu", 1) <= 0 and value.get("gpu", 0) <= 0:
+        return "asks for neither cpu nor gpu"
     return None
 
 
@@ -107,7 +143,13 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "out": _optional_text,
     "trial_timeout_s": _seconds,
     "fail_fast_after": _integer(0),
+    "device": _device,
+    "finetune": _finetune,
+    "resources_per_trial": _resources,
 }
+
+# keys only the ray backend reads: on backend local they are an error, not silently ignored
+RAY_ONLY = ("address", "max_concurrent", "resources_per_trial")
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -145,6 +187,9 @@ class SearchConfig:
     out: str | None = None
     trial_timeout_s: float | None = None  # a trial running longer fails with "timeout"
     fail_fast_after: int = 5  # stop when the first K trials all fail (0: never)
+    device: str = "auto"  # where trials train: auto (CUDA when PyTorch sees one), cpu, cuda:N
+    finetune: dict[str, Any] = field(default_factory=dict)  # {precision: fp32 | bf16 | fp16}
+    resources_per_trial: dict[str, float] | None = None  # ray: e.g. {cpu: 1, gpu: 0.25}
     base_dir: str = field(default=".", compare=False)
 
     def __post_init__(self) -> None:
@@ -153,6 +198,13 @@ class SearchConfig:
             problem = check(getattr(self, key))
             if problem:
                 raise ConfigError(f"{where}: {key}: {getattr(self, key)!r} {problem}")
+        if self.backend != "ray":
+            for key in RAY_ONLY:
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"{where}: {key}: only the ray backend reads it (backend is "
+                        f"{self.backend!r}); remove the key or set backend: ray"
+                    )
         if self.target_options:
             from .targets import get_target
 
@@ -164,6 +216,19 @@ class SearchConfig:
                 raise ConfigError(f"{where}: target_options: {exc}") from None
 
     @property
+    def precision(self) -> str:
+        return self.finetune.get("precision", "fp32")
+
+    def training(self) -> Training:
+        """The device and precision trials train with, resolved here (one-line errors)."""
+        from .device import Training
+
+        try:
+            return Training.resolve(self.device, precision=self.precision)
+        except ConfigError as exc:
+            raise ConfigError(f"config {self.name!r}: {exc}") from None
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.name
 
@@ -173,6 +238,9 @@ class SearchConfig:
         data.pop("base_dir")
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
+        for key, default in (("finetune", {}), ("resources_per_trial", None)):
+            if data[key] == default:  # written only when set, like target_options
+                data.pop(key)
         return data
 
     @classmethod

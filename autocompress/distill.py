@@ -114,10 +114,37 @@ class TeacherCache:
         self.computed_batches = 0
         self.hits = 0
         self.mismatches = 0
+        self.device = torch.device("cpu")
+        self._teacher: nn.Module | None = None  # the teacher's copy on ``device``
+
+    def to(self, device: torch.device) -> TeacherCache:
+        """Keep the cached outputs on ``device`` and run the teacher there (a copy of it);
+        fingerprints stay those of the CPU batches that ``get`` is given."""
+        from .device import to_device
+
+        device = torch.device(device)
+        if device != self.device:
+            self.outputs = [to_device(o, device) for o in self.outputs]
+            self.features = [to_device(f, device) for f in self.features]
+            self.device = device
+            self._teacher = None
+        return self
+
+    def _model(self) -> nn.Module:
+        if self.device.type == "cpu":
+            return self.task.model
+        if self._teacher is None:
+            import copy
+
+            self._teacher = copy.deepcopy(self.task.model).to(self.device)
+        return self._teacher
 
     def _forward(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        teacher = self.task.model
+        from .device import to_device
+
+        teacher = self._model()
         teacher.eval()
+        inputs = to_device(inputs, self.device) if self.device.type != "cpu" else inputs
         tap = FeatureTap(teacher, self.feature_layers)
         try:
             with torch.no_grad():
@@ -159,7 +186,8 @@ class TeacherCache:
             )
 
     def state(self) -> tuple[list, list, list]:
-        """What to ship to another process (see :meth:`load_state`)."""
+        """What to ship to another process (see :meth:`load_state`): CPU tensors."""
+        self.to(torch.device("cpu"))
         return self.outputs, self.features, self.fingerprints
 
     def load_state(self, state: tuple[list, list, list]) -> None:

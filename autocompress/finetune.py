@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import torch
 from torch import nn
 
+from .device import CPU, Training, to_device
 from .distill import DistillLoss, FeatureTap, TeacherCache
 from .errors import AutoCompressError
 from .policy import Policy
@@ -36,6 +37,7 @@ def finetune_(
     act_quant: ActivationQuant | None = None,
     train_modules: Collection[str] | None = None,
     feature_layers: Sequence[str] | None = None,
+    training: Training = CPU,
 ) -> nn.Module:
     """Train ``student`` in place for ``policy.finetune.epochs`` epochs with quantization-aware
     fake-quant; seeded, without touching the global RNG. ``on_epoch(k, model)`` runs after
@@ -44,7 +46,10 @@ def finetune_(
     pruned weights are re-zeroed after every optimizer step. ``act_quant`` (already calibrated)
     fake-quantizes the inputs of the layers that the target runs on integer kernels.
     ``train_modules`` (see ``scope``): only their own parameters train, the rest (and their
-    normalization statistics) stay fixed. ``feature_layers`` override the task's."""
+    normalization statistics) stay fixed. ``feature_layers`` override the task's.
+    ``training``: the student must already be on its device; batches and the teacher's outputs
+    are moved there, the forward pass autocasts to its precision, and ``on_epoch`` sees the
+    student on the CPU (where the task's metric runs)."""
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
@@ -55,6 +60,9 @@ def finetune_(
     cache = teacher_cache if teacher_cache is not None else TeacherCache(task)
     if not set(paths) <= set(cache.feature_layers):
         cache = TeacherCache(task, feature_layers=paths)  # this trial's own feature taps
+    device = training.device
+    cache.to(device)
+    scaler = training.scaler()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         add_fake_quant_(student, bits)
@@ -79,16 +87,21 @@ def finetune_(
                 unfreeze.fix_norms()
                 for index, (inputs, targets) in enumerate(task.train_loader):
                     tap.outputs.clear()
-                    out = task.output_fn(run_model(student, inputs))
-                    t_out, t_feats = (
-                        cache.get(index, inputs, targets) if use_teacher else (None, {})
-                    )
+                    batch = (inputs, targets)  # on the CPU: what the teacher cache checks
+                    if not training.on_cpu:
+                        inputs, targets = to_device(batch, device)
+                    with training.autocast():
+                        out = task.output_fn(run_model(student, inputs))
+                    t_out, t_feats = cache.get(index, *batch) if use_teacher else (None, {})
                     if optimizer is None:
                         criterion.prepare(tap.outputs, {p: t_feats[p] for p in tap.outputs})
+                        criterion.to(device)
                         params = trained + list(criterion.parameters())
                         optimizer = torch.optim.Adam(params, lr=policy.finetune.lr)
                     feats = {p: t_feats[p] for p in tap.outputs}
-                    loss = criterion(out, t_out, targets, dict(tap.outputs), feats)
+                    with training.autocast():
+                        loss = criterion(out, t_out, targets, dict(tap.outputs), feats)
+                    loss = loss.float()
                     if policy.finetune.lambda_ > 0:
                         reg = sum((p * p).sum() for p in trained)
                         loss = loss + policy.finetune.lambda_ * reg
@@ -98,15 +111,25 @@ def finetune_(
                             f"batch {index} (lower finetune.lr or raise finetune.lambda)"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    if scaler is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
                     if masks:
                         apply_masks_(student, masks)
                     if on_step is not None:
                         on_step()
                 if on_epoch is not None:
                     student.eval()
-                    on_epoch(epoch, student)
+                    if training.on_cpu:
+                        on_epoch(epoch, student)
+                    else:  # the metric runs where the target measures: on the CPU
+                        student.to("cpu")
+                        on_epoch(epoch, student)
+                        student.to(device)
         finally:
             unfreeze()
             tap.close()

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compress import MeasureSettings, compress
+from .device import CPU
 from .objectives import ObjectiveSet
 from .rundir import RunDir
 from .space import ResolvedSpace
@@ -143,6 +144,7 @@ def measure_bits(
                 settings=settings,
                 baseline=baseline,
                 target_options=target_options,
+                training=CPU,  # nothing trains: the teacher at each bit-width, as deployed
             ).metrics
         except Exception as exc:  # a bit-width the target cannot build is not a start
             out.append({"bits": bits, "error": f"{type(exc).__name__}: {exc}"})

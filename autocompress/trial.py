@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from .compress import CompressResult, MeasureSettings, StageCallback, StopTrial, compress
+from .device import CPU, Training
 from .distill import TeacherCache
 from .failures import Deadline, DeadlineGate, failure_kind
 from .gate import Gate, NoGate
@@ -45,6 +46,7 @@ def run_trial(
     gate: Gate = NoGate(),
     timeout_s: float | None = None,
     target_options: Mapping[str, Any] | None = None,
+    training: Training = CPU,
 ) -> dict[str, Any]:
     """Run one policy to the end and return its record (never raises for the trial's own errors).
 
@@ -109,6 +111,7 @@ def run_trial(
                 on_epoch=report_epoch,
                 gate=gate,
                 target_options=target_options,
+                training=training,
             )
     except StopTrial as stop:
         record.update(state="infeasible", metrics=structure, error=str(stop))

@@ -31,3 +31,13 @@ def mlp_nan_when_pruned() -> Task:
 
     task.metric = metric
     return task
+
+
+def mlp_padded() -> Task:
+    """An MLP teacher carrying a 50 MB buffer that is not saved with its weights (a stand-in
+    for a big teacher): what Ray checkpoints must not grow with it."""
+    import torch
+
+    task = mlp_task()
+    task.model.register_buffer("padding", torch.ones(50 * 2**20 // 4), persistent=False)
+    return task

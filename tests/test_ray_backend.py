@@ -73,8 +73,9 @@ def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, ca
         assert r["teacher_batches_computed"] == 0, r
     assert any(r["state"] == "complete" for r in records)
     assert (short_tmp / "run" / "pareto.json").exists()
-    # Ray's temp folder is inside the run directory: short path, explicit, nothing in ~
-    assert (short_tmp / "run" / "ray" / "tmp").is_dir()
+    # Ray's temp folder was inside the run directory (short path, explicit, nothing in ~) and
+    # is removed when the search ends: sockets, logs and Tune's driver artifacts go with it
+    assert not (short_tmp / "run" / "ray" / "tmp").exists()
 
 
 def _check_one_teacher_per_comparison(run: Path) -> None:
@@ -217,3 +218,21 @@ def test_a_killed_driver_resumes(short_tmp):
     assert len(numbers) == len(set(numbers)), "a trial was recorded twice"
     assert len(numbers) == 6
     assert all(r["node"] for r in records)
+
+
+def test_ray_state_stays_small_whatever_the_teacher_size(short_tmp):
+    """A teacher carrying 50 MB: Tune's checkpoints hold no task, session or teacher, and Ray's
+    temporary folder is gone when the search ends."""
+    run = short_tmp / "run"
+    result = run_search(
+        config(run, task="tests/tasks.py:mlp_padded", trials=3, baselines=("identity",))
+    )
+    assert len(result.trials) == 3
+    ray_files = [p for p in (run / "ray").rglob("*") if p.is_file()]
+    names = {p.name.split("-")[0] for p in ray_files}
+    assert {"experiment_state", "search_gen_state", "tuner.pkl"} <= names, names
+    big = {str(p.relative_to(run)): p.stat().st_size for p in ray_files if p.stat().st_size > 2**20}
+    assert not big, f"Ray state files over 1 MB: {big}"
+    total = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert total < 15 * 2**20, f"the run directory holds {total / 2**20:.1f} MB"
+    assert not (run / "ray" / "tmp").exists()

@@ -20,6 +20,7 @@ def run(session: Session) -> None:
         gate=NoGate(),
         target_options=session.config.target_options,
     )
+    training = session.config.training()  # one line when the device is not here
     progress = session.start()
     cache = TeacherCache(session.task)
     try:
@@ -39,6 +40,7 @@ def run(session: Session) -> None:
                 on_stage=lambda s, n=proposal.number: progress.stage(n, s),
                 timeout_s=session.config.trial_timeout_s,
                 target_options=session.config.target_options,
+                training=training,
             )
             record = new_record(
                 proposal,

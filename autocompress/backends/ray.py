@@ -14,11 +14,23 @@ object store once per search (``tune.with_parameters``); each trial runs with on
 intra-op thread. ASHA stops weak trials after their first epochs; those become ``pruned``
 records, never on the Pareto front. Baselines and the measured start are never stopped.
 
+What Tune checkpoints (``experiment_state-*.json``, ``search_gen_state-*.json``,
+``tuner.pkl``) holds no session, task or teacher: the searcher, the stopper and the callback
+pickle without the session they serve (a resumed search starts Tune afresh and repairs from
+``trials.jsonl``), so those files stay a few kB whatever the model. A trial Tune cannot start,
+reuse or finish without telling its searcher (e.g. ``Could not re-use actor``) is recorded as
+``failed`` with Tune's reason, its study trial and MLflow run closed.
+
+Devices: each worker resolves ``device`` itself (``auto``: the GPU Ray gave it, if any);
+``resources_per_trial`` (default ``{cpu: 1}``) packs trials onto GPUs, e.g. ``{cpu: 1, gpu:
+0.25}``. Latency is still timed on the target's CPU runtime, behind the node's timing gate.
+
 Paths: trial folders are the run directory's absolute paths, so the workers must see the
 driver's filesystem (true for a local cluster; on a remote cluster mount the run directory at
 the same path on every node, or keep ``keep_models`` artifacts elsewhere). Ray's temp folder is
 ``<run_dir>/ray/tmp`` when that path is short enough for Ray's AF_UNIX sockets, else
-``/tmp/ac-ray-<hash of run dir>``; Tune's storage is ``<run_dir>/ray``.
+``/tmp/ac-ray-<hash of run dir>``, removed when the search ends; Tune's storage is
+``<run_dir>/ray``.
 
 Example::
 
@@ -31,31 +43,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import ConcurrencyLimiter
 
-from ..controller import Proposal
+from ..device import Training
 from ..distill import TeacherCache
+from ..errors import ConfigError
 from ..gate import trial_gate
 from ..policy import Policy
-from ..session import Session, new_record, process_teacher
+from ..session import Session, process_teacher
 from ..trial import run_trial
 from ._ray_env import environ, quiet, ray_log_level, ray_temp_dir, task_modules, worker_pythonpath
+from ._tune_driver import ControllerSearcher, TrialWatch, TrialStopper
 from ._tune_outcome import (
     METRIC,
     TIME_ATTR,
-    error_failure,
-    error_text,
-    finite,
-    outcome,
     report_value,
 )
 
@@ -64,153 +75,13 @@ if TYPE_CHECKING:
     from ..task import Task
 
 
-# -- the searcher: Tune asks, the controller answers ---------------------------------------
-class ControllerSearcher(Searcher):
-    """A Tune searcher backed by the search's :class:`~autocompress.controller.Controller`."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(metric=METRIC, mode="max")
-        self.session = session
-        self.live: dict[str, Proposal] = {}
-        self.errored: dict[str, Proposal] = {}
-        self.epochs: dict[str, list[dict[str, Any]]] = {}
-        self.last: dict[str, dict[str, Any]] = {}
-        self.started: dict[str, float] = {}
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
-        return True  # the controller owns the space
-
-    def save(self, checkpoint_path: str) -> None:
-        """Nothing to save: the study and trials.jsonl in the run directory are the state."""
-
-    def restore(self, checkpoint_path: str) -> None:
-        """A resumed search starts Tune afresh; the controller repairs from trials.jsonl."""
-
-    def _budget_used(self) -> int:
-        return self.session.controller.n_finished + len(self.live) + len(self.errored)
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.session.failures.aborted or self._budget_used() >= self.session.config.trials:
-            return Searcher.FINISHED
-        proposal = self.session.ask()
-        self.live[trial_id] = proposal
-        self.epochs[trial_id] = []
-        self.started[trial_id] = time.perf_counter()
-        return {
-            "number": proposal.number,
-            "policy": proposal.policy.to_dict(),
-            "seed": proposal.seed,
-            "out_dir": str(self.session.run_dir.trial_dir(proposal.number).resolve()),
-            # a start's final accuracy steers the bisection: ASHA judges proposals only
-            "full": proposal.baseline is not None,
-        }
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        self.last[trial_id] = result
-        epochs = self.epochs.setdefault(trial_id, [])
-        if "record" not in result and TIME_ATTR in result:
-            if not epochs or epochs[-1]["epoch"] != result[TIME_ATTR]:
-                epochs.append({"epoch": result[TIME_ATTR], "accuracy": finite(result.get(METRIC))})
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        proposal = self.live.pop(trial_id, None)
-        if proposal is None:
-            return
-        if error:
-            # the error text comes with the callback that Tune calls right after this
-            self.errored[trial_id] = proposal
-            return
-        result = result or self.last.get(trial_id) or {}
-        self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
-        end = outcome(result, timeout_s=self.session.config.trial_timeout_s)
-        record = self._new_record(
-            trial_id, proposal, end.state, result, trial=end.trial, error=end.error
-        )
-        if end.failure is not None:
-            record["failure"] = end.failure
-        self._record(trial_id, proposal, record)
-
-    def on_error(self, trial_id: str, message: str) -> None:
-        proposal = self.errored.pop(trial_id, None)
-        if proposal is None:
-            return
-        result = self.last.get(trial_id) or {}
-        record = self._new_record(trial_id, proposal, "failed", result, error=message)
-        record["failure"] = error_failure(message)
-        self._record(trial_id, proposal, record)
-
-    def flush_errors(self) -> None:
-        """Errored trials whose message never came: record them anyway."""
-        for trial_id in list(self.errored):
-            self.on_error(trial_id, "the trial's worker failed (no error message from Ray)")
-
-    def _new_record(
-        self,
-        trial_id: str,
-        proposal: Proposal,
-        state: str,
-        result: Mapping[str, Any],
-        *,
-        trial: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> dict[str, Any]:
-        """The session's record; the teacher is the worker's when it reported one."""
-        teacher = json.loads(result["teacher"]) if result.get("teacher") else None
-        return new_record(
-            proposal,
-            state=state,
-            teacher=teacher or self.session.baseline,
-            trial=trial,
-            error=error,
-            epochs=self.epochs.get(trial_id, []),
-            duration_s=round(time.perf_counter() - self.started[trial_id], 3),
-            where={key: result.get(key) for key in ("node", "node_ip", "host")},
-        )
-
-    def _record(self, trial_id: str, proposal: Proposal, record: dict[str, Any]) -> None:
-        for table in (self.epochs, self.last, self.started):
-            table.pop(trial_id, None)
-        self.session.complete(proposal, record)
-
-
-class _ErrorCallback(tune.Callback):
-    """Hands the error text of a failed trial (exception or dead worker) to the searcher."""
-
-    def __init__(self, searcher: ControllerSearcher) -> None:
-        self.searcher = searcher
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        exc = None
-        with contextlib.suppress(Exception):
-            exc = trial.get_pickled_error()
-        if exc is None:
-            with contextlib.suppress(Exception):
-                exc = trial.get_error()
-        self.searcher.on_error(trial.trial_id, error_text(exc))
-
-
-class _Stopper(tune.stopper.Stopper):
-    """Backstop for ``trial_timeout_s`` (workers check it themselves) and fail-fast."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        limit = self.session.config.trial_timeout_s
-        return limit is not None and result.get("time_total_s", 0) > limit
-
-    def stop_all(self) -> bool:
-        return self.session.failures.aborted is not None
-
-
 # -- the trainable: one trial in a worker process --------------------------------------------
 def _where() -> dict[str, Any]:
     return {
         "node": ray.get_runtime_context().get_node_id(),
         "node_ip": ray.util.get_node_ip_address(),
         "host": socket.gethostname(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],  # the GPUs Ray gave this trial
     }
 
 
@@ -226,12 +97,16 @@ def trainable(
     exclusive_timing: bool,
     timeout_s: float | None = None,
     target_options: dict[str, Any] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> None:
-    """Run one trial; report per epoch (for ASHA) and once at the end with the whole record."""
+    """Run one trial; report per epoch (for ASHA) and once at the end with the whole record.
+    ``device`` is resolved here, on the worker: ``auto`` is the GPU Ray assigned, if any."""
     import torch
 
     torch.set_num_threads(1)
     where = _where()
+    training = Training.resolve(device, precision=precision)
     cache = TeacherCache(task)
     cache.load_state(teacher)
     policy = Policy.from_dict(config["policy"])
@@ -269,6 +144,7 @@ def trainable(
             gate=gate,
             timeout_s=timeout_s,
             target_options=target_options,
+            training=training,
         )
     record.update({k: v for k, v in where.items() if k != "teacher"})
     value = record["metrics"].get(METRIC)
@@ -302,18 +178,19 @@ def connect(session: Session) -> Iterator[str]:
         yield "existing"
         return
     address = session.config.address or os.environ.get("RAY_ADDRESS")
-    pythonpath = worker_pythonpath()
+    env = {"PYTHONPATH": worker_pythonpath(), **_worker_env()}
+    temp_dir = None
     if address:
         ray.init(
             address=address,
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            runtime_env={"env_vars": env},
             log_to_driver=False,
             logging_level=ray_log_level(session.verbose),
         )
     else:
         temp_dir = ray_temp_dir(session.run_dir.path)
         temp_dir.mkdir(parents=True, exist_ok=True)
-        with environ(PYTHONPATH=pythonpath):
+        with environ(**env):
             ray.init(
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
@@ -325,6 +202,36 @@ def connect(session: Session) -> Iterator[str]:
         yield address or "local"
     finally:
         ray.shutdown()
+        if temp_dir is not None:  # sockets, logs and Tune's driver artifacts of this cluster
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                temp_dir.parent.rmdir()  # <run_dir>/ray/tmp's parent when it is left empty
+
+
+# A reused actor waits this long for the previous trial's thread to end (Tune's default, 2 s,
+# is too short under load: the reuse fails and Tune drops the trial). A user's value wins.
+THREAD_TIMEOUT_S = "60"
+
+
+def _worker_env() -> dict[str, str]:
+    return {
+        "TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get(
+            "TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S
+        )
+    }
+
+
+def trial_resources(session: Session) -> dict[str, float]:
+    """``resources_per_trial``, default one CPU; a trial told to train on ``cuda`` asks for a
+    GPU share or fails to start, so that is checked here in one line."""
+    resources = dict(session.config.resources_per_trial or {"cpu": 1})
+    device = session.config.device
+    if device.startswith("cuda") and not resources.get("gpu"):
+        raise ConfigError(
+            f"config {session.config.name!r}: device: {device!r} on backend ray needs a GPU "
+            "share per trial: set resources_per_trial: {cpu: 1, gpu: 0.25} (or device: auto)"
+        )
+    return resources
 
 
 def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
@@ -376,12 +283,16 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 exclusive_timing=exclusive_timing,
                 timeout_s=session.config.trial_timeout_s,
                 target_options=session.config.target_options,
+                device=session.config.device,
+                precision=session.config.precision,
             )
             storage = (session.run_dir.path / "ray").resolve()
+            limiter = ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+            watch = TrialWatch(searcher, limiter)
             tuner = tune.Tuner(
-                tune.with_resources(run, {"cpu": 1}),
+                tune.with_resources(run, trial_resources(session)),
                 tune_config=tune.TuneConfig(
-                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+                    search_alg=limiter,
                     scheduler=make_scheduler(session),
                     num_samples=remaining,
                     reuse_actors=True,
@@ -392,12 +303,13 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                     name=time.strftime("search-%Y%m%d-%H%M%S"),
                     storage_path=str(storage),
                     verbose=0,
-                    callbacks=[_ErrorCallback(searcher)],
-                    stop=_Stopper(session),
+                    callbacks=[watch],
+                    stop=TrialStopper(session),
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 ),
             )
             tuner.fit()
-            searcher.flush_errors()
+            searcher.flush_errors()  # errors whose text never came
+            searcher.flush_live()
     finally:
         session.stop()
