@@ -63,7 +63,7 @@ from ..policy import Policy
 from ..session import Session, process_teacher
 from ..trial import run_trial
 from ._ray_env import environ, quiet, ray_log_level, ray_temp_dir, task_modules, worker_pythonpath
-from ._tune_driver import ControllerSearcher, TrialWatch, TrialStopper
+from ._tune_driver import ControllerSearcher, TrialStopper, TrialWatch
 from ._tune_outcome import (
     METRIC,
     TIME_ATTR,
