@@ -201,7 +201,8 @@ def search_cmd(
     result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
     failed = sum(r["state"] == "failed" for r in result.trials)
     typer.echo(
-        f"{len(result.trials)} trials ({failed} failed), {len(result.pareto)} on the Pareto front"
+        f"{cfg.trials} trials asked, {len(result.trials)} recorded ({failed} failed), "
+        f"{len(result.pareto)} on the Pareto front"
     )
     for rec in result.pareto:
         m = rec["metrics"]

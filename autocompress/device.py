@@ -44,7 +44,9 @@ def resolve_device(spec: str = "auto", *, key: str = "device") -> torch.device:
     if problem:
         raise ConfigError(f"{key}: {spec!r} {problem}")
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        spec = "cuda"
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -57,6 +59,7 @@ def resolve_device(spec: str = "auto", *, key: str = "device") -> torch.device:
             raise ConfigError(
                 f"{key}: {spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
             )
+        return torch.device("cuda", index)  # the record names the index
     return device
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from .compress import MeasureSettings, compress, load_artifact
 from .config import SearchConfig
+from .device import Training
 from .errors import ConfigError
 from .measure import threads
 from .metrics import comparable
@@ -87,7 +88,12 @@ def export_trial(
         deployed = load_artifact(out / target.artifact_name, task.model)
         metrics = json.loads((out / "metrics.json").read_text())
     else:
-        with threads(settings.threads):  # as in the search: bit-identical re-materialization
+        # as in the search: bit-identical re-materialization, on the device it trained on
+        trained = (record.get("metrics") or {}).get("trained_on") or {}
+        training = Training.resolve(
+            trained.get("device", "cpu"), precision=trained.get("precision", "fp32")
+        )
+        with threads(settings.threads):
             result = compress(
                 task,
                 Policy.from_dict(record["policy"]),
@@ -97,6 +103,7 @@ def export_trial(
                 seed=record.get("seed", config.seed + number),
                 settings=settings,
                 target_options=config.target_options,
+                training=training,
             )
         deployed, metrics = result.model, result.metrics
     if fmt != native:  # a torch-target model exported to float ONNX and measured by ORT

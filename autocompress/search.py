@@ -45,6 +45,8 @@ def run_search(
 
     if config.backend not in BACKENDS:
         raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
+    if config.backend == "local":
+        config.training()  # a device that is not here fails before any work (one line)
     session = prepare(config, task, resume=resume, tracker=tracker, verbose=verbose)
     importlib.import_module(BACKENDS[config.backend]).run(session)
     result = finish(session)

@@ -95,6 +95,9 @@ WRONG_VALUES = {
     "out": 5,
     "trial_timeout_s": "10s",
     "fail_fast_after": -2,
+    "device": "gpu",
+    "finetune": {"precisio": "bf16"},
+    "resources_per_trial": {"cpu": -1},
 }
 
 
@@ -111,6 +114,21 @@ def test_wrong_type_for_a_config_key(tmp_path, key):
 def test_unknown_target_option_in_a_config(tmp_path):
     cfg = write_config(tmp_path, target="onnxruntime", target_options={"reduce_rang": True})
     answer(["search", cfg], "search.yaml", "target_options", "'reduce_rang'")
+
+
+def test_a_ray_only_key_on_backend_local(tmp_path):
+    for key, value in (("max_concurrent", 2), ("resources_per_trial", {"cpu": 1, "gpu": 0.5})):
+        cfg = write_config(tmp_path, **{key: value})
+        answer(["search", cfg], "search.yaml", f"{key}:", "only the ray backend")
+
+
+def test_a_device_that_is_not_here(tmp_path):
+    base = _json_policy(tmp_path, {"quant": {"default": 8}})
+    answer([*base, "--device", "cuda:99"], "device: 'cuda:99'")  # no machine has 100 GPUs
+    answer([*base, "--device", "tpu"], "device: 'tpu'", "auto, cpu, cuda or cuda:N")
+    answer([*base, "--device", "cpu", "--precision", "fp16"], "finetune.precision", "CUDA")
+    answer(["search", write_config(tmp_path), "--device", "cuda:99"], "device: 'cuda:99'")
+    answer(["search", write_config(tmp_path), "--precision", "fp8"], "finetune", "fp8")
 
 
 def test_bad_target_option_on_apply(tmp_path):

@@ -138,6 +138,49 @@ def test_ray_trials_fail_by_exception_timeout_and_killed_worker(tmp_path_factory
     assert not ray.is_initialized()
 
 
+def test_ray_trials_whose_actor_cannot_be_reused_are_recorded_not_lost(tmp_path_factory):
+    """Tune gives up on reusing an actor when the previous trial's thread has not ended in
+    ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (2 s by default: too short under load); it then marks
+    the trial ERROR without telling the searcher. Forced here with a 0 s timeout: every reuse
+    fails, and each such trial must be a failed record whose study trial and MLflow run are
+    closed, with the search asking, recording and finishing every trial."""
+    ray = pytest.importorskip("ray")
+    short = tmp_path_factory.mktemp("u")
+    uri = f"sqlite:///{short}/mlflow.db"
+    old = dict(os.environ)
+    os.environ.update({k: ENV[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "0"
+    try:
+        from autocompress.search import make_tracker
+
+        cfg = config(
+            short / "run",
+            f"{TESTS}/tasks.py:mlp",
+            backend="ray",
+            trials=4,
+            max_concurrent=1,
+            tracking=True,
+            tracking_uri=uri,
+        )
+        result = run_search(cfg, tracker=make_tracker(cfg))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert not ray.is_initialized()
+    records = RunDir(result.run_dir).records()
+    assert sorted(r["number"] for r in records) == [0, 1, 2, 3]
+    lost = [r for r in records if "re-use" in (r["error"] or "") or "reuse" in (r["error"] or "")]
+    faults.failing_search(failed_trials=len(lost), completed=len(records) == 4)
+    assert lost, [(r["state"], r["error"]) for r in records]
+    for r in lost:
+        assert r["state"] == "failed" and "Ray Tune ended the trial" in r["error"], r
+    study = optuna.load_study(study_name="faults", storage=RunDir(result.run_dir).storage_url)
+    assert not [t.number for t in study.trials if not t.state.is_finished()]
+    numbers, running = _mlflow_trials(uri, "faults")
+    assert sorted(numbers) == [0, 1, 2, 3] and running == 0
+
+
 # -- drivers SIGKILLed at random points, then resumed ----------------------------------------
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(

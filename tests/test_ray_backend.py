@@ -225,9 +225,20 @@ def test_ray_state_stays_small_whatever_the_teacher_size(short_tmp):
     temporary folder is gone when the search ends."""
     run = short_tmp / "run"
     result = run_search(
-        config(run, task="tests/tasks.py:mlp_padded", trials=3, baselines=("identity",))
+        config(
+            run,
+            task="tests/tasks.py:mlp_padded",
+            trials=3,
+            baselines=("identity",),
+            device="cpu",
+            resources_per_trial={"cpu": 1},
+        )
     )
     assert len(result.trials) == 3
+    for r in result.trials:  # the record names the node, the GPUs Ray gave (none) and the device
+        assert r["node"] and r["gpu_ids"] == [], r
+        if r["state"] == "complete":
+            assert r["metrics"]["trained_on"] == {"device": "cpu", "precision": "fp32"}
     ray_files = [p for p in (run / "ray").rglob("*") if p.is_file()]
     names = {p.name.split("-")[0] for p in ray_files}
     assert {"experiment_state", "search_gen_state", "tuner.pkl"} <= names, names

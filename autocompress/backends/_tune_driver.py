@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -156,6 +158,32 @@ def _trial_error(trial: Any) -> str:
     return error_text(exc)
 
 
+class _TuneSays(logging.Handler):
+    """Tune's own log lines naming a trial (``Could not re-use actor for trial trial_7: ...``),
+    kept per trial name while the search runs."""
+
+    LOGGER = "ray.tune.execution.tune_controller"
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.lines: dict[str, str] = {}
+        logging.getLogger(self.LOGGER).addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            text = record.getMessage().splitlines()[0]
+            match = re.search(r"\btrial (\S+?):", text)
+            if match:
+                self.lines[match.group(1)] = text
+
+    def about(self, trial_name: str) -> str | None:
+        return self.lines.get(trial_name)
+
+    def close(self) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+        super().close()
+
+
 class TrialWatch(tune.Callback):
     """Hands the error text of a failed trial (exception or dead worker) to the searcher, and
     records the trials Tune ended without telling the searcher (a failed actor reuse: Tune
@@ -164,9 +192,15 @@ class TrialWatch(tune.Callback):
     def __init__(self, searcher: ControllerSearcher, limiter: ConcurrencyLimiter) -> None:
         self.searcher = searcher
         self.limiter = limiter
+        self.said = _TuneSays()  # Tune logs why it drops a trial; it writes no error file
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"searcher": None, "limiter": None}  # driver-side only: see ControllerSearcher
+        # driver-side only: see ControllerSearcher
+        return {"searcher": None, "limiter": None, "said": None}
+
+    def close(self) -> None:
+        if self.said is not None:
+            self.said.close()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.searcher.on_error(trial.trial_id, _trial_error(trial))
@@ -184,7 +218,10 @@ class TrialWatch(tune.Callback):
         for trial in trials:
             if trial.status not in ended or trial.trial_id not in self.searcher.live:
                 continue
-            reason = _trial_error(trial)
+            reason = self.said.about(str(trial)) if self.said is not None else None
+            if reason is None:
+                error = _trial_error(trial)
+                reason = error if error != error_text(None) else "Tune reported no reason"
             self.limiter.on_trial_complete(trial.trial_id, error=True)  # -> searcher.errored
             self.searcher.on_error(
                 trial.trial_id,

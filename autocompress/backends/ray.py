@@ -308,7 +308,10 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 ),
             )
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                watch.close()
             searcher.flush_errors()  # errors whose text never came
             searcher.flush_live()
     finally:
