@@ -36,6 +36,7 @@ class ControllerSearcher(Searcher):
         self.epochs: dict[str, list[dict[str, Any]]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self.started: dict[str, float] = {}
+        self.kept: dict[str, dict[str, Any]] = {}  # big result values, kept out of Tune's state
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # the controller owns the space
@@ -44,7 +45,7 @@ class ControllerSearcher(Searcher):
         """Tune pickles the searcher into its checkpoints: without the session (task, teacher,
         data), and without the live tables, which only the driver that runs them can use."""
         state = dict(self.__dict__)
-        state.update(session=None, live={}, errored={}, epochs={}, last={}, started={})
+        state.update(session=None, live={}, errored={}, epochs={}, last={}, started={}, kept={})
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -89,7 +90,7 @@ class ControllerSearcher(Searcher):
             # the error text comes with the callback that Tune calls right after this
             self.errored[trial_id] = proposal
             return
-        result = result or self.last.get(trial_id) or {}
+        result = {**(result or self.last.get(trial_id) or {}), **self.kept.pop(trial_id, {})}
         self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
         end = outcome(result, timeout_s=self.session.config.trial_timeout_s)
         record = self._new_record(
@@ -103,7 +104,7 @@ class ControllerSearcher(Searcher):
         proposal = self.errored.pop(trial_id, None)
         if proposal is None:
             return
-        result = self.last.get(trial_id) or {}
+        result = {**(self.last.get(trial_id) or {}), **self.kept.pop(trial_id, {})}
         record = self._new_record(trial_id, proposal, "failed", result, error=message)
         record["failure"] = error_failure(message)
         self._record(trial_id, proposal, record)
@@ -143,7 +144,7 @@ class ControllerSearcher(Searcher):
         )
 
     def _record(self, trial_id: str, proposal: Proposal, record: dict[str, Any]) -> None:
-        for table in (self.epochs, self.last, self.started):
+        for table in (self.epochs, self.last, self.started, self.kept):
             table.pop(trial_id, None)
         self.session.complete(proposal, record)
 
@@ -184,6 +185,9 @@ class _TuneSays(logging.Handler):
         super().close()
 
 
+BIG_RESULT_KEYS = ("record", "teacher")
+
+
 class TrialWatch(tune.Callback):
     """Hands the error text of a failed trial (exception or dead worker) to the searcher, and
     records the trials Tune ended without telling the searcher (a failed actor reuse: Tune
@@ -204,6 +208,16 @@ class TrialWatch(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.searcher.on_error(trial.trial_id, _trial_error(trial))
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        """The whole record and the worker's teacher go to the searcher, not into the result
+        Tune keeps as the trial's ``last_result`` (written into every experiment checkpoint,
+        and grown with the model's layer count); Tune lets callbacks edit results in place."""
+        kept = {k: result.pop(k) for k in BIG_RESULT_KEYS if k in result}
+        if kept and self.searcher is not None:
+            self.searcher.kept.setdefault(trial.trial_id, {}).update(kept)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.record_lost(trials, ended=("ERROR",))
