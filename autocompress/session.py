@@ -1,7 +1,7 @@
 """One search session: prepare -> ask -> run -> tell -> record -> report refresh -> finish.
 
 A backend only decides *where* a trial runs (``backends/local.py`` in this process,
-``backends/ray.py`` on Ray Tune workers); everything else happens here, in the driver.
+``backends/ray/`` on Ray Tune workers); everything else happens here, in the driver.
 
 One teacher per comparison: a record carries the teacher (``record["teacher"]``) it was
 compared against, measured in the process that timed the trial, by the same target. The run's

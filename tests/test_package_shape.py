@@ -97,4 +97,8 @@ def test_ray_is_imported_only_by_its_backend():
         )
         and not getattr(node, "level", 0)
     }
-    assert users == {"autocompress.backends.ray"}
+    # the ray backend is a package (its Tune driver objects in a private module of it)
+    assert users and all(
+        u == "autocompress.backends.ray" or u.startswith("autocompress.backends.ray.")
+        for u in users
+    ), users

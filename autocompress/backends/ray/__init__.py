@@ -55,24 +55,24 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from ..device import Training
-from ..distill import TeacherCache
-from ..errors import ConfigError
-from ..gate import trial_gate
-from ..policy import Policy
-from ..session import Session, process_teacher
-from ..trial import run_trial
-from ._ray_env import environ, quiet, ray_log_level, ray_temp_dir, task_modules, worker_pythonpath
-from ._tune_driver import ControllerSearcher, TrialStopper, TrialWatch
-from ._tune_outcome import (
+from ...device import Training
+from ...distill import TeacherCache
+from ...errors import ConfigError
+from ...gate import trial_gate
+from ...policy import Policy
+from ...session import Session, process_teacher
+from ...trial import run_trial
+from .._ray_env import environ, quiet, ray_log_level, ray_temp_dir, task_modules, worker_pythonpath
+from .._tune_outcome import (
     METRIC,
     TIME_ATTR,
     report_value,
 )
+from ._driver import ControllerSearcher, TrialStopper, TrialWatch
 
 if TYPE_CHECKING:
-    from ..objectives import ObjectiveSet
-    from ..task import Task
+    from ...objectives import ObjectiveSet
+    from ...task import Task
 
 
 # -- the trainable: one trial in a worker process --------------------------------------------

@@ -19,9 +19,9 @@ from typing import Any
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from ..controller import Proposal
-from ..session import Session, new_record
-from ._tune_outcome import METRIC, TIME_ATTR, error_failure, error_text, finite, outcome
+from ...controller import Proposal
+from ...session import Session, new_record
+from .._tune_outcome import METRIC, TIME_ATTR, error_failure, error_text, finite, outcome
 
 
 # -- the searcher: Tune asks, the controller answers ---------------------------------------
