@@ -110,6 +110,11 @@ class Task:
         feature_weight: weight of the feature loss.
         output_layers: module paths never pruned; default: the last Linear/Conv executed.
         name: shown in reports.
+
+    Every ``nn.MultiheadAttention`` of ``model`` is replaced, in a copy, by an equivalent
+    :class:`~autocompress.split_attention.SplitMultiheadAttention` (separate q/k/v Linears,
+    the same outputs on ``example_inputs``), so its heads can be pruned and its projections
+    quantized; ``packed_attention`` holds the modules kept packed and why.
     """
 
     model: nn.Module
@@ -126,6 +131,7 @@ class Task:
     output_layers: Sequence[str] | None = None
     name: str = "task"
     spec: str | None = None
+    packed_attention: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -152,6 +158,24 @@ class Task:
             if hasattr(loader, "__len__") and len(loader) == 0:
                 raise TaskError(f"Task.{loader_name} is empty: it must yield (inputs, targets)")
         check_runs(self.model, self.example_inputs, what="the task's model")
+        self._split_attention()
+
+    def _split_attention(self) -> None:
+        from .split_attention import same_outputs, split_packed_attention
+
+        split, kept = split_packed_attention(self.model)
+        if split is not self.model:
+            was = self.model.training
+            with torch.no_grad():
+                before = run_model(self.model.eval(), self.example_inputs)
+                after = run_model(split.eval(), self.example_inputs)
+            self.model.train(was)
+            split.train(was)
+            if same_outputs(before, after):
+                self.model = split
+            else:  # never silently different: keep the user's modules
+                kept = {p: "unpacked outputs differ on example_inputs" for p in _packed(self.model)}
+        self.packed_attention = {**self.packed_attention, **kept}
 
     def evaluate(self, model: nn.Module) -> float:
         if self.metric is not None:
@@ -162,6 +186,10 @@ class Task:
         if self.loss is not None:
             return self.loss(outputs, targets)
         return F.cross_entropy(outputs, targets)
+
+
+def _packed(model: nn.Module) -> list[str]:
+    return [p for p, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
 
 
 def _import_file(path: Path) -> Any:

@@ -419,10 +419,12 @@ class AudioCNN(nn.Module):
 class MHAEncoder(nn.Module):
     """nn.MultiheadAttention (packed q/k/v) plus an FFN, residual stream, classifier head."""
 
-    def __init__(self, d_in: int = 8, dim: int = 16, heads: int = 4, ffn: int = 32) -> None:
+    def __init__(
+        self, d_in: int = 8, dim: int = 16, heads: int = 4, ffn: int = 32, add_bias_kv: bool = False
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(d_in, dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=add_bias_kv)
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, ffn)
         self.fc2 = nn.Linear(ffn, dim)
@@ -511,12 +513,12 @@ def audio_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
     return _classification(AudioCNN(), x, y, epochs, "audio")
 
 
-def mha_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+def mha_task(seed: int = 0, n: int = 128, epochs: int = 1, add_bias_kv: bool = False) -> Task:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 6, 8, generator=g)
     y = x.sum(dim=1)[:, :4].argmax(dim=1)
     torch.manual_seed(seed)
-    return _classification(MHAEncoder(), x, y, epochs, "mha")
+    return _classification(MHAEncoder(add_bias_kv=add_bias_kv), x, y, epochs, "mha")
 
 
 def bert_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
@@ -525,6 +527,36 @@ def bert_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
     y = (x[:, :4].sum(dim=1) % 4).long()
     torch.manual_seed(seed)
     return _classification(BertClassifier(), x, y, epochs, "bert")
+
+
+class TinyViT(nn.Module):
+    """A pre-norm vision transformer on ``nn.TransformerEncoder`` (packed
+    ``nn.MultiheadAttention``): patch embedding, class token, positions, classifier."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, layers: int = 2, classes: int = 4) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, kernel_size=2, stride=2)  # 8x8 -> 4x4 patches
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):  # (B, 1, 8, 8)
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # (B, 16, dim)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(tokens)[:, 0]))
+
+
+def vit_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4, :4].sum(dim=(1, 2)) > 0).long() * 2 + (x[:, 0, 4:, 4:].sum(dim=(1, 2)) > 0)
+    torch.manual_seed(seed)
+    return _classification(TinyViT(), x, y.long(), epochs, "vit")
 
 
 def _first(outputs):
@@ -542,5 +574,6 @@ FAMILIES = {
     "frozen-teacher": frozen_teacher_task,
     "bert": bert_task,
     "mha": mha_task,
+    "vit": vit_task,
     "audio": audio_task,
 }

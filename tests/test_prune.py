@@ -23,6 +23,7 @@ from autocompress.inspect import describe
 from autocompress.layers import output_layers
 from autocompress.prune import prune_, prune_records
 from autocompress.space import load_space
+from autocompress.split_attention import SplitMultiheadAttention
 from autocompress.targets import get_target
 
 FAST = MeasureSettings(warmup=1, repeats=20)
@@ -95,8 +96,26 @@ def test_bert_space_has_one_parameter_per_attention_module():
     assert "prune.bert.encoder.layer.0.intermediate.dense" in names
 
 
-def test_multihead_attention_records_unpruned_heads():
+def test_multihead_attention_is_unpacked_and_loses_whole_heads():
     task = mha_task(epochs=0)
+    assert isinstance(task.model.attn, SplitMultiheadAttention) and not task.packed_attention
+    student, records = _prune(task, Policy(prune_default=0.5))
+    assert student.attn.num_heads == 2  # 4 heads, half removed
+    for path in ("attn.q", "attn.k", "attn.v"):
+        assert records[path]["channels_kept"] == 8 and records[path]["prune_group"] == "attn"
+    assert student.attn.out_proj.in_features == 8
+    assert records["fc1"]["channels_kept"] == 16
+    student(*task.example_inputs)
+    space = load_space("default").resolve(task.model, task.example_inputs)
+    assert "prune.attn" in space.param_names
+    for bits in (8, 4):  # the unpacked projections are Linears each target quantizes
+        resolved = resolve_policy(task, Policy(quant_default=bits), get_target("torch"))
+        assert {resolved.bits[p] for p in ("attn.q", "attn.k", "attn.v", "attn.out_proj")} == {bits}
+
+
+def test_multihead_attention_that_cannot_be_unpacked_records_unpruned_heads():
+    task = mha_task(epochs=0, add_bias_kv=True)  # bias_k/bias_v: no exact unpacked equivalent
+    assert "add_bias_kv" in task.packed_attention["attn"]
     student, records = _prune(task, Policy(prune_default=0.5))
     assert "not pruned" in records["attn.out_proj"]["heads"]
     assert records["attn.out_proj"]["prune"] == 0.0
