@@ -47,6 +47,7 @@ from .scope import (
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, structure_diff, target_of
 from .task import Task
+from .unpack import untie_linear_weights_
 
 StageCallback = Callable[[str], None]
 
@@ -165,6 +166,7 @@ def compress(
 
     stage("prune")
     student = copy.deepcopy(task.model)
+    untied = untie_linear_weights_(student)
     work = on_device(task, training.device)  # the task itself on the CPU
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -275,6 +277,8 @@ def compress(
         metrics["graph"] = tgt.graph_record(artifact)
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
+    if untied:
+        metrics["untied_weights"] = untied
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads

@@ -9,6 +9,11 @@ Recognised forms (one prune parameter per module; q/k/v are never searched separ
   ``num_attention_heads``, ``attention_head_size`` and ``all_head_size``; the output projection
   is the sibling ``output.dense`` of the parent module (``BertAttention.output.dense``).
 
+- packed q/k/v (Hugging Face GPT-2 style, its ``Conv1D`` layers turned into Linears when the
+  task is built): one Linear ``c_attn`` whose ``3·split_size`` rows are q, k and v, an int
+  ``num_heads`` and ``split_size``, and the output Linear ``c_proj``; heads are removed from the
+  three row blocks alike and ``split_size`` follows.
+
 ``nn.MultiheadAttention`` packs q/k/v into one ``in_proj_weight`` whose width must equal the
 embedding width, so its heads cannot be removed without shrinking the residual stream: it is
 listed by :func:`packed_attention` and its heads are recorded as not pruned.
@@ -31,10 +36,14 @@ class AttentionLayer:
     """An attention module whose heads can be removed: q/k/v rows and out-projection columns."""
 
     module: nn.Module
-    qkv: tuple[nn.Linear, nn.Linear, nn.Linear]
-    qkv_paths: tuple[str, str, str]
+    qkv: tuple[nn.Linear, ...]  # q, k, v; or the one packed projection
+    qkv_paths: tuple[str, ...]
     out: nn.Linear
     heads_attr: str
+
+    @property
+    def packed(self) -> bool:
+        return len(self.qkv) == 1
 
     @property
     def heads(self) -> int:
@@ -57,12 +66,23 @@ def _out_projection(model: nn.Module, path: str, mod: nn.Module) -> nn.Linear | 
     return _linear(getattr(parent, "output", None), "dense")
 
 
+def _packed_qkv(path: str, mod: nn.Module, attr: str) -> AttentionLayer | None:
+    qkv, out, split = _linear(mod, "c_attn"), _linear(mod, "c_proj"), getattr(mod, "split_size", 0)
+    if qkv is None or out is None or not isinstance(split, int) or qkv.out_features != 3 * split:
+        return None  # cross-attention (k/v only in c_attn) and other shapes are left alone
+    prefix = f"{path}." if path else ""
+    return AttentionLayer(mod, (qkv,), (prefix + "c_attn",), out, attr)
+
+
 def attention_modules(model: nn.Module) -> dict[str, AttentionLayer]:
     """Attention modules recognised for head pruning, by path."""
     found: dict[str, AttentionLayer] = {}
     for path, mod in model.named_modules():
         attr = next((a for a in _HEAD_ATTRS if isinstance(getattr(mod, a, None), int)), None)
         if attr is None or isinstance(mod, nn.MultiheadAttention):
+            continue
+        if (packed := _packed_qkv(path, mod, attr)) is not None:
+            found[path] = packed
             continue
         for names in _QKV_NAMES:
             qkv = tuple(_linear(mod, n) for n in names)
@@ -90,12 +110,13 @@ def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
 
 
 def _head_scores(layer: AttentionLayer, heads: int, importance: str) -> torch.Tensor:
-    score = torch.zeros(heads)
+    score = torch.zeros(heads, device=layer.out.weight.device)
     for lin in layer.qkv:
         w = lin.weight.detach()
         if importance == "taylor" and lin.weight.grad is not None:
             w = w * lin.weight.grad
-        score += w.abs().reshape(heads, -1).sum(dim=1)
+        blocks = 3 if layer.packed else 1  # packed rows: q, k, v blocks of ``heads`` heads each
+        score += w.abs().reshape(blocks, heads, -1).sum(dim=(0, 2))
     return score
 
 
@@ -110,11 +131,22 @@ def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
     drop = heads_to_remove(heads, ratio)
     if drop <= 0:
         return
-    head_dim = layer.qkv[0].out_features // heads
+    blocks = 3 if layer.packed else 1
+    width = layer.qkv[0].out_features // blocks
+    head_dim = width // heads
     scores = _head_scores(layer, heads, importance)
-    keep = torch.sort(torch.topk(scores, heads - drop).indices).values
+    keep = torch.sort(torch.topk(scores, heads - drop).indices).values.cpu()
     rows = (keep[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
-    for lin in layer.qkv:
+    if layer.packed:  # the same heads out of the q, k and v blocks
+        packed_rows = torch.cat([b * width + rows for b in range(blocks)])
+        lin = layer.qkv[0]
+        lin.weight = _sliced(lin.weight, packed_rows.to(lin.weight.device), 0)
+        if lin.bias is not None:
+            lin.bias = _sliced(lin.bias, packed_rows.to(lin.weight.device), 0)
+        lin.out_features = len(packed_rows)
+        layer.module.split_size = len(rows)
+    rows = rows.to(layer.out.weight.device)
+    for lin in layer.qkv if not layer.packed else ():
         lin.weight = _sliced(lin.weight, rows, 0)
         if lin.bias is not None:
             lin.bias = _sliced(lin.bias, rows, 0)

@@ -112,9 +112,10 @@ class Task:
         name: shown in reports.
 
     Every ``nn.MultiheadAttention`` of ``model`` is replaced, in a copy, by an equivalent
-    :class:`~autocompress.split_attention.SplitMultiheadAttention` (separate q/k/v Linears,
-    the same outputs on ``example_inputs``), so its heads can be pruned and its projections
-    quantized; ``packed_attention`` holds the modules kept packed and why.
+    :class:`~autocompress.unpack.SplitMultiheadAttention` (separate q/k/v Linears, the same
+    outputs on ``example_inputs``), and every Hugging Face ``Conv1D`` by the equivalent
+    ``nn.Linear``, so heads can be pruned and projections quantized (``autocompress.unpack``);
+    ``packed_attention`` holds the attention modules kept packed and why.
     """
 
     model: nn.Module
@@ -158,12 +159,12 @@ class Task:
             if hasattr(loader, "__len__") and len(loader) == 0:
                 raise TaskError(f"Task.{loader_name} is empty: it must yield (inputs, targets)")
         check_runs(self.model, self.example_inputs, what="the task's model")
-        self._split_attention()
+        self._unpack()
 
-    def _split_attention(self) -> None:
-        from .split_attention import same_outputs, split_packed_attention
+    def _unpack(self) -> None:
+        from .unpack import same_outputs, unpack
 
-        split, kept = split_packed_attention(self.model)
+        split, kept = unpack(self.model)
         if split is not self.model:
             was = self.model.training
             with torch.no_grad():

@@ -559,6 +559,39 @@ def vit_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
     return _classification(TinyViT(), x, y.long(), epochs, "vit")
 
 
+class GPT2Classifier(nn.Module):
+    """A Hugging Face GPT-2 decoder built from a config (``Conv1D`` projections, packed q/k/v
+    in ``c_attn``, causal mask), classifying from the last token's logits; no cache."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, layers: int = 2) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        config = GPT2Config(
+            vocab_size=100,
+            n_positions=16,
+            n_embd=dim,
+            n_layer=layers,
+            n_head=heads,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        self.lm = GPT2LMHeadModel(config)
+
+    def forward(self, ids):  # (B, T) token ids
+        return self.lm(input_ids=ids, use_cache=False).logits[:, -1, :4]
+
+
+def gpt2_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 100, (n, 8), generator=g)
+    y = (x[:, :4].sum(dim=1) % 4).long()
+    torch.manual_seed(seed)
+    return _classification(GPT2Classifier(), x, y, epochs, "gpt2")
+
+
 def _first(outputs):
     return outputs[0]
 
@@ -575,5 +608,6 @@ FAMILIES = {
     "bert": bert_task,
     "mha": mha_task,
     "vit": vit_task,
+    "gpt2": gpt2_task,
     "audio": audio_task,
 }

@@ -23,8 +23,8 @@ from autocompress.inspect import describe
 from autocompress.layers import output_layers
 from autocompress.prune import prune_, prune_records
 from autocompress.space import load_space
-from autocompress.split_attention import SplitMultiheadAttention
 from autocompress.targets import get_target
+from autocompress.unpack import SplitMultiheadAttention
 
 FAST = MeasureSettings(warmup=1, repeats=20)
 

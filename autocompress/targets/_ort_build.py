@@ -48,8 +48,14 @@ class Builder:
             for p, m in model.named_modules()
             if p in self.bits and isinstance(getattr(m, "weight", None), torch.Tensor)
         }
-        self.layers = _qdq.map_layers(self.float, weights)
-        self.tables = _embedding.map_tables(self.float, weights)  # embedding lookups (Gather)
+        # weight ops only from layers (a table tied to an output projection has its values)
+        tables = {p for p, m in model.named_modules() if isinstance(m, nn.Embedding)}
+        self.layers = _qdq.map_layers(
+            self.float, {p: w for p, w in weights.items() if p not in tables}
+        )
+        self.tables = _embedding.map_tables(  # embedding lookups (Gather), tables only
+            self.float, {p: w for p, w in weights.items() if p in tables}
+        )
         self.int8 = {p for p in int8 if p in self.layers}
         self.dynamic = {p for p in dynamic if p in self.layers}
         self.activations = activations

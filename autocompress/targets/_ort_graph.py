@@ -5,6 +5,7 @@ runs, and the per-layer modes read back from it."""
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -131,19 +132,39 @@ def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
 
 def write_onnx(model: nn.Module, example_inputs: tuple, path: Path) -> Path:
     """``torch.onnx.export`` as every ONNX path here calls it: inputs ``input<i>``, output
-    ``output``, dynamic batch, opset 17, TorchScript exporter, MHA fast path off."""
+    ``output``, dynamic batch, opset 17, TorchScript exporter, MHA fast path off. Where the
+    TorchScript exporter has no symbolic for an op (``aten::diff`` in Hugging Face decoders'
+    mask code), the dynamo exporter (opset 18) runs instead, on a batch of two so that the
+    batch stays dynamic."""
     names = [f"input{i}" for i in range(len(example_inputs))]
+    axes = {n: {0: "batch"} for n in [*names, "output"]}
     with no_mha_fastpath():
-        torch.onnx.export(
-            model,
-            example_inputs,
-            str(path),
-            input_names=names,
-            output_names=["output"],
-            dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
-            opset_version=17,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                model,
+                example_inputs,
+                str(path),
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        except Exception as exc:
+            if "to ONNX opset version" not in str(exc):  # only a missing op symbolic
+                raise
+            pair = tuple(torch.cat([t, t]) for t in example_inputs)
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(
+                    model,
+                    pair,
+                    str(path),
+                    input_names=names,
+                    output_names=["output"],
+                    dynamic_axes=axes,
+                    opset_version=18,
+                    dynamo=True,
+                )
     return path
 
 
@@ -177,7 +198,9 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
         for name in node.input:
             users.setdefault(name, node)
     for path, rec in records.items():
-        names = [f"{path}.weight_{s}" for s in ("quantized", "nbits", "fp16", "cast")]
+        # ``_T``: ORT fuses DequantizeLinear -> MatMul of 8-bit codes into MatMulNBits itself
+        suffixes = ("quantized", "nbits", "fp16", "cast", "quantized_T")
+        names = [f"{path}.weight_{s}" for s in suffixes]
         node = next((users[n] for n in names if n in users), None)
         if rec["bits"] == 32 or node is None:
             rec.update(mode="float", op=rec.get("op", "float"))
@@ -188,6 +211,10 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
             rec.update(
                 mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}"
             )
+        elif node.op_type == "MatMulNBits" and node.input[1].endswith("_quantized_T"):
+            # ORT's own fusion of our int8 weight-only DequantizeLinear -> MatMul: 8-bit
+            # weights, float activations
+            rec.update(mode="weight-only", op="MatMulNBits (fused by ONNX Runtime)")
         elif node.op_type == "MatMulNBits":
             from ._matmul import nbits_int8
 

@@ -1,15 +1,18 @@
-"""``nn.MultiheadAttention`` unpacked into separate q/k/v projections, outputs unchanged.
+"""Modules replaced, when a Task is built, by equivalents the techniques can compress.
 
-``nn.MultiheadAttention`` packs q/k/v in one ``in_proj_weight`` whose width must stay the
-embedding width, so its heads cannot be removed and its projections are no ``nn.Linear`` a
-target quantizes. :class:`SplitMultiheadAttention` computes the same function (same call
-signature, same outputs, checked on the task's example inputs) with ``q``/``k``/``v``/``out_proj``
-Linears and ``num_heads``: head pruning (``heads.py``), quantization and every target then treat
-it like any other attention. ``nn.TransformerEncoderLayer``, ``nn.Transformer`` and torchvision's
-ViT call it as they call ``nn.MultiheadAttention`` (their fused fast path is off for it).
+- ``nn.MultiheadAttention`` packs q/k/v in one ``in_proj_weight`` whose width must stay the
+  embedding width, so its heads cannot be removed and its projections are no ``nn.Linear`` a
+  target quantizes. :class:`SplitMultiheadAttention` computes the same function (same call
+  signature, same outputs) with ``q``/``k``/``v``/``out_proj`` Linears and ``num_heads``: head
+  pruning (``heads.py``), quantization and every target then treat it like any other attention.
+  ``nn.TransformerEncoderLayer``, ``nn.Transformer`` and torchvision's ViT call it as they call
+  ``nn.MultiheadAttention`` (their fused fast path is off for it). A module that cannot be
+  unpacked exactly (``add_bias_kv``, ``add_zero_attn``) is kept packed, with the reason.
+- Hugging Face's ``Conv1D`` (GPT-2 style projections: ``x @ W + b`` with ``W`` of shape
+  ``(in, out)``) becomes the ``nn.Linear`` with weight ``W.T``: the dependency graph, pruning,
+  quantization and export then see Linears (the packed ``c_attn`` loses whole heads).
 
-A module that cannot be unpacked exactly (``add_bias_kv``, ``add_zero_attn``) is kept packed; its
-path and the reason are returned, and ``prune_records`` says its heads were not pruned.
+The Task checks the outputs on its example inputs and keeps the user's modules if they differ.
 """
 
 from __future__ import annotations
@@ -167,6 +170,55 @@ def split_packed_attention(model: nn.Module) -> tuple[nn.Module, dict[str, str]]
     return model, kept
 
 
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    kind = type(module)
+    return kind.__name__ == "Conv1D" and kind.__module__.startswith("transformers")
+
+
+def _linear_of(conv: nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` computing what a Hugging Face ``Conv1D`` computes."""
+    n_in, n_out = conv.weight.shape
+    linear = nn.Linear(n_in, n_out, bias=conv.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear.to(conv.weight.device).train(conv.training)
+
+
+def unpack(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
+    """``model`` with packed attention split and ``Conv1D`` layers as Linears (a copy; ``model``
+    itself when nothing changes), and the attention modules kept packed with why."""
+    split, kept = split_packed_attention(model)
+    convs = [p for p, m in split.named_modules() if _is_hf_conv1d(m)]
+    if convs:
+        model = split if split is not model else copy.deepcopy(model)  # never the user's
+        for path in convs:
+            parent_path, _, name = path.rpartition(".")
+            parent = model.get_submodule(parent_path) if parent_path else model
+            setattr(parent, name, _linear_of(getattr(parent, name)))
+        return model, kept
+    return split, kept
+
+
+def untie_linear_weights_(model: nn.Module) -> list[str]:
+    """Give each ``nn.Linear`` whose weight is another module's too (a language model's output
+    projection tied to its token embedding) its own copy, in place; returns ``"linear ~
+    owner"`` pairs. Each then takes its own bit-width and fake quantizer while fine-tuning;
+    the artifact stores both, as measured (``metrics.json``: ``untied_weights``)."""
+    owners: dict[int, str] = {}
+    untied = []
+    for path, mod in model.named_modules(remove_duplicate=False):
+        weight = getattr(mod, "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            continue
+        owner = owners.setdefault(id(weight), path)
+        if owner != path and isinstance(mod, nn.Linear):
+            mod.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+            untied.append(f"{path} ~ {owner}")
+    return untied
+
+
 def same_outputs(a: Any, b: Any, *, atol: float = 1e-4) -> bool:
     """Whether two model outputs (tensors, tuples, dicts of them) agree within ``atol``."""
     if isinstance(a, torch.Tensor):
@@ -182,4 +234,10 @@ def same_outputs(a: Any, b: Any, *, atol: float = 1e-4) -> bool:
     return True
 
 
-__all__ = ["SplitMultiheadAttention", "same_outputs", "split_packed_attention"]
+__all__ = [
+    "SplitMultiheadAttention",
+    "same_outputs",
+    "split_packed_attention",
+    "unpack",
+    "untie_linear_weights_",
+]
