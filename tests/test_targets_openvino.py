@@ -22,8 +22,8 @@ from autocompress.errors import AutoCompressError
 from autocompress.fold import fold_batchnorm, foldable_pairs
 from autocompress.quantize import quantize_weight
 from autocompress.search import run_search
-from autocompress.targets import get_target
 from autocompress.targets import _ov_runtime as rt
+from autocompress.targets import get_target
 
 TESTS = Path(__file__).parent
 COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
