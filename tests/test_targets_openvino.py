@@ -16,9 +16,10 @@ from models import cnn_task, mlp_task
 from torch import nn
 
 from autocompress import Policy
-from autocompress.compress import MeasureSettings, compress
+from autocompress.compress import MeasureSettings, compress, load_artifact
 from autocompress.config import SearchConfig
 from autocompress.errors import AutoCompressError
+from autocompress.export import export_trial
 from autocompress.fold import fold_batchnorm, foldable_pairs
 from autocompress.quantize import quantize_weight
 from autocompress.search import run_search
@@ -244,3 +245,16 @@ def test_tiny_local_search_on_openvino(tmp_path):
     assert all(t["metrics"]["target"] == "openvino" for t in done)
     assert all(t["metrics"]["artifact"] == "model.xml" for t in done)
     assert all(t["metrics"]["inference_precision"] == "f32" for t in done)
+    number = next(t["number"] for t in done if t["state"] == "complete")
+    with pytest.raises(AutoCompressError, match="--format openvino"):
+        export_trial(tmp_path / "run", number, tmp_path / "e0", fmt="torch")
+    metrics = export_trial(tmp_path / "run", number, tmp_path / "e1", fmt="openvino")
+    assert sorted(p.name for p in (tmp_path / "e1").iterdir()) == [
+        "metrics.json",
+        "model.bin",
+        "model.xml",
+        "policy.json",
+    ]
+    task = cnn_task(epochs=2)  # what tests/tasks.py:cnn builds
+    deployed = load_artifact(tmp_path / "e1", task.model)
+    assert task.evaluate(deployed) == pytest.approx(metrics["accuracy"])
