@@ -187,12 +187,18 @@ FAMILIES = [
     "bert_task",
     "grouped_concat_task",
     "encoder_task",
+    "vit_task",
+    "mha_task:add_bias_kv",  # kept packed (nn.MultiheadAttention): float, with the reason
 ]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_test_model_runs_int8_on_openvino(family, tmp_path):
-    task = getattr(models, family)(epochs=0)
+    name, _, flag = family.partition(":")
+    # nn.TransformerEncoder clones its layer: untrained, the layers' weights are identical and
+    # the ONNX nodes (matched to layers by weight values) cannot be told apart; one epoch can
+    epochs = 1 if name == "vit_task" else 0
+    task = getattr(models, name)(epochs=epochs, **({flag: True} if flag else {}))
     result = _apply(task, {"quant": {"default": 8}}, tmp_path)
     modules = dict(task.model.named_modules())
     for path, rec in result.metrics["layers"].items():

@@ -124,29 +124,33 @@ def find_op(ops: list[dict[str, Any]], names: set[str]) -> dict[str, Any] | None
     return next((op for op in hits if op["type"] in COMPUTE), None)
 
 
-def layer_names(node: Any) -> set[str]:
+def layer_names(node: Any, users: Mapping[str, list[Any]], inits: set[str]) -> set[str]:
     """Names an ONNX node can carry through OpenVINO's frontend: its own, its outputs (the
-    frontend names nodes after their outputs), and the output before a split-off bias Add."""
+    frontend names nodes after their outputs), the output before a split-off bias Add, and a
+    bias Add after a MatMul (the FullyConnected it fuses into is named after the Add)."""
     outs = set(node.output)
-    return {node.name, *outs, *(o.removesuffix("_nobias") for o in outs)} - {""}
+    names = {node.name, *outs, *(o.removesuffix("_nobias") for o in outs)}
+    for user in users.get(node.output[0], []):
+        if user.op_type == "Add" and any(i in inits for i in user.input):
+            names |= {user.name, *user.output}
+    return names - {""}
 
 
 def read_records_(
     compiled: Any,
-    nodes: Mapping[str, Any],
+    nodes: Mapping[str, set[str]],
     records: dict[str, dict[str, Any]],
     *,
     group_size: int,
 ) -> None:
-    """Each layer's ``mode``, ``op`` and ``runtime_precision`` from what OpenVINO runs:
-    ``int-compute`` only where its compute node runs in u8/i8."""
+    """Each layer's ``mode``, ``op`` and ``runtime_precision`` from what OpenVINO runs (``nodes``:
+    per layer, its ``layer_names``): ``int-compute`` only where its compute node runs in u8/i8."""
     ops = runtime_ops(compiled)
     dynamic_group = int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
     for path, rec in records.items():
         if "mode" in rec and path not in nodes:  # embedding tables: recorded from the graph
             continue
-        node = nodes.get(path)
-        op = find_op(ops, layer_names(node)) if node is not None else None
+        op = find_op(ops, nodes[path]) if path in nodes else None
         if op is None:
             mode = "float" if rec["bits"] == 32 else "weight-only"
             rec.update(mode=mode, op=rec.get("op", "not found in the runtime graph"))

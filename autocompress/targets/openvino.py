@@ -113,7 +113,7 @@ class OpenVinoTarget:
         meta: Mapping[str, Any],
         activations: Mapping[str, tuple[float, int]] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        from . import _embedding
+        from . import _embedding, _qdq
         from ._ort_build import Builder
 
         rt.require()
@@ -148,7 +148,9 @@ class OpenVinoTarget:
             onnx_path.write_bytes(blob)
             model_ov = rt.core().read_model(str(onnx_path))
             compiled = rt.compile_model(model_ov)
-            nodes = {p: ln.node for p, ln in builder.layers.items()}
+            users = _qdq.consumers(builder.float)
+            inits = {i.name for i in builder.float.graph.initializer}
+            nodes = {p: rt.layer_names(ln.node, users, inits) for p, ln in builder.layers.items()}
             rt.read_records_(compiled, nodes, records, group_size=NBITS_BLOCK)
             header = dict(
                 meta,
