@@ -49,6 +49,8 @@ def test_inspect_shows_each_offered_bit_width_with_its_mode():
     assert "8: int-compute" in text and "weight-only" in text
     torch_text = describe(task, "default", target="torch", width=250)
     assert "mode on torch" in torch_text
+    ov_text = describe(task, "default", target="openvino", width=250)
+    assert "mode on openvino" in ov_text and "{4, 8, 16, 32}" in ov_text
 
 
 # targets that run fewer bit-widths than a policy may ask for (onnxruntime and torch run all)
