@@ -275,6 +275,8 @@ def compress(
         metrics["feature_layers"] = list(feature_layers)
     if hasattr(tgt, "graph_record"):
         metrics["graph"] = tgt.graph_record(artifact)
+        if "inference_precision" in metrics["graph"]:  # the precision the whole artifact ran in
+            metrics["inference_precision"] = metrics["graph"]["inference_precision"]
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
     if untied:

@@ -41,6 +41,10 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["baseline"]) or 0.0)["number"]
 
 
+# the --format that copies a target's own artifact, by its file suffix (else "torch")
+NATIVE = {".onnx": "onnx", ".xml": "openvino"}
+
+
 def export_trial(
     run_dir: str | Path, number: int, out: str | Path, *, fmt: str = "torch"
 ) -> dict[str, Any]:
@@ -64,15 +68,21 @@ def export_trial(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = get_target(config.target, **config.target_options)
-    native = "onnx" if target.artifact_name.endswith(".onnx") else "torch"
-    if fmt == "torch" and native != "torch":
+    native = NATIVE.get(Path(target.artifact_name).suffix, "torch")
+    if fmt == "openvino" and native != "openvino":
+        raise ConfigError(
+            f"{run_dir}: --format openvino copies the IR of a search on target 'openvino'; this "
+            f"search ran on target {target.name!r}: export it with --format {native}"
+        )
+    if native != "torch" and fmt != native:
         raise ConfigError(
             f"{run_dir}: the search ran on target {target.name!r}, whose artifact is "
             f"{target.artifact_name}; export it with --format {native}"
         )
     kept = rd.trial_dir(number)
     if (kept / target.artifact_name).exists():
-        for name in (target.artifact_name, "policy.json", "metrics.json"):
+        files = [f.name for f in target.files(kept / target.artifact_name) if f.exists()]
+        for name in (*files, "policy.json", "metrics.json"):
             shutil.copy2(kept / name, out / name)
         if fmt == native:
             return json.loads((out / "metrics.json").read_text())

@@ -10,6 +10,7 @@ from torch import nn
 
 from autocompress.errors import AutoCompressError
 from autocompress.inspect import describe
+from autocompress.policy import SUPPORTED_BITS
 from autocompress.targets import MODES, TARGETS, get_target, target_of
 
 
@@ -48,3 +49,65 @@ def test_inspect_shows_each_offered_bit_width_with_its_mode():
     assert "8: int-compute" in text and "weight-only" in text
     torch_text = describe(task, "default", target="torch", width=250)
     assert "mode on torch" in torch_text
+    ov_text = describe(task, "default", target="openvino", width=250)
+    assert "mode on openvino" in ov_text and "{4, 8, 16, 32}" in ov_text
+
+
+# targets that run fewer bit-widths than a policy may ask for (onnxruntime and torch run all)
+PARTIAL = sorted(n for n in TARGETS if set(SUPPORTED_BITS) - set(TARGETS[n].bits))
+
+
+def test_a_target_runs_fewer_bit_widths_than_policies_offer():
+    assert "openvino" in PARTIAL
+
+
+@pytest.mark.parametrize("name", PARTIAL)
+def test_every_target_rejects_bits_it_cannot_run_in_one_line(name, tmp_path):
+    from autocompress import Policy
+    from autocompress.compress import compress
+
+    target = get_target(name)
+    bad = min(set(SUPPORTED_BITS) - set(target.bits))
+    with pytest.raises(AutoCompressError, match=f"{bad} bits cannot be honoured.*{name}") as e:
+        compress(cnn_task(epochs=0), Policy.from_dict({"quant": {"default": bad}}), target=name)
+    assert "\n" not in str(e.value)
+
+
+_RELOAD = """
+import sys
+import torch
+from autocompress.compress import load_artifact
+model = load_artifact(sys.argv[1])
+torch.save(model(torch.load(sys.argv[2])), sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_every_target_saves_and_reloads_in_a_fresh_process(name, tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    from conftest import ENV, MLP_TASK
+
+    from autocompress import Policy
+    from autocompress.compress import MeasureSettings, compress
+    from autocompress.task import load_task
+
+    task = load_task(MLP_TASK)  # a task with a spec: the fresh process rebuilds it from there
+    policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 0}})
+    settings = MeasureSettings(repeats=20, warmup=2)
+    result = compress(task, policy, target=name, out_dir=tmp_path / "a", settings=settings)
+    x = torch.cat([b[0] for b in task.val_loader])[:16]
+    torch.save(x, tmp_path / "x.pt")
+    (tmp_path / "reload.py").write_text(_RELOAD)
+    args = [str(result.artifact), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "reload.py"), *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert torch.allclose(torch.load(tmp_path / "y.pt"), result.model(x), atol=1e-5)

@@ -134,12 +134,14 @@ def measure_runtime(
 
 
 def _targets() -> dict[str, Target]:
+    from .openvino import OpenVinoTarget
     from .ort import OnnxRuntimeTarget
     from .pytorch import TorchTarget
 
     return {
         "torch": TorchTarget(),
         "onnxruntime": OnnxRuntimeTarget(),
+        "openvino": OpenVinoTarget(),
     }
 
 
@@ -154,6 +156,8 @@ def get_target(name: str, **options: Any) -> Target:
         raise AutoCompressError(
             f"unknown target {name!r}; available targets: {', '.join(sorted(TARGETS))}"
         ) from None
+    if hasattr(target, "require"):  # an optional runtime: one line naming the extra to install
+        target.require()
     if not options:
         return target
     known = {f.name for f in dataclasses.fields(target)} - {"name", "artifact_name", "bits"}  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""The ``openvino`` target: an OpenVINO IR (``model.xml`` + ``model.bin``) run on the CPU plugin.
+
+The IR is converted from the same QDQ ONNX graph the ``onnxruntime`` target builds (``_qdq``,
+``_ort_build.Builder``): int8 weight codes and scales from our quantizer (the ones fine-tuning
+trained, no re-calibration), uint8 activations with the fine-tuning scales. OpenVINO's ONNX
+frontend reads that graph and its low-precision transformations run the 8-bit Conv/Linear
+layers as u8 Convolution / FullyConnected kernels. The IR is saved as read
+(``compress_to_fp16=False``), its header in the IR's rt_info.
+
+Every artifact, the fp32 teacher included, is compiled for ``CPU`` with the objective set's
+threads (``INFERENCE_NUM_THREADS``), one stream, the latency hint and
+``INFERENCE_PRECISION_HINT=f32``: on CPUs with AVX-512 BF16 or AMX, OpenVINO otherwise runs an
+fp32 model in bf16. Per-layer records are read from the compiled model's runtime graph
+(``get_runtime_model()``: each node's ``layerType`` and ``runtimePrecision``), matched to our
+layers by the ONNX node names the frontend keeps: ``int-compute`` means OpenVINO ran the layer
+in u8/i8; ``metrics.json`` says the precision the artifact ran in (``inference_precision``).
+
+Bits: 8 (int compute on Conv and Linear), 16 (f16 weights in the IR, f32 compute), 32, and 4
+as weight compression: a 4-bit Linear (``MatMulNBits`` in the QDQ graph) runs as a
+FullyConnected with u4 compressed weights (group size 32, our per-channel scale repeated over
+the groups); a 4-bit Conv stores int4 codes and dequantizes them on every call (no u4 conv
+kernel). 2 and 3 bits are not offered.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..errors import AutoCompressError
+from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
+from ..measure import count_macs, count_params
+from . import _ov_runtime as rt
+from ._cpu import cpu_info, cpu_record
+from ._matmul import NBITS_BLOCK
+
+FORMAT = "autocompress-openvino/1"
+_LINEARS = (nn.Linear,)
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+@dataclass(frozen=True)
+class OpenVinoTarget:
+    name: str = "openvino"
+    artifact_name: str = "model.xml"
+    bits: tuple[int, ...] = (4, 8, 16, 32)
+    calibration_batches: int = 8
+    quant_scopes: ClassVar[dict[str, str]] = {
+        "weight": "int8/int4 weights dequantized into f32 Convolution/FullyConnected, or u4 "
+        "compressed FullyConnected weights",
+        "weight+activation": "uint8 activations with the fine-tuning scales: u8 "
+        "Convolution/FullyConnected kernels at 8 bits",
+    }
+    default_scope: ClassVar[str] = "weight+activation"
+
+    def require(self) -> None:
+        """Raise a one-line error naming the extra when OpenVINO is not installed."""
+        rt.require()
+
+    def describe(self) -> list[str]:
+        """What this target resolves to on this machine (``inspect`` prints it)."""
+        cpu, flags = cpu_record(), cpu_info()[1]
+        bf16 = any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        return [
+            f"cpu {cpu['model'] or '?'}: vnni {'yes' if cpu['vnni'] else 'no'}, bf16 "
+            f"{'yes' if bf16 else 'no'}; INFERENCE_PRECISION_HINT {rt.INFERENCE_PRECISION} "
+            "(fp32 layers run fp32)",
+            f"4-bit Linear: u4 compressed FullyConnected weights, group size {NBITS_BLOCK}; "
+            "4-bit Conv: int4 weights dequantized per call",
+        ]
+
+    def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
+        if bits == 32 or isinstance(parent, _OPAQUE):
+            return "float"
+        if bits == 8 and isinstance(module, _CONVS + _LINEARS):
+            return "int-compute"
+        return "weight-only"
+
+    def activation_layers(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> list[str]:
+        from ..scope import with_activations
+
+        modules = dict(model.named_modules())
+        capable = [
+            p
+            for p, b in bits.items()
+            if b == 8
+            and p in modules
+            and self.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
+        ]
+        return with_activations(scopes, capable)
+
+    def code_bits(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        return dict(bits)
+
+    def save(
+        self,
+        model: nn.Module,
+        path: Path,
+        *,
+        task: Any,
+        bits: Mapping[str, int],
+        structure: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[str, Any],
+        activations: Mapping[str, tuple[float, int]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        from . import _embedding, _qdq
+        from ._ort_build import Builder
+
+        rt.require()
+        wrong = sorted({b for b in bits.values() if b not in self.bits})
+        if wrong:
+            raise AutoCompressError(
+                f"target 'openvino' cannot run {wrong[0]}-bit layers; bits: "
+                f"{', '.join(map(str, self.bits))}"
+            )
+        folded = foldable_pairs(model)
+        float_model = fold_batchnorm(model, folded)
+        split = concat_folds(float_model)  # a BatchNorm after a concat: over the branches
+        fold_concat_batchnorm_(float_model, split)
+        scopes = meta.get("quant_scope")
+        builder = Builder(
+            float_model,
+            task,
+            bits=bits,
+            activations=dict(activations or {}),
+            calibration_batches=self.calibration_batches,
+            int8=set(self.activation_layers(float_model, bits, scopes)),
+            quantize_outputs=set(meta.get("quant_outputs", ())),
+        )
+        blob = builder.variant(builder.int8)
+        records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
+        _embedding.table_records_(blob, builder.tables, records)
+        for table in builder.tables:  # a lookup, not a compute node: recorded from the graph
+            records[table].setdefault("mode", "weight-only")
+            records[table].setdefault("op", "Gather")
+        with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            onnx_path.write_bytes(blob)
+            model_ov = rt.core().read_model(str(onnx_path))
+            compiled = rt.compile_model(model_ov)
+            users = _qdq.consumers(builder.float)
+            inits = {i.name for i in builder.float.graph.initializer}
+            nodes = {p: rt.layer_names(ln.node, users, inits) for p, ln in builder.layers.items()}
+            rt.read_records_(compiled, nodes, records, group_size=NBITS_BLOCK)
+            header = dict(
+                meta,
+                format=FORMAT,
+                structure=structure,
+                layers=records,
+                folded=folded,
+                split=split,
+                inference_precision=rt.inference_precision(compiled),
+                cpu=cpu_record(),
+            )
+            rt.write_ir(model_ov, path, header)
+        return records
+
+    def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
+        self.read_meta(path)
+        return rt.OvModule(path, threads)
+
+    def graph_record(self, path: Path) -> dict[str, Any]:
+        """The precision the artifact runs in and the runtime ops it runs (type, precision)."""
+        return rt.graph_record(rt.compile_model(path))
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        rt.require()
+        if not path.exists():
+            raise AutoCompressError(f"cannot read artifact {path}: no such file")
+        header = rt.read_header(path)
+        if header.get("format") != FORMAT:
+            raise AutoCompressError(f"{path} is not an autocompress OpenVINO artifact ({FORMAT})")
+        return header
+
+    def files(self, path: Path) -> list[Path]:
+        return [path, path.with_suffix(".bin")]
+
+    def count(
+        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
+    ) -> dict[str, int]:
+        folded = fold_batchnorm(student, foldable_pairs(student))
+        fold_concat_batchnorm_(folded, concat_folds(folded))
+        return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
