@@ -25,6 +25,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
+from .errors import AutoCompressError
 from .layers import PRUNABLE_TYPES
 
 MAX_NAME = 80
@@ -104,6 +105,18 @@ def _forward(model: nn.Module, inputs: Any) -> Any:
     return model(*inputs) if isinstance(inputs, tuple | list) else model(inputs)
 
 
+class GraphError(AutoCompressError):
+    """The dependency graph of a model cannot be traced: channel pruning does not apply."""
+
+
+def _where_failed(exc: BaseException) -> str:
+    """The innermost function of the traceback (the tracer's step that failed)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].name}()" if frames else "the tracer"
+
+
 def build_graph(
     model: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
@@ -123,9 +136,17 @@ def build_graph(
     dg._in_channel_pruning_fn = {p.prune_in_channels for p in dg.REGISTERED_PRUNERS.values() if p}
     dg._out_channel_pruning_fn = {p.prune_out_channels for p in dg.REGISTERED_PRUNERS.values() if p}
     was_training = model.training
-    with torch.enable_grad():
-        dg.build_dependency(model, example_inputs, forward_fn=_forward, verbose=False)
-    model.train(was_training)
+    try:
+        with torch.enable_grad():
+            dg.build_dependency(model, example_inputs, forward_fn=_forward, verbose=False)
+    except Exception as exc:  # inside torch-pruning's tracer: one line, and what still applies
+        raise GraphError(
+            f"pruning cannot trace {type(model).__name__}'s dependency graph "
+            f"({type(exc).__name__} in {_where_failed(exc)}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "bits and block dropping still apply: set the prune ratios to 0"
+        ) from None
+    finally:
+        model.train(was_training)
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
     blocked = set(blocked)

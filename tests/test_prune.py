@@ -143,3 +143,45 @@ def test_inspect_lists_the_prune_groups():
     assert "prune groups (6;" in text
     assert "grouped+point+res2.conv2: 3 layer(s), 48 channels, equal slices of" in text
     assert "fc: 1 layer(s), 10 channels -> not pruned (fc: output layer)" in text
+
+
+class _Box:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class _BoxedOutput(torch.nn.Module):
+    """Returns an object torch-pruning's tracer cannot walk (not a tensor, tuple or dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(4, 8)
+        self.b = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return _Box(self.b(torch.relu(self.a(x))))
+
+
+def test_an_untraceable_model_is_one_line_and_keeps_bits(tmp_path):
+    from autocompress import Task
+    from autocompress.groups import GraphError
+    from autocompress.space.units import prune_units
+
+    x = torch.randn(64, 4)
+    batches = [(x[i : i + 16], (x[i : i + 16, 0] > 0).long()) for i in range(0, 64, 16)]
+    task = Task(
+        model=_BoxedOutput(),
+        train_loader=batches,
+        val_loader=batches,
+        example_inputs=(x[:1],),
+        output_fn=lambda out: out.logits,
+    )
+    with pytest.raises(GraphError, match=r"cannot trace _BoxedOutput's .*bits and block dropping"):
+        _prune(task, Policy(prune_default=0.5))
+    _, records = _prune(task, Policy(prune_default=0.0))  # nothing to prune: no graph needed
+    assert records["a"]["channels_kept"] == 8
+    units = prune_units(task.model, task.example_inputs, ())
+    assert units["a"].reason and "cannot trace" in units["a"].reason
+    policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 0}})
+    metrics = compress(task, policy, out_dir=tmp_path).metrics  # bits still apply
+    assert metrics["layers"]["a"]["bits"] == 8

@@ -32,10 +32,20 @@ def prune_units(
     """Layer path -> its prune unit, from the dependency graph traced once on a copy."""
     import copy
 
+    from ..groups import GraphError
     from ..heads import attention_modules
+    from ..layers import PRUNABLE_TYPES
     from ..prune import graph_of
 
-    graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
+    try:
+        graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
+    except GraphError as exc:  # no channel or head pruning for this model: every layer says why
+        why = str(exc).split("; bits and")[0]
+        return {
+            p: PruneUnit(p, (p,), 0, "channels", why)
+            for p, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES)
+        }
     units: dict[str, PruneUnit] = {}
     for g in graph.groups:
         grouped = tuple(f"{s.layer} ({s.side}, {len(s.slices)})" for s in g.slicings)
