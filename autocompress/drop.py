@@ -11,7 +11,10 @@ style layer dropping does. Which modules are blocks (the documented rule):
   with torch.fx (children as leaves): the output is an add of the input (possibly behind
   ReLU-like ops, empty ``Sequential`` shortcuts, or a chain of such adds);
 - an ``nn.ModuleList`` entry is taken on shape alone: layer stacks of transformer encoders
-  (Hugging Face BERT ``encoder.layer[i]``, ``nn.TransformerEncoder.layers``) are residual.
+  (Hugging Face BERT ``encoder.layer[i]``, ``nn.TransformerEncoder.layers``) are residual;
+- any other module holding parameterized children (a residual block held as a plain attribute
+  of its parent, ``self.block2 = ResBlock(...)``) is a block when its traced ``forward`` shows
+  the identity path, as for ``nn.Sequential`` entries.
 
 A block whose output was a tuple (older Hugging Face layers return ``(hidden_states, ...)``)
 is replaced by a module returning ``(x,)``. The artifact records ``{path: kind}`` and the
@@ -106,14 +109,14 @@ def find_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> d
     """Droppable blocks of ``model`` in module order: ``{path: kind}``."""
     candidates: dict[str, tuple[nn.Module, bool]] = {}
     for path, mod in model.named_modules():
-        if isinstance(mod, nn.Sequential | nn.ModuleList):
-            for name, child in mod.named_children():
-                inner = [c for c in child.children() if any(True for _ in c.parameters())]
-                if inner:
-                    candidates[f"{path}.{name}" if path else name] = (
-                        child,
-                        isinstance(mod, nn.ModuleList),
-                    )
+        for name, child in mod.named_children():
+            inner = [c for c in child.children() if any(True for _ in c.parameters())]
+            if inner and not isinstance(child, nn.Sequential | nn.ModuleList):
+                # a ModuleList entry on shape alone; anything else shows its identity path
+                candidates[f"{path}.{name}" if path else name] = (
+                    child,
+                    isinstance(mod, nn.ModuleList),
+                )
     seen: dict[str, str] = {}
     hooks = []
 

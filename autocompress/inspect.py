@@ -190,6 +190,13 @@ def describe(
     console.print(table)
     for line in group_lines(resolved):
         console.print(line)
+    from .drop import find_blocks
+
+    blocks = find_blocks(task.model, task.example_inputs)
+    console.print(
+        f"droppable blocks ({len(blocks)}; a policy's drop.blocks or a space's drop: takes them): "
+        + (", ".join(blocks) or "none")
+    )
     for p in resolved.params:
         if not p.name.startswith(_LAYER_PREFIXES):
             console.print(f"{p.name}: {_values(p)}")

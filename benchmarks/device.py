@@ -53,7 +53,9 @@ def run_one(task, policy: Policy, device: str, precision: str, target: str) -> d
     training = Training.resolve(device, precision=precision)
     with tempfile.TemporaryDirectory() as out:
         began = time.perf_counter()
-        result = compress(task, policy, out_dir=out, target=target, training=training)
+        result = compress(
+            task, policy, out_dir=out, target=target, training=training, on_stage=on_stage
+        )
         total = time.perf_counter() - began
     # stages: "fine-tune", then "fine-tune epoch k/E" after each epoch
     epochs = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]

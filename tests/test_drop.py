@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from models import MLP, ResNetish, TinyEncoder, encoder_task
@@ -107,7 +109,21 @@ def test_blocks_are_residual_sequential_entries_or_encoder_layers():
         f"layer.{i}": "tuple" for i in range(3)
     }
     assert find_blocks(MLP(), (torch.randn(1, 64),)) == {}  # single Linears are layers
-    assert find_blocks(ResNetish(), (torch.randn(1, 1, 12, 12),)) == {}  # blocks not in a list
+    # residual blocks held as plain attributes of their parent: found from the traced graph
+    assert find_blocks(ResNetish(), (torch.randn(1, 1, 12, 12),)) == {
+        "layer1": "tensor",
+        "layer2": "tensor",
+    }
+
+
+def test_a_plain_attribute_block_drops_to_its_identity_path():
+    torch.manual_seed(0)
+    model, x = ResNetish().eval(), torch.randn(2, 1, 12, 12)
+    dropped = drop_blocks_(copy.deepcopy(model), {"layer2": "tensor"})
+    with torch.no_grad():
+        h = model.layer1(F.relu(model.bn(model.stem(x))))
+        h = model.merge(torch.cat([h, model.pw(F.relu(model.dw(h)))], dim=1))  # no layer2
+        assert torch.allclose(dropped(x), model.fc(h.mean(dim=(2, 3))), atol=1e-6)
 
 
 def test_a_dropped_block_is_its_identity_path():
@@ -256,3 +272,14 @@ def test_a_search_over_drop_and_sparsity_records_what_it_did(encoder, tmp_path):
         assert r["policy"].get("drop", {"blocks": []})["blocks"] == dropped
         want = r["params"]["sparsity.embed"]
         assert r["metrics"]["layers"]["embed"].get("sparsity_requested", 0.0) == want
+
+
+def test_inspect_lists_the_droppable_blocks():
+    task = Task(
+        model=ResNetish(),
+        train_loader=[(torch.randn(4, 1, 12, 12), torch.zeros(4, dtype=torch.long))],
+        val_loader=[(torch.randn(4, 1, 12, 12), torch.zeros(4, dtype=torch.long))],
+        example_inputs=(torch.randn(1, 1, 12, 12),),
+    )
+    text = describe(task, "default", width=200)
+    assert "droppable blocks (2;" in text and "layer1, layer2" in text
