@@ -176,6 +176,10 @@ def search_cmd(
     verbose: Annotated[bool, typer.Option(help="Show Ray Tune's own console output")] = False,
     device: Annotated[str | None, _DEVICE] = None,
     precision: Annotated[str | None, _PRECISION] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(help="Wall-clock budget instead of --trials, e.g. 30m, 2h, 1h30m"),
+    ] = None,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
     from .config import SearchConfig
@@ -183,7 +187,12 @@ def search_cmd(
     from .search import make_tracker, run_search
 
     cfg = SearchConfig.from_yaml(config)
+    if budget is not None and trials is None:
+        from .budget import MAX_TRIALS
+
+        trials = MAX_TRIALS  # the budget bounds the search
     cfg = cfg.with_overrides(
+        budget=budget,
         trials=trials,
         out=str(out) if out is not None else None,
         backend=backend,
@@ -200,8 +209,9 @@ def search_cmd(
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
     result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
     failed = sum(r["state"] == "failed" for r in result.trials)
+    asked = f"budget {cfg.budget}" if cfg.budget else f"{cfg.trials} trials asked"
     typer.echo(
-        f"{cfg.trials} trials asked, {len(result.trials)} recorded ({failed} failed), "
+        f"{asked}, {len(result.trials)} recorded ({failed} failed), "
         f"{len(result.pareto)} on the Pareto front"
     )
     for rec in result.pareto:

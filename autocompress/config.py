@@ -81,6 +81,12 @@ def _finetune(value: Any) -> str | None:
     return None
 
 
+def _budget(value: Any) -> str | None:
+    from .budget import budget_problem
+
+    return budget_problem(value)
+
+
 def _resources(value: Any) -> str | None:
     if value is None:
         return None
@@ -146,6 +152,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "device": _device,
     "finetune": _finetune,
     "resources_per_trial": _resources,
+    "budget": _budget,
 }
 
 # keys only the ray backend reads: on backend local they are an error, not silently ignored
@@ -190,6 +197,7 @@ class SearchConfig:
     device: str = "auto"  # where trials train: auto (CUDA when PyTorch sees one), cpu, cuda:N
     finetune: dict[str, Any] = field(default_factory=dict)  # {precision: fp32 | bf16 | fp16}
     resources_per_trial: dict[str, float] | None = None  # ray: e.g. {cpu: 1, gpu: 0.25}
+    budget: str | None = None  # wall-clock time for the start and the trials, e.g. 30m
     base_dir: str = field(default=".", compare=False)
 
     def __post_init__(self) -> None:
@@ -238,7 +246,7 @@ class SearchConfig:
         data.pop("base_dir")
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
-        for key, default in (("finetune", {}), ("resources_per_trial", None)):
+        for key, default in (("finetune", {}), ("resources_per_trial", None), ("budget", None)):
             if data[key] == default:  # written only when set, like target_options
                 data.pop(key)
         return data
@@ -259,6 +267,10 @@ class SearchConfig:
             if key not in data:
                 raise ConfigError(f"{source}: missing required key {key!r}")
         data = dict(data)
+        if data.get("budget") is not None and "trials" not in data:
+            from .budget import MAX_TRIALS
+
+            data["trials"] = MAX_TRIALS  # the budget bounds the search
         if isinstance(data.get("baselines"), list):
             data["baselines"] = tuple(data["baselines"])
         elif "baselines" in data and data["baselines"] is None:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .budget import MAX_TRIALS, Budget, format_seconds
 from .metrics import format_value
 from .rundir import STATES
 
@@ -32,9 +33,17 @@ class SearchProgress:
     """A rich progress bar on a terminal; one line per finished trial otherwise."""
 
     def __init__(
-        self, total: int, metrics: Sequence[str], directions: Sequence[str], *, done: int = 0
+        self,
+        total: int,
+        metrics: Sequence[str],
+        directions: Sequence[str],
+        *,
+        done: int = 0,
+        budget: Budget | None = None,
     ) -> None:
         self.total = total
+        self.budget = budget
+        self.bounded = total < MAX_TRIALS  # else only the budget bounds the search
         self.metrics = list(metrics)
         self.directions = list(directions)
         self.start = time.monotonic()
@@ -50,7 +59,11 @@ class SearchProgress:
             )
 
             self._bar = Progress(
-                TextColumn("[bold]trial {task.completed}/{task.total}"),
+                TextColumn(
+                    "[bold]trial {task.completed}/{task.total}"
+                    if self.bounded
+                    else "[bold]trial {task.completed} (budget)"
+                ),
                 BarColumn(),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
@@ -58,7 +71,9 @@ class SearchProgress:
                 TextColumn("{task.description}"),
                 transient=False,
             )
-            self._task = self._bar.add_task("", total=total, completed=done)
+            self._task = self._bar.add_task(
+                "", total=total if self.bounded else None, completed=done
+            )
             self._bar.start()
 
     def stage(self, number: int, stage: str) -> None:
@@ -71,14 +86,18 @@ class SearchProgress:
         elapsed = time.monotonic() - self.start
         ran = n - self.done_at_start
         eta = elapsed / ran * (self.total - n) if ran > 0 else float("nan")
+        timing = f" | elapsed {elapsed:.0f}s" + (f" eta {eta:.0f}s" if self.bounded else "")
+        if self.budget is not None:
+            timing += f" | budget left {format_seconds(self.budget.left())}"
         line = (
-            f"trial {n}/{self.total} #{record['number']} {record['state']}"
+            f"trial {n}{f'/{self.total}' if self.bounded else ''} #{record['number']} "
+            f"{record['state']}"
             + (f" ({record['error']})" if record.get("error") else "")
             + " | "
             + " ".join(f"{s}={states[s]}" for s in STATES)
             + " | best "
             + ", ".join(f"{m} {format_value(m, v)}" for m, v in best.items())
-            + f" | elapsed {elapsed:.0f}s eta {eta:.0f}s"
+            + timing
         )
         if self._bar is not None:
             self._bar.update(self._task, completed=n)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .budget import Budget
 from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
 from .controller import Controller, Proposal
@@ -79,6 +80,7 @@ class Session:
     verbose: bool = False
     progress: SearchProgress | None = field(default=None, repr=False)
     failures: FailureMonitor = field(default_factory=FailureMonitor)
+    budget: Budget | None = None  # wall-clock budget (``budget: 30m``), started by prepare
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -99,6 +101,8 @@ class Session:
     def remaining(self) -> int:
         if self.failures.aborted is not None:  # the first trials all failed: stop asking
             return 0
+        if self.budget is not None and self.budget.spent and self.controller.n_finished:
+            return 0  # no new trial past the budget (the first one runs whatever it took)
         return self.config.trials - self.controller.n_finished
 
     # -- the loop, step by step ------------------------------------------------------------
@@ -108,6 +112,7 @@ class Session:
             self.objectives.metrics,
             self.objectives.directions,
             done=self.controller.n_finished,
+            budget=self.budget,
         )
         return self.progress
 
@@ -226,6 +231,7 @@ def prepare(
     tracker: Any = None,
     verbose: bool = False,
 ) -> Session:
+    budget = Budget.of(config.budget)  # the start's time counts
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
     if resume and not run_dir.exists():
@@ -286,6 +292,7 @@ def prepare(
     )
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
     session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
+    session.budget = budget
     if tracker is not None:
         tracker.start_search(config.to_dict())
         tracker.sync(list(controller.records.values()))

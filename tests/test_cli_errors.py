@@ -98,6 +98,7 @@ WRONG_VALUES = {
     "device": "gpu",
     "finetune": {"precisio": "bf16"},
     "resources_per_trial": {"cpu": -1},
+    "budget": "3 weeks",
 }
 
 

@@ -58,7 +58,9 @@ class ControllerSearcher(Searcher):
         return self.session.controller.n_finished + len(self.live) + len(self.errored)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.session.failures.aborted or self._budget_used() >= self.session.config.trials:
+        session = self.session
+        spent = session.budget is not None and session.budget.spent and self._budget_used() > 0
+        if session.failures.aborted or spent or self._budget_used() >= session.config.trials:
             return Searcher.FINISHED
         proposal = self.session.ask()
         self.live[trial_id] = proposal
