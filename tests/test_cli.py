@@ -26,6 +26,7 @@ METRIC_KEYS = {
     "threads",
     "finetune_scope",
     "trained_params",
+    "trained_on",  # the device and precision fine-tuning ran in
     "teacher_paired",  # the teacher timed interleaved with the artifact
 }
 OPTIONAL_KEYS = {"latency_retakes"}  # only when a disturbed timing was taken again

@@ -212,7 +212,9 @@ def test_grouped_conv_pruning_stays_consistent(tmp_path):
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
 
 
-def test_multihead_attention_at_8_bits_keeps_out_proj_weight_only(tmp_path):
+def test_multihead_attention_at_8_bits_runs_int8_once_unpacked(tmp_path):
+    """The packed nn.MultiheadAttention kept out_proj weight-only (its forward reads the weight,
+    and the layer's fused fast path read linear1's); unpacked, every projection is a Linear."""
     from autocompress import Task
 
     g = torch.Generator().manual_seed(0)
@@ -233,8 +235,9 @@ def test_multihead_attention_at_8_bits_keeps_out_proj_weight_only(tmp_path):
     )
     result = compress(task, Policy.from_dict({"quant": {"default": 8}}), out_dir=tmp_path)
     layers = result.metrics["layers"]
-    assert layers["layer.self_attn.out_proj"]["mode"] == "weight-only"
-    assert layers["layer.linear1"]["mode"] == "weight-only"  # the layer's fast path reads it
+    for path in ("q", "k", "v", "out_proj"):
+        assert layers[f"layer.self_attn.{path}"]["mode"] == "int-compute", path
+    assert layers["layer.linear1"]["mode"] == "int-compute"  # no fused fast path any more
     assert layers["head"]["mode"] == "int-compute"
     assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.1
 

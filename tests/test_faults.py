@@ -299,7 +299,8 @@ def _kill_and_resume(root: Path, backend: str, *, kills: int, seed: int, window:
                 "trials": 4,
                 "scheduler": "none",
                 "report_every": 0,
-                "max_concurrent": 2,
+                # a Ray-only key: on backend local it is an error naming it
+                **({"max_concurrent": 2} if backend == "ray" else {}),
                 "out": str(run),
             }
         )

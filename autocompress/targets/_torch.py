@@ -49,10 +49,18 @@ _SCALAR_TYPES = (int, float, bool, str)
 _READS_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
+def _reads_weights(parent: nn.Module | None) -> bool:
+    """A transformer layer whose attention was unpacked (``autocompress.unpack``) never takes
+    its fused fast path (it needs the packed ``in_proj_bias``): its Linears are called."""
+    if isinstance(parent, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
+        return isinstance(getattr(parent, "self_attn", None), nn.MultiheadAttention)
+    return isinstance(parent, _READS_WEIGHTS)
+
+
 def layer_mode(module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
     if bits == 32:
         return "float"
-    if bits == 8 and type(module) is nn.Linear and not isinstance(parent, _READS_WEIGHTS):
+    if bits == 8 and type(module) is nn.Linear and not _reads_weights(parent):
         return "int-compute"
     return "weight-only"
 
