@@ -35,6 +35,7 @@ from .metrics import teacher_metrics
 from .policy import Policy
 from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
+from .recalibrate import merge_records, recalibrate_bn_, stuck_norms
 from .scope import (
     auto_feature_layers,
     changed_layers,
@@ -167,6 +168,7 @@ def compress(
         )
         masks = sparsify_(student, task, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
+    recalibrated = [_recalibrate_after_pruning(task, student, structure, dropped, masks)]
     bits = live(resolved.bits, student)
     meta = artifact_meta(
         task,
@@ -221,6 +223,9 @@ def compress(
         train_modules=train_modules,
         feature_layers=feature_layers,
     )
+    if policy.finetune.epochs:
+        recalibrated.append(_recalibrate_after_finetuning(task, student))
+    bn_record = merge_records(recalibrated)
 
     stage("convert")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
@@ -258,6 +263,8 @@ def compress(
         metrics["graph"] = tgt.graph_record(artifact)
     if dropped:
         metrics["dropped_blocks"] = list(dropped)
+    if bn_record is not None:
+        metrics["bn_recalibrated"] = bn_record
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads
@@ -271,6 +278,40 @@ def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, An
 
 
 CALIBRATION_BATCHES = 8
+
+
+def _inputs(task: Task):
+    return (inputs for inputs, _ in task.train_loader)
+
+
+def _recalibrate_after_pruning(task, student, structure, dropped, masks):
+    """Every BatchNorm sees other inputs once channels, blocks or weights are removed."""
+    changes = [
+        what
+        for what, done in (
+            ("channels pruned", any(structure.values())),
+            ("blocks dropped", bool(dropped)),
+            ("weights sparsified", bool(masks)),
+        )
+        if done
+    ]
+    if not changes:
+        return None
+    return recalibrate_bn_(student, _inputs(task), reason="after pruning: " + ", ".join(changes))
+
+
+def _recalibrate_after_finetuning(task, student):
+    """Norms whose running statistics could not follow fine-tuning's weight updates."""
+    stuck = stuck_norms(student)
+    if not stuck:
+        return None
+    kinds = sorted(set(stuck.values()))
+    return recalibrate_bn_(
+        student,
+        _inputs(task),
+        reason=f"after fine-tuning: {len(stuck)} norm(s) with {' / '.join(kinds)}",
+        paths=list(stuck),
+    )
 
 
 def _scope_records(

@@ -527,6 +527,29 @@ def bert_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
     return _classification(BertClassifier(), x, y, epochs, "bert")
 
 
+def _quadrants(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images, the class's quadrant brighter."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 12, 12, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    for q in range(4):
+        r, c = divmod(q, 2)
+        x[y == q, :, 6 * r : 6 * r + 6, 6 * c : 6 * c + 6] += 0.7
+    return x, y
+
+
+def converted_bn_task(seed: int = 0, n: int = 512, epochs: int = 4) -> Task:
+    """A teacher as converted from another framework: trained, then every BatchNorm's
+    ``momentum`` set to 0 (its running statistics never move again)."""
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    task = _classification(ResNet(classes=4), x, y, epochs, "converted-bn")
+    for m in task.model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    return task
+
+
 def _first(outputs):
     return outputs[0]
 
@@ -543,4 +566,5 @@ FAMILIES = {
     "bert": bert_task,
     "mha": mha_task,
     "audio": audio_task,
+    "converted-bn": converted_bn_task,
 }
