@@ -47,6 +47,7 @@ from .scope import (
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, structure_diff, target_of
 from .task import Task
+from .task_checks import check_task
 
 StageCallback = Callable[[str], None]
 
@@ -145,6 +146,7 @@ def compress(
     """
     stage = on_stage or (lambda s: None)
     check_importance(importance)
+    check_task(task, epochs=policy.finetune.epochs)
     tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)

@@ -45,7 +45,14 @@ def run_search(
 
     if config.backend not in BACKENDS:
         raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
+    from .task_checks import check_task
+
+    epochs = 1 if config.epochs is None else config.epochs  # None: the space's, maybe > 0
+    if task is not None:
+        check_task(task, epochs=epochs)
     session = prepare(config, task, resume=resume, tracker=tracker, verbose=verbose)
+    if task is None:
+        check_task(session.task, epochs=epochs)  # load_task checked what needs no epochs
     importlib.import_module(BACKENDS[config.backend]).run(session)
     result = finish(session)
     session.failures.raise_if_aborted()

@@ -81,6 +81,12 @@ def top1_accuracy(model: nn.Module, val_loader: Iterable[Batch], *, output_fn=_i
     with torch.inference_mode():
         for inputs, targets in val_loader:
             logits = output_fn(run_model(model, inputs))
+            if targets.dtype.is_floating_point or logits.shape[:-1] != targets.shape:
+                raise TaskError(
+                    "the task's metric (default: top-1 accuracy) needs integer class indices, "
+                    f"one per output row, got targets {targets.dtype} {tuple(targets.shape)} "
+                    f"for outputs {tuple(logits.shape)}: give Task(metric=...)"
+                )
             correct += int((logits.argmax(dim=-1) == targets).sum())
             total += int(targets.numel())
     if total == 0:
@@ -222,4 +228,10 @@ def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
         )
     if task.spec is None:
         task.spec = spec
+    from .task_checks import check_task
+
+    try:
+        check_task(task)  # the function may have replaced the model or a loader after building
+    except TaskError as exc:
+        raise TaskError(f"task spec {spec!r}: {exc}") from None
     return task
