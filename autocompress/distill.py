@@ -1,14 +1,15 @@
 """Knowledge distillation: L = α·L_task + (1−α)·L_KD, teacher outputs computed once and reused.
 
 L_KD = T²·KL(softmax(t/T) ‖ softmax(s/T)) with ``reduction="batchmean"`` for logits, or a
-feature loss (MSE / cosine) between teacher and student embeddings; optional feature matching
-on named intermediate layers.
+feature loss (MSE / cosine) between teacher and student embeddings, or the task's own
+``distill_loss`` (a built-in of ``DISTILL_LOSSES``: BCE for multi-label sigmoid outputs, ...,
+or a callable); optional feature matching on named intermediate layers. Only KL uses T.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +41,58 @@ def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> tor
     if kind == "cosine":
         return (1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1)).mean()
     return F.mse_loss(student, teacher)
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    return kd_loss(student, teacher, temperature)
+
+
+def _bce(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multi-label sigmoid outputs (probabilities): BCE against the teacher's."""
+    eps = 1e-6
+    return F.binary_cross_entropy(student.clamp(eps, 1 - eps), teacher.clamp(0.0, 1.0))
+
+
+def _bce_logits(student: torch.Tensor, teacher: torch.Tensor, temperature: float):
+    """Multi-label logits (the sigmoid applied in the loss): BCE against sigmoid(teacher)."""
+    return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+
+
+# Built-in distillation terms on (student, teacher, temperature); only KL uses the temperature.
+DISTILL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "kl": _kl,
+    "bce": _bce,
+    "bce-logits": _bce_logits,
+    "mse": lambda s, t, temperature: feature_loss(s, t, "mse"),
+    "cosine": lambda s, t, temperature: feature_loss(s, t, "cosine"),
+}
+TEMPERATURE_LOSSES = frozenset({"kl"})
+
+
+def distill_loss_of(task: Task) -> str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's distillation term: its ``distill_loss``, else the default of its kind."""
+    if task.distill_loss is not None:
+        return task.distill_loss
+    return "kl" if task.distill_kind == "logits" else task.feature_loss
+
+
+def distill_term(task: Task, student, teacher, temperature: float) -> torch.Tensor:
+    kind = distill_loss_of(task)
+    if isinstance(kind, str):
+        return DISTILL_LOSSES[kind](student, teacher, temperature)
+    return kind(student, teacher)
+
+
+def unused_globals(task: Task) -> dict[str, str]:
+    """Global dimensions the task's distillation cannot use, each with the reason."""
+    kind = distill_loss_of(task)
+    if isinstance(kind, str) and kind in TEMPERATURE_LOSSES:
+        return {}
+    shown = repr(kind) if isinstance(kind, str) else getattr(kind, "__name__", "a callable")
+    return {
+        "distill.temperature": f"the task's distillation ({shown}) uses no temperature, "
+        "only a KL term does"
+    }
 
 
 class FeatureTap:
@@ -208,10 +261,7 @@ class DistillLoss(nn.Module):
         task_term = self.task.task_loss(student_out, targets)
         if self.alpha >= 1.0:
             return task_term
-        if self.task.distill_kind == "logits":
-            kd = kd_loss(student_out, teacher_out, self.temperature)
-        else:
-            kd = feature_loss(student_out, teacher_out, self.task.feature_loss)
+        kd = distill_term(self.task, student_out, teacher_out, self.temperature)
         for path, s in student_feats.items():
             s = self._project(path, s)
             kd = kd + self.feature_weight * feature_loss(

@@ -29,6 +29,7 @@ from typing import Any
 from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
 from .controller import Controller, Proposal
+from .distill import unused_globals
 from .errors import AutoCompressError, ConfigError, TaskError
 from .failures import FailureMonitor
 from .gate import Gate
@@ -244,6 +245,7 @@ def prepare(
         output_layers=task.output_layers,
         supported_bits=get_target(config.target).bits,
         supported_scopes=tuple(get_target(config.target).quant_scopes),
+        left_out=unused_globals(task),
     )
     run_dir.check_identity(content_identity(space, objectives))
     run_dir.create()

@@ -116,6 +116,12 @@ class Task:
         feature_weight: weight of the feature loss.
         output_layers: module paths never pruned; default: the last Linear/Conv executed.
         name: shown in reports.
+        distill_loss: the distillation term on ``(student_out, teacher_out)``: a callable,
+            or a built-in name: ``"kl"`` (softened-softmax KL on logits, with temperature),
+            ``"bce"`` (multi-label sigmoid outputs: BCE against the teacher's
+            probabilities), ``"bce-logits"`` (the same on logits), ``"mse"``, ``"cosine"``
+            (regression, embeddings). Default:
+            ``"kl"`` for ``distill_kind="logits"``, ``feature_loss`` for ``"embedding"``.
     """
 
     model: nn.Module
@@ -132,6 +138,7 @@ class Task:
     output_layers: Sequence[str] | None = None
     name: str = "task"
     spec: str | None = None
+    distill_loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -147,6 +154,20 @@ class Task:
         if self.feature_loss not in ("mse", "cosine"):
             raise TaskError(
                 f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
+            )
+        from .distill import DISTILL_LOSSES
+
+        if isinstance(self.distill_loss, str) and self.distill_loss not in DISTILL_LOSSES:
+            raise TaskError(
+                f"Task.distill_loss {self.distill_loss!r} is not a built-in; choose from "
+                f"{', '.join(DISTILL_LOSSES)} or give a callable (student_out, teacher_out)"
+            )
+        if not (self.distill_loss is None or isinstance(self.distill_loss, str)) and not callable(
+            self.distill_loss
+        ):
+            raise TaskError(
+                "Task.distill_loss must be a built-in name or a callable (student_out, "
+                f"teacher_out) -> loss, got {type(self.distill_loss).__name__}"
             )
         names = dict(self.model.named_modules())
         for field_name in ("feature_layers", "output_layers"):

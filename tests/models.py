@@ -550,6 +550,64 @@ def converted_bn_task(seed: int = 0, n: int = 512, epochs: int = 4) -> Task:
     return task
 
 
+class SigmoidTagger(nn.Module):
+    """A converted audio tagger: 1-D convs with BatchNorm, sigmoid multi-label outputs."""
+
+    def __init__(self, width: int = 8, labels: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, width, 5, padding=2)
+        self.bn1 = nn.BatchNorm1d(width)
+        self.conv2 = nn.Conv1d(width, width, 5, padding=2)
+        self.bn2 = nn.BatchNorm1d(width)
+        self.fc = nn.Linear(width * 4, labels)
+
+    def forward(self, x):  # (B, 1, T)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.adaptive_avg_pool1d(F.relu(self.bn2(self.conv2(x))), 4)  # (B, C, 4)
+        return torch.sigmoid(self.fc(x.flatten(1)))
+
+
+def label_accuracy(model: nn.Module, val_loader) -> float:
+    """Fraction of (sample, label) pairs on the right side of 0.5."""
+    hits = total = 0
+    model.eval()
+    with torch.inference_mode():
+        for x, y in val_loader:
+            hits += int(((model(x) > 0.5).float() == y).sum())
+            total += y.numel()
+    return hits / total
+
+
+def multilabel_task(seed: int = 0, n: int = 384, epochs: int = 6, **task: Any) -> Task:
+    """Four labels per signal (is each quarter's mean positive), float targets, the task's
+    own loss (BCE) and metric; distillation BCE against the teacher's probabilities."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 32, generator=g)
+    y = (x.reshape(n, 4, 8).mean(dim=2) > 0).float()  # (B, 4) multi-hot
+    torch.manual_seed(seed)
+    model = SigmoidTagger()
+    cut = int(0.8 * n)
+    train, val = _batches(x[:cut], y[:cut], 32), _batches(x[cut:], y[cut:], 64)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in train:
+            opt.zero_grad()
+            F.binary_cross_entropy(model(xb), yb).backward()
+            opt.step()
+    task.setdefault("distill_loss", "bce")
+    return Task(
+        model=model.eval(),
+        train_loader=train,
+        val_loader=val,
+        example_inputs=(x[:1],),
+        metric=label_accuracy,
+        loss=F.binary_cross_entropy,
+        name="multilabel",
+        **task,
+    )
+
+
 def _first(outputs):
     return outputs[0]
 
