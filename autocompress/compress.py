@@ -33,6 +33,7 @@ from .layers import list_layers, per_layer
 from .measure import MeasureSettings
 from .metrics import teacher_metrics
 from .policy import Policy
+from .probe import probe_groups
 from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
 from .recalibrate import merge_records, recalibrate_bn_, stuck_norms
@@ -71,7 +72,13 @@ def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy
     )
     prunable = [i.path for i in infos if i.prunable and i.path not in protected]
     tables = {i.path for i in infos if not i.prunable}
+    unprunable = probe_groups(task.model, task.example_inputs, protected) if prunable else {}
     for key, ratio in policy.prune_layers.items():
+        if key in unprunable and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {unprunable[key]}; remove the key or set "
+                "it to 0"
+            )
         if key in protected and ratio > 0:
             raise PolicyError(
                 f"policy key prune.layers[{key!r}]: {key} is an output layer and keeps its "

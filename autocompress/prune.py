@@ -24,6 +24,7 @@ took), ``prune`` (achieved: 1 − kept/original output channels, read from the p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -34,6 +35,7 @@ from .errors import AutoCompressError
 from .groups import ChannelGroup, Graph, build_graph
 from .heads import AttentionLayer, attention_modules, packed_attention, prune_heads_
 from .layers import PRUNABLE_TYPES
+from .probe import probe_groups
 from .task import Task, check_runs, run_model
 
 
@@ -201,11 +203,26 @@ def blocked_layers(
 
 
 def graph_of(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], protected: Iterable[str]
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    protected: Iterable[str],
+    *,
+    probe: nn.Module | None = None,
 ) -> Graph:
-    """The coupled groups of ``model`` (traced on ``model`` itself: pass a copy to keep it)."""
+    """The coupled groups of ``model`` (traced on ``model`` itself: pass a copy to keep it).
+
+    ``probe``: the unpruned model whose groups are each pruned alone once (see ``probe``); a
+    group holding a layer of a failing one is not pruned, with the reason."""
+    protected = tuple(protected)
     blocked = blocked_layers(model, protected, attention_modules(model))
-    return build_graph(model, example_inputs, blocked=blocked, reasons=blocked)
+    graph = build_graph(model, example_inputs, blocked=blocked, reasons=blocked)
+    if probe is not None:
+        failed = probe_groups(probe, example_inputs, protected)
+        for i, group in enumerate(graph.groups):
+            culprit = next((layer for layer in group.layers if layer in failed), None)
+            if group.prunable and culprit is not None:
+                graph.groups[i] = replace(group, reason=failed[culprit])
+    return graph
 
 
 def prune_(
@@ -228,13 +245,17 @@ def prune_(
     head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
     for p in model.parameters():
         p.requires_grad_(True)  # a frozen teacher's copy: Taylor and tracing need gradients
-    graph = graph_of(model, task.example_inputs, protected)
+    graph = graph_of(model, task.example_inputs, protected, probe=task.model)
     group_ratios = [group_ratio(g.layers, ratios) if g.prunable else 0.0 for g in graph.groups]
     taken = {
         layer: {"prune_group": g.name, "prune_group_ratio": r}
         for g, r in zip(graph.groups, group_ratios, strict=True)
         for layer in g.layers
     }
+    for g in graph.groups:
+        if not g.prunable and g.reason and group_ratio(g.layers, ratios) > 0:
+            for layer in g.layers:
+                taken[layer]["prune_note"] = g.reason
     for path, layer in attn.items():
         for q in layer.qkv_paths:
             taken[q] = {"prune_group": path, "prune_group_ratio": head_ratios[path]}

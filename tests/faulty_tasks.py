@@ -175,3 +175,10 @@ def loss_fails_on_data() -> Task:
     task = mlp_task(epochs=0)
     task.loss = F.binary_cross_entropy_with_logits
     return task
+
+
+def hard_coded_width() -> Task:
+    """The classifier reads a reshape to a hard-coded width: its conv cannot be pruned."""
+    from models import hard_coded_width_task
+
+    return hard_coded_width_task(epochs=0)

@@ -608,6 +608,54 @@ def multilabel_task(seed: int = 0, n: int = 384, epochs: int = 6, **task: Any) -
     )
 
 
+class HardCodedWidth(nn.Module):
+    """The classifier reads a reshape to a hard-coded width: the last conv cannot be pruned."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width * 9, classes)
+        self.flat = width * 9
+
+    def forward(self, x):  # (B, 1, 12, 12)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.adaptive_avg_pool2d(F.relu(self.bn2(self.conv2(x))), 3)
+        return self.fc(x.reshape(x.shape[0], self.flat))
+
+
+class TimeMajor(nn.Module):
+    """Conv features (B, C, F, T) flattened time-major, ``permute(0, 2, 1, 3)``, into the
+    classifier: the classifier's columns are not channel-major."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width * 36, classes)
+
+    def forward(self, x):  # (B, 1, 12, 12)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.relu(self.bn2(self.conv2(x)))  # (B, C, 6, 6)
+        return self.fc(x.permute(0, 2, 1, 3).reshape(x.shape[0], -1))
+
+
+def hard_coded_width_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    return _classification(HardCodedWidth(), x, y, epochs, "hard-coded-width")
+
+
+def time_major_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    return _classification(TimeMajor(), x, y, epochs, "time-major")
+
+
 def _first(outputs):
     return outputs[0]
 
@@ -625,4 +673,7 @@ FAMILIES = {
     "mha": mha_task,
     "audio": audio_task,
     "converted-bn": converted_bn_task,
+    "multilabel": multilabel_task,
+    "hard-coded-width": hard_coded_width_task,
+    "time-major": time_major_task,
 }

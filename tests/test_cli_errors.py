@@ -205,13 +205,27 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
             "--task",
             f"{FAULTY}:untraceable",
             "--policy",
-            _json_policy(t, {"prune": {"default": 0.5}})[4],
+            _json_policy(t, {"prune": {"layers": {"fc1": 0.5}}})[4],
             "--out",
             str(t / "out"),
         ],
-        ("pruned model", "module 'head'", "prune 0"),
+        # probed once per model: a default ratio keeps the group (recorded), a layer asked
+        # explicitly is refused naming its group and the module where the shapes break
+        ("prune.layers['fc1']", "group fc1", "module 'head'", "set it to 0"),
     ),
     "empty data loader": (_task(f"{FAULTY}:empty_loader"), ("train_loader is empty",)),
+    "a layer asked explicitly whose group cannot be pruned": (
+        lambda t: [
+            "apply",
+            "--task",
+            f"{FAULTY}:hard_coded_width",
+            "--policy",
+            _json_policy(t, {"prune": {"layers": {"conv2": 0.5}}})[4],
+            "--out",
+            str(t / "out"),
+        ],
+        ("prune.layers['conv2']", "group conv2", "breaks the shapes", "after 'bn2'"),
+    ),
     "model replaced after construction, failing on its example inputs": (
         _task(f"{FAULTY}:model_replaced"),
         ("model_replaced", "module 'head' (Linear)", "example_inputs"),

@@ -35,7 +35,8 @@ def prune_units(
     from ..heads import attention_modules
     from ..prune import graph_of
 
-    graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
+    outputs = tuple(outputs)
+    graph = graph_of(copy.deepcopy(model), example_inputs, outputs, probe=model)
     units: dict[str, PruneUnit] = {}
     for g in graph.groups:
         grouped = tuple(f"{s.layer} ({s.side}, {len(s.slices)})" for s in g.slicings)

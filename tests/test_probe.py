@@ -1,0 +1,102 @@
+"""Groups probed once per model (issue 22, must-haves 2 and 3): a group whose pruning breaks the
+shapes (a hard-coded reshape width) or maps a later layer's columns wrongly (a time-major
+permute + flatten) is left out of spaces, kept by policies and named with the layer at fault."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from models import TimeMajor, hard_coded_width_task, time_major_task
+from torch.nn import functional as F
+
+from autocompress import MeasureSettings, Policy, compress
+from autocompress.compress import resolve_policy
+from autocompress.errors import PolicyError
+from autocompress.inspect import describe
+from autocompress.probe import probe_groups
+from autocompress.prune import graph_of, prune_
+from autocompress.search import search
+from autocompress.space import load_space
+from autocompress.targets import get_target
+
+FAST = MeasureSettings(warmup=1, repeats=20)
+
+
+class ChannelMajor(TimeMajor):
+    """The same layers flattened channel-major: the pruner follows it."""
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        return self.fc(F.relu(self.bn2(self.conv2(x))).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def time_major():
+    return time_major_task()
+
+
+@pytest.fixture(scope="module")
+def hard_coded():
+    return hard_coded_width_task(epochs=0)
+
+
+def test_unprobed_pruning_through_a_permute_is_silently_wrong(time_major):
+    """What the probe guards against: torch-pruning removes fc's columns channel-major."""
+    student = copy.deepcopy(time_major.model)
+    graph = graph_of(student, time_major.example_inputs, ["fc"])
+    index = next(i for i, g in enumerate(graph.groups) if "conv2" in g.layers)
+    tp_group = graph.tp_groups[index]
+    tp_group.prune(idxs=[tp_group[0].idxs[i] for i in range(4)])  # conv2 channels 0-3
+    kept = torch.arange(8)[4:]
+    teacher_fc = time_major.model.fc.weight.detach().reshape(4, 6, 8, 6)  # (out, F, C, T)
+    right = teacher_fc[:, :, kept].reshape(4, -1)
+    assert student.fc.weight.shape == right.shape
+    assert not torch.equal(student.fc.weight.detach(), right)
+
+
+def test_a_time_major_flatten_is_refused_by_name(time_major, tmp_path):
+    failed = probe_groups(time_major.model, time_major.example_inputs, ["fc"])
+    assert set(failed) == {"conv2"}
+    assert "removes the wrong input columns of 'fc' (Linear)" in failed["conv2"]
+    twin = ChannelMajor()
+    twin.load_state_dict(time_major.model.state_dict())
+    assert probe_groups(twin.eval(), time_major.example_inputs, ["fc"]) == {}
+    policy = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}})
+    result = compress(time_major, policy, out_dir=tmp_path, settings=FAST)
+    conv2, conv1 = result.metrics["layers"]["conv2"], result.metrics["layers"]["conv1"]
+    assert conv2["channels_kept"] == conv2["channels_original"] == 8
+    assert "wrong input columns of 'fc'" in conv2["prune_note"]
+    assert conv1["channels_kept"] == 4
+
+
+def test_the_pruned_model_is_the_teacher_restricted_to_the_kept_channels(time_major):
+    """Unfine-tuned, float: the student equals the teacher whose removed channels carry 0."""
+    resolved = resolve_policy(time_major, Policy(prune_default=0.5), get_target("torch"))
+    student = copy.deepcopy(time_major.model)
+    prune_(student, time_major, resolved.prune, protected=resolved.protected, batches=1)
+    teacher = copy.deepcopy(time_major.model)
+    rows = teacher.conv1.weight.detach()
+    kept = [next(c for c in range(8) if torch.equal(rows[c], r)) for r in student.conv1.weight]
+    removed = [c for c in range(8) if c not in kept]
+    assert len(removed) == 4 and student.conv2.weight.shape[1] == 4
+    teacher.bn1.weight.data[removed] = 0.0
+    teacher.bn1.bias.data[removed] = 0.0  # relu(0) = 0: the removed channels carry nothing
+    x = torch.cat([b[0] for b in time_major.val_loader])
+    with torch.no_grad():
+        assert torch.allclose(student.eval()(x), teacher.eval()(x), atol=1e-5)
+
+
+def test_a_hard_coded_width_is_left_out_of_spaces_and_named(hard_coded, tmp_path):
+    text = describe(hard_coded, "default", width=240)
+    assert "not pruned (group conv2: pruning it alone breaks the shapes" in text
+    assert "after 'bn2' (BatchNorm2d)" in text
+    space = load_space("default").resolve(hard_coded.model, hard_coded.example_inputs)
+    layer = next(entry for entry in space.layers if entry.path == "conv2")
+    assert layer.prune_param is None and "breaks the shapes" in (layer.prune_note or "")
+    assert "prune.conv1" in space.param_names
+    with pytest.raises(PolicyError, match=r"prune.layers\['conv2'\]: group conv2: pruning"):
+        compress(hard_coded, Policy.from_dict({"prune": {"layers": {"conv2": 0.5}}}))
+    result = search(hard_coded, n_trials=6, seed=0, epochs=0, out=tmp_path / "run", name="hc")
+    assert [r["state"] for r in result.trials if r["state"] == "failed"] == []
