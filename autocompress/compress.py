@@ -47,8 +47,7 @@ from .scope import (
 )
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, structure_diff, target_of
-from .task import Task
-from .task_checks import check_task
+from .task import Task, check_task
 
 StageCallback = Callable[[str], None]
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .groups import _forward
+from .groups import _forward, choose_channels, graph_of
 from .layers import PRUNABLE_TYPES
 
 PROBE_RATIO = 0.5
@@ -45,8 +45,6 @@ def probe_groups(
 
 
 def _probe(model: nn.Module, example_inputs, protected) -> dict[str, str]:
-    from .prune import choose_channels, graph_of
-
     was_training = model.training
     model.eval()
     listed = graph_of(copy.deepcopy(model), example_inputs, protected)

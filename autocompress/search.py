@@ -45,7 +45,7 @@ def run_search(
 
     if config.backend not in BACKENDS:
         raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
-    from .task_checks import check_task
+    from .task import check_task
 
     epochs = 1 if config.epochs is None else config.epochs  # None: the space's, maybe > 0
     if task is not None:

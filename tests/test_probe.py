@@ -14,9 +14,10 @@ from torch.nn import functional as F
 from autocompress import MeasureSettings, Policy, compress
 from autocompress.compress import resolve_policy
 from autocompress.errors import PolicyError
+from autocompress.groups import graph_of
 from autocompress.inspect import describe
 from autocompress.probe import probe_groups
-from autocompress.prune import graph_of, prune_
+from autocompress.prune import prune_
 from autocompress.search import search
 from autocompress.space import load_space
 from autocompress.targets import get_target

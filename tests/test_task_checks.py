@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from autocompress import Policy, compress
 from autocompress.errors import TaskError
-from autocompress.task_checks import check_loss, check_task
+from autocompress.task import check_loss, check_task
 
 
 @pytest.fixture()

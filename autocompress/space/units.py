@@ -1,6 +1,6 @@
 """Prune units: the sets of layers one ratio prunes together, traced from the model.
 
-A unit is a coupled channel group of the dependency graph (``prune.graph_of``) or the q/k/v
+A unit is a coupled channel group of the dependency graph (``groups.graph_of``) or the q/k/v
 Linears of one attention module (pruned by whole heads); a rule's prune values apply per unit.
 """
 
@@ -32,11 +32,13 @@ def prune_units(
     """Layer path -> its prune unit, from the dependency graph traced once on a copy."""
     import copy
 
+    from ..groups import graph_of
     from ..heads import attention_modules
-    from ..prune import graph_of
+    from ..probe import probe_groups
 
     outputs = tuple(outputs)
-    graph = graph_of(copy.deepcopy(model), example_inputs, outputs, probe=model)
+    unprunable = probe_groups(model, example_inputs, outputs)
+    graph = graph_of(copy.deepcopy(model), example_inputs, outputs, unprunable=unprunable)
     units: dict[str, PruneUnit] = {}
     for g in graph.groups:
         grouped = tuple(f"{s.layer} ({s.side}, {len(s.slices)})" for s in g.slicings)
