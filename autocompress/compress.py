@@ -71,7 +71,8 @@ def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy
     )
     prunable = [i.path for i in infos if i.prunable and i.path not in protected]
     tables = {i.path for i in infos if not i.prunable}
-    unprunable = probe_groups(task.model, task.example_inputs, protected) if prunable else {}
+    asked = any(r > 0 for r in policy.prune_layers.values())
+    unprunable = probe_groups(task.model, task.example_inputs, protected) if asked else {}
     for key, ratio in policy.prune_layers.items():
         if key in unprunable and ratio > 0:
             raise PolicyError(

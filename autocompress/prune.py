@@ -156,7 +156,8 @@ def prune_(
     head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
     for p in model.parameters():
         p.requires_grad_(True)  # a frozen teacher's copy: Taylor and tracing need gradients
-    unprunable = probe_groups(task.model, task.example_inputs, protected)
+    asked = any(r > 0 for r in ratios.values())
+    unprunable = probe_groups(task.model, task.example_inputs, protected) if asked else {}
     graph = graph_of(model, task.example_inputs, protected, unprunable=unprunable)
     group_ratios = [group_ratio(g.layers, ratios) if g.prunable else 0.0 for g in graph.groups]
     taken = {
