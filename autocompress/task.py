@@ -335,6 +335,14 @@ def check_loss(task: Task, batch: Any) -> None:
             f"{name} fails on the first training batch ({seen}): {type(exc).__name__}: "
             f"{_first_line(exc)}; give Task(loss=...) that takes these outputs and targets"
         ) from exc
+    if task.distill_loss == "bce" and isinstance(out, torch.Tensor):
+        low, high = float(out.min()), float(out.max())
+        if low < 0 or high > 1:
+            raise TaskError(
+                "Task.distill_loss 'bce' takes sigmoid outputs (probabilities), but the model's "
+                f"outputs on the first training batch range over [{low:.3g}, {high:.3g}]: use "
+                "'bce-logits' for logits"
+            )
 
 
 def check_default_metric(task: Task, batch: Any) -> None:

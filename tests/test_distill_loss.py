@@ -17,6 +17,7 @@ from autocompress.errors import TaskError
 from autocompress.inspect import describe
 from autocompress.search import search
 from autocompress.space import load_space
+from autocompress.task import check_task
 
 FAST = MeasureSettings(warmup=1, repeats=20)
 
@@ -68,6 +69,10 @@ def test_an_unknown_or_wrong_distill_loss_is_refused():
         type(base)(**fields, distill_loss="kld")
     with pytest.raises(TaskError, match="a built-in name or a callable"):
         type(base)(**fields, distill_loss=3)
+    logits = type(base)(**fields, distill_loss="bce")  # an MLP's outputs are logits
+    with pytest.raises(TaskError, match=r"'bce' takes sigmoid outputs .* use 'bce-logits'"):
+        check_task(logits)
+    check_task(type(base)(**fields, distill_loss="bce-logits"))
 
 
 def test_a_sigmoid_multi_label_model_compresses_with_bce_distillation(tagger, tmp_path):
