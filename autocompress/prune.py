@@ -35,7 +35,7 @@ from .groups import choose_channels, graph_of
 from .heads import attention_modules, packed_attention, prune_heads_
 from .layers import PRUNABLE_TYPES
 from .probe import probe_groups
-from .task import Task, check_runs, run_model
+from .task import Task, check_runs, failing_module, run_model
 
 
 def _taylor(model: nn.Module, task: Task, batches: int) -> None:
@@ -177,11 +177,12 @@ def prune_(
         return taken
     IMPORTANCE[importance](model, task, batches)
     taylor = importance == "taylor"
-    plans = []
+    plans, plans_groups = [], []
     for group, tp_group, ratio in zip(graph.groups, graph.tp_groups, group_ratios, strict=True):
         if ratio > 0:
             scores = channel_scores(tp_group, graph.dg, group.channels, taylor=taylor)
             plans.append((tp_group, choose_channels(group, ratio, scores)))
+            plans_groups.append((plans[-1], group))
     for tp_group, remove in plans:
         if remove:
             root = [tp_group[0].idxs[i] for i in remove]
@@ -189,14 +190,21 @@ def prune_(
     for path, layer in attn.items():
         prune_heads_(layer, head_ratios[path], importance)
     model.zero_grad(set_to_none=True)
-    pruned = ", ".join(sorted(p for p, r in ratios.items() if r > 0))
-    check_runs(
-        model,
-        task.example_inputs,
-        what="the pruned model",
-        hint=f"; pruning ({pruned}) could not follow the shapes into that module: exclude the "
-        "layers feeding it with prune 0 (a space rule or the policy's prune.layers)",
-    )
+    failed = failing_module(model, task.example_inputs)
+    if failed is not None:
+        culprit = model.get_submodule(failed[0]) if failed[0] else None
+        pruned = [(g.name, tp_group) for (tp_group, remove), g in plans_groups if remove]
+        touching = [
+            name for name, tpg in pruned if any(i.dep.target.module is culprit for i in tpg)
+        ]
+        names = ", ".join(touching or [name for name, _ in pruned] + [p for p in attn if p])
+        check_runs(
+            model,
+            task.example_inputs,
+            what="the pruned model",
+            hint=f"; pruning group(s) {names} could not follow the shapes into that module: "
+            "set prune 0 for their layers (a space rule or the policy's prune.layers)",
+        )
     return taken
 
 

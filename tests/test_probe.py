@@ -101,3 +101,27 @@ def test_a_hard_coded_width_is_left_out_of_spaces_and_named(hard_coded, tmp_path
         compress(hard_coded, Policy.from_dict({"prune": {"layers": {"conv2": 0.5}}}))
     result = search(hard_coded, n_trials=6, seed=0, epochs=0, out=tmp_path / "run", name="hc")
     assert [r["state"] for r in result.trials if r["state"] == "failed"] == []
+
+
+def test_a_pruned_model_that_does_not_run_names_the_group_at_fault():
+    """Past the probe (here: it probed another model), the error names the culprit group."""
+    import faulty_tasks
+    from models import MLP
+
+    from autocompress import Task
+    from autocompress.errors import TaskError
+
+    bad = faulty_tasks.untraceable()
+    other = Task(
+        model=MLP(),
+        train_loader=bad.train_loader,
+        val_loader=bad.val_loader,
+        example_inputs=bad.example_inputs,
+    )
+    student = copy.deepcopy(bad.model)
+    with pytest.raises(TaskError) as caught:
+        prune_(student, other, {"fc1": 0.5}, protected=("head",), importance="magnitude")
+    message = str(caught.value)
+    assert "module 'head' (Linear)" in message
+    assert "pruning group(s) fc1 could not follow the shapes" in message
+    assert "\n" not in message
