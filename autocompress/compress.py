@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,16 +289,22 @@ def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, An
 CALIBRATION_BATCHES = 8
 
 
-def _inputs(task: Task):
+def _inputs(task: Task) -> Iterator[Any]:
     return (inputs for inputs, _ in task.train_loader)
 
 
-def _recalibrate_after_pruning(task, student, structure, dropped, masks):
+def _recalibrate_after_pruning(
+    task: Task,
+    student: nn.Module,
+    structure: Mapping[str, Any],
+    dropped: Mapping[str, str],
+    masks: Mapping[str, torch.Tensor] | None,
+) -> dict[str, Any] | None:
     """Every BatchNorm sees other inputs once channels, blocks or weights are removed."""
     changes = [
         what
         for what, done in (
-            ("channels pruned", any(structure.values())),
+            ("channels pruned", bool(structure)),
             ("blocks dropped", bool(dropped)),
             ("weights sparsified", bool(masks)),
         )
@@ -309,7 +315,7 @@ def _recalibrate_after_pruning(task, student, structure, dropped, masks):
     return recalibrate_bn_(student, _inputs(task), reason="after pruning: " + ", ".join(changes))
 
 
-def _recalibrate_after_finetuning(task, student):
+def _recalibrate_after_finetuning(task: Task, student: nn.Module) -> dict[str, Any] | None:
     """Norms whose running statistics could not follow fine-tuning's weight updates."""
     stuck = stuck_norms(student)
     if not stuck:
