@@ -362,17 +362,19 @@ def check_default_metric(task: Task, batch: Any) -> None:
 
 
 def check_task(task: Task, *, epochs: int = 0) -> None:
-    """Every input of ``task`` checked on one batch; ``epochs`` > 0 needs training batches."""
+    """Every input of ``task`` checked on one batch; ``epochs`` > 0 needs training batches.
+    The global RNG is left as it was (a shuffling loader draws from it)."""
     check_runs(task.model, task.example_inputs, what="the task's model")
-    train = _first_batch(
-        task.train_loader,
-        "train_loader",
-        required=epochs > 0,
-        why=f"fine-tuning asks for {epochs} epoch(s)",
-    )
-    val = _first_batch(
-        task.val_loader, "val_loader", required=True, why="the metric is computed on it"
-    )
+    with torch.random.fork_rng(devices=[]):
+        train = _first_batch(
+            task.train_loader,
+            "train_loader",
+            required=epochs > 0,
+            why=f"fine-tuning asks for {epochs} epoch(s)",
+        )
+        val = _first_batch(
+            task.val_loader, "val_loader", required=True, why="the metric is computed on it"
+        )
     if train is not None:
         check_loss(task, train)
     check_default_metric(task, val)

@@ -51,3 +51,16 @@ def test_the_default_loss_takes_class_indices_or_probabilities(task):
     task.loss = lambda out, y: torch.mean(out[:, 99])
     with pytest.raises(TaskError, match=r"loss \(<lambda>\) fails .*IndexError"):
         check_loss(task, (inputs, labels))
+
+
+def test_checking_leaves_the_global_rng_alone(task):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.cat([b[0] for b in task.train_loader])
+    y = torch.cat([b[1] for b in task.train_loader])
+    task.train_loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    check_task(task, epochs=1)
+    assert torch.equal(torch.rand(4), expected)
