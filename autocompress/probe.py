@@ -14,7 +14,7 @@ check says nothing.
 from __future__ import annotations
 
 import copy
-import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,21 +27,34 @@ from .layers import PRUNABLE_TYPES
 PROBE_RATIO = 0.5
 _PUSH = 1e4
 
-# model -> {(protected, input shapes): {layer path: why its group cannot be pruned}}
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# structure key -> {layer path: why its group cannot be pruned}; a few models per process
+_CACHE: OrderedDict[tuple, dict[str, str]] = OrderedDict()
+_CACHED_MODELS = 8
+
+
+def _structure_key(model: nn.Module, example_inputs, protected: tuple[str, ...]) -> tuple:
+    """What the probe's answer depends on: the module tree, the parameter shapes, the
+    protected layers and the input shapes (not the weights: a teacher shipped to another
+    process, or copied, reuses the answer)."""
+    modules = tuple((path, type(m).__qualname__) for path, m in model.named_modules())
+    shapes = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    inputs = tuple((tuple(t.shape), str(t.dtype)) for t in example_inputs)
+    return (type(model).__module__, modules, shapes, protected, inputs)
 
 
 def probe_groups(
     model: nn.Module, example_inputs: tuple[torch.Tensor, ...], protected: Iterable[str]
 ) -> dict[str, str]:
     """Layer path -> why its group cannot be pruned, for the groups that fail the probe.
-    ``model`` is not changed; results are cached per model object."""
+    ``model`` is not changed; results are cached per model structure."""
     protected = tuple(protected)
-    key = (protected, tuple(tuple(t.shape) for t in example_inputs))
-    per_model = _CACHE.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = _probe(model, example_inputs, protected)
-    return dict(per_model[key])
+    key = _structure_key(model, example_inputs, protected)
+    if key not in _CACHE:
+        _CACHE[key] = _probe(model, example_inputs, protected)
+        while len(_CACHE) > _CACHED_MODELS:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return dict(_CACHE[key])
 
 
 def _probe(model: nn.Module, example_inputs, protected) -> dict[str, str]:

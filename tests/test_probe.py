@@ -125,3 +125,15 @@ def test_a_pruned_model_that_does_not_run_names_the_group_at_fault():
     assert "module 'head' (Linear)" in message
     assert "pruning group(s) fc1 could not follow the shapes" in message
     assert "\n" not in message
+
+
+def test_the_probe_runs_once_per_model_structure(time_major):
+    """A copy of the teacher (as a Ray worker unpickles it) reuses the answer: its groups are
+    not traced again."""
+    from autocompress import probe
+
+    first = probe_groups(time_major.model, time_major.example_inputs, ["fc"])
+    entries = len(probe._CACHE)
+    copied = copy.deepcopy(time_major.model)
+    assert probe_groups(copied, time_major.example_inputs, ["fc"]) == first
+    assert len(probe._CACHE) == entries
