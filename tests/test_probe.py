@@ -5,9 +5,12 @@ permute + flatten) is left out of spaces, kept by policies and named with the la
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from models import TimeMajor, hard_coded_width_task, time_major_task
 from torch.nn import functional as F
 
@@ -33,9 +36,14 @@ class ChannelMajor(TimeMajor):
         return self.fc(F.relu(self.bn2(self.conv2(x))).flatten(1))
 
 
+@functools.cache
+def _time_major():
+    return time_major_task()
+
+
 @pytest.fixture(scope="module")
 def time_major():
-    return time_major_task()
+    return _time_major()
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +80,29 @@ def test_a_time_major_flatten_is_refused_by_name(time_major, tmp_path):
     assert conv1["channels_kept"] == 4
 
 
-def test_the_pruned_model_is_the_teacher_restricted_to_the_kept_channels(time_major):
-    """Unfine-tuned, float: the student equals the teacher whose removed channels carry 0."""
-    resolved = resolve_policy(time_major, Policy(prune_default=0.5), get_target("torch"))
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(ratio=st.floats(0.05, 0.9), importance=st.sampled_from(["taylor", "magnitude"]))
+def test_the_pruned_model_is_the_teacher_restricted_to_the_kept_channels(ratio, importance):
+    """Unfine-tuned, float, any ratio: the student equals the teacher whose removed channels
+    carry 0 (conv2's group is refused; conv1's is pruned through a channel-major path)."""
+    time_major = _time_major()
+    policy = Policy(prune_default=ratio)
+    resolved = resolve_policy(time_major, policy, get_target("torch"))
     student = copy.deepcopy(time_major.model)
-    prune_(student, time_major, resolved.prune, protected=resolved.protected, batches=1)
+    taken = prune_(
+        student,
+        time_major,
+        resolved.prune,
+        protected=resolved.protected,
+        batches=1,
+        importance=importance,
+    )
+    assert taken["conv2"]["prune_group_ratio"] == 0.0 and student.conv2.out_channels == 8
     teacher = copy.deepcopy(time_major.model)
     rows = teacher.conv1.weight.detach()
     kept = [next(c for c in range(8) if torch.equal(rows[c], r)) for r in student.conv1.weight]
     removed = [c for c in range(8) if c not in kept]
-    assert len(removed) == 4 and student.conv2.weight.shape[1] == 4
+    assert student.conv2.weight.shape[1] == 8 - len(removed)
     teacher.bn1.weight.data[removed] = 0.0
     teacher.bn1.bias.data[removed] = 0.0  # relu(0) = 0: the removed channels carry nothing
     x = torch.cat([b[0] for b in time_major.val_loader])
