@@ -34,8 +34,10 @@ from .layers import list_layers, per_layer
 from .measure import MeasureSettings
 from .metrics import teacher_metrics
 from .policy import Policy
+from .probe import probe_groups
 from .prune import check_importance, prune_, prune_records
 from .quantize import ActivationQuant
+from .recalibrate import after_finetuning, after_pruning, merge_records
 from .scope import (
     auto_feature_layers,
     changed_layers,
@@ -46,7 +48,7 @@ from .scope import (
 )
 from .sparsify import resolve_sparsity, sparsify_, summary
 from .targets import Target, find_artifact, get_target, structure_diff, target_of
-from .task import Task
+from .task import Task, check_task
 from .unpack import untie_linear_weights_
 
 StageCallback = Callable[[str], None]
@@ -71,7 +73,14 @@ def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy
     )
     prunable = [i.path for i in infos if i.prunable and i.path not in protected]
     tables = {i.path for i in infos if not i.prunable}
+    asked = any(r > 0 for r in policy.prune_layers.values())
+    unprunable = probe_groups(task.model, task.example_inputs, protected) if asked else {}
     for key, ratio in policy.prune_layers.items():
+        if key in unprunable and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {unprunable[key]}; remove the key or set "
+                "it to 0"
+            )
         if key in protected and ratio > 0:
             raise PolicyError(
                 f"policy key prune.layers[{key!r}]: {key} is an output layer and keeps its "
@@ -152,6 +161,7 @@ def compress(
     if isinstance(training, str):
         training = Training.resolve(training)
     check_importance(importance)
+    check_task(task, epochs=policy.finetune.epochs)
     tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
@@ -182,6 +192,7 @@ def compress(
             )
             masks = sparsify_(student, work, live(sparsity, student), importance=importance)
     structure = _structure(task.model, student)
+    recalibrated = [after_pruning(task, student, structure, dropped, masks)]
     bits = live(resolved.bits, student)
     meta = artifact_meta(
         task,
@@ -239,6 +250,9 @@ def compress(
             feature_layers=feature_layers,
             training=training,
         )
+    if policy.finetune.epochs:
+        recalibrated.append(after_finetuning(task, student))
+    bn_record = merge_records(recalibrated)
 
     stage("convert")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
@@ -281,6 +295,8 @@ def compress(
         metrics["dropped_blocks"] = list(dropped)
     if untied:
         metrics["untied_weights"] = untied
+    if bn_record is not None:
+        metrics["bn_recalibrated"] = bn_record
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads

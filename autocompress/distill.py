@@ -1,19 +1,19 @@
 """Knowledge distillation: L = α·L_task + (1−α)·L_KD, teacher outputs computed once and reused.
 
 L_KD = T²·KL(softmax(t/T) ‖ softmax(s/T)) with ``reduction="batchmean"`` for logits, or a
-feature loss (MSE / cosine) between teacher and student embeddings; optional feature matching
-on named intermediate layers.
+feature loss (MSE / cosine) between teacher and student embeddings, or the task's own
+``distill_loss`` (a built-in of ``DISTILL_LOSSES``: BCE for multi-label sigmoid outputs, ...,
+or a callable); optional feature matching on named intermediate layers. Only KL uses T.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -22,24 +22,34 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from .distill_losses import DISTILL_LOSSES, TEMPERATURE_LOSSES, feature_loss, kd_loss
 from .task import Task, run_model
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    t = temperature
-    return (t * t) * F.kl_div(
-        F.log_softmax(student / t, dim=-1),
-        F.log_softmax(teacher / t, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
+def distill_loss_of(task: Task) -> str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's distillation term: its ``distill_loss``, else the default of its kind."""
+    if task.distill_loss is not None:
+        return task.distill_loss
+    return "kl" if task.distill_kind == "logits" else task.feature_loss
 
 
-def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "cosine":
-        return (1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1)).mean()
-    return F.mse_loss(student, teacher)
+def distill_term(task: Task, student, teacher, temperature: float) -> torch.Tensor:
+    kind = distill_loss_of(task)
+    if isinstance(kind, str):
+        return DISTILL_LOSSES[kind](student, teacher, temperature)
+    return kind(student, teacher)
+
+
+def unused_globals(task: Task) -> dict[str, str]:
+    """Global dimensions the task's distillation cannot use, each with the reason."""
+    kind = distill_loss_of(task)
+    if isinstance(kind, str) and kind in TEMPERATURE_LOSSES:
+        return {}
+    shown = repr(kind) if isinstance(kind, str) else getattr(kind, "__name__", "a callable")
+    return {
+        "distill.temperature": f"the task's distillation ({shown}) uses no temperature, "
+        "only a KL term does"
+    }
 
 
 class FeatureTap:
@@ -236,13 +246,24 @@ class DistillLoss(nn.Module):
         task_term = self.task.task_loss(student_out, targets)
         if self.alpha >= 1.0:
             return task_term
-        if self.task.distill_kind == "logits":
-            kd = kd_loss(student_out, teacher_out, self.temperature)
-        else:
-            kd = feature_loss(student_out, teacher_out, self.task.feature_loss)
+        kd = distill_term(self.task, student_out, teacher_out, self.temperature)
         for path, s in student_feats.items():
             s = self._project(path, s)
             kd = kd + self.feature_weight * feature_loss(
                 s, teacher_feats[path], self.task.feature_loss
             )
         return self.alpha * task_term + (1 - self.alpha) * kd
+
+
+__all__ = [
+    "DISTILL_LOSSES",
+    "DistillLoss",
+    "FeatureTap",
+    "TeacherCache",
+    "distill_loss_of",
+    "distill_term",
+    "feature_loss",
+    "fingerprint",
+    "kd_loss",
+    "unused_globals",
+]

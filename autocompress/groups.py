@@ -16,8 +16,8 @@ Constraints each group carries, so that any legal ratio gives a model that runs:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from torch import nn
 from torch_pruning.pruner import function
 
 from .errors import AutoCompressError
+from .heads import AttentionLayer, attention_modules
 from .layers import PRUNABLE_TYPES
 
 MAX_NAME = 80
@@ -198,3 +199,91 @@ def _describe(tp_group, dg, names, order, blocked, reasons) -> ChannelGroup | No
     if names.get(root) not in members:
         return None
     return ChannelGroup(group_name(members), tuple(members), channels, tuple(slicings), reason)
+
+
+def blocked_layers(
+    model: nn.Module, protected: Iterable[str], attn: Mapping[str, AttentionLayer]
+) -> dict[str, str]:
+    """Layers whose output channels are not pruned channel-wise, and why."""
+    blocked = {p: "output layer" for p in protected}
+    for path, layer in attn.items():
+        for q in layer.qkv_paths:
+            blocked.setdefault(q, f"q/k/v of attention {path} (pruned by whole heads)")
+    return blocked
+
+
+def graph_of(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    protected: Iterable[str],
+    *,
+    unprunable: Mapping[str, str] | None = None,
+) -> Graph:
+    """The coupled groups of ``model`` (traced on ``model`` itself: pass a copy to keep it).
+
+    ``unprunable``: layer -> why its group cannot be pruned (``probe.probe_groups``); a group
+    holding such a layer is not pruned, with the reason."""
+    protected = tuple(protected)
+    blocked = blocked_layers(model, protected, attention_modules(model))
+    graph = build_graph(model, example_inputs, blocked=blocked, reasons=blocked)
+    if unprunable:
+        failed = unprunable
+        for i, group in enumerate(graph.groups):
+            culprit = next((layer for layer in group.layers if layer in failed), None)
+            if group.prunable and culprit is not None:
+                graph.groups[i] = replace(group, reason=failed[culprit])
+    return graph
+
+
+# -- choosing channels under the group's constraints -----------------------------------------
+
+
+def _cells(group: ChannelGroup) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """The common refinement of every grouped conv's slices: cells, and per slicing the cells
+    of each slice. A removal takes the same fraction of every cell, so slices stay equal."""
+    slice_of = [{i: j for j, sl in enumerate(s.slices) for i in sl} for s in group.slicings]
+    by_sig: dict[tuple[int, ...], list[int]] = {}
+    for c in range(group.channels):
+        by_sig.setdefault(tuple(m.get(c, -1) for m in slice_of), []).append(c)
+    sigs = list(by_sig)
+    members = [
+        [[k for k, sig in enumerate(sigs) if sig[n] == j] for j in range(len(s.slices))]
+        for n, s in enumerate(group.slicings)
+    ]
+    return list(by_sig.values()), members
+
+
+def _counts(k: int, group: ChannelGroup, cells, members) -> list[int] | None:
+    """Channels removed per cell for about ``k`` in all, or None if a constraint breaks."""
+    t = k / group.channels
+    x = [min(len(c), round(t * len(c))) for c in cells]
+    if sum(x) >= group.channels:
+        return None
+    for s, slices in zip(group.slicings, members, strict=True):
+        sums = {sum(x[k] for k in cells_of) for cells_of in slices}
+        if len(sums) != 1 or min(len(sl) for sl in s.slices) - sums.pop() < 1:
+            return None
+    return x
+
+
+def choose_channels(group: ChannelGroup, ratio: float, scores: torch.Tensor) -> list[int]:
+    """Channels to remove: the legal count nearest ``ratio · channels``, least important first
+    (within each cell of the grouped convs' slices)."""
+    target = ratio * group.channels
+    if not group.prunable or target < 0.5:
+        return []
+    cells, members = _cells(group)
+    best: list[int] | None = None
+    for k in sorted(range(group.channels), key=lambda k: (abs(k - target), k)):
+        x = _counts(k, group, cells, members)
+        if x is not None and (best is None or abs(sum(x) - target) < abs(sum(best) - target)):
+            best = x
+        if best is not None and abs(k - target) > abs(sum(best) - target) + 1:
+            break
+    if best is None:
+        return []
+    remove: list[int] = []
+    for cell, n in zip(cells, best, strict=True):
+        ranked = sorted(cell, key=lambda c: (float(scores[c]), c))
+        remove.extend(ranked[:n])
+    return sorted(remove)

@@ -158,6 +158,8 @@ def describe(
     from rich.console import Console
     from rich.table import Table
 
+    from .distill import unused_globals
+
     if not isinstance(space, SearchSpace):
         space = load_space(space)
     resolved = space.resolve(
@@ -166,6 +168,7 @@ def describe(
         output_layers=task.output_layers,
         supported_bits=get_target(target).bits,
         supported_scopes=tuple(get_target(target).quant_scopes),
+        left_out=unused_globals(task),
     )
     by_layer = modes(task, resolved, target)
     table = Table(title=f"search space {resolved.source} on {task.name}, target {target}")
@@ -208,6 +211,8 @@ def describe(
     for name, value in resolved.fixed.items():
         shown = value if isinstance(value, str) else f"{value:g}"
         console.print(f"{name}: {shown} (fixed)")
+    for name, why in resolved.left_out.items():
+        console.print(f"{name}: left out ({why})")
     for line in strategy_lines(resolved, target):
         console.print(line)
     tgt = get_target(target, **(target_options or {}))

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from .errors import AutoCompressError
-from .groups import ChannelGroup, Graph, GraphError, build_graph
-from .heads import AttentionLayer, attention_modules, packed_attention, prune_heads_
+from .groups import GraphError, choose_channels, graph_of
+from .heads import attention_modules, packed_attention, prune_heads_
 from .layers import PRUNABLE_TYPES
-from .task import Task, check_runs, run_model
+from .probe import probe_groups
+from .task import Task, check_runs, failing_module, run_model
 
 
 def _taylor(model: nn.Module, task: Task, batches: int) -> None:
@@ -127,85 +128,12 @@ def channel_scores(tp_group: Any, dg: Any, channels: int, *, taylor: bool) -> to
     return total
 
 
-# -- choosing channels under the group's constraints -----------------------------------------
-
-
-def _cells(group: ChannelGroup) -> tuple[list[list[int]], list[list[list[int]]]]:
-    """The common refinement of every grouped conv's slices: cells, and per slicing the cells
-    of each slice. A removal takes the same fraction of every cell, so slices stay equal."""
-    slice_of = [{i: j for j, sl in enumerate(s.slices) for i in sl} for s in group.slicings]
-    by_sig: dict[tuple[int, ...], list[int]] = {}
-    for c in range(group.channels):
-        by_sig.setdefault(tuple(m.get(c, -1) for m in slice_of), []).append(c)
-    sigs = list(by_sig)
-    members = [
-        [[k for k, sig in enumerate(sigs) if sig[n] == j] for j in range(len(s.slices))]
-        for n, s in enumerate(group.slicings)
-    ]
-    return list(by_sig.values()), members
-
-
-def _counts(k: int, group: ChannelGroup, cells, members) -> list[int] | None:
-    """Channels removed per cell for about ``k`` in all, or None if a constraint breaks."""
-    t = k / group.channels
-    x = [min(len(c), round(t * len(c))) for c in cells]
-    if sum(x) >= group.channels:
-        return None
-    for s, slices in zip(group.slicings, members, strict=True):
-        sums = {sum(x[k] for k in cells_of) for cells_of in slices}
-        if len(sums) != 1 or min(len(sl) for sl in s.slices) - sums.pop() < 1:
-            return None
-    return x
-
-
-def choose_channels(group: ChannelGroup, ratio: float, scores: torch.Tensor) -> list[int]:
-    """Channels to remove: the legal count nearest ``ratio · channels``, least important first
-    (within each cell of the grouped convs' slices)."""
-    target = ratio * group.channels
-    if not group.prunable or target < 0.5:
-        return []
-    cells, members = _cells(group)
-    best: list[int] | None = None
-    for k in sorted(range(group.channels), key=lambda k: (abs(k - target), k)):
-        x = _counts(k, group, cells, members)
-        if x is not None and (best is None or abs(sum(x) - target) < abs(sum(best) - target)):
-            best = x
-        if best is not None and abs(k - target) > abs(sum(best) - target) + 1:
-            break
-    if best is None:
-        return []
-    remove: list[int] = []
-    for cell, n in zip(cells, best, strict=True):
-        ranked = sorted(cell, key=lambda c: (float(scores[c]), c))
-        remove.extend(ranked[:n])
-    return sorted(remove)
-
-
 # -- the pruner -----------------------------------------------------------------------------
 
 
 def group_ratio(paths: Iterable[str], ratios: Mapping[str, float]) -> float:
     """The ratio a coupled group takes: the largest its members ask for."""
     return max(float(ratios.get(p, 0.0)) for p in paths)
-
-
-def blocked_layers(
-    model: nn.Module, protected: Iterable[str], attn: Mapping[str, AttentionLayer]
-) -> dict[str, str]:
-    """Layers whose output channels are not pruned channel-wise, and why."""
-    blocked = {p: "output layer" for p in protected}
-    for path, layer in attn.items():
-        for q in layer.qkv_paths:
-            blocked.setdefault(q, f"q/k/v of attention {path} (pruned by whole heads)")
-    return blocked
-
-
-def graph_of(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], protected: Iterable[str]
-) -> Graph:
-    """The coupled groups of ``model`` (traced on ``model`` itself: pass a copy to keep it)."""
-    blocked = blocked_layers(model, protected, attention_modules(model))
-    return build_graph(model, example_inputs, blocked=blocked, reasons=blocked)
 
 
 def prune_(
@@ -228,10 +156,14 @@ def prune_(
     head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
     for p in model.parameters():
         p.requires_grad_(True)  # a frozen teacher's copy: Taylor and tracing need gradients
+    asked = any(r > 0 for r in ratios.values())
     try:
-        graph = graph_of(model, task.example_inputs, protected)
+        # probed on the teacher, on the CPU (``task`` may be a device view: its inputs moved)
+        cpu_inputs = tuple(t.cpu() for t in task.example_inputs)
+        unprunable = probe_groups(task.model, cpu_inputs, protected) if asked else {}
+        graph = graph_of(model, task.example_inputs, protected, unprunable=unprunable)
     except GraphError:
-        if any(r > 0 for r in ratios.values()):
+        if asked:
             raise  # one line: why, and that bits and dropping still apply
         model.zero_grad(set_to_none=True)
         return {}
@@ -241,6 +173,10 @@ def prune_(
         for g, r in zip(graph.groups, group_ratios, strict=True)
         for layer in g.layers
     }
+    for g in graph.groups:
+        if not g.prunable and g.reason and group_ratio(g.layers, ratios) > 0:
+            for layer in g.layers:
+                taken[layer]["prune_note"] = g.reason
     for path, layer in attn.items():
         for q in layer.qkv_paths:
             taken[q] = {"prune_group": path, "prune_group_ratio": head_ratios[path]}
@@ -249,11 +185,12 @@ def prune_(
         return taken
     IMPORTANCE[importance](model, task, batches)
     taylor = importance == "taylor"
-    plans = []
+    plans, plans_groups = [], []
     for group, tp_group, ratio in zip(graph.groups, graph.tp_groups, group_ratios, strict=True):
         if ratio > 0:
             scores = channel_scores(tp_group, graph.dg, group.channels, taylor=taylor)
             plans.append((tp_group, choose_channels(group, ratio, scores)))
+            plans_groups.append((plans[-1], group))
     for tp_group, remove in plans:
         if remove:
             root = [tp_group[0].idxs[i] for i in remove]
@@ -261,14 +198,21 @@ def prune_(
     for path, layer in attn.items():
         prune_heads_(layer, head_ratios[path], importance)
     model.zero_grad(set_to_none=True)
-    pruned = ", ".join(sorted(p for p, r in ratios.items() if r > 0))
-    check_runs(
-        model,
-        task.example_inputs,
-        what="the pruned model",
-        hint=f"; pruning ({pruned}) could not follow the shapes into that module: exclude the "
-        "layers feeding it with prune 0 (a space rule or the policy's prune.layers)",
-    )
+    failed = failing_module(model, task.example_inputs)
+    if failed is not None:
+        culprit = model.get_submodule(failed[0]) if failed[0] else None
+        pruned = [(g.name, tp_group) for (tp_group, remove), g in plans_groups if remove]
+        touching = [
+            name for name, tpg in pruned if any(i.dep.target.module is culprit for i in tpg)
+        ]
+        names = ", ".join(touching or [name for name, _ in pruned] + [p for p in attn if p])
+        check_runs(
+            model,
+            task.example_inputs,
+            what="the pruned model",
+            hint=f"; pruning group(s) {names} could not follow the shapes into that module: "
+            "set prune 0 for their layers (a space rule or the policy's prune.layers)",
+        )
     return taken
 
 

@@ -47,7 +47,14 @@ def run_search(
         raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
     if config.backend == "local":
         config.training()  # a device that is not here fails before any work (one line)
+    from .task import check_task
+
+    epochs = 1 if config.epochs is None else config.epochs  # None: the space's, maybe > 0
+    if task is not None:
+        check_task(task, epochs=epochs)
     session = prepare(config, task, resume=resume, tracker=tracker, verbose=verbose)
+    if task is None:
+        check_task(session.task, epochs=epochs)  # load_task checked what needs no epochs
     importlib.import_module(BACKENDS[config.backend]).run(session)
     result = finish(session)
     session.failures.raise_if_aborted()

@@ -30,6 +30,7 @@ from .budget import Budget
 from .compress import MeasureSettings, measure_baseline
 from .config import SearchConfig
 from .controller import Controller, Proposal
+from .distill import unused_globals
 from .errors import AutoCompressError, ConfigError, TaskError
 from .failures import FailureMonitor
 from .gate import Gate
@@ -250,6 +251,7 @@ def prepare(
         output_layers=task.output_layers,
         supported_bits=get_target(config.target).bits,
         supported_scopes=tuple(get_target(config.target).quant_scopes),
+        left_out=unused_globals(task),
     )
     run_dir.check_identity(content_identity(space, objectives))
     run_dir.create()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .distill_losses import DISTILL_LOSSES
 from .errors import TaskError
 
 Batch = tuple[Any, torch.Tensor]
@@ -81,6 +82,12 @@ def top1_accuracy(model: nn.Module, val_loader: Iterable[Batch], *, output_fn=_i
     with torch.inference_mode():
         for inputs, targets in val_loader:
             logits = output_fn(run_model(model, inputs))
+            if targets.dtype.is_floating_point or logits.shape[:-1] != targets.shape:
+                raise TaskError(
+                    "the task's metric (default: top-1 accuracy) needs integer class indices, "
+                    f"one per output row, got targets {targets.dtype} {tuple(targets.shape)} "
+                    f"for outputs {tuple(logits.shape)}: give Task(metric=...)"
+                )
             correct += int((logits.argmax(dim=-1) == targets).sum())
             total += int(targets.numel())
     if total == 0:
@@ -110,6 +117,12 @@ class Task:
         feature_weight: weight of the feature loss.
         output_layers: module paths never pruned; default: the last Linear/Conv executed.
         name: shown in reports.
+        distill_loss: the distillation term on ``(student_out, teacher_out)``: a callable,
+            or a built-in name: ``"kl"`` (softened-softmax KL on logits, with temperature),
+            ``"bce"`` (multi-label sigmoid outputs: BCE against the teacher's
+            probabilities), ``"bce-logits"`` (the same on logits), ``"mse"``, ``"cosine"``
+            (regression, embeddings). Default:
+            ``"kl"`` for ``distill_kind="logits"``, ``feature_loss`` for ``"embedding"``.
 
     Every ``nn.MultiheadAttention`` of ``model`` is replaced, in a copy, by an equivalent
     :class:`~autocompress.unpack.SplitMultiheadAttention` (separate q/k/v Linears, the same
@@ -132,6 +145,7 @@ class Task:
     output_layers: Sequence[str] | None = None
     name: str = "task"
     spec: str | None = None
+    distill_loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     packed_attention: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +163,18 @@ class Task:
             raise TaskError(
                 f"Task.feature_loss must be 'mse' or 'cosine', got {self.feature_loss!r}"
             )
+        if isinstance(self.distill_loss, str) and self.distill_loss not in DISTILL_LOSSES:
+            raise TaskError(
+                f"Task.distill_loss {self.distill_loss!r} is not a built-in; choose from "
+                f"{', '.join(DISTILL_LOSSES)} or give a callable (student_out, teacher_out)"
+            )
+        if not (self.distill_loss is None or isinstance(self.distill_loss, str)) and not callable(
+            self.distill_loss
+        ):
+            raise TaskError(
+                "Task.distill_loss must be a built-in name or a callable (student_out, "
+                f"teacher_out) -> loss, got {type(self.distill_loss).__name__}"
+            )
         names = dict(self.model.named_modules())
         for field_name in ("feature_layers", "output_layers"):
             for path in getattr(self, field_name) or ():
@@ -162,20 +188,9 @@ class Task:
         self._unpack()
 
     def _unpack(self) -> None:
-        from .unpack import same_outputs, unpack
+        from .unpack import unpack_checked
 
-        split, kept = unpack(self.model)
-        if split is not self.model:
-            was = self.model.training
-            with torch.no_grad():
-                before = run_model(self.model.eval(), self.example_inputs)
-                after = run_model(split.eval(), self.example_inputs)
-            self.model.train(was)
-            split.train(was)
-            if same_outputs(before, after):
-                self.model = split
-            else:  # never silently different: keep the user's modules
-                kept = {p: "unpacked outputs differ on example_inputs" for p in _packed(self.model)}
+        self.model, kept = unpack_checked(self.model, self.example_inputs)
         self.packed_attention = {**self.packed_attention, **kept}
 
     def evaluate(self, model: nn.Module) -> float:
@@ -187,10 +202,6 @@ class Task:
         if self.loss is not None:
             return self.loss(outputs, targets)
         return F.cross_entropy(outputs, targets)
-
-
-def _packed(model: nn.Module) -> list[str]:
-    return [p for p, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
 
 
 def _import_file(path: Path) -> Any:
@@ -251,4 +262,133 @@ def load_task(spec: str, *, base_dir: str | Path | None = None) -> Task:
         )
     if task.spec is None:
         task.spec = spec
+    try:
+        check_task(task)  # the function may have replaced the model or a loader after building
+    except TaskError as exc:
+        raise TaskError(f"task spec {spec!r}: {exc}") from None
     return task
+
+
+# -- the task's inputs, checked when the task is used ------------------------------------------
+# Not only when a ``Task`` is built: a task whose model or loader was replaced afterwards skips
+# ``Task.__post_init__``. Each check costs one batch: the model runs on ``example_inputs``; the
+# loaders yield a batch (the training loader when fine-tuning asks for it); the first training
+# batch fits the task's loss; the default metric (top-1 accuracy) gets class indices.
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _first_batch(loader: Iterable, name: str, *, required: bool, why: str) -> Any:
+    try:
+        batch = next(iter(loader), None)
+    except Exception as exc:
+        raise TaskError(
+            f"Task.{name} fails to yield a batch: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    if batch is None and required:
+        raise TaskError(f"Task.{name} yielded no batch, but {why}: give it (inputs, targets)")
+    if batch is not None and not (isinstance(batch, tuple | list) and len(batch) == 2):
+        raise TaskError(f"Task.{name} must yield (inputs, targets) pairs, got {_describe(batch)}")
+    return batch
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def is_class_index(targets: Any) -> bool:
+    return isinstance(targets, torch.Tensor) and not (
+        targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool
+    )
+
+
+def _outputs(task: Task, inputs: Any) -> Any:
+    model = task.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return task.output_fn(run_model(model, inputs))
+    finally:
+        model.train(was_training)
+
+
+def check_loss(task: Task, batch: Any) -> None:
+    """The task's loss runs on the model's outputs for ``batch``; the default cross-entropy
+    takes class indices (or class probabilities: float rows summing to 1)."""
+    inputs, targets = batch
+    out = _outputs(task, inputs)
+    seen = f"outputs {_describe(out)}, targets {_describe(targets)}"
+    if task.loss is None:
+        name = "the task's loss (default: cross-entropy)"
+        probabilities = (
+            isinstance(targets, torch.Tensor)
+            and isinstance(out, torch.Tensor)
+            and targets.dtype.is_floating_point
+            and targets.shape == out.shape
+            and torch.allclose(targets.sum(dim=-1), torch.ones(()), atol=1e-3)
+        )
+        if not (is_class_index(targets) or probabilities):
+            raise TaskError(
+                f"{name} takes class indices, but the first training batch has {seen}: "
+                "give Task(loss=...) that fits these targets (e.g. BCE with logits for "
+                "multi-label targets)"
+            )
+    else:
+        name = f"the task's loss ({getattr(task.loss, '__name__', type(task.loss).__name__)})"
+    try:
+        with torch.no_grad():
+            task.task_loss(out, targets)
+    except Exception as exc:
+        raise TaskError(
+            f"{name} fails on the first training batch ({seen}): {type(exc).__name__}: "
+            f"{_first_line(exc)}; give Task(loss=...) that takes these outputs and targets"
+        ) from exc
+    if task.distill_loss == "bce" and isinstance(out, torch.Tensor):
+        low, high = float(out.min()), float(out.max())
+        if low < 0 or high > 1:
+            raise TaskError(
+                "Task.distill_loss 'bce' takes sigmoid outputs (probabilities), but the model's "
+                f"outputs on the first training batch range over [{low:.3g}, {high:.3g}]: use "
+                "'bce-logits' for logits"
+            )
+
+
+def check_default_metric(task: Task, batch: Any) -> None:
+    """Top-1 accuracy needs one class index per output row, not float scores or labels."""
+    if task.metric is not None:
+        return
+    inputs, targets = batch
+    out = _outputs(task, inputs)
+    if not is_class_index(targets) or (
+        isinstance(out, torch.Tensor) and tuple(out.shape[:-1]) != tuple(targets.shape)
+    ):
+        raise TaskError(
+            "the task's metric (default: top-1 accuracy) needs integer class indices, one per "
+            f"output row, but the val_loader's first batch has outputs {_describe(out)}, "
+            f"targets {_describe(targets)}: give Task(metric=...) for these targets"
+        )
+
+
+def check_task(task: Task, *, epochs: int = 0) -> None:
+    """Every input of ``task`` checked on one batch; ``epochs`` > 0 needs training batches.
+    The global RNG is left as it was (a shuffling loader draws from it)."""
+    check_runs(task.model, task.example_inputs, what="the task's model")
+    with torch.random.fork_rng(devices=[]):
+        train = _first_batch(
+            task.train_loader,
+            "train_loader",
+            required=epochs > 0,
+            why=f"fine-tuning asks for {epochs} epoch(s)",
+        )
+        val = _first_batch(
+            task.val_loader, "val_loader", required=True, why="the metric is computed on it"
+        )
+    if train is not None:
+        check_loss(task, train)
+    check_default_metric(task, val)

@@ -219,6 +219,26 @@ def untie_linear_weights_(model: nn.Module) -> list[str]:
     return untied
 
 
+def unpack_checked(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, dict[str, str]]:
+    """:func:`unpack`, kept only when the outputs on ``example_inputs`` are the same (else the
+    user's modules, each packed attention with the reason)."""
+    from .task import run_model
+
+    split, kept = unpack(model)
+    if split is model:
+        return model, kept
+    was = model.training
+    with torch.no_grad():
+        before = run_model(model.eval(), example_inputs)
+        after = run_model(split.eval(), example_inputs)
+    model.train(was)
+    split.train(was)
+    if same_outputs(before, after):
+        return split, kept
+    packed = [p for p, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    return model, {p: "unpacked outputs differ on example_inputs" for p in packed}
+
+
 def same_outputs(a: Any, b: Any, *, atol: float = 1e-4) -> bool:
     """Whether two model outputs (tensors, tuples, dicts of them) agree within ``atol``."""
     if isinstance(a, torch.Tensor):
@@ -239,5 +259,6 @@ __all__ = [
     "same_outputs",
     "split_packed_attention",
     "unpack",
+    "unpack_checked",
     "untie_linear_weights_",
 ]

@@ -134,3 +134,51 @@ def dies_when_pruned() -> Task:
 
     task.metric = metric
     return task
+
+
+def model_replaced() -> Task:
+    """A good task whose model is swapped afterwards for one failing on example_inputs."""
+    task = mlp_task(epochs=0)
+    task.model = _WrongWidth()
+    return task
+
+
+def train_loader_emptied() -> Task:
+    """A good task whose training loader is replaced afterwards by an empty one."""
+    task = mlp_task(epochs=0)
+    task.train_loader = []
+    return task
+
+
+def _multi_label(task: Task) -> Task:
+    """The same inputs with multi-label float targets (several classes on at once)."""
+    for loader in (task.train_loader, task.val_loader):
+        for i, (x, _) in enumerate(loader):
+            loader[i] = (x, (x[:, :10] > 0).float())
+    return task
+
+
+def float_targets() -> Task:
+    """Multi-label float targets with the default loss and metric."""
+    return _multi_label(mlp_task(epochs=0))
+
+
+def float_targets_own_loss() -> Task:
+    """Multi-label float targets with a fitting loss but the default metric."""
+    task = _multi_label(mlp_task(epochs=0))
+    task.loss = F.binary_cross_entropy_with_logits
+    return task
+
+
+def loss_fails_on_data() -> Task:
+    """A loss for float targets given class indices."""
+    task = mlp_task(epochs=0)
+    task.loss = F.binary_cross_entropy_with_logits
+    return task
+
+
+def hard_coded_width() -> Task:
+    """The classifier reads a reshape to a hard-coded width: its conv cannot be pruned."""
+    from models import hard_coded_width_task
+
+    return hard_coded_width_task(epochs=0)

@@ -592,6 +592,135 @@ def gpt2_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
     return _classification(GPT2Classifier(), x, y, epochs, "gpt2")
 
 
+def _quadrants(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images, the class's quadrant brighter."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 12, 12, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    for q in range(4):
+        r, c = divmod(q, 2)
+        x[y == q, :, 6 * r : 6 * r + 6, 6 * c : 6 * c + 6] += 0.7
+    return x, y
+
+
+def converted_bn_task(seed: int = 0, n: int = 512, epochs: int = 4) -> Task:
+    """A teacher as converted from another framework: trained, then every BatchNorm's
+    ``momentum`` set to 0 (its running statistics never move again)."""
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    task = _classification(ResNet(classes=4), x, y, epochs, "converted-bn")
+    for m in task.model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    return task
+
+
+class SigmoidTagger(nn.Module):
+    """A converted audio tagger: 1-D convs with BatchNorm, sigmoid multi-label outputs."""
+
+    def __init__(self, width: int = 8, labels: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, width, 5, padding=2)
+        self.bn1 = nn.BatchNorm1d(width)
+        self.conv2 = nn.Conv1d(width, width, 5, padding=2)
+        self.bn2 = nn.BatchNorm1d(width)
+        self.fc = nn.Linear(width * 4, labels)
+
+    def forward(self, x):  # (B, 1, T)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.adaptive_avg_pool1d(F.relu(self.bn2(self.conv2(x))), 4)  # (B, C, 4)
+        return torch.sigmoid(self.fc(x.flatten(1)))
+
+
+def label_accuracy(model: nn.Module, val_loader) -> float:
+    """Fraction of (sample, label) pairs on the right side of 0.5."""
+    hits = total = 0
+    model.eval()
+    with torch.inference_mode():
+        for x, y in val_loader:
+            hits += int(((model(x) > 0.5).float() == y).sum())
+            total += y.numel()
+    return hits / total
+
+
+def multilabel_task(seed: int = 0, n: int = 384, epochs: int = 6, **task: Any) -> Task:
+    """Four labels per signal (is each quarter's mean positive), float targets, the task's
+    own loss (BCE) and metric; distillation BCE against the teacher's probabilities."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 32, generator=g)
+    y = (x.reshape(n, 4, 8).mean(dim=2) > 0).float()  # (B, 4) multi-hot
+    torch.manual_seed(seed)
+    model = SigmoidTagger()
+    cut = int(0.8 * n)
+    train, val = _batches(x[:cut], y[:cut], 32), _batches(x[cut:], y[cut:], 64)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in train:
+            opt.zero_grad()
+            F.binary_cross_entropy(model(xb), yb).backward()
+            opt.step()
+    task.setdefault("distill_loss", "bce")
+    return Task(
+        model=model.eval(),
+        train_loader=train,
+        val_loader=val,
+        example_inputs=(x[:1],),
+        metric=label_accuracy,
+        loss=F.binary_cross_entropy,
+        name="multilabel",
+        **task,
+    )
+
+
+class HardCodedWidth(nn.Module):
+    """The classifier reads a reshape to a hard-coded width: the last conv cannot be pruned."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width * 9, classes)
+        self.flat = width * 9
+
+    def forward(self, x):  # (B, 1, 12, 12)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.adaptive_avg_pool2d(F.relu(self.bn2(self.conv2(x))), 3)
+        return self.fc(x.reshape(x.shape[0], self.flat))
+
+
+class TimeMajor(nn.Module):
+    """Conv features (B, C, F, T) flattened time-major, ``permute(0, 2, 1, 3)``, into the
+    classifier: the classifier's columns are not channel-major."""
+
+    def __init__(self, width: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width * 36, classes)
+
+    def forward(self, x):  # (B, 1, 12, 12)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.relu(self.bn2(self.conv2(x)))  # (B, C, 6, 6)
+        return self.fc(x.permute(0, 2, 1, 3).reshape(x.shape[0], -1))
+
+
+def hard_coded_width_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    return _classification(HardCodedWidth(), x, y, epochs, "hard-coded-width")
+
+
+def time_major_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
+    x, y = _quadrants(seed, n)
+    torch.manual_seed(seed)
+    return _classification(TimeMajor(), x, y, epochs, "time-major")
+
+
 def _first(outputs):
     return outputs[0]
 
@@ -610,4 +739,8 @@ FAMILIES = {
     "vit": vit_task,
     "gpt2": gpt2_task,
     "audio": audio_task,
+    "converted-bn": converted_bn_task,
+    "multilabel": multilabel_task,
+    "hard-coded-width": hard_coded_width_task,
+    "time-major": time_major_task,
 }

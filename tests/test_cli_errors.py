@@ -224,13 +224,59 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
             "--task",
             f"{FAULTY}:untraceable",
             "--policy",
-            _json_policy(t, {"prune": {"default": 0.5}})[4],
+            _json_policy(t, {"prune": {"layers": {"fc1": 0.5}}})[4],
             "--out",
             str(t / "out"),
         ],
-        ("pruned model", "module 'head'", "prune 0"),
+        # probed once per model: a default ratio keeps the group (recorded), a layer asked
+        # explicitly is refused naming its group and the module where the shapes break
+        ("prune.layers['fc1']", "group fc1", "module 'head'", "set it to 0"),
     ),
     "empty data loader": (_task(f"{FAULTY}:empty_loader"), ("train_loader is empty",)),
+    "a layer asked explicitly whose group cannot be pruned": (
+        lambda t: [
+            "apply",
+            "--task",
+            f"{FAULTY}:hard_coded_width",
+            "--policy",
+            _json_policy(t, {"prune": {"layers": {"conv2": 0.5}}})[4],
+            "--out",
+            str(t / "out"),
+        ],
+        ("prune.layers['conv2']", "group conv2", "breaks the shapes", "after 'bn2'"),
+    ),
+    "model replaced after construction, failing on its example inputs": (
+        _task(f"{FAULTY}:model_replaced"),
+        ("model_replaced", "module 'head' (Linear)", "example_inputs"),
+    ),
+    "training loader emptied after construction, epochs > 0 (search)": (
+        lambda t: ["search", write_config(t, task=f"{FAULTY}:train_loader_emptied", epochs=1)],
+        ("train_loader yielded no batch", "1 epoch"),
+    ),
+    "training loader emptied after construction, epochs > 0 (apply)": (
+        lambda t: [
+            "apply",
+            "--task",
+            f"{FAULTY}:train_loader_emptied",
+            "--policy",
+            _json_policy(t, {"finetune": {"epochs": 1}})[4],
+            "--out",
+            str(t / "out"),
+        ],
+        ("train_loader yielded no batch", "1 epoch"),
+    ),
+    "float targets with the default loss and metric": (
+        _task(f"{FAULTY}:float_targets"),
+        ("float_targets", "loss (default: cross-entropy)", "takes class indices", "float32"),
+    ),
+    "float targets with the default metric": (
+        _task(f"{FAULTY}:float_targets_own_loss"),
+        ("metric (default: top-1 accuracy)", "integer class indices", "float32"),
+    ),
+    "a task loss failing on the data": (
+        _task(f"{FAULTY}:loss_fails_on_data"),
+        ("loss (binary_cross_entropy_with_logits) fails", "first training batch"),
+    ),
     "objective naming an unknown metric": (
         lambda t: _objectives(t, {"objectives": [{"metric": "acuracy", "direction": "maximize"}]}),
         ("obj.yaml", "acuracy"),

@@ -21,7 +21,14 @@ from autocompress.space import load_space
 from autocompress.targets import get_target
 from autocompress.targets._torch import structure_diff
 
-PROPERTY_FAMILIES = ["grouped-concat", "resnext", "mobilenet-v2-se", "bert"]
+PROPERTY_FAMILIES = [
+    "grouped-concat",
+    "resnext",
+    "mobilenet-v2-se",
+    "bert",
+    "time-major",
+    "hard-coded-width",
+]
 SETTINGS = settings(
     max_examples=6,
     deadline=None,

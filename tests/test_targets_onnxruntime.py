@@ -229,3 +229,23 @@ def test_a_batchnorm_after_a_concat_is_split_over_the_branch_convs(tmp_path):
     graph = onnx.load(str(result.artifact)).graph
     assert "BatchNormalization" not in {n.op_type for n in graph.node}
     assert result.metrics["accuracy"] == 1.0  # same function as the teacher
+
+
+def test_an_op_after_a_float_output_qgemm_is_a_float_island(tmp_path):
+    """Issue 22, item 8: a QGemm without y_scale writes floats; the Sigmoid after it computes
+    on floats (it was counted as an integer op)."""
+    from models import multilabel_task
+
+    from autocompress.targets._islands import graph_record
+
+    task = multilabel_task(epochs=1)
+    policy = Policy.from_dict({"quant": {"default": 8}})
+    result = compress(task, policy, out_dir=tmp_path, target="onnxruntime")
+    optimized = optimized_graph(result.artifact.read_bytes(), as_loaded=True)
+    qgemm = [n for n in optimized.graph.node if n.op_type == "QGemm"]
+    assert qgemm and all(len(n.input) <= 7 or not n.input[7] for n in qgemm)  # float output
+    record = graph_record(optimized)
+    assert record == result.metrics["graph"]
+    assert "Sigmoid" not in record["integer_ops"]
+    assert record["integer_ops"]["QGemm"] == len(qgemm)
+    assert {"op": "Sigmoid"} in [{"op": i["op"]} for i in record["float_islands"]]

@@ -117,6 +117,7 @@ class HierarchicalSpace(ResolvedSpace):
             fixed=base.fixed,
             units=base.units,
             dropped=base.dropped,
+            left_out=base.left_out,
             base_params=base.params,
             hierarchy=hierarchy,
         )

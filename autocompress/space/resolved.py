@@ -155,6 +155,7 @@ class ResolvedSpace:
     fixed: Mapping[str, Number]  # globals the space fixes (not searched)
     units: tuple[PruneUnit, ...] = ()  # the model's coupled prune groups, in module order
     dropped: tuple[str, ...] = ()  # blocks the space always drops (drop choices [drop])
+    left_out: Mapping[str, str] = field(default_factory=dict)  # globals the task cannot use
 
     @property
     def dimension(self) -> int:

@@ -1,6 +1,6 @@
 """Prune units: the sets of layers one ratio prunes together, traced from the model.
 
-A unit is a coupled channel group of the dependency graph (``prune.graph_of``) or the q/k/v
+A unit is a coupled channel group of the dependency graph (``groups.graph_of``) or the q/k/v
 Linears of one attention module (pruned by whole heads); a rule's prune values apply per unit.
 """
 
@@ -32,13 +32,15 @@ def prune_units(
     """Layer path -> its prune unit, from the dependency graph traced once on a copy."""
     import copy
 
-    from ..groups import GraphError
+    from ..groups import GraphError, graph_of
     from ..heads import attention_modules
     from ..layers import PRUNABLE_TYPES
-    from ..prune import graph_of
+    from ..probe import probe_groups
 
+    outputs = tuple(outputs)
     try:
-        graph = graph_of(copy.deepcopy(model), example_inputs, tuple(outputs))
+        unprunable = probe_groups(model, example_inputs, outputs)
+        graph = graph_of(copy.deepcopy(model), example_inputs, outputs, unprunable=unprunable)
     except GraphError as exc:  # no channel or head pruning for this model: every layer says why
         why = str(exc).split("; bits and")[0]
         return {

@@ -89,6 +89,7 @@ class SearchSpace:
         output_layers: Sequence[str] | None = None,
         supported_bits: Sequence[int] | None = None,
         supported_scopes: Sequence[str] | None = None,
+        left_out: Mapping[str, str] | None = None,
     ) -> ResolvedSpace:
         """Apply the rules to ``model``'s layers.
 
@@ -97,6 +98,8 @@ class SearchSpace:
             supported_bits: bit-widths the target runs; a rule offering others is an error.
             supported_scopes: quantization scopes the target runs; others are left out of a
                 rule's ``scope`` choices (a rule offering none of them is an error).
+            left_out: global dimensions the task cannot use (name -> why, e.g.
+                ``distill.unused_globals(task)``): not searched, recorded with the reason.
         """
         infos = list_layers(model, example_inputs)
         if output_layers is not None:
@@ -117,7 +120,10 @@ class SearchSpace:
             params.setdefault(param.name, (param, rule_index))
             return param.name
 
+        left_out = {n: why for n, why in (left_out or {}).items() if n in self.globals}
         for name, values in self.globals.items():
+            if name in left_out:
+                continue
             if values.is_fixed:
                 fixed[name] = values.fixed  # type: ignore[assignment]
             else:
@@ -229,6 +235,7 @@ class SearchSpace:
             fixed=fixed,
             units=tuple(dict.fromkeys(units.values())),
             dropped=tuple(dropped),
+            left_out=left_out,
         )
         if self.hierarchy is not None:
             return HierarchicalSpace.build(resolved, self.hierarchy)

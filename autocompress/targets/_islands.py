@@ -49,12 +49,12 @@ def graph_record(model: Any) -> dict[str, Any]:
         op = node.op_type
         if op == "DequantizeLinear":
             continue
-        if _quantized_output(node) or (data and all(i in quantized for i in data)):
+        if op in INT_OPS and not _quantized_output(node):
+            integer[op] = integer.get(op, 0) + 1  # integer inputs, float output
+        elif _quantized_output(node) or (data and all(i in quantized for i in data)):
             quantized.update(node.output)
             if op != "QuantizeLinear":
                 integer[op] = integer.get(op, 0) + 1
-        elif op in INT_OPS:
-            integer[op] = integer.get(op, 0) + 1
         else:
             islands.append({"op": op, "name": node.name})
     inputs = {i.name for i in graph.input}
