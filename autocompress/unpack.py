@@ -222,6 +222,7 @@ def untie_linear_weights_(model: nn.Module) -> list[str]:
 def unpack_checked(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, dict[str, str]]:
     """:func:`unpack`, kept only when the outputs on ``example_inputs`` are the same (else the
     user's modules, each packed attention with the reason)."""
+
     def run_model(m: nn.Module, inputs: Any) -> Any:
         return m(*inputs) if isinstance(inputs, tuple | list) else m(inputs)
 
