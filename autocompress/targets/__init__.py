@@ -133,6 +133,26 @@ def measure_runtime(
     return out
 
 
+def int8_activation_layers(
+    target: Target,
+    model: nn.Module,
+    bits: Mapping[str, int],
+    scopes: Mapping[str, str] | None,
+) -> list[str]:
+    """8-bit layers ``target`` runs on integer kernels whose scope quantizes activations."""
+    from ..scope import with_activations
+
+    modules = dict(model.named_modules())
+    capable = [
+        p
+        for p, b in bits.items()
+        if b == 8
+        and p in modules
+        and target.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
+    ]
+    return with_activations(scopes, capable)
+
+
 def _targets() -> dict[str, Target]:
     from .openvino import OpenVinoTarget
     from .ort import OnnxRuntimeTarget

@@ -137,34 +137,22 @@ def write_onnx(model: nn.Module, example_inputs: tuple, path: Path) -> Path:
     mask code), the dynamo exporter (opset 18) runs instead, on a batch of two so that the
     batch stays dynamic."""
     names = [f"input{i}" for i in range(len(example_inputs))]
-    axes = {n: {0: "batch"} for n in [*names, "output"]}
+    common = {
+        "input_names": names,
+        "output_names": ["output"],
+        "dynamic_axes": {n: {0: "batch"} for n in [*names, "output"]},
+    }
     with no_mha_fastpath():
         try:
             torch.onnx.export(
-                model,
-                example_inputs,
-                str(path),
-                input_names=names,
-                output_names=["output"],
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,
+                model, example_inputs, str(path), opset_version=17, dynamo=False, **common
             )
         except Exception as exc:
             if "to ONNX opset version" not in str(exc):  # only a missing op symbolic
                 raise
             pair = tuple(torch.cat([t, t]) for t in example_inputs)
             with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(
-                    model,
-                    pair,
-                    str(path),
-                    input_names=names,
-                    output_names=["output"],
-                    dynamic_axes=axes,
-                    opset_version=18,
-                    dynamo=True,
-                )
+                torch.onnx.export(model, pair, str(path), opset_version=18, dynamo=True, **common)
     return path
 
 

@@ -145,17 +145,9 @@ class OnnxRuntimeTarget:
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None
     ) -> list[str]:
         """8-bit integer-compute layers whose scope quantizes activations."""
-        from ..scope import with_activations
+        from . import int8_activation_layers
 
-        modules = dict(model.named_modules())
-        capable = [
-            p
-            for p, b in bits.items()
-            if b == 8
-            and p in modules
-            and self.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
-        ]
-        return with_activations(scopes, capable)
+        return int8_activation_layers(self, model, bits, scopes)
 
     def save(
         self,
