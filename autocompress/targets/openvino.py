@@ -140,6 +140,7 @@ class OpenVinoTarget:
             onnx_path.write_bytes(blob)
             model_ov = rt.core().read_model(str(onnx_path))
             compiled = rt.compile_model(model_ov)
+            _check_output_shape(compiled, float_model, task.example_inputs)
             users = _qdq.consumers(builder.float)
             inits = {i.name for i in builder.float.graph.initializer}
             nodes = {p: rt.layer_names(ln.node, users, inits) for p, ln in builder.layers.items()}
@@ -183,3 +184,21 @@ class OpenVinoTarget:
         folded = fold_batchnorm(student, foldable_pairs(student))
         fold_concat_batchnorm_(folded, concat_folds(folded))
         return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
+
+
+def _check_output_shape(compiled: Any, model: nn.Module, example_inputs: tuple) -> None:
+    """OpenVINO's ONNX reader must compute what the model computes: a different output shape
+    (seen on graphs from the dynamo exporter) is refused in one line, never deployed."""
+    import torch
+
+    with torch.no_grad():
+        want = model.eval()(*example_inputs)
+    if not isinstance(want, torch.Tensor):
+        return
+    got = tuple(compiled([t.detach().cpu().numpy() for t in example_inputs])[0].shape)
+    if got != tuple(want.shape):
+        raise AutoCompressError(
+            f"target 'openvino': OpenVINO computes an output of shape {list(got)} where the "
+            f"model gives {list(want.shape)} (its ONNX reader does not follow this exported graph); use "
+            "target onnxruntime or torch for this model"
+        )
