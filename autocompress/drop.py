@@ -11,7 +11,8 @@ style layer dropping does. Which modules are blocks (the documented rule):
   with torch.fx (children as leaves): the output is an add of the input (possibly behind
   ReLU-like ops, empty ``Sequential`` shortcuts, or a chain of such adds);
 - an ``nn.ModuleList`` entry is taken on shape alone: layer stacks of transformer encoders
-  (Hugging Face BERT ``encoder.layer[i]``, ``nn.TransformerEncoder.layers``) are residual;
+  (Hugging Face BERT ``encoder.layer[i]``, ``nn.TransformerEncoder.layers``) are residual —
+  except ``nn.TransformerEncoder.layers[0]``, which its ``forward`` reads attributes of;
 - any other module holding parameterized children (a residual block held as a plain attribute
   of its parent, ``self.block2 = ResBlock(...)``) is a block when its traced ``forward`` shows
   the identity path, as for ``nn.Sequential`` entries.
@@ -107,11 +108,22 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
 
 def find_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> dict[str, str]:
     """Droppable blocks of ``model`` in module order: ``{path: kind}``."""
+    # nn.TransformerEncoder.forward reads layers[0].self_attn (its fast-path checks): kept
+    firsts = {
+        f"{p}.layers.0" if p else "layers.0"
+        for p, m in model.named_modules()
+        if isinstance(m, nn.TransformerEncoder)
+    }
     candidates: dict[str, tuple[nn.Module, bool]] = {}
     for path, mod in model.named_modules():
         for name, child in mod.named_children():
             inner = [c for c in child.children() if any(True for _ in c.parameters())]
-            if inner and not isinstance(child, nn.Sequential | nn.ModuleList):
+            full = f"{path}.{name}" if path else name
+            if (
+                inner
+                and not isinstance(child, nn.Sequential | nn.ModuleList)
+                and full not in firsts
+            ):
                 # a ModuleList entry on shape alone; anything else shows its identity path
                 candidates[f"{path}.{name}" if path else name] = (
                     child,
