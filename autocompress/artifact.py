@@ -77,6 +77,9 @@ def artifact_meta(
         "task_spec": task.spec,
         "task_base_dir": os.getcwd(),
         "target": tgt.name,
+        # written from the Task's unpacked modules (attention split, Conv1D as Linear): a
+        # loader given the user's own packed architecture unpacks it first
+        "unpacked": student is not teacher_module(task) and teacher_module(task) is not task.model,
         "dropped": dropped,
         "sparse": live(sparsity, student),
         "quant_scope": live(scopes, student),
@@ -86,23 +89,31 @@ def artifact_meta(
     }
 
 
+def teacher_module(task: Task) -> nn.Module:
+    """The user's own teacher module, as given (before ``Task`` unpacked its attention):
+    the teacher's size, latency and accuracy are measured on it."""
+    original = getattr(task, "original_model", None)
+    unpacked = getattr(task, "_unpacked_model", None)
+    return original if original is not None and unpacked is task.model else task.model
+
+
 def _write_teacher(task: Task, tgt: Target, path: Path) -> None:
     """The teacher as ``tgt``'s float artifact, with the same header as an identity trial's
     artifact, so the teacher's bytes equal its bytes."""
-    bits = {i.path: 32 for i in list_layers(task.model)}
+    bits = {i.path: 32 for i in list_layers(teacher_module(task))}
     policy = Policy()
     scopes, explicit = resolve_quant_scopes(policy, bits, tgt)
     meta = artifact_meta(
         task,
         policy,
         tgt,
-        task.model,
+        teacher_module(task),
         dropped={},
-        sparsity=resolve_sparsity(task.model, policy),
+        sparsity=resolve_sparsity(teacher_module(task), policy),
         scopes=scopes,
         explicit=explicit,
     )
-    tgt.save(task.model, path, task=task, bits=bits, structure={}, meta=meta)
+    tgt.save(teacher_module(task), path, task=task, bits=bits, structure={}, meta=meta)
 
 
 def measure_baseline(
@@ -118,8 +129,8 @@ def measure_baseline(
     with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
         path = Path(tmp) / tgt.artifact_name
         _write_teacher(task, tgt, path)
-        deployed = tgt.load(path, task.model, threads=settings.threads)
-        return measure_artifact(task, tgt, task.model, deployed, path, settings)
+        deployed = tgt.load(path, teacher_module(task), threads=settings.threads)
+        return measure_artifact(task, tgt, teacher_module(task), deployed, path, settings)
 
 
 # teacher model -> {(target, its options, threads): (loaded teacher artifact, its folder)}
@@ -129,13 +140,13 @@ _REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def teacher_reference(task: Task, tgt: Target, settings: MeasureSettings) -> nn.Module:
     """The teacher's artifact on ``tgt``, written and loaded once per process (and teacher,
     target options, threads): what each candidate is timed interleaved with."""
-    per_model = _REFERENCES.setdefault(task.model, {})
+    per_model = _REFERENCES.setdefault(teacher_module(task), {})
     key = (tgt.name, repr(tgt), settings.threads)
     if key not in per_model:
         folder = tempfile.TemporaryDirectory(prefix="autocompress-teacher-")
         path = Path(folder.name) / tgt.artifact_name
         _write_teacher(task, tgt, path)
-        per_model[key] = (tgt.load(path, task.model, threads=settings.threads), folder)
+        per_model[key] = (tgt.load(path, teacher_module(task), threads=settings.threads), folder)
     return per_model[key][0]
 
 

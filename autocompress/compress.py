@@ -178,7 +178,8 @@ def compress(
     student = copy.deepcopy(task.model)
     untied = untie_linear_weights_(student)
     work = on_device(task, training.device)  # the task itself on the CPU
-    with torch.random.fork_rng(devices=[]):
+    cuda = [training.device] if training.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's generators stay as they were
         torch.manual_seed(seed)
         drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
         protected = tuple(live(dict.fromkeys(resolved.protected), student))
@@ -284,7 +285,7 @@ def compress(
     _scope_records(metrics, scopes, act_quant)
     metrics["finetune_scope"] = policy.finetune.scope
     metrics["trained_params"] = trained_params if policy.finetune.epochs else 0
-    metrics["trained_on"] = training.record()
+    metrics["trained_on"] = training.record(trained=bool(policy.finetune.epochs))
     if feature_layers is not None:
         metrics["feature_layers"] = list(feature_layers)
     if hasattr(tgt, "graph_record"):

@@ -110,9 +110,11 @@ class Training:
             return torch.amp.GradScaler("cuda")
         return None
 
-    def record(self) -> dict[str, Any]:
-        """What ``metrics.json`` says about how the student was trained."""
-        rec: dict[str, Any] = {"device": str(self.device), "precision": self.precision}
+    def record(self, *, trained: bool = True) -> dict[str, Any]:
+        """What ``metrics.json`` says about how the student was trained (without fine-tuning:
+        where importance and calibration ran, and no precision)."""
+        rec: dict[str, Any] = {"device": str(self.device)}
+        rec["precision"] = self.precision if trained else None
         if self.device.type == "cuda":
             rec["device_name"] = torch.cuda.get_device_name(self.device)
         return rec
@@ -127,7 +129,7 @@ CPU = Training()
 def to_device(value: Any, device: torch.device) -> Any:
     """Tensors inside tuples, lists and mappings (e.g. a tokenizer's batch) moved to ``device``."""
     if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
+        return value.to(device, non_blocking=device.type == "cuda")  # to the host: blocking
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
         return type(value)(*(to_device(v, device) for v in value))
     if isinstance(value, tuple | list):
@@ -165,6 +167,8 @@ def on_device(task: Any, device: torch.device) -> Any:
     view = copy.copy(task)  # no __post_init__: the task was checked when it was built
     view.example_inputs = to_device(tuple(task.example_inputs), device)
     view.train_loader = DeviceLoader(task.train_loader, device)
+    if isinstance(task.loss, nn.Module):  # e.g. a class-weighted loss: its tensors go too
+        view.loss = copy.deepcopy(task.loss).to(device)
     return view
 
 

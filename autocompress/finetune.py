@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
@@ -62,8 +63,11 @@ def finetune_(
         cache = TeacherCache(task, feature_layers=paths)  # this trial's own feature taps
     device = training.device
     cache.to(device)
+    if not training.on_cpu and isinstance(task.loss, nn.Module):  # e.g. a class-weighted loss
+        task = copy.copy(task)
+        task.loss = copy.deepcopy(task.loss).to(device)
     scaler = training.scaler()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         add_fake_quant_(student, bits)
         criterion = DistillLoss(
@@ -99,9 +103,11 @@ def finetune_(
                         params = trained + list(criterion.parameters())
                         optimizer = torch.optim.Adam(params, lr=policy.finetune.lr)
                     feats = {p: t_feats[p] for p in tap.outputs}
-                    with training.autocast():
-                        loss = criterion(out, t_out, targets, dict(tap.outputs), feats)
-                    loss = loss.float()
+                    if not training.on_cpu or training.precision != "fp32":
+                        # the loss in fp32 outside autocast (BCE refuses autocast on CUDA)
+                        out = _float(out)
+                        t_out, feats = _float(t_out), {p: _float(f) for p, f in feats.items()}
+                    loss = criterion(out, t_out, targets, _float(dict(tap.outputs)), feats)
                     if policy.finetune.lambda_ > 0:
                         reg = sum((p * p).sum() for p in trained)
                         loss = loss + policy.finetune.lambda_ * reg
@@ -138,6 +144,17 @@ def finetune_(
             remove_fake_quant_(student)
     student.eval()
     return student
+
+
+def _float(value):
+    """Tensors (in tuples, lists, dicts) as fp32, for a loss computed outside autocast."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _float(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(_float(v) for v in value)
+    return value
 
 
 __all__ = ["DivergedError", "finetune_"]

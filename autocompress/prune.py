@@ -121,7 +121,7 @@ def channel_scores(tp_group: Any, dg: Any, channels: int, *, taylor: bool) -> to
         idxs = torch.as_tensor(list(item.idxs), dtype=torch.long)
         if idxs.numel() == 0 or int(idxs.max()) >= local.numel():
             continue
-        values = local[idxs].float()
+        values = local.detach().cpu()[idxs].float()  # scores from any device, summed on the CPU
         mean = values.mean()
         if mean > 0:
             total.index_add_(0, torch.as_tensor(list(item.root_idxs)), values / mean)

@@ -98,7 +98,7 @@ def sparsify_(
     for path, ratio in sparsity.items():
         score = scores[path].reshape(-1)
         k = min(score.numel() - 1, int(round(ratio * score.numel())))
-        mask = torch.ones(score.numel(), dtype=torch.bool)
+        mask = torch.ones(score.numel(), dtype=torch.bool, device=score.device)
         if k > 0:
             mask[torch.topk(score, k, largest=False).indices] = False
         masks[path] = mask.reshape(scores[path].shape)
@@ -112,9 +112,10 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         for path, mask in masks.items():
             mod = model.get_submodule(path)
             if parametrize.is_parametrized(mod, "weight"):
-                mod.parametrizations.weight.original.mul_(mask)
+                weight = mod.parametrizations.weight.original
             else:
-                mod.weight.mul_(mask)
+                weight = mod.weight
+            weight.mul_(mask.to(weight.device))
 
 
 # -- storage ---------------------------------------------------------------------------------

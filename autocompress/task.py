@@ -190,7 +190,10 @@ class Task:
     def _unpack(self) -> None:
         from .unpack import unpack_checked
 
+        # the teacher's figures are the user's own modules' (fused fast paths and all)
+        self.original_model = self.model
         self.model, kept = unpack_checked(self.model, self.example_inputs)
+        self._unpacked_model = self.model  # a model set on the task later has no original
         self.packed_attention = {**self.packed_attention, **kept}
 
     def evaluate(self, model: nn.Module) -> float:

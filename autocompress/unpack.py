@@ -117,6 +117,11 @@ class SplitMultiheadAttention(nn.Module):
         if attn_mask is None and is_causal:
             attn_mask = torch.ones(length, source, dtype=torch.bool, device=q.device).triu(1)
         if attn_mask is not None:
+            if attn_mask.dim() == 3 and attn_mask.shape[0] != batch * self.num_heads:
+                raise ValueError(
+                    f"a per-head attn_mask of shape {tuple(attn_mask.shape)} does not match "
+                    f"{self.num_heads} heads (heads were pruned): give a 2-D mask or prune 0"
+                )
             mask = (
                 attn_mask if attn_mask.dim() == 2 else attn_mask.reshape(batch, -1, length, source)
             )
@@ -206,17 +211,23 @@ def untie_linear_weights_(model: nn.Module) -> list[str]:
     projection tied to its token embedding) its own copy, in place; returns ``"linear ~
     owner"`` pairs. Each then takes its own bit-width and fake quantizer while fine-tuning;
     the artifact stores both, as measured (``metrics.json``: ``untied_weights``)."""
-    owners: dict[int, str] = {}
-    untied = []
-    for path, mod in model.named_modules(remove_duplicate=False):
+    sharing: dict[int, list[tuple[str, nn.Module]]] = {}
+    for path, mod in model.named_modules():  # a module registered twice counts once
         weight = getattr(mod, "weight", None)
-        if not isinstance(weight, nn.Parameter):
+        if isinstance(weight, nn.Parameter):
+            sharing.setdefault(id(weight), []).append((path, mod))
+    untied = []
+    for users in sharing.values():
+        if len(users) < 2:
             continue
-        owner = owners.setdefault(id(weight), path)
-        if owner != path and isinstance(mod, nn.Linear):
-            mod.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
-            untied.append(f"{path} ~ {owner}")
-    return untied
+        # the owner: a non-Linear user (the embedding table) if any, else the first
+        owner = next((p for p, m in users if not isinstance(m, nn.Linear)), users[0][0])
+        for path, mod in users:
+            if path != owner and isinstance(mod, nn.Linear):
+                w = mod.weight
+                mod.weight = nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
+                untied.append(f"{path} ~ {owner}")
+    return sorted(untied)
 
 
 def unpack_checked(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, dict[str, str]]:

@@ -238,7 +238,8 @@ def test_ray_state_stays_small_whatever_the_teacher_size(short_tmp):
     for r in result.trials:  # the record names the node, the GPUs Ray gave (none) and the device
         assert r["node"] and r["gpu_ids"] == [], r
         if r["state"] == "complete":
-            assert r["metrics"]["trained_on"] == {"device": "cpu", "precision": "fp32"}
+            precision = "fp32" if r["policy"]["finetune"]["epochs"] else None
+            assert r["metrics"]["trained_on"] == {"device": "cpu", "precision": precision}
     ray_files = [p for p in (run / "ray").rglob("*") if p.is_file()]
     names = {p.name.split("-")[0] for p in ray_files}
     assert {"experiment_state", "search_gen_state", "tuner.pkl"} <= names, names
@@ -247,3 +248,11 @@ def test_ray_state_stays_small_whatever_the_teacher_size(short_tmp):
     total = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
     assert total < 15 * 2**20, f"the run directory holds {total / 2**20:.1f} MB"
     assert not (run / "ray" / "tmp").exists()
+
+
+def test_resources_no_node_has_are_one_line_not_a_hang(short_tmp):
+    from autocompress.errors import ConfigError
+
+    cfg = config(short_tmp / "run", trials=2, resources_per_trial={"cpu": 1, "gpu": 0.5})
+    with pytest.raises(ConfigError, match=r"resources_per_trial: gpu: 0.5 but no node .* has more"):
+        run_search(cfg)

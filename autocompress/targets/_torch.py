@@ -235,6 +235,10 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
     """Rebuild the deployable model: pruned structure from ``skeleton``'s architecture,
     tensors from the file, int8 Linears on integer kernels."""
     meta, tensors = read(path)
+    if meta.get("unpacked"):  # written from unpacked modules: the user's packed ones follow
+        from ..unpack import unpack
+
+        skeleton = unpack(skeleton)[0]
     model = drop_blocks_(copy.deepcopy(skeleton).eval(), meta.get("dropped", {}))
     modules = dict(model.named_modules())
     for mpath, attrs in meta["structure"].items():

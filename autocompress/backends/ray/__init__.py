@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -222,14 +223,39 @@ def _worker_env() -> dict[str, str]:
 
 
 def trial_resources(session: Session) -> dict[str, float]:
-    """``resources_per_trial``, default one CPU; a trial told to train on ``cuda`` asks for a
-    GPU share or fails to start, so that is checked here in one line."""
-    resources = dict(session.config.resources_per_trial or {"cpu": 1})
-    device = session.config.device
+    """``resources_per_trial``, default one CPU, checked in one line against what trials need
+    and what the cluster's nodes have (Tune would leave an unplaceable trial pending forever)."""
+    from ...device import precision_problem
+
+    config = session.config
+    where = f"config {config.name!r}"
+    resources = dict(config.resources_per_trial or {"cpu": 1})
+    device = config.device
     if device.startswith("cuda") and not resources.get("gpu"):
         raise ConfigError(
-            f"config {session.config.name!r}: device: {device!r} on backend ray needs a GPU "
-            "share per trial: set resources_per_trial: {cpu: 1, gpu: 0.25} (or device: auto)"
+            f"{where}: device: {device!r} on backend ray needs a GPU share per trial: set "
+            "resources_per_trial: {cpu: 1, gpu: 0.25} (or device: auto)"
+        )
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise ConfigError(
+            f"{where}: device: {device!r}: on backend ray each trial sees only the GPU Ray gave "
+            "it (as cuda:0); use device: cuda or auto"
+        )
+    problem = precision_problem(torch.device("cpu"), config.precision) if device == "cpu" else None
+    if problem:
+        raise ConfigError(f"{where}: finetune.precision: {config.precision!r} {problem}")
+    largest: dict[str, float] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            for key, amount in (node.get("Resources") or {}).items():
+                largest[key] = max(largest.get(key, 0.0), float(amount))
+    for key, amount in resources.items():
+        have = largest.get(key.upper() if key in ("cpu", "gpu") else key, 0.0)
+        if amount <= have:
+            continue
+        raise ConfigError(
+            f"{where}: resources_per_trial: {key}: {amount} but no node of the cluster has more "
+            f"than {have:g}; Tune would wait for it forever"
         )
     return resources
 
