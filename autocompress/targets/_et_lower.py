@@ -69,14 +69,38 @@ def _quantizer(floats: set[str]) -> Any:
     )
 
     class Quantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model: Any) -> Any:
+            # the quantizer turns the scalar of every add/mul into a float tensor constant, which
+            # makes integer arithmetic (GPT-2's position ids) float: keep those integer
+            model = super().transform_for_annotation(model)
+            for node in model.graph.nodes:
+                if node.op != "call_function" or not _integer(node):
+                    continue
+                for arg in node.args:
+                    if getattr(arg, "op", None) == "get_attr" and "." not in arg.target:
+                        held = getattr(model, arg.target)
+                        if held.is_floating_point() and held.dim() == 0:
+                            model.register_buffer(arg.target, held.to(node.meta["val"].dtype))
+            return model
+
         def annotate(self, model: Any) -> Any:
-            # pre-marked nodes are skipped by every annotator
+            # pre-marked nodes are skipped by every annotator: float layers, and integer
+            # arithmetic (position ids, masks), which int8 activations would turn into floats
             _mark_nodes_as_annotated(
-                [n for n in model.graph.nodes if _layer(n) in floats and _is_layer_op(n)]
+                [
+                    n
+                    for n in model.graph.nodes
+                    if (_layer(n) in floats and _is_layer_op(n)) or _integer(n)
+                ]
             )
             return super().annotate(model)
 
     return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _integer(node: Any) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and not val.dtype.is_floating_point
 
 
 def _is_layer_op(node: Any) -> bool:

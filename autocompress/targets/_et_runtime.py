@@ -19,7 +19,8 @@ EXTRA = 'pip install "autocompress[executorch]"'
 HEADER_METHOD = "autocompress_header"
 # graph nodes that move values around rather than compute (not counted as portable ops)
 _PLUMBING = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "clone")
-_COMPUTE = ("convolution", "linear", "addmm", "mm", "bmm")
+# ops that compute a layer (embedding: a lookup, mapped to its table for the record)
+_COMPUTE = ("convolution", "linear", "addmm", "mm", "bmm", "embedding")
 
 
 def require() -> None:

@@ -10,10 +10,10 @@ Bits: 8 and 32. An 8-bit Conv/Linear becomes an XNNPACK int8 kernel (qs8 weights
 symmetric, int8 activations) carrying our fine-tuned codes and per-channel scales and the
 fine-tuning's activation scales: the pt2e graph of ExecuTorch's ``XNNPACKQuantizer`` with its
 observers pinned to our values (``_et_lower``; the codes are checked equal after conversion,
-nothing is re-calibrated for those layers). 16 bits is not offered: XNNPACK computes fp16 only
-for a whole fp16 graph, and fp16 weights cast up per layer are not delegated. 4 bits is not
-offered: XNNPACK's 4-bit weights are groupwise for Linear only under dynamic activation
-quantization, a different quantizer flow from our per-channel codes.
+nothing is re-calibrated for those layers). 16 and 4 bits are not offered: per-layer fp16
+storage would need fp16 weights cast up inside the lowered graph, and XNNPACK's 4-bit path
+takes groupwise Linear weights under dynamic int8 activations (torchao's flow); neither is
+built from our codes yet (not tried).
 
 Records come from the lowered program: per layer, whether its op runs inside an XNNPACK
 delegate (``runs: XNNPACK``) on int8 inputs and weights (``int-compute``) or falls back to a
@@ -137,7 +137,10 @@ class ExecuTorchTarget:
         ops = rt.program_ops(program)
         records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
         rt.read_records_(ops, records)
+        modules = dict(float_model.named_modules())
         for p, rec in records.items():
+            if "fallback" in rec and p not in layers:
+                rec["fallback"] = _not_offered(modules, p)
             if p in pinned:
                 rec["weights"] = "our int8 codes and per-channel scales (pinned qparams)"
                 rec["input_qparams"] = pinned[p].get("input_qparams")
@@ -187,3 +190,17 @@ class ExecuTorchTarget:
         folded = fold_batchnorm(student, foldable_pairs(student))
         fold_concat_batchnorm_(folded, concat_folds(folded))
         return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
+
+
+def _not_offered(modules: Mapping[str, nn.Module], path: str) -> str:
+    """Why an 8-bit layer is not an int8 kernel on this target (its mode is ``float``)."""
+    module, parent = modules.get(path), modules.get(path.rpartition(".")[0])
+    if isinstance(parent, _OPAQUE):
+        why = (
+            f"inside {type(parent).__name__}, whose eager fast path bypasses it (no activation QAT)"
+        )
+    elif isinstance(module, nn.Embedding):
+        why = "an embedding lookup (no int8 table kernel)"
+    else:
+        why = f"no int8 kernel for {type(module).__name__}"
+    return f"8-bit codes kept as fp32 weights: {why}"
