@@ -95,10 +95,10 @@ def _pt2e(task: Task, out: Path) -> tuple[Path, dict]:
     header = {"batch": 1, "out_spec": treespec_dumps(tree_structure(model(*example)))}
     methods = {rt.HEADER_METHOD: rt.header_tensor(header)}
     edge, program = _et_lower.lower(converted, example, methods)
+    ops = rt.program_ops(program)  # before to_executorch, which rewrites ops to out variants
     path = out / "pt2e" / "model.pte"
     path.parent.mkdir(parents=True)
     path.write_bytes(edge.to_executorch().buffer)
-    ops = rt.program_ops(program)
     int8 = sum(1 for rec in ops["layers"].values() if rec["int8"] and rec["runs"] == "XNNPACK")
     row = {
         "size_bytes": path.stat().st_size,
@@ -159,7 +159,8 @@ def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> di
 
 
 def machine() -> dict:
-    import executorch
+    from importlib.metadata import version
+
     import torchao
 
     flags = cpu_info()[1]
@@ -168,7 +169,7 @@ def machine() -> dict:
         **cpu_record(),
         "int8_features": features,
         "cores": os.cpu_count(),
-        "executorch": getattr(executorch, "__version__", "?"),
+        "executorch": version("executorch"),
         "torchao": torchao.__version__,
         "torch": torch.__version__,
     }

@@ -6,6 +6,7 @@ kernels."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -91,15 +92,17 @@ class EtModule(nn.Module):
 
 
 def header_tensor(header: Mapping[str, Any]) -> torch.Tensor:
-    """The header as a uint8 tensor, returned by the program's ``HEADER_METHOD``."""
-    return torch.frombuffer(bytearray(json.dumps(header).encode()), dtype=torch.uint8)
+    """The header as a uint8 tensor (zlib-compressed JSON: it counts in the artifact's bytes),
+    returned by the program's ``HEADER_METHOD``."""
+    blob = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
 
 
 def read_header(program: Any) -> dict[str, Any]:
     if HEADER_METHOD not in program.method_names:
         return {}
     blob = program.load_method(HEADER_METHOD).execute([])[0]
-    return json.loads(blob.numpy().tobytes().decode())
+    return json.loads(zlib.decompress(blob.numpy().tobytes()).decode())
 
 
 # -- what the lowered program runs ------------------------------------------------------------
