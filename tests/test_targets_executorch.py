@@ -182,18 +182,16 @@ def test_cli_without_executorch_exits_2_naming_the_extra(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
 
 
+# resnext, densenet, unet and encoder also lower and run (checked once); left out to keep the
+# file fast: one lowering costs seconds
 FAMILIES = [
     "resnet_task",
-    "resnext_task",
-    "mobilenet_task",
-    "densenet_task",
-    "unet_task",
+    "mobilenet_task",  # SE blocks
+    "grouped_concat_task",
     "two_heads_task",
     "audio_task",
-    "mha_task",
     "bert_task",
-    "grouped_concat_task",
-    "encoder_task",
+    "mha_task",
     "vit_task",
     "gpt2_task",
 ]
@@ -242,7 +240,7 @@ def test_tiny_local_search_on_executorch(tmp_path):
         {
             "name": "cnn-et",
             "task": f"{TESTS}/tasks.py:cnn",
-            "search_space": "default",
+            "search_space": "int8",  # default offers 4 and 16 bits: refused on executorch
             "objectives": "accuracy-size-latency",
             "trials": 2,
             "seed": 0,
