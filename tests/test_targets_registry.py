@@ -51,7 +51,7 @@ def test_inspect_shows_each_offered_bit_width_with_its_mode():
     assert "mode on torch" in torch_text
     ov_text = describe(task, "default", target="openvino", width=250)
     assert "mode on openvino" in ov_text and "{4, 8, 16, 32}" in ov_text
-    et_text = describe(task, "default", target="executorch", width=250)
+    et_text = describe(task, "int8", target="executorch", width=250)  # default offers 4, 16
     assert "mode on executorch" in et_text and "{8, 32}" in et_text
 
 
