@@ -76,16 +76,9 @@ class ExecuTorchTarget:
     def activation_layers(
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
     ) -> list[str]:
-        from ..scope import with_activations
+        from . import int8_activation_layers
 
-        modules = dict(model.named_modules())
-        capable = [
-            p
-            for p, b in bits.items()
-            if p in modules
-            and self.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
-        ]
-        return with_activations(scopes, capable)
+        return int8_activation_layers(self, model, bits, scopes)
 
     def code_bits(
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
