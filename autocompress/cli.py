@@ -271,14 +271,16 @@ def export_cmd(
     by: Annotated[
         str, typer.Option(help="--pick the smallest (size) or fastest (latency)")
     ] = "size",
-    format: Annotated[str, typer.Option("--format", help="torch, onnx or openvino")] = "torch",
+    format: Annotated[
+        str, typer.Option("--format", help="torch, onnx, openvino or executorch")
+    ] = "torch",
 ) -> None:
     """Write a trial's deployable model with its policy.json and metrics.json."""
     from .export import export_trial, pick_trial
 
     _need_directory(out, "--out")
-    if format not in ("torch", "onnx", "openvino"):
-        raise AutoCompressError(f"--format {format!r}: choose torch, onnx or openvino")
+    if format not in ("torch", "onnx", "openvino", "executorch"):
+        raise AutoCompressError(f"--format {format!r}: choose torch, onnx, openvino or executorch")
     if (trial is None) == (not pick):
         raise AutoCompressError("give either --trial N or --pick")
     number = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by) if pick else trial

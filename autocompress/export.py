@@ -42,7 +42,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
 
 
 # the --format that copies a target's own artifact, by its file suffix (else "torch")
-NATIVE = {".onnx": "onnx", ".xml": "openvino"}
+NATIVE = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch"}
 
 
 def export_trial(
@@ -69,10 +69,10 @@ def export_trial(
     out.mkdir(parents=True, exist_ok=True)
     target = get_target(config.target, **config.target_options)
     native = NATIVE.get(Path(target.artifact_name).suffix, "torch")
-    if fmt == "openvino" and native != "openvino":
+    if fmt in ("openvino", "executorch") and native != fmt:
         raise ConfigError(
-            f"{run_dir}: --format openvino copies the IR of a search on target 'openvino'; this "
-            f"search ran on target {target.name!r}: export it with --format {native}"
+            f"{run_dir}: --format {fmt} copies the artifact of a search on target {fmt!r}; "
+            f"this search ran on target {target.name!r}: export it with --format {native}"
         )
     if native != "torch" and fmt != native:
         raise ConfigError(

@@ -51,6 +51,8 @@ def test_inspect_shows_each_offered_bit_width_with_its_mode():
     assert "mode on torch" in torch_text
     ov_text = describe(task, "default", target="openvino", width=250)
     assert "mode on openvino" in ov_text and "{4, 8, 16, 32}" in ov_text
+    et_text = describe(task, "int8", target="executorch", width=250)  # default offers 4, 16
+    assert "mode on executorch" in et_text and "{8, 32}" in et_text
 
 
 # targets that run fewer bit-widths than a policy may ask for (onnxruntime and torch run all)
@@ -58,7 +60,7 @@ PARTIAL = sorted(n for n in TARGETS if set(SUPPORTED_BITS) - set(TARGETS[n].bits
 
 
 def test_a_target_runs_fewer_bit_widths_than_policies_offer():
-    assert "openvino" in PARTIAL
+    assert "openvino" in PARTIAL and "executorch" in PARTIAL
 
 
 @pytest.mark.parametrize("name", PARTIAL)

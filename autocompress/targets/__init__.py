@@ -154,6 +154,7 @@ def int8_activation_layers(
 
 
 def _targets() -> dict[str, Target]:
+    from .executorch import ExecuTorchTarget
     from .openvino import OpenVinoTarget
     from .ort import OnnxRuntimeTarget
     from .pytorch import TorchTarget
@@ -162,6 +163,7 @@ def _targets() -> dict[str, Target]:
         "torch": TorchTarget(),
         "onnxruntime": OnnxRuntimeTarget(),
         "openvino": OpenVinoTarget(),
+        "executorch": ExecuTorchTarget(),
     }
 
 

@@ -1,0 +1,211 @@
+"""Lower a (BatchNorm-folded) student to an XNNPACK ``.pte`` whose int8 layers carry our codes.
+
+Route (pt2e with fixed qparams): the model is exported, annotated by ExecuTorch's own
+``XNNPACKQuantizer`` (per-channel symmetric int8 weights in [-127, 127], int8 per-tensor
+activations), and ``prepare_pt2e`` inserts its observers. Before ``convert_pt2e`` the observers
+that matter are pinned to our values: each 8-bit layer's weight observer returns our
+per-channel scales (the weight is already ``codes · scale``, so ``round(w / s)`` gives back our
+codes exactly: checked after conversion), and its input observer returns the fine-tuning's
+uint8 activation qparams shifted to int8 (``zero_point - 128``: the same grid). The remaining
+activations (layer outputs that feed no 8-bit layer, adds, concatenations) keep the quantizer's
+own observers, calibrated on a few training batches, as ONNX Runtime's target calibrates its
+remaining tensors. Layers not at 8 bits are left out of the quantizer (fp32 on XNNPACK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AutoCompressError
+from ..quantize import dequantize, quantize_weight
+
+_LAYER_OPS = ("conv1d", "conv2d", "linear")
+
+
+def set_codes_(model: nn.Module, layers: Iterable[str]) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Replace each layer's weight by its dequantized 8-bit codes; returns ``{layer: (codes,
+    scale)}`` (the values the artifact must carry)."""
+    codes = {}
+    for path in layers:
+        module = model.get_submodule(path)
+        c, s = quantize_weight(module.weight, 8)
+        module.weight = nn.Parameter(dequantize(c, s), requires_grad=False)
+        codes[path] = (c, s)
+    return codes
+
+
+def _export(model: nn.Module, inputs: tuple, dynamic: bool) -> Any:
+    from torch.export import Dim, export
+
+    if not dynamic:
+        return export(model, inputs)
+    doubled = tuple(torch.cat([t, t]) for t in inputs)  # batch 2: not specialized as 1
+    batch = Dim("batch", max=4096)
+    return export(model, doubled, dynamic_shapes=tuple({0: batch} for _ in inputs))
+
+
+def _fixed(scale: torch.Tensor, zero_point: torch.Tensor) -> Callable[[], Any]:
+    return lambda: (scale, zero_point)
+
+
+def _layer(node: Any) -> str | None:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else None
+
+
+def _quantizer(floats: set[str]) -> Any:
+    """ExecuTorch's XNNPACKQuantizer (per-channel int8 everywhere it has a pattern), leaving the
+    Conv/Linear ops of the layers in ``floats`` unannotated (fp32 on XNNPACK)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import (
+        _mark_nodes_as_annotated,
+    )
+
+    class Quantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model: Any) -> Any:
+            # the quantizer turns the scalar of every add/mul into a float tensor constant, which
+            # makes integer arithmetic (GPT-2's position ids) float: keep those integer
+            model = super().transform_for_annotation(model)
+            for node in model.graph.nodes:
+                if node.op != "call_function" or not _integer(node):
+                    continue
+                for arg in node.args:
+                    if getattr(arg, "op", None) == "get_attr" and "." not in arg.target:
+                        held = getattr(model, arg.target)
+                        if held.is_floating_point() and held.dim() == 0:
+                            model.register_buffer(arg.target, held.to(node.meta["val"].dtype))
+            return model
+
+        def annotate(self, model: Any) -> Any:
+            # pre-marked nodes are skipped by every annotator: float layers, and integer
+            # arithmetic (position ids, masks), which int8 activations would turn into floats
+            _mark_nodes_as_annotated(
+                [
+                    n
+                    for n in model.graph.nodes
+                    if (_layer(n) in floats and _is_layer_op(n)) or _integer(n)
+                ]
+            )
+            return super().annotate(model)
+
+    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _integer(node: Any) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and not val.dtype.is_floating_point
+
+
+def _is_layer_op(node: Any) -> bool:
+    name = getattr(node.target, "__name__", "")
+    return node.op == "call_function" and name.split(".")[0] in _LAYER_OPS
+
+
+def quantize(
+    model: nn.Module,
+    inputs: tuple,
+    *,
+    codes: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    activations: Mapping[str, tuple[float, int]],
+    batches: list[tuple],
+) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """The pt2e-quantized graph module with our codes and scales; per layer what was pinned."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    floats = {
+        p
+        for p, m in model.named_modules()
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear) and p not in codes
+    }
+    quantizer = _quantizer(floats)
+    try:
+        graph, dynamic = _export(model, inputs, True).module(), True
+    except Exception:  # a model whose batch cannot be symbolic: calibrate at the example's batch
+        graph, dynamic = _export(model, inputs, False).module(), False
+    prepared = prepare_pt2e(graph, quantizer)
+    size = inputs[0].shape[0]
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch if isinstance(batch, tuple | list) else (batch,)
+            step = batch[0].shape[0] if dynamic else size
+            for i in range(0, batch[0].shape[0] - step + 1, step):
+                prepared(*(t[i : i + step] for t in batch))
+    pinned: dict[str, dict[str, Any]] = {}
+    for node in prepared.graph.nodes:
+        path = _layer(node)
+        if path not in codes or not _is_layer_op(node):
+            continue
+        x, w = node.args[0], node.args[1]
+        if not (x.op == "call_module" and w.op == "call_module"):
+            continue  # the quantizer has no int8 pattern here: the layer stays fp32
+        c, s = codes[path]
+        getattr(prepared, w.target).calculate_qparams = _fixed(
+            s.clone(), torch.zeros_like(s, dtype=torch.int64)
+        )
+        pinned[path] = {"weight_node": node.name}
+        if path in activations:
+            scale, zero_point = activations[path]
+            getattr(prepared, x.target).calculate_qparams = _fixed(
+                torch.tensor([scale], dtype=torch.float32), torch.tensor([zero_point - 128])
+            )
+            pinned[path]["input_qparams"] = [scale, zero_point - 128]
+    converted = convert_pt2e(prepared)
+    _check_codes(converted, codes, pinned)
+    return converted, pinned
+
+
+def _check_codes(
+    converted: nn.Module,
+    codes: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    pinned: Mapping[str, Any],
+) -> None:
+    """Every pinned layer's int8 weight in the converted graph equals our codes and scales."""
+    seen = set()
+    for node in converted.graph.nodes:
+        path = _layer(node)
+        if path not in pinned or not _is_layer_op(node):
+            continue
+        dq = node.args[1]
+        if "dequantize_per_channel" not in getattr(dq.target, "__name__", ""):
+            continue
+        stored = getattr(converted, dq.args[0].target)
+        scale = getattr(converted, dq.args[1].target)
+        ours, our_scale = codes[path]
+        if not (torch.equal(stored, ours) and torch.equal(scale.float(), our_scale)):
+            raise AutoCompressError(
+                f"layer {path}: the XNNPACK quantizer re-quantized our 8-bit codes (internal)"
+            )
+        seen.add(path)
+    missing = sorted(set(pinned) - seen)
+    if missing:
+        raise AutoCompressError(f"layers {missing}: int8 weights not found after conversion")
+
+
+def lower(model: nn.Module, inputs: tuple, methods: dict[str, Any]) -> tuple[Any, Any]:
+    """``(edge program manager, lowered ExportedProgram)``: ``model`` exported at the example
+    inputs' static shapes and lowered with the ``XnnpackPartitioner``. ``methods``: the
+    program's constant methods (placeholders; ``set_method_`` fills them in once known)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    exported = _export(model, inputs, False)
+    edge = to_edge_transform_and_lower(
+        exported, partitioner=[XnnpackPartitioner()], constant_methods=methods
+    )
+    return edge, edge.exported_program()
+
+
+def set_method_(edge: Any, name: str, value: Any) -> None:
+    """Replace constant method ``name`` of a lowered program before ``to_executorch`` (the
+    manager keeps its own copy of the methods it was given)."""
+    methods = edge._config_methods
+    if name not in methods:
+        raise AutoCompressError(f"constant method {name!r} not in the lowered program (internal)")
+    methods[name] = value

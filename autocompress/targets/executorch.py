@@ -1,0 +1,199 @@
+"""The ``executorch`` target: a ``.pte`` program lowered to the XNNPACK delegate, run by
+ExecuTorch's own runtime on this CPU (XNNPACK's threadpool at the objective set's threads).
+
+BatchNorms are folded into their convs first (one after a concatenation split over the
+branches), as for ``onnxruntime``/``openvino``. The student is exported with ``torch.export`` at
+the task's example-input shapes and lowered with ``to_edge_transform_and_lower(...,
+partitioner=[XnnpackPartitioner()])``.
+
+Bits: 8 and 32. An 8-bit Conv/Linear becomes an XNNPACK int8 kernel (qs8 weights, per-channel
+symmetric, int8 activations) carrying our fine-tuned codes and per-channel scales and the
+fine-tuning's activation scales: the pt2e graph of ExecuTorch's ``XNNPACKQuantizer`` with its
+observers pinned to our values (``_et_lower``; the codes are checked equal after conversion,
+nothing is re-calibrated for those layers). 16 and 4 bits are not offered: per-layer fp16
+storage would need fp16 weights cast up inside the lowered graph, and XNNPACK's 4-bit path
+takes groupwise Linear weights under dynamic int8 activations (torchao's flow); neither is
+built from our codes yet (not tried).
+
+Records come from the lowered program: per layer, whether its op runs inside an XNNPACK
+delegate (``runs: XNNPACK``) on int8 inputs and weights (``int-compute``) or falls back to a
+portable kernel; ``graph`` counts delegated and portable ops. The header (format, structure,
+records, the output tree spec) is stored in the ``.pte`` as a constant method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..errors import AutoCompressError
+from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
+from ..measure import count_macs, count_params
+from . import _et_runtime as rt
+from ._cpu import cpu_record
+
+FORMAT = "autocompress-executorch/1"
+_QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+@dataclass(frozen=True)
+class ExecuTorchTarget:
+    name: str = "executorch"
+    artifact_name: str = "model.pte"
+    bits: tuple[int, ...] = (8, 32)
+    calibration_batches: int = 8
+    quant_scopes: ClassVar[dict[str, str]] = {
+        "weight+activation": "int8 activations with the fine-tuning scales: XNNPACK qs8 "
+        "Conv/Linear kernels at 8 bits",
+    }
+    default_scope: ClassVar[str] = "weight+activation"
+
+    def require(self) -> None:
+        """Raise a one-line error naming the extra when ExecuTorch is not installed."""
+        rt.require()
+
+    def describe(self) -> list[str]:
+        """What this target resolves to on this machine (``inspect`` prints it)."""
+        cpu = cpu_record()
+        return [
+            f"cpu {cpu['model'] or '?'}: XNNPACK delegate, ExecuTorch runtime threadpool at the "
+            "objective set's threads",
+            "8-bit Conv/Linear: XNNPACK int8 (our codes and scales, pt2e XNNPACKQuantizer graph "
+            "with pinned qparams); 16 and 4 bits not offered",
+        ]
+
+    def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
+        if bits == 8 and isinstance(module, _QUANTIZABLE) and not isinstance(parent, _OPAQUE):
+            return "int-compute"
+        return "float"
+
+    def activation_layers(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> list[str]:
+        from . import int8_activation_layers
+
+        return int8_activation_layers(self, model, bits, scopes)
+
+    def code_bits(
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        return dict(bits)
+
+    def save(
+        self,
+        model: nn.Module,
+        path: Path,
+        *,
+        task: Any,
+        bits: Mapping[str, int],
+        structure: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[str, Any],
+        activations: Mapping[str, tuple[float, int]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        from torch.utils._pytree import tree_structure, treespec_dumps
+
+        from . import _et_lower
+
+        rt.require()
+        wrong = sorted({b for b in bits.values() if b not in self.bits})
+        if wrong:
+            raise AutoCompressError(
+                f"target 'executorch' cannot run {wrong[0]}-bit layers; bits: "
+                f"{', '.join(map(str, self.bits))}"
+            )
+        folded = foldable_pairs(model)
+        float_model = fold_batchnorm(model, folded)
+        split = concat_folds(float_model)
+        fold_concat_batchnorm_(float_model, split)
+        inputs = tuple(task.example_inputs)
+        layers = self.activation_layers(float_model, bits, meta.get("quant_scope"))
+        codes = _et_lower.set_codes_(float_model, [p for p, b in bits.items() if b == 8])
+        pinned: dict[str, dict[str, Any]] = {}
+        graph: nn.Module = float_model
+        if layers:
+            batches = [b for b, _ in islice(iter(task.train_loader), self.calibration_batches)]
+            graph, pinned = _et_lower.quantize(
+                float_model,
+                inputs,
+                codes={p: codes[p] for p in layers},
+                activations={p: a for p, a in (activations or {}).items() if p in layers},
+                batches=batches,
+            )
+        methods: dict[str, Any] = {rt.HEADER_METHOD: rt.header_tensor({})}
+        edge, program = _et_lower.lower(graph, inputs, methods)
+        ops = rt.program_ops(program)
+        records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
+        rt.read_records_(ops, records)
+        modules = dict(float_model.named_modules())
+        for p, rec in records.items():
+            if "fallback" in rec and p not in layers:
+                rec["fallback"] = _not_offered(modules, p)
+            if p in pinned:
+                rec["weights"] = "our int8 codes and per-channel scales (pinned qparams)"
+                rec["input_qparams"] = pinned[p].get("input_qparams")
+        out_spec = tree_structure(float_model(*inputs))
+        header = dict(
+            meta,
+            format=FORMAT,
+            structure=structure,
+            layers=records,
+            folded=folded,
+            split=split,
+            batch=int(inputs[0].shape[0]),
+            out_spec=treespec_dumps(out_spec),
+            graph={k: ops[k] for k in ("partitions", "delegated_ops", "portable_ops")},
+            cpu=cpu_record(),
+        )
+        _et_lower.set_method_(edge, rt.HEADER_METHOD, rt.header_tensor(header))
+        path.write_bytes(edge.to_executorch().buffer)
+        return records
+
+    def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
+        self.read_meta(path)
+        return rt.EtModule(path, threads)
+
+    def graph_record(self, path: Path) -> dict[str, Any]:
+        """Partitions delegated to XNNPACK and the op counts inside them and left portable."""
+        return dict(self.read_meta(path)["graph"])
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        rt.require()
+        if not path.exists():
+            raise AutoCompressError(f"cannot read artifact {path}: no such file")
+        try:
+            header = rt.read_header(rt.load_program(path))
+        except Exception as exc:
+            raise AutoCompressError(f"cannot read artifact {path}: {exc}") from None
+        if header.get("format") != FORMAT:
+            raise AutoCompressError(f"{path} is not an autocompress ExecuTorch artifact ({FORMAT})")
+        return header
+
+    def files(self, path: Path) -> list[Path]:
+        return [path]
+
+    def count(
+        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
+    ) -> dict[str, int]:
+        folded = fold_batchnorm(student, foldable_pairs(student))
+        fold_concat_batchnorm_(folded, concat_folds(folded))
+        return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
+
+
+def _not_offered(modules: Mapping[str, nn.Module], path: str) -> str:
+    """Why an 8-bit layer is not an int8 kernel on this target (its mode is ``float``)."""
+    module, parent = modules.get(path), modules.get(path.rpartition(".")[0])
+    if isinstance(parent, _OPAQUE):
+        why = (
+            f"inside {type(parent).__name__}, whose eager fast path bypasses it (no activation QAT)"
+        )
+    elif isinstance(module, nn.Embedding):
+        why = "an embedding lookup (no int8 table kernel)"
+    else:
+        why = f"no int8 kernel for {type(module).__name__}"
+    return f"8-bit codes kept as fp32 weights: {why}"
