@@ -61,3 +61,16 @@ def test_compresses_with_records_or_refuses_by_name(task, strategy, target, tmp_
     assert result.metrics["size_bytes"] > 0 and result.metrics["accuracy"] is not None
     if strategy == "structure":
         assert result.metrics["dropped_blocks"] == list(policy.drop_blocks)
+
+
+def test_a_two_head_model_is_scored_on_its_first_head_on_every_target(tmp_path):
+    """A deployed artifact returns every output of the model, in order, so the task's output_fn
+    (the first head here) reads what the teacher's does: the same accuracy on every target."""
+    task = FAMILIES["two-heads"](epochs=1)
+    policy = Policy.from_dict({"quant": {"default": 32}, "finetune": {"epochs": 0}})
+    scores = {
+        target: compress(task, policy, out_dir=tmp_path / target, target=target).metrics
+        for target in ("torch", "onnxruntime", "openvino")
+    }
+    for target, m in scores.items():
+        assert m["accuracy"] == pytest.approx(m["baseline"]["accuracy"], abs=1e-6), target

@@ -87,9 +87,10 @@ class OrtModule(nn.Module):
         self.session = ort.InferenceSession(model, options, ["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, inputs, strict=True)}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        outputs = tuple(torch.from_numpy(o) for o in self.session.run(None, feed))
+        return outputs[0] if len(outputs) == 1 else outputs  # several heads: all, in order
 
 
 def optimized_graph(model: bytes, threads: int = 1, *, as_loaded: bool = False):

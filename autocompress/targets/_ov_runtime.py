@@ -73,7 +73,7 @@ class OvModule(nn.Module):
         self.request = self.compiled.create_infer_request()
         self.buffers: dict[int, Any] = {}
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         import numpy as np
         import openvino as ov
 
@@ -85,7 +85,11 @@ class OvModule(nn.Module):
                 self.request.set_input_tensor(i, ov.Tensor(held, shared_memory=True))
             np.copyto(held, array)
         self.request.infer()
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        outputs = tuple(
+            torch.from_numpy(self.request.get_output_tensor(i).data.copy())
+            for i in range(len(self.compiled.outputs))
+        )  # a model with several outputs (two heads) returns them all, in order
+        return outputs[0] if len(outputs) == 1 else outputs
 
 
 def inference_precision(compiled: Any) -> str:
