@@ -36,6 +36,7 @@ from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldabl
 from ..measure import count_macs, count_params
 from . import _et_runtime as rt
 from ._cpu import cpu_record
+from ._lowered import LoweredTarget
 
 FORMAT = "autocompress-executorch/1"
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -43,7 +44,7 @@ _OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDeco
 
 
 @dataclass(frozen=True)
-class ExecuTorchTarget:
+class ExecuTorchTarget(LoweredTarget):
     name: str = "executorch"
     artifact_name: str = "model.pte"
     bits: tuple[int, ...] = (8, 32)
@@ -73,18 +74,6 @@ class ExecuTorchTarget:
             return "int-compute"
         return "float"
 
-    def activation_layers(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> list[str]:
-        from . import int8_activation_layers
-
-        return int8_activation_layers(self, model, bits, scopes)
-
-    def code_bits(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> dict[str, int]:
-        return dict(bits)
-
     def save(
         self,
         model: nn.Module,
@@ -101,16 +90,7 @@ class ExecuTorchTarget:
         from . import _et_lower
 
         rt.require()
-        wrong = sorted({b for b in bits.values() if b not in self.bits})
-        if wrong:
-            raise AutoCompressError(
-                f"target 'executorch' cannot run {wrong[0]}-bit layers; bits: "
-                f"{', '.join(map(str, self.bits))}"
-            )
-        folded = foldable_pairs(model)
-        float_model = fold_batchnorm(model, folded)
-        split = concat_folds(float_model)
-        fold_concat_batchnorm_(float_model, split)
+        float_model, folded, split = self.float_for_export(model, bits)
         inputs = tuple(task.example_inputs)
         layers = self.activation_layers(float_model, bits, meta.get("quant_scope"))
         codes = _et_lower.set_codes_(float_model, [p for p, b in bits.items() if b == 8])

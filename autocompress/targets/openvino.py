@@ -37,6 +37,7 @@ from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldabl
 from ..measure import count_macs, count_params
 from . import _ov_runtime as rt
 from ._cpu import cpu_info, cpu_record
+from ._lowered import LoweredTarget
 from ._matmul import NBITS_BLOCK
 
 FORMAT = "autocompress-openvino/1"
@@ -46,7 +47,7 @@ _OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDeco
 
 
 @dataclass(frozen=True)
-class OpenVinoTarget:
+class OpenVinoTarget(LoweredTarget):
     name: str = "openvino"
     artifact_name: str = "model.xml"
     bits: tuple[int, ...] = (4, 8, 16, 32)
@@ -82,18 +83,6 @@ class OpenVinoTarget:
             return "int-compute"
         return "weight-only"
 
-    def activation_layers(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> list[str]:
-        from . import int8_activation_layers
-
-        return int8_activation_layers(self, model, bits, scopes)
-
-    def code_bits(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> dict[str, int]:
-        return dict(bits)
-
     def save(
         self,
         model: nn.Module,
@@ -109,16 +98,7 @@ class OpenVinoTarget:
         from ._ort_build import Builder
 
         rt.require()
-        wrong = sorted({b for b in bits.values() if b not in self.bits})
-        if wrong:
-            raise AutoCompressError(
-                f"target 'openvino' cannot run {wrong[0]}-bit layers; bits: "
-                f"{', '.join(map(str, self.bits))}"
-            )
-        folded = foldable_pairs(model)
-        float_model = fold_batchnorm(model, folded)
-        split = concat_folds(float_model)  # a BatchNorm after a concat: over the branches
-        fold_concat_batchnorm_(float_model, split)
+        float_model, folded, split = self.float_for_export(model, bits)
         scopes = meta.get("quant_scope")
         builder = Builder(
             float_model,
