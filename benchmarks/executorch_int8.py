@@ -24,16 +24,14 @@ CPU's name and int8 features, and per row the ops delegated to XNNPACK and left 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import digits_task, round_robin
 
 from autocompress import Policy, Task, compress
 from autocompress.compress import MeasureSettings, measure_baseline
@@ -46,13 +44,6 @@ OUT = ROOT / "benchmarks" / "results" / "executorch_int8.json"
 SETTINGS = MeasureSettings(threads=1, warmup=10, repeats=30)
 ROUNDS, WARMUP = 400, 50
 CALIBRATION = 300  # images for the pt2e peer (as NNCF's default subset in openvino_int8.py)
-
-
-def _digits() -> Task:
-    spec = importlib.util.spec_from_file_location("digits_task", ROOT / "examples/digits/task.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.build_task()
 
 
 def _ours(task: Task, policy: dict, out: Path, baseline: dict) -> tuple[Path, dict]:
@@ -108,30 +99,6 @@ def _pt2e(task: Task, out: Path) -> tuple[Path, dict]:
     return path, row
 
 
-def round_robin(runs: dict[str, rt.EtModule], example: torch.Tensor, rounds: int) -> dict:
-    """Per program, the median and p90 ms of its module call (the call the target times), in
-    rounds over all programs in a random order (seed 0); per turn a cold call right after
-    another model, then the timed call."""
-    order = random.Random(0)
-    names = list(runs)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    cold: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(WARMUP + rounds):
-        order.shuffle(names)
-        for k in names:
-            for out in (cold[k], times[k]):
-                t0 = time.perf_counter()
-                runs[k](example)
-                if r >= WARMUP:
-                    out.append((time.perf_counter() - t0) * 1e3)
-    return {k: {**_stats(times[k]), "cold_median_ms": _stats(cold[k])["median_ms"]} for k in runs}
-
-
-def _stats(ts: list[float]) -> dict[str, float]:
-    ts = sorted(ts)
-    return {"median_ms": statistics.median(ts), "p90_ms": ts[int(0.9 * (len(ts) - 1))]}
-
-
 def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> dict:
     baseline = measure_baseline(task, target="executorch", settings=SETTINGS)
     paths, rows = {}, {}
@@ -149,7 +116,7 @@ def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> di
     runs = {name: rt.EtModule(path, threads=1) for name, path in paths.items()}
     for name, run in runs.items():
         rows[name]["accuracy"] = task.evaluate(run)
-    lat = round_robin(runs, task.example_inputs[0][:1], rounds)
+    lat = round_robin(runs, task.example_inputs[0][:1], rounds, WARMUP)
     for name, row in rows.items():
         row.update(latency_ms=lat[name]["median_ms"], latency_p90_ms=lat[name]["p90_ms"])
         row["latency_cold_ms"] = lat[name]["cold_median_ms"]
@@ -185,7 +152,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="autocompress-et-bench-") as tmp:
-        rows = bench(_digits(), Path(tmp), args.rounds, args.qat_epochs, not args.no_peer)
+        rows = bench(digits_task(), Path(tmp), args.rounds, args.qat_epochs, not args.no_peer)
     cpu = machine()
     int8 = rows["int8"]
     checks = {

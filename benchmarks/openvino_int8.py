@@ -23,16 +23,14 @@ ran in, and the runtime op counts (``layerType precision``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import digits_task, round_robin
 
 from autocompress import Policy, Task, compress
 from autocompress.compress import MeasureSettings, measure_baseline
@@ -46,13 +44,6 @@ SETTINGS = MeasureSettings(threads=1, warmup=10, repeats=30)
 ROUNDS, WARMUP = 400, 50
 FLOOR = 2.5  # int8 vs OpenVINO fp32, no pruning, on an AVX-512 VNNI CPU
 CALIBRATION = 300  # images for nncf.quantize (its default subset size)
-
-
-def _digits() -> Task:
-    spec = importlib.util.spec_from_file_location("digits_task", ROOT / "examples/digits/task.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.build_task()
 
 
 def _ours(task: Task, policy: dict, out: Path, baseline: dict) -> tuple[Path, dict]:
@@ -96,34 +87,6 @@ def _compiled(path: Path, default_hint: bool = False):
     return rt.core().compile_model(str(path), "CPU", config)
 
 
-def round_robin(
-    runs: dict[str, rt.OvModule], example: torch.Tensor, rounds: int
-) -> dict[str, dict]:
-    """Per artifact, the median and p90 ms of its module call (the call the target times), in
-    rounds over all artifacts in a random order (seed 0). Each turn makes two calls: the first
-    (``cold``) runs right after another model, the second (the latency) is the steady state of
-    a model called repeatedly. On AMX CPUs the first int8 call after an fp32 model is much slower
-    (AMX warm-up); a fixed order would charge that to whichever model follows the fp32 one."""
-    order = random.Random(0)
-    names = list(runs)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    cold: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(WARMUP + rounds):
-        order.shuffle(names)
-        for k in names:
-            for out in (cold[k], times[k]):
-                t0 = time.perf_counter()
-                runs[k](example)
-                if r >= WARMUP:
-                    out.append((time.perf_counter() - t0) * 1e3)
-    return {k: {**_stats(times[k]), "cold_median_ms": _stats(cold[k])["median_ms"]} for k in runs}
-
-
-def _stats(ts: list[float]) -> dict[str, float]:
-    ts = sorted(ts)
-    return {"median_ms": statistics.median(ts), "p90_ms": ts[int(0.9 * (len(ts) - 1))]}
-
-
 def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> dict:
     baseline = measure_baseline(task, target="openvino", settings=SETTINGS)
     paths, rows = {}, {}
@@ -146,7 +109,7 @@ def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> di
     for name, run in runs.items():
         rows[name]["accuracy"] = task.evaluate(run)
         rows[name].update(rt.graph_record(run.compiled))
-    lat = round_robin(runs, task.example_inputs[0][:1], rounds)
+    lat = round_robin(runs, task.example_inputs[0][:1], rounds, WARMUP)
     for name, row in rows.items():
         row.update(latency_ms=lat[name]["median_ms"], latency_p90_ms=lat[name]["p90_ms"])
         row["latency_cold_ms"] = lat[name]["cold_median_ms"]  # right after another model
@@ -181,7 +144,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="autocompress-ov-bench-") as tmp:
-        rows = bench(_digits(), Path(tmp), args.rounds, args.qat_epochs, not args.no_peer)
+        rows = bench(digits_task(), Path(tmp), args.rounds, args.qat_epochs, not args.no_peer)
     cpu = machine()
     speedup = rows["int8"]["speedup_vs_fp32"]
     checks = {
