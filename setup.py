@@ -2,7 +2,7 @@
 
 ``search_spaces/*.yaml`` and ``objectives/*.yaml`` are copied to ``autocompress/_presets/``
 in the build tree, so a wheel (and a non-editable ``pip install .``) holds them;
-``autocompress.presets`` finds them there or, in a source checkout, at the repository top.
+``autocompress.study.presets`` finds them there or, in a source checkout, at the repository top.
 Everything else is in ``pyproject.toml``.
 """
 

@@ -7,13 +7,19 @@
 
 from __future__ import annotations
 
-from .compress import CompressResult, MeasureSettings, compress, load_artifact, measure_baseline
-from .errors import AutoCompressError, ConfigError
-from .objectives import load_objectives
-from .policy import Policy, load_policy
-from .search import search
-from .space import load_space
-from .task import Task, load_task
+from autocompress.api import search
+from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.pipeline._compress import (
+    CompressResult,
+    MeasureSettings,
+    compress,
+    load_artifact,
+    measure_baseline,
+)
+from autocompress.policy import Policy, load_policy
+from autocompress.study.objectives import load_objectives
+from autocompress.study.space import load_space
+from autocompress.task import Task, load_task
 
 __all__ = [
     "AutoCompressError",

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import AutoCompressError
+from autocompress.errors import AutoCompressError
 
 app = typer.Typer(
     add_completion=False,
@@ -119,10 +119,10 @@ def apply(
     precision: Annotated[str, _PRECISION] = "fp32",
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
-    from .compress import MeasureSettings, compress
-    from .device import Training
-    from .policy import load_policy
-    from .task import load_task
+    from autocompress.device import Training
+    from autocompress.pipeline._compress import MeasureSettings, compress
+    from autocompress.policy import load_policy
+    from autocompress.task import load_task
 
     _need_directory(out, "--out")
     pol = load_policy(policy)
@@ -133,7 +133,7 @@ def apply(
     options = target_options(target_option)
     if max_layer_drop is not None:
         options["max_layer_drop"] = max_layer_drop
-    from .targets import get_target
+    from autocompress.targets import get_target
 
     get_target(target, **options)  # a wrong key or value fails before the task loads
     training = Training.resolve(device, precision=precision)
@@ -182,13 +182,13 @@ def search_cmd(
     ] = None,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
-    from .config import SearchConfig
-    from .failures import no_feasible_trial
-    from .search import make_tracker, run_search
+    from autocompress.api import make_tracker, run_search
+    from autocompress.study.config import SearchConfig
+    from autocompress.study.failures import no_feasible_trial
 
     cfg = SearchConfig.from_yaml(config)
     if budget is not None and trials is None:
-        from .budget import MAX_TRIALS
+        from autocompress.study.budget import MAX_TRIALS
 
         trials = MAX_TRIALS  # the budget bounds the search
     cfg = cfg.with_overrides(
@@ -236,9 +236,9 @@ def inspect_cmd(
 ) -> None:
     """Print the model's layers, what the space makes of each (with each bit-width's mode on
     the target), and the space's dimension."""
-    from .inspect import describe
-    from .space import load_space
-    from .task import load_task
+    from autocompress.reporting.inspect import describe
+    from autocompress.study.space import load_space
+    from autocompress.task import load_task
 
     options = target_options(target_option)
     job = load_task(task)
@@ -249,7 +249,7 @@ def inspect_cmd(
 @_user_errors
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -> None:
     """Rebuild report.html and pareto.png from a run directory."""
-    from .report import write_report
+    from autocompress.reporting.report import write_report
 
     for path in write_report(run_dir):
         if path is not None:
@@ -276,7 +276,7 @@ def export_cmd(
     ] = "torch",
 ) -> None:
     """Write a trial's deployable model with its policy.json and metrics.json."""
-    from .export import export_trial, pick_trial
+    from autocompress.reporting.export import export_trial, pick_trial
 
     _need_directory(out, "--out")
     if format not in ("torch", "onnx", "openvino", "executorch"):
@@ -303,7 +303,7 @@ def compare_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Compare searches side by side: counts, front size, best points, hypervolume, fronts plot."""
-    from .compare import compare, format_table
+    from autocompress.reporting.comparison import compare, format_table
 
     rows, html, png = compare(sources, out_dir=out, tracking_uri=tracking_uri)
     typer.echo(format_table(rows))
@@ -317,9 +317,9 @@ def sync_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Upload to MLflow the trials of a run directory that are not tracked yet."""
-    from .config import SearchConfig
-    from .rundir import RunDir
-    from .search import make_tracker
+    from autocompress.api import make_tracker
+    from autocompress.study.config import SearchConfig
+    from autocompress.study.rundir import RunDir
 
     rd = RunDir(run_dir)
     cfg = SearchConfig.from_dict(rd.read_config(), source=str(run_dir / "config.yaml"))

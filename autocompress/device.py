@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from autocompress.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PolicyError
+from autocompress.errors import PolicyError
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16, 32)
 QUANT_SCOPES = ("weight", "weight+activation")

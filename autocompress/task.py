@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .distill_losses import DISTILL_LOSSES
-from .errors import TaskError
+from autocompress.distill_losses import DISTILL_LOSSES
+from autocompress.errors import TaskError
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -188,7 +188,7 @@ class Task:
         self._unpack()
 
     def _unpack(self) -> None:
-        from .unpack import unpack_checked
+        from autocompress.unpack import unpack_checked
 
         # the teacher's figures are the user's own modules' (fused fast paths and all)
         self.original_model = self.model

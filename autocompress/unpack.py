@@ -191,7 +191,7 @@ def _linear_of(conv: nn.Module) -> nn.Linear:
     return linear.to(conv.weight.device).train(conv.training)
 
 
-def unpack(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
+def unpack_model(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """``model`` with packed attention split and ``Conv1D`` layers as Linears (a copy; ``model``
     itself when nothing changes), and the attention modules kept packed with why."""
     split, kept = split_packed_attention(model)
@@ -237,7 +237,7 @@ def unpack_checked(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, 
     def run_model(m: nn.Module, inputs: Any) -> Any:
         return m(*inputs) if isinstance(inputs, tuple | list) else m(inputs)
 
-    split, kept = unpack(model)
+    split, kept = unpack_model(model)
     if split is model:
         return model, kept
     was = model.training
@@ -271,7 +271,7 @@ __all__ = [
     "SplitMultiheadAttention",
     "same_outputs",
     "split_packed_attention",
-    "unpack",
+    "unpack_model",
     "unpack_checked",
     "untie_linear_weights_",
 ]

@@ -20,8 +20,8 @@ def task_spec(which: str = "auto") -> tuple[str, str]:
     digits = ROOT / "examples" / "digits" / "task.py"
     if which != "cnn" and digits.exists():
         return f"{digits}:build_task", "grouped"
-    sys.path.insert(0, str(ROOT / "tests"))  # tests/tasks.py imports its sibling models.py
-    return f"{ROOT / 'tests' / 'tasks.py'}:cnn", "default"
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/_support/tasks.py imports its sibling models.py
+    return f"{ROOT / 'tests' / '_support' / 'tasks.py'}:cnn", "default"
 
 
 def parse_search_args(description: str, **defaults: int) -> argparse.Namespace:
@@ -31,7 +31,7 @@ def parse_search_args(description: str, **defaults: int) -> argparse.Namespace:
     for name, value in defaults.items():
         parser.add_argument(f"--{name}", type=int, default=value)
     parser.add_argument(
-        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/tasks.py:cnn"
+        "--task", choices=("auto", "cnn"), default="auto", help="cnn: tests/_support/tasks.py:cnn"
     )
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

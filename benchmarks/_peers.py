@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.measure import threads
+from autocompress.measure.timing import threads
 from autocompress.targets._ort_graph import load_config
 from autocompress.task import run_model
 

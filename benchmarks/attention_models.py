@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from models import GPT2Classifier, TinyViT, _classification  # noqa: E402
+from _support.models import GPT2Classifier, TinyViT, _classification  # noqa: E402
 
 from autocompress import Policy, compress  # noqa: E402
 from autocompress.targets import TARGETS  # noqa: E402

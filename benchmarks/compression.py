@@ -50,7 +50,7 @@ from _peers import (  # noqa: E402
 )
 from _points import policy_point, search_point  # noqa: E402
 
-from autocompress.layers import list_layers  # noqa: E402
+from autocompress.analysis.layers import list_layers  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
 from autocompress.targets import get_target  # noqa: E402
 from autocompress.targets._cpu import cpu_record  # noqa: E402

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT
 
-from autocompress.config import SearchConfig
-from autocompress.pareto import dominates
-from autocompress.search import run_search
+from autocompress.api import run_search
+from autocompress.study.config import SearchConfig
+from autocompress.study.pareto import dominates
 
 METRICS = ("accuracy", "size_bytes", "latency_ms")
 DIRECTIONS = ("maximize", "minimize", "minimize")

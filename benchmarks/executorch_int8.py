@@ -34,7 +34,7 @@ import torch
 from _common import digits_task, round_robin
 
 from autocompress import Policy, Task, compress
-from autocompress.compress import MeasureSettings, measure_baseline
+from autocompress.pipeline._compress import MeasureSettings, measure_baseline
 from autocompress.targets import _et_lower
 from autocompress.targets import _et_runtime as rt
 from autocompress.targets._cpu import VNNI_FLAGS, cpu_info, cpu_record

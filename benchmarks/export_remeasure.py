@@ -18,15 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autocompress.export import pick_trial
+from autocompress.reporting.export import pick_trial
 
 OUT = Path(__file__).parent / "results" / "export_remeasure.json"
 
 FRESH = r"""
 import json, sys
 from autocompress import load_artifact
-from autocompress.compress import measure_baseline
-from autocompress.measure import measure_latency
+from autocompress.pipeline._compress import measure_baseline
+from autocompress.measure.timing import measure_latency
 from autocompress.targets._torch import read
 from autocompress.task import load_task
 

@@ -24,7 +24,7 @@ from _common import RESULTS
 from onnxruntime_int8 import SETTINGS, digits_task, round_robin
 
 from autocompress import Policy, compress
-from autocompress.compress import measure_baseline
+from autocompress.pipeline._compress import measure_baseline
 from autocompress.policy import FINETUNE_SCOPES
 
 OUT = RESULTS / "finetune_scopes.json"

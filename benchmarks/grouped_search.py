@@ -1,5 +1,5 @@
 """A 16-trial search on a CNN we did not write for the search: a grouped 3x3 conv (groups=4)
-concatenated with a 1x1 branch, a depthwise block and residual adds (``tests/models.py``'s
+concatenated with a 1x1 branch, a depthwise block and residual adds (``tests/_support/models.py``'s
 ``grouped_concat_task``), over the ``default`` space, on the Ray backend.
 
     .venv/bin/python benchmarks/grouped_search.py [--trials 16] [--epochs 1]
@@ -25,14 +25,14 @@ from typing import Any
 
 from _common import RESULTS, ROOT
 
-from autocompress.config import SearchConfig
-from autocompress.search import run_search
-from autocompress.space import load_space
+from autocompress.api import run_search
+from autocompress.study.config import SearchConfig
+from autocompress.study.space import load_space
 from autocompress.targets import get_target
 from autocompress.targets._torch import read
 from autocompress.task import load_task
 
-TASK = f"{ROOT / 'tests' / 'models.py'}:grouped_concat_task"
+TASK = f"{ROOT / 'tests' / '_support' / 'models.py'}:grouped_concat_task"
 
 
 def stored_rows(artifact: Path) -> dict[str, int]:

@@ -5,7 +5,7 @@ One fixed policy (the ``prune30-int8`` baseline) is run several times:
 - ``alone``: the ``local`` backend, one trial after another, nothing else running;
 - ``ray``: the ``ray`` backend, 2 concurrent trials, latency measured while the other trial
   trains or measures (``backends.ray.run(exclusive_timing=False)``);
-- ``ray+gate``: the same with the default timing gate (``autocompress.gate``): a trial times its
+- ``ray+gate``: the same with the default timing gate (``autocompress.measure.gate``): a trial times its
   artifact while the other trial waits at a batch boundary.
 
     .venv/bin/python benchmarks/latency_under_load.py [--repeats 6] [--epochs 2] [--task cnn]
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, parse_search_args, task_spec
 
-from autocompress.backends import local
-from autocompress.config import SearchConfig
-from autocompress.session import finish, prepare
+from autocompress.study.backends import local
+from autocompress.study.config import SearchConfig
+from autocompress.study.session import finish, prepare
 
 POLICY = "prune30-int8"
 
@@ -50,7 +50,7 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
     if mode == "alone":
         local.run(session)
     else:
-        from autocompress.backends import ray as ray_backend
+        from autocompress.study.backends import ray as ray_backend
 
         ray_backend.run(session, exclusive_timing=mode == "ray+gate")
     wall = time.perf_counter() - start

@@ -34,11 +34,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from autocompress import Policy, Task, compress
-from autocompress.compress import MeasureSettings
-from autocompress.fold import fold_batchnorm, foldable_pairs
+from autocompress.pipeline._compress import MeasureSettings
 from autocompress.targets import get_target
 from autocompress.targets._cpu import cpu_record
 from autocompress.targets._ort_graph import OrtModule, export_float
+from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "onnxruntime_int8.json"
@@ -202,7 +202,7 @@ def round_robin(
 
 
 def bench(task: Task, policies: dict[str, dict], tmp: Path, rounds: int = ROUNDS) -> dict:
-    from autocompress.compress import measure_baseline
+    from autocompress.pipeline._compress import measure_baseline
 
     rows: dict[str, dict] = {}
     paths: dict[str, Path] = {}

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ray_speedup.py [--trials 8] [--epochs 1] [--task cnn]
 
 Uses the digits example when it exists (a digits trial takes about a minute), else or with
-``--task cnn`` the small ``tests/tasks.py:cnn``. The ray time includes
+``--task cnn`` the small ``tests/_support/tasks.py:cnn``. The ray time includes
 starting and stopping the local cluster. Every trial runs on one intra-op thread on both
 backends (the project's rule for trials on shared cores), so the ratio is what running trials
 side by side in processes buys. Prints both and writes
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, parse_search_args, task_spec
 
-from autocompress.config import SearchConfig
-from autocompress.search import run_search
+from autocompress.api import run_search
+from autocompress.study.config import SearchConfig
 
 
 def run(backend: str, out: Path, *, trials: int, epochs: int, task: str, space: str) -> dict:

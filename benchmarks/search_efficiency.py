@@ -4,7 +4,7 @@ NSGA-II and the uniform grid (manual practice), on the digits CNN and a transfor
     .venv/bin/python benchmarks/search_efficiency.py [--jobs 4] [--seeds 3] [--epochs 1]
 
 The default search is what examples/digits/search.yaml (``make demo``) uses: its space, sampler
-and baselines (``identity, auto``: the measured start of autocompress/start.py). Random and NSGA-II search the same space with the standard
+and baselines (``identity, auto``: the measured start of autocompress/study/_start.py). Random and NSGA-II search the same space with the standard
 baselines. The uniform grid is one prune ratio from {0, .3, .5, .7} and one bit-width from
 {4, 8, 16, 32} for every layer, alpha 0.5, T 4, lambda 1e-4 (search_spaces/uniform.yaml), its
 16 points run in a seeded random order. A budget of k trials is the first k trials of a run
@@ -29,8 +29,8 @@ from typing import Any
 
 from _common import RESULTS, ROOT
 
-from autocompress.config import SearchConfig
-from autocompress.pareto import default_reference, hypervolume, normalize
+from autocompress.study.config import SearchConfig
+from autocompress.study.pareto import default_reference, hypervolume, normalize
 
 OBJECTIVES = (("accuracy", "maximize"), ("size_bytes", "minimize"), ("latency_ms", "minimize"))
 MODELS = {
@@ -80,7 +80,7 @@ def _config(
 def _run(config: SearchConfig) -> tuple[str, float]:
     import torch
 
-    from autocompress.search import run_search
+    from autocompress.api import run_search
 
     torch.set_num_threads(1)
     path = Path(config.out or "")

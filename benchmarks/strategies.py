@@ -33,8 +33,8 @@ from _common import RESULTS, ROOT
 from torch import nn
 
 from autocompress import Policy, compress
-from autocompress.compress import MeasureSettings, measure_baseline
-from autocompress.measure import threads
+from autocompress.measure.timing import threads
+from autocompress.pipeline._compress import MeasureSettings, measure_baseline
 from autocompress.targets import get_target
 from autocompress.targets._torch import read
 from autocompress.task import Task, load_task, run_model
@@ -128,7 +128,7 @@ def unstructured(epochs: int, rounds: int) -> dict[str, Any]:
 def encoder_task(n: int = 2048, seq: int = 16, layers: int = 6, epochs: int = 15) -> Task:
     """A deeper, wider TinyEncoder trained on generated sequences (labels need the sequence)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from models import EncoderLayer, TinyEncoder
+    from _support.models import EncoderLayer, TinyEncoder
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, seq, 8, generator=g)
@@ -182,7 +182,7 @@ def layer_drop(epochs: int, rounds: int) -> dict[str, Any]:
         rows[name]["latency_ms"] = latency[name]
         rows[name]["speedup"] = latency["full (6 layers)"] / latency[name]
     return {
-        "model": "6 x tests/models.EncoderLayer (dim 64, 4 heads, FFN 128), seq 16",
+        "model": "6 x tests/_support/models.EncoderLayer (dim 64, 4 heads, FFN 128), seq 16",
         "policies": policies,
         "rows": rows,
     }

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from autocompress.config import SearchConfig
+from autocompress.study.config import SearchConfig
 
 TESTS = Path(__file__).resolve().parent
-MLP_TASK = f"{TESTS / 'tasks.py'}:mlp"
+MLP_TASK = f"{TESTS / '_support' / 'tasks.py'}:mlp"
 # subprocesses see tests/ (task modules) and whatever the caller put first (e.g. a worktree)
 ENV = {
     **os.environ,
@@ -41,9 +41,9 @@ def make_config(tmp_path: Path):
     return lambda **overrides: local_config(tmp_path / "run", **overrides)
 
 
-# -- fault-injection summary (tests/faults.py) -----------------------------------------------
+# -- fault-injection summary (tests/_support/faults.py) -----------------------------------------------
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
-    from faults import summary_line
+    from _support.faults import summary_line
 
     line = summary_line()
     if line:

@@ -34,8 +34,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-from ..errors import ConfigError
-from .mlflow_payload import (
+from autocompress.errors import ConfigError
+from autocompress.integrations._mlflow_payload import (
     as_params,
     jsonable,
     log_batch,
@@ -43,7 +43,7 @@ from .mlflow_payload import (
     trial_params,
     truncate,
 )
-from .mlflow_store import is_http, probe, resolve_tracking_uri
+from autocompress.integrations._mlflow_store import is_http, probe, resolve_tracking_uri
 
 __all__ = ["MlflowTracker", "resolve_tracking_uri"]
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..gate import Gate, NoGate
-from ..measure import measure_latency, measure_paired
+from autocompress.errors import AutoCompressError
+from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.timing import measure_latency, measure_paired
 
 MODES = ("int-compute", "weight-only", "float")
 
@@ -140,7 +140,7 @@ def int8_activation_layers(
     scopes: Mapping[str, str] | None,
 ) -> list[str]:
     """8-bit layers ``target`` runs on integer kernels whose scope quantizes activations."""
-    from ..scope import with_activations
+    from autocompress.techniques.scope import with_activations
 
     modules = dict(model.named_modules())
     capable = [
@@ -154,10 +154,10 @@ def int8_activation_layers(
 
 
 def _targets() -> dict[str, Target]:
-    from .executorch import ExecuTorchTarget
-    from .openvino import OpenVinoTarget
-    from .ort import OnnxRuntimeTarget
-    from .pytorch import TorchTarget
+    from autocompress.targets.executorch import ExecuTorchTarget
+    from autocompress.targets.openvino import OpenVinoTarget
+    from autocompress.targets.ort import OnnxRuntimeTarget
+    from autocompress.targets.pytorch import TorchTarget
 
     return {
         "torch": TorchTarget(),
@@ -193,7 +193,7 @@ def get_target(name: str, **options: Any) -> Target:
 
 def structure_diff(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
     """Plain module attributes (channel counts, heads...) that pruning changed."""
-    from ._torch import structure_diff as diff
+    from autocompress.targets._torch import structure_diff as diff
 
     return diff(original, pruned)
 
@@ -213,3 +213,18 @@ def target_of(path: Path) -> Target:
         if path.name == target.artifact_name or path.suffix == Path(target.artifact_name).suffix:
             return target
     raise AutoCompressError(f"{path}: not an artifact of any target ({', '.join(TARGETS)})")
+
+
+__all__ = [
+    "DISTURBED",
+    "MODES",
+    "RETAKES",
+    "TARGETS",
+    "Target",
+    "find_artifact",
+    "get_target",
+    "int8_activation_layers",
+    "measure_runtime",
+    "structure_diff",
+    "target_of",
+]

@@ -28,7 +28,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..quantize import quantize_weight
+from autocompress.techniques.quantize import quantize_weight
 
 _SUFFIXES = ("quantized", "scale", "nbits", "nbits_scale", "fp16")
 

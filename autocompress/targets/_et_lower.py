@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..quantize import dequantize, quantize_weight
+from autocompress.errors import AutoCompressError
+from autocompress.techniques.quantize import dequantize, quantize_weight
 
 _LAYER_OPS = ("conv1d", "conv2d", "linear")
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AutoCompressError
+from autocompress.errors import AutoCompressError
 
 EXTRA = 'pip install "autocompress[executorch]"'
 HEADER_METHOD = "autocompress_header"

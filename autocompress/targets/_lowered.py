@@ -10,8 +10,13 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
+from autocompress.errors import AutoCompressError
+from autocompress.techniques.fold import (
+    concat_folds,
+    fold_batchnorm,
+    fold_concat_batchnorm_,
+    foldable_pairs,
+)
 
 
 class LoweredTarget:
@@ -23,7 +28,7 @@ class LoweredTarget:
     def activation_layers(
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
     ) -> list[str]:
-        from . import int8_activation_layers
+        from autocompress.targets import int8_activation_layers
 
         return int8_activation_layers(self, model, bits, scopes)  # type: ignore[arg-type]
 

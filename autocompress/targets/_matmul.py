@@ -10,7 +10,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from ..quantize import qmax
+from autocompress.techniques.quantize import qmax
 
 NBITS_BLOCK = 32
 

@@ -13,8 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _embedding, _qdq
-from ._ort_graph import OrtModule, _read_modes, export_float, load_config, optimized_graph
+from autocompress.targets import _embedding, _qdq
+from autocompress.targets._ort_graph import (
+    OrtModule,
+    _read_modes,
+    export_float,
+    load_config,
+    optimized_graph,
+)
 
 
 def _as_tuple(inputs: Any) -> tuple:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AutoCompressError
-from ._islands import INT_OPS
+from autocompress.errors import AutoCompressError
+from autocompress.targets._islands import INT_OPS
 
 
 @contextlib.contextmanager
@@ -205,7 +205,7 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
             # weights, float activations
             rec.update(mode="weight-only", op="MatMulNBits (fused by ONNX Runtime)")
         elif node.op_type == "MatMulNBits":
-            from ._matmul import nbits_int8
+            from autocompress.targets._matmul import nbits_int8
 
             level, container = attrs.get("accuracy_level", 0), attrs.get("bits", 4)
             int8_acts = nbits_int8(container, level)  # probed on this CPU, not assumed

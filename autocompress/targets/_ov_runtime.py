@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AutoCompressError
+from autocompress.errors import AutoCompressError
 
 EXTRA = 'pip install "autocompress[openvino]"'
 HEADER_KEY = "autocompress"

@@ -31,9 +31,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..quantize import activation_qparams, quantize_weight
-from ._matmul import dynamic_nodes, nbits_nodes
-from ._matmul import initializer as _init
+from autocompress.targets._matmul import dynamic_nodes, nbits_nodes
+from autocompress.targets._matmul import initializer as _init
+from autocompress.techniques.quantize import activation_qparams, quantize_weight
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 STRUCTURAL = ("Add", "Concat", "GlobalAveragePool", "AveragePool")

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..drop import drop_blocks_
-from ..embedding import QuantEmbedding, quantizes_rows
-from ..errors import AutoCompressError
-from ..fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
-from ..quantize import dequantize, pack_codes, quantize_weight, unpack_codes
-from ..sparsify import achieved_sparsity, decode_sparse, encode_sparse
+from autocompress.errors import AutoCompressError
+from autocompress.techniques.drop import drop_blocks_
+from autocompress.techniques.embedding import QuantEmbedding, quantizes_rows
+from autocompress.techniques.fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
+from autocompress.techniques.quantize import dequantize, pack_codes, quantize_weight, unpack_codes
+from autocompress.techniques.sparsify import achieved_sparsity, decode_sparse, encode_sparse
 
 FORMAT = "autocompress-torch/1"
 _SCALAR_TYPES = (int, float, bool, str)
@@ -236,9 +236,9 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
     tensors from the file, int8 Linears on integer kernels."""
     meta, tensors = read(path)
     if meta.get("unpacked"):  # written from unpacked modules: the user's packed ones follow
-        from ..unpack import unpack
+        from autocompress.unpack import unpack_model
 
-        skeleton = unpack(skeleton)[0]
+        skeleton = unpack_model(skeleton)[0]
     model = drop_blocks_(copy.deepcopy(skeleton).eval(), meta.get("dropped", {}))
     modules = dict(model.named_modules())
     for mpath, attrs in meta["structure"].items():

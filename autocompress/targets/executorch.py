@@ -31,12 +31,17 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
-from ..measure import count_macs, count_params
-from . import _et_runtime as rt
-from ._cpu import cpu_record
-from ._lowered import LoweredTarget
+from autocompress.errors import AutoCompressError
+from autocompress.measure.timing import count_macs, count_params
+from autocompress.targets import _et_runtime as rt
+from autocompress.targets._cpu import cpu_record
+from autocompress.targets._lowered import LoweredTarget
+from autocompress.techniques.fold import (
+    concat_folds,
+    fold_batchnorm,
+    fold_concat_batchnorm_,
+    foldable_pairs,
+)
 
 FORMAT = "autocompress-executorch/1"
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -87,7 +92,7 @@ class ExecuTorchTarget(LoweredTarget):
     ) -> dict[str, dict[str, Any]]:
         from torch.utils._pytree import tree_structure, treespec_dumps
 
-        from . import _et_lower
+        from autocompress.targets import _et_lower
 
         rt.require()
         float_model, folded, split = self.float_for_export(model, bits)

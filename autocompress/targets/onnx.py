@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._ort_graph import OrtModule, write_onnx
+from autocompress.targets._ort_graph import OrtModule, write_onnx
 
 
 def _float_linear(q: nn.Module) -> nn.Linear:
@@ -38,7 +38,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path
 
 
 def _measure(task, path: Path, settings) -> dict:
-    from ..measure import measure_latency
+    from autocompress.measure.timing import measure_latency
 
     session = OrtModule(path, settings.threads)
     lat = measure_latency(

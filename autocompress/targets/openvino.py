@@ -32,13 +32,18 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
-from ..measure import count_macs, count_params
-from . import _ov_runtime as rt
-from ._cpu import cpu_info, cpu_record
-from ._lowered import LoweredTarget
-from ._matmul import NBITS_BLOCK
+from autocompress.errors import AutoCompressError
+from autocompress.measure.timing import count_macs, count_params
+from autocompress.targets import _ov_runtime as rt
+from autocompress.targets._cpu import cpu_info, cpu_record
+from autocompress.targets._lowered import LoweredTarget
+from autocompress.targets._matmul import NBITS_BLOCK
+from autocompress.techniques.fold import (
+    concat_folds,
+    fold_batchnorm,
+    fold_concat_batchnorm_,
+    foldable_pairs,
+)
 
 FORMAT = "autocompress-openvino/1"
 _LINEARS = (nn.Linear,)
@@ -94,8 +99,8 @@ class OpenVinoTarget(LoweredTarget):
         meta: Mapping[str, Any],
         activations: Mapping[str, tuple[float, int]] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        from . import _embedding, _qdq
-        from ._ort_build import Builder
+        from autocompress.targets import _embedding, _qdq
+        from autocompress.targets._ort_build import Builder
 
         rt.require()
         float_model, folded, split = self.float_for_export(model, bits)

@@ -36,13 +36,18 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..errors import AutoCompressError
-from ..fold import concat_folds, fold_batchnorm, fold_concat_batchnorm_, foldable_pairs
-from ..measure import count_macs, count_params
-from ._cpu import cpu_record, has_vnni
-from ._ort_graph import (
+from autocompress.errors import AutoCompressError
+from autocompress.measure.timing import count_macs, count_params
+from autocompress.targets._cpu import cpu_record, has_vnni
+from autocompress.targets._ort_graph import (
     OrtModule,
     optimized_graph,
+)
+from autocompress.techniques.fold import (
+    concat_folds,
+    fold_batchnorm,
+    fold_concat_batchnorm_,
+    foldable_pairs,
 )
 
 FORMAT = "autocompress-onnx/1"
@@ -109,7 +114,7 @@ class OnnxRuntimeTarget:
         if bits == 8 and isinstance(module, _CONVS + _LINEARS):
             return "int-compute"
         if bits in (2, 3, 4) and isinstance(module, _LINEARS):
-            from ._matmul import nbits_int8
+            from autocompress.targets._matmul import nbits_int8
 
             # MatMulNBits, accuracy_level 4: int8 activations where this CPU's MLAS has the kernel
             return "int-compute" if nbits_int8(2 if bits == 2 else 4, 4) else "weight-only"
@@ -145,7 +150,7 @@ class OnnxRuntimeTarget:
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None
     ) -> list[str]:
         """8-bit integer-compute layers whose scope quantizes activations."""
-        from . import int8_activation_layers
+        from autocompress.targets import int8_activation_layers
 
         return int8_activation_layers(self, model, bits, scopes)
 
@@ -160,7 +165,7 @@ class OnnxRuntimeTarget:
         meta: Mapping[str, Any],
         activations: Mapping[str, tuple[float, int]] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        from ._ort_build import Builder
+        from autocompress.targets._ort_build import Builder
 
         folded = foldable_pairs(model)
         float_model = fold_batchnorm(model, folded)
@@ -199,7 +204,7 @@ class OnnxRuntimeTarget:
 
     def graph_record(self, path: Path) -> dict[str, Any]:
         """What the optimized graph runs from input to output (see ``_islands``)."""
-        from ._islands import graph_record
+        from autocompress.targets._islands import graph_record
 
         return graph_record(optimized_graph(path.read_bytes(), as_loaded=True))
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..measure import count_macs, count_params
+from autocompress.measure.timing import count_macs, count_params
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TorchTarget:
     default_scope: ClassVar[str] = "weight"
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
-        from ._torch import layer_mode
+        from autocompress.targets._torch import layer_mode
 
         return layer_mode(module, bits, parent)
 
@@ -53,17 +53,17 @@ class TorchTarget:
         meta: Mapping[str, Any],
         activations: Mapping[str, tuple[float, int]] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        from . import _torch
+        from autocompress.targets import _torch
 
         return _torch.save(model, path, bits=bits, structure=structure, meta=meta)
 
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
-        from . import _torch
+        from autocompress.targets import _torch
 
         return _torch.load(path, skeleton)
 
     def read_meta(self, path: Path) -> dict[str, Any]:
-        from ._torch import read
+        from autocompress.targets._torch import read
 
         return read(path)[0]
 

@@ -1,0 +1,31 @@
+"""Measuring: latency timing (paired with the teacher), the timing gate, the metric registry."""
+
+from __future__ import annotations
+
+from autocompress.measure.gate import FileGate, Gate, NoGate, trial_gate
+from autocompress.measure.metrics import METRICS, comparable, format_value, teacher_metrics
+from autocompress.measure.timing import (
+    MeasureSettings,
+    count_macs,
+    count_params,
+    measure_latency,
+    measure_paired,
+    threads,
+)
+
+__all__ = [
+    "FileGate",
+    "Gate",
+    "METRICS",
+    "MeasureSettings",
+    "NoGate",
+    "comparable",
+    "count_macs",
+    "count_params",
+    "format_value",
+    "measure_latency",
+    "measure_paired",
+    "teacher_metrics",
+    "threads",
+    "trial_gate",
+]

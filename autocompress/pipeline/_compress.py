@@ -1,0 +1,375 @@
+"""One policy applied to one model: prune -> fine-tune (distill, QAT) -> convert -> measure.
+
+>>> result = compress(task, Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}}))
+>>> result.metrics["speedup"], result.metrics["compression"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.analysis.layers import list_layers, per_layer
+from autocompress.analysis.probe import probe_groups
+from autocompress.device import Training, moved, on_device
+from autocompress.errors import PolicyError
+from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.metrics import teacher_metrics
+from autocompress.measure.timing import MeasureSettings
+from autocompress.pipeline._artifact import (
+    artifact_meta,
+    measure_artifact,
+    measure_baseline,
+    structure_cost,
+    teacher_reference,
+)
+from autocompress.policy import Policy
+from autocompress.targets import Target, find_artifact, get_target, structure_diff, target_of
+from autocompress.task import Task, check_task
+from autocompress.techniques.distill import TeacherCache
+from autocompress.techniques.drop import drop_blocks_, find_blocks, live, resolve_blocks
+from autocompress.techniques.finetune import EpochCallback, finetune_
+from autocompress.techniques.prune import check_importance, prune_, prune_records
+from autocompress.techniques.quantize import ActivationQuant
+from autocompress.techniques.recalibrate import after_finetuning, after_pruning, merge_records
+from autocompress.techniques.scope import (
+    auto_feature_layers,
+    changed_layers,
+    resolve_quant_scopes,
+    select_parameters,
+    trainable_modules,
+    trained_count,
+)
+from autocompress.techniques.sparsify import resolve_sparsity, sparsify_, summary
+from autocompress.unpack import untie_linear_weights_
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy resolved against a model: one prune ratio and one bit-width per layer."""
+
+    prune: dict[str, float]
+    bits: dict[str, int]
+    protected: tuple[str, ...]
+
+
+def resolve_policy(task: Task, policy: Policy, target: Target) -> ResolvedPolicy:
+    """Per-layer ratios and bits; errors name the policy key or layer at fault."""
+    infos = list_layers(task.model, task.example_inputs)
+    protected = (
+        tuple(task.output_layers)
+        if task.output_layers is not None
+        else tuple(i.path for i in infos if i.is_output)
+    )
+    prunable = [i.path for i in infos if i.prunable and i.path not in protected]
+    tables = {i.path for i in infos if not i.prunable}
+    asked = any(r > 0 for r in policy.prune_layers.values())
+    unprunable = probe_groups(task.model, task.example_inputs, protected) if asked else {}
+    for key, ratio in policy.prune_layers.items():
+        if key in unprunable and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {unprunable[key]}; remove the key or set "
+                "it to 0"
+            )
+        if key in protected and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {key} is an output layer and keeps its "
+                "outputs; remove the key or set it to 0"
+            )
+        if key in tables and ratio > 0:
+            raise PolicyError(
+                f"policy key prune.layers[{key!r}]: {key} is an embedding table, which takes "
+                "bits but no prune ratio; remove the key or set it to 0"
+            )
+    prune_keys = {
+        k: v for k, v in policy.prune_layers.items() if k not in protected and k not in tables
+    }
+    prune = per_layer(policy.prune_default, prune_keys, prunable, section="prune")
+    bits = per_layer(
+        policy.quant_default, policy.quant_layers, [i.path for i in infos], section="quant"
+    )
+    for path, b in bits.items():
+        if b not in target.bits:
+            raise PolicyError(
+                f"layer {path}: {b} bits cannot be honoured by target {target.name!r} "
+                f"(supported: {list(target.bits)})"
+            )
+    return ResolvedPolicy(
+        prune=dict(prune), bits={p: int(b) for p, b in bits.items()}, protected=protected
+    )
+
+
+@dataclass
+class CompressResult:
+    """The deployable model and its measured figures (the content of ``metrics.json``)."""
+
+    model: nn.Module
+    policy: Policy
+    metrics: dict[str, Any]
+    artifact: Path
+
+    def __getattr__(self, name: str) -> Any:
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
+
+
+class StopTrial(Exception):
+    """Raised by an ``on_structure`` callback to stop a candidate before fine-tuning."""
+
+
+def compress(
+    task: Task,
+    policy: Policy,
+    *,
+    out_dir: str | Path | None = None,
+    target: str = "torch",
+    importance: str = "taylor",
+    seed: int = 0,
+    settings: MeasureSettings = MeasureSettings(),
+    baseline: Mapping[str, Any] | None = None,
+    teacher_cache: TeacherCache | None = None,
+    on_stage: StageCallback | None = None,
+    on_structure: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+    gate: Gate = NoGate(),
+    target_options: Mapping[str, Any] | None = None,
+    training: Training | str = "auto",
+) -> CompressResult:
+    """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
+
+    Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
+    directory when not given). Accuracy, size and latency are those of the artifact as
+    loaded back by the target's loader. ``target_options`` set the target's options (e.g.
+    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``training``: the device (and fine-tuning
+    precision) of pruning importance, calibration and fine-tuning; conversion and measurement
+    run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
+    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device.
+    """
+    stage = on_stage or (lambda s: None)
+    if isinstance(training, str):
+        training = Training.resolve(training)
+    check_importance(importance)
+    check_task(task, epochs=policy.finetune.epochs)
+    tgt = get_target(target, **(target_options or {}))
+    resolved = resolve_policy(task, policy, tgt)
+    scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
+    blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
+    dropped = resolve_blocks(policy.drop_blocks, blocks)
+    sparsity = resolve_sparsity(task.model, policy)
+    if baseline is None:
+        stage("measure baseline")
+        baseline = measure_baseline(
+            task, target=target, settings=settings, target_options=target_options
+        )
+
+    stage("prune")
+    student = copy.deepcopy(task.model)
+    untied = untie_linear_weights_(student)
+    work = on_device(task, training.device)  # the task itself on the CPU
+    cuda = [training.device] if training.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's generators stay as they were
+        torch.manual_seed(seed)
+        drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
+        protected = tuple(live(dict.fromkeys(resolved.protected), student))
+        with moved(student, training.device):
+            groups = prune_(
+                student,
+                work,
+                live(resolved.prune, student),
+                importance=importance,
+                protected=protected,
+            )
+            masks = sparsify_(student, work, live(sparsity, student), importance=importance)
+    structure = _structure(task.model, student)
+    recalibrated = [after_pruning(task, student, structure, dropped, masks)]
+    bits = live(resolved.bits, student)
+    meta = artifact_meta(
+        task,
+        policy,
+        tgt,
+        student,
+        dropped=dropped,
+        sparsity=sparsity,
+        scopes=scopes,
+        explicit=explicit,
+    )
+
+    if on_structure is not None:
+        stage("measure structure")
+        on_structure(
+            structure_cost(
+                task,
+                student,
+                bits,
+                structure,
+                target=tgt,
+                settings=settings,
+                meta=meta,
+                gate=gate,
+            )
+        )
+
+    train_modules = trainable_modules(
+        student,
+        policy.finetune.scope,
+        changed=changed_layers(structure, bits, meta["sparse"]),
+        head=protected,
+    )
+    trained_params = trained_count(select_parameters(student, train_modules))
+    feature_layers = None
+    if policy.distill.feature_weight and not task.feature_layers:
+        feature_layers = auto_feature_layers(task.model, task.example_inputs, protected)
+    code_bits = tgt.code_bits(student, bits, meta["quant_scope"])  # the codes it will hold
+    with moved(student, training.device):
+        act_quant = _activation_quant(work, tgt, student, bits, meta["quant_scope"])
+        if policy.finetune.epochs:
+            stage("fine-tune")
+        finetune_(
+            student,
+            task,
+            policy,
+            code_bits,
+            teacher_cache=teacher_cache,
+            seed=seed,
+            on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+            on_step=gate.step,
+            masks=masks,
+            act_quant=act_quant,
+            train_modules=train_modules,
+            feature_layers=feature_layers,
+            training=training,
+        )
+    if policy.finetune.epochs:
+        recalibrated.append(after_finetuning(task, student))
+    bn_record = merge_records(recalibrated)
+
+    stage("convert")
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
+    out.mkdir(parents=True, exist_ok=True)
+    artifact = out / tgt.artifact_name
+    records = tgt.save(
+        student,
+        artifact,
+        task=task,
+        bits=bits,
+        structure=structure,
+        meta=meta,
+        activations=act_quant.qparams if act_quant is not None else None,
+    )
+    deployed = tgt.load(artifact, task.model, threads=settings.threads)
+
+    stage("measure")
+    reference = teacher_reference(task, tgt, settings) if settings.paired else None
+    measured = measure_artifact(task, tgt, student, deployed, artifact, settings, gate, reference)
+    metrics = dict(measured)
+    # the teacher this candidate is compared with: timed interleaved with it when paired
+    teacher = {**baseline, **measured.get("teacher_paired", {})}
+    metrics["speedup"] = teacher["latency_ms"] / measured["latency_ms"]
+    metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
+    metrics["baseline"] = {k: teacher[k] for k in teacher_metrics()}
+    pruned = prune_records(task.model, student, resolved.prune, groups)
+    metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
+    metrics.update(summary(records, student, meta["sparse"]))
+    _scope_records(metrics, scopes, act_quant)
+    metrics["finetune_scope"] = policy.finetune.scope
+    metrics["trained_params"] = trained_params if policy.finetune.epochs else 0
+    metrics["trained_on"] = training.record(trained=bool(policy.finetune.epochs))
+    if feature_layers is not None:
+        metrics["feature_layers"] = list(feature_layers)
+    if hasattr(tgt, "graph_record"):
+        metrics["graph"] = tgt.graph_record(artifact)
+        if "inference_precision" in metrics["graph"]:  # the precision the whole artifact ran in
+            metrics["inference_precision"] = metrics["graph"]["inference_precision"]
+    if dropped:
+        metrics["dropped_blocks"] = list(dropped)
+    if untied:
+        metrics["untied_weights"] = untied
+    if bn_record is not None:
+        metrics["bn_recalibrated"] = bn_record
+    metrics["artifact"] = artifact.name
+    metrics["target"] = tgt.name
+    metrics["threads"] = settings.threads
+    (out / "policy.json").write_text(policy.to_json(indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return CompressResult(model=deployed, policy=policy, metrics=metrics, artifact=artifact)
+
+
+def _structure(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
+    return structure_diff(original, pruned)
+
+
+CALIBRATION_BATCHES = 8
+
+
+def _scope_records(
+    metrics: dict[str, Any], scopes: Mapping[str, str], act_quant: ActivationQuant | None
+) -> None:
+    """Per layer the scope asked for and the one achieved (activations really quantized:
+    static qparams and integer compute in the artifact)."""
+    static = set(act_quant.qparams) if act_quant is not None else set()
+    for path, rec in metrics["layers"].items():
+        rec["scope"] = scopes.get(path, "weight")
+        quantized = path in static or rec.get("activations") == "dynamic"
+        done = quantized and rec.get("mode") == "int-compute" and "fallback" not in rec
+        rec["scope_achieved"] = "weight+activation" if done else "weight"
+
+
+def _activation_quant(
+    task: Task,
+    target: Target,
+    student: nn.Module,
+    bits: Mapping[str, int],
+    scopes: Mapping[str, str] | None = None,
+) -> ActivationQuant | None:
+    """Fixed activation qparams for the layers the target runs on integer kernels, calibrated
+    (MinMax) on the first training batches of the pruned student before fine-tuning."""
+    from itertools import islice
+
+    layers = target.activation_layers(student, bits, scopes)
+    if not layers:
+        return None
+    act_quant = ActivationQuant(layers)
+    batches = [inputs for inputs, _ in islice(iter(task.train_loader), CALIBRATION_BATCHES)]
+    act_quant.calibrate_(student, batches)
+    return act_quant
+
+
+def _staged_epochs(on_epoch, stage, epochs):
+    def callback(epoch: int, model: nn.Module) -> None:
+        stage(f"fine-tune epoch {epoch + 1}/{epochs}")
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+
+    return callback
+
+
+def load_artifact(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a deployable model written by ``compress`` without unpickling Python objects.
+
+    ``model`` is the uncompressed architecture (e.g. ``task.model``); when omitted, the task
+    recorded in the artifact is loaded to provide it.
+    """
+    from autocompress.task import load_task
+
+    path = Path(path)
+    if path.is_dir():
+        path = find_artifact(path)
+    tgt = target_of(path)
+    meta = tgt.read_meta(path)
+    if model is None:
+        if not meta.get("task_spec"):
+            raise PolicyError(f"artifact {path} records no task; pass model= to load_artifact")
+        model = load_task(meta["task_spec"], base_dir=meta.get("task_base_dir")).model
+    return get_target(meta.get("target", tgt.name)).load(path, model)

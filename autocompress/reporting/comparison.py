@@ -1,0 +1,315 @@
+"""Compare searches side by side: a summary table and their Pareto fronts overlaid.
+
+A source is a run directory (``trials.jsonl`` + ``pareto.json``) or an MLflow experiment name
+(read through ``MlflowClient``; one row per search, i.e. per parent run, in it).
+
+Example::
+
+    rows, html, png = compare(["runs/tpe", "runs/random"], out_dir=Path("compare"))
+    print(format_table(rows))
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from autocompress.errors import ConfigError
+from autocompress.measure.metrics import METRICS
+from autocompress.reporting._compare_plots import plot_html, plot_png
+from autocompress.study.pareto import default_reference, front, hypervolume, normalize
+from autocompress.study.rundir import STATES, RunDir, atomic_write_text
+
+__all__ = ["compare", "format_table"]
+
+DEFAULT_OBJECTIVES = tuple(
+    {"name": m, "direction": METRICS[m].direction} for m in ("accuracy", "size_bytes", "latency_ms")
+)
+ACCURACY_TOLERANCE = 0.01  # "within 1 point of the teacher"
+COLUMNS = {
+    "search": "search",
+    "trials": "trials",
+    "complete": "complete",
+    "infeasible": "infeasible",
+    "failed": "failed",
+    "pruned": "pruned",
+    "pareto_size": "Pareto",
+    "teacher_accuracy": "teacher acc",
+    "best_accuracy": "best acc",
+    "smallest_size_bytes": "smallest size (≤1 pt)",
+    "lowest_latency_ms": "lowest latency ms (≤1 pt)",
+    "hypervolume": "hypervolume",
+}
+
+
+@dataclass
+class _Search:
+    """One search, whatever its source: trial records, its front and its teacher measurements."""
+
+    label: str
+    source: str
+    records: list[dict[str, Any]]
+    front: list[dict[str, Any]]  # metrics of the Pareto points
+    objectives: list[dict[str, str]] = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    baseline: dict[str, float] = field(default_factory=dict)
+
+
+def compare(
+    sources: Sequence[str],
+    *,
+    out_dir: Path,
+    tracking_uri: str | None = None,
+) -> tuple[list[dict[str, Any]], Path, Path]:
+    """Summarize several searches and plot their fronts; return ``(rows, html_path, png_path)``.
+
+    Hypervolume uses each search's own teacher for normalization and one reference point for
+    all (see :mod:`autocompress.study.pareto`), over the objectives every search shares.
+    """
+    if not sources:
+        raise ConfigError("compare needs at least one run directory or MLflow experiment name")
+    searches = _distinct_labels([s for source in sources for s in _load(source, tracking_uri)])
+    objectives = _common_objectives(searches)
+    rows = [_row(search, objectives) for search in searches]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "compare.json", json.dumps(rows, indent=2))
+    html = plot_html(searches, out_dir / "compare.html")
+    png = plot_png(searches, out_dir / "compare.png")
+    return rows, html, png
+
+
+def _distinct_labels(searches: list[_Search]) -> list[_Search]:
+    """Searches that share a name (two runs of one config) are labelled by their source too."""
+    counts: dict[str, int] = {}
+    for search in searches:
+        counts[search.label] = counts.get(search.label, 0) + 1
+    return [
+        replace(s, label=f"{s.label} ({s.source})") if counts[s.label] > 1 else s for s in searches
+    ]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The comparison rows as a rich table rendered to plain text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Search comparison")
+    for key, title in COLUMNS.items():
+        table.add_column(title, justify="left" if key == "search" else "right")
+    for row in rows:
+        table.add_row(*(_cell(key, row.get(key)) for key in COLUMNS))
+    console = Console(file=io.StringIO(), width=200, color_system=None, force_terminal=False)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+def _load(source: str, tracking_uri: str | None) -> list[_Search]:
+    path = Path(source)
+    if (path / "trials.jsonl").is_file():
+        return [_load_run_dir(path)]
+    if path.exists():
+        raise ConfigError(
+            f"{source} exists but has no trials.jsonl: pass a search's run directory "
+            "or an MLflow experiment name"
+        )
+    return _load_experiment(source, tracking_uri)
+
+
+def _load_run_dir(path: Path) -> _Search:
+    rd = RunDir(path)
+    records = rd.records()
+    pareto: dict[str, Any] = {}
+    if (path / "pareto.json").is_file():
+        pareto = rd.read_pareto()
+        # timings on the run teacher's scale when the search stored them ("compared")
+        points = [
+            {**(t.get("metrics") or {}), **(t.get("compared") or {})}
+            for t in pareto.get("trials", [])
+        ]
+    else:
+        points = _front([r["metrics"] for r in records if r.get("state") == "complete"])
+    baseline = pareto.get("baseline") or _baseline_from(r.get("metrics") or {} for r in records)
+    return _Search(
+        label=str(pareto.get("name") or path.name),
+        source=str(path),
+        records=records,
+        front=points,
+        objectives=list(pareto.get("objectives") or DEFAULT_OBJECTIVES),
+        baseline=dict(baseline),
+    )
+
+
+def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
+    import mlflow
+
+    from autocompress.integrations.mlflow import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, None)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise ConfigError(
+            f"{name!r} is neither a run directory (with trials.jsonl) nor an MLflow experiment "
+            f"at {uri}: check the path, or pass --tracking-uri"
+        )
+    runs = _all_runs(client, experiment.experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children: dict[str, list[Any]] = {}
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags and "trial.number" in run.data.tags:
+            children.setdefault(run.data.tags["mlflow.parentRunId"], []).append(run)
+    searches = []
+    for parent in sorted(parents, key=lambda r: r.info.start_time or 0):
+        kids = children.get(parent.info.run_id, [])
+        if not kids:
+            continue
+        records = [
+            {
+                "number": int(run.data.tags["trial.number"]),
+                "state": run.data.tags.get("state", "complete"),
+                "metrics": dict(run.data.metrics),
+                "pareto": run.data.tags.get("pareto") == "true",
+            }
+            for run in kids
+        ]
+        records.sort(key=lambda r: r["number"])
+        points = [r["metrics"] for r in records if r["pareto"]]
+        if not points:  # the search did not finish: take the front of what completed
+            points = _front([r["metrics"] for r in records if r["state"] == "complete"])
+        label = name if len(parents) == 1 else f"{name}/{parent.info.run_name}"
+        searches.append(
+            _Search(
+                label=label,
+                source=f"mlflow:{name}",
+                records=records,
+                front=points,
+                objectives=_objectives_param(parent.data.params.get("objectives")),
+                baseline={
+                    key.removeprefix("baseline."): value
+                    for run in kids
+                    for key, value in run.data.metrics.items()
+                    if key.startswith("baseline.")
+                },
+            )
+        )
+    if not searches:
+        raise ConfigError(f"MLflow experiment {name!r} at {uri} holds no autocompress trials")
+    return searches
+
+
+def _all_runs(client: Any, experiment_id: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _objectives_param(text: str | None) -> list[dict[str, str]]:
+    """The parent's ``objectives`` param when it holds name/direction pairs, else the default."""
+    try:
+        value = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, list) and all(isinstance(o, dict) and "direction" in o for o in value):
+        return value
+    return list(DEFAULT_OBJECTIVES)
+
+
+def _baseline_from(metrics: Any) -> dict[str, float]:
+    for m in metrics:
+        if m.get("baseline"):
+            return dict(m["baseline"])
+    return {}
+
+
+# --------------------------------------------------------------------------------- summary
+
+
+def _common_objectives(searches: Sequence[_Search]) -> list[dict[str, str]]:
+    first = searches[0].objectives
+    shared = [
+        o
+        for o in first
+        if all(
+            any(p["name"] == o["name"] and p["direction"] == o["direction"] for p in s.objectives)
+            for s in searches[1:]
+        )
+    ]
+    if not shared:
+        raise ConfigError(
+            "the searches share no objective (name and direction), so their fronts cannot be "
+            "compared: " + "; ".join(f"{s.label}: {s.objectives}" for s in searches)
+        )
+    return shared
+
+
+def _row(search: _Search, objectives: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    counts = {state: 0 for state in STATES}
+    for record in search.records:
+        state = record.get("state", "complete")
+        counts[state] = counts.get(state, 0) + 1
+    complete = [r.get("metrics") or {} for r in search.records if r.get("state") == "complete"]
+    accuracies = [m["accuracy"] for m in complete if m.get("accuracy") is not None]
+    teacher = search.baseline.get("accuracy")
+    close = (
+        [m for m in complete if m.get("accuracy", -1.0) >= teacher - ACCURACY_TOLERANCE]
+        if teacher is not None
+        else []
+    )
+    return {
+        "search": search.label,
+        "source": search.source,
+        "trials": len(search.records),
+        **{state: counts[state] for state in STATES},
+        "pareto_size": len(search.front),
+        "teacher_accuracy": teacher,
+        "best_accuracy": max(accuracies, default=None),
+        "smallest_size_bytes": _least(close, "size_bytes"),
+        "lowest_latency_ms": _least(close, "latency_ms"),
+        "hypervolume": _hypervolume(search, objectives),
+    }
+
+
+def _least(metrics: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    return min((m[key] for m in metrics if m.get(key) is not None), default=None)
+
+
+def _hypervolume(search: _Search, objectives: Sequence[Mapping[str, str]]) -> float | None:
+    names = [o["name"] for o in objectives]
+    if any(not search.baseline.get(name) for name in names):
+        return None  # no teacher measurement to normalize against
+    points = [m for m in search.front if all(m.get(name) is not None for name in names)]
+    normalized = normalize(points, objectives, search.baseline)
+    return hypervolume(normalized, default_reference(objectives))
+
+
+def _front(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Non-dominated points by the default objectives, for searches without a stored front."""
+    return [
+        dict(r["metrics"]) for r in front([{"metrics": m} for m in metrics], DEFAULT_OBJECTIVES)
+    ]
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "smallest_size_bytes":
+        return f"{int(value):,}"
+    if key in ("teacher_accuracy", "best_accuracy"):
+        return f"{value:.4f}"
+    if key == "lowest_latency_ms":
+        return f"{value:.3f}"
+    if key == "hypervolume":
+        return f"{value:.4g}"
+    return str(value)

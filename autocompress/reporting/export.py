@@ -1,0 +1,123 @@
+"""Export a trial's deployable model from a run directory (re-materialized when not kept)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from autocompress.device import Training
+from autocompress.errors import ConfigError
+from autocompress.measure.metrics import comparable
+from autocompress.measure.timing import threads
+from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
+from autocompress.policy import Policy
+from autocompress.study.config import SearchConfig
+from autocompress.study.objectives import load_objectives
+from autocompress.study.rundir import RunDir
+from autocompress.targets import get_target
+from autocompress.task import load_task
+
+PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
+
+
+def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size") -> int:
+    """The smallest (or fastest) Pareto point within ``max_accuracy_drop`` of the teacher."""
+    if by not in PICK_BY:
+        raise ConfigError(f"--by {by!r}: choose from {', '.join(PICK_BY)}")
+    path = Path(run_dir) / "pareto.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
+    doc = RunDir(run_dir).read_pareto()
+    teacher = doc["baseline"]["accuracy"]
+    ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
+    if not ok:
+        raise ConfigError(
+            f"no Pareto point of {run_dir} is within {max_accuracy_drop} of the teacher's "
+            f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
+        )
+    # timings on the run teacher's scale (a cluster's nodes compared by their ratios)
+    return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["baseline"]) or 0.0)["number"]
+
+
+# the --format that copies a target's own artifact, by its file suffix (else "torch")
+NATIVE = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch"}
+
+
+def export_trial(
+    run_dir: str | Path, number: int, out: str | Path, *, fmt: str = "torch"
+) -> dict[str, Any]:
+    """Write the deployable model of trial ``number`` with its policy.json and metrics.json.
+
+    A model the search did not keep is rebuilt from its recorded policy and seed (pruning and
+    fine-tuning are deterministic) and measured again; the fresh metrics are written. With
+    ``fmt="onnx"`` the ONNX file is measured by ONNX Runtime (its bytes, its latency, the task
+    metric computed with it, the teacher exported and timed the same way) and those figures
+    go to ``metrics.onnx.json``, returned. A search on the ``onnxruntime`` target already
+    holds its ``model.onnx`` (int8 kernels, measured in the search): ``fmt="onnx"`` copies it.
+    """
+    rd = RunDir(run_dir)
+    config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
+    records = {r["number"]: r for r in rd.records()}
+    if number not in records:
+        raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
+    record = records[number]
+    if record["state"] != "complete":
+        raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = get_target(config.target, **config.target_options)
+    native = NATIVE.get(Path(target.artifact_name).suffix, "torch")
+    if fmt in ("openvino", "executorch") and native != fmt:
+        raise ConfigError(
+            f"{run_dir}: --format {fmt} copies the artifact of a search on target {fmt!r}; "
+            f"this search ran on target {target.name!r}: export it with --format {native}"
+        )
+    if native != "torch" and fmt != native:
+        raise ConfigError(
+            f"{run_dir}: the search ran on target {target.name!r}, whose artifact is "
+            f"{target.artifact_name}; export it with --format {native}"
+        )
+    kept = rd.trial_dir(number)
+    if (kept / target.artifact_name).exists():
+        files = [f.name for f in target.files(kept / target.artifact_name) if f.exists()]
+        for name in (*files, "policy.json", "metrics.json"):
+            shutil.copy2(kept / name, out / name)
+        if fmt == native:
+            return json.loads((out / "metrics.json").read_text())
+    if ":" not in config.task:
+        raise ConfigError(
+            f"{run_dir}: trial {number}'s model was not kept and the search's task was given from "
+            "Python, not as file.py:function; rebuild it with autocompress.compress(task, policy)"
+        )
+    task = load_task(config.task)
+    objectives = load_objectives(config.objectives)
+    settings = MeasureSettings.from_latency(objectives.latency)
+    if (out / target.artifact_name).exists():
+        deployed = load_artifact(out / target.artifact_name, task.model)
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        # as in the search: bit-identical re-materialization, on the device it trained on
+        trained = (record.get("metrics") or {}).get("trained_on") or {}
+        training = Training.resolve(
+            trained.get("device", "cpu"), precision=trained.get("precision", "fp32")
+        )
+        with threads(settings.threads):
+            result = compress(
+                task,
+                Policy.from_dict(record["policy"]),
+                out_dir=out,
+                target=config.target,
+                importance=config.importance,
+                seed=record.get("seed", config.seed + number),
+                settings=settings,
+                target_options=config.target_options,
+                training=training,
+            )
+        deployed, metrics = result.model, result.metrics
+    if fmt != native:  # a torch-target model exported to float ONNX and measured by ORT
+        from autocompress.targets.onnx import export_measured
+
+        metrics = export_measured(task, deployed, metrics, out, settings=settings)
+    return metrics

@@ -1,0 +1,198 @@
+"""Build ``report.html`` and ``pareto.png`` from a run directory alone.
+
+Reads ``trials.jsonl``, ``pareto.json`` and (if present) ``config.yaml``; writes the HTML report
+with ``plotly.min.js`` beside it (so it opens offline) and a static matplotlib figure.
+Plotly and matplotlib are imported inside the functions that draw, so ``import autocompress``
+stays lean.
+
+>>> html_path, png_path = write_report("runs/digits-cnn")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from autocompress.measure.metrics import METRICS
+from autocompress.reporting._report_data import (
+    TABLE_METRICS,
+    RunData,
+    axis,
+    fmt,
+    load_run,
+    policy_summary,
+)
+from autocompress.reporting._report_figures import (
+    PARETO_DIV_ID,
+    PARETO_TRACE_UID,
+    _heatmap,
+    _hypervolume_plot,
+    _scatter_2d,
+    _scatter_3d,
+    write_pareto_png,
+)
+from autocompress.study.rundir import STATES, atomic_write_text
+
+__all__ = [
+    "PARETO_DIV_ID",
+    "PARETO_TRACE_UID",
+    "load_run",
+    "write_pareto_png",
+    "write_report",
+    "write_report_safely",
+]
+
+
+def write_report(run_dir: str | Path, *, inline_plotlyjs: bool = False) -> tuple[Path, Path]:
+    """Write ``report.html`` (plus ``plotly.min.js``) and ``pareto.png`` into ``run_dir``.
+
+    ``inline_plotlyjs=True`` embeds plotly.js (~5 MB) for a single-file report instead.
+    Returns ``(html_path, png_path)``.
+    """
+    run = load_run(run_dir)
+    html_path = run.run_dir / "report.html"
+    png_path = run.run_dir / "pareto.png"
+    atomic_write_text(html_path, _render_html(run, inline_plotlyjs=inline_plotlyjs))
+    write_pareto_png(run, png_path)
+    return html_path, png_path
+
+
+# --- HTML sections ----------------------------------------------------------------------------
+
+
+def _pareto_table(run: RunData) -> str:
+    names = list(dict.fromkeys([*(n for n, _ in run.objectives), *TABLE_METRICS]))
+    metric_heads = "".join(f"<th>{html.escape(axis(n)[0])}</th>" for n in names)
+    head = (
+        f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
+        "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th>"
+        "<th>fine-tune scope</th><th>feature w</th><th>quant scope</th></tr>"
+    )
+    by_number = {r["number"]: r for r in run.records}
+    rows = []
+    for t in run.pareto:
+        m = t.get("metrics") or {}
+        s = policy_summary(t.get("policy") or {}, m)
+        name = t.get("baseline") or by_number.get(t["number"], {}).get("baseline") or ""
+        cells = [
+            f"#{t['number']}",
+            html.escape(str(name)),
+            *(_table_cell(n, m.get(n)) for n in names),
+            fmt(s["alpha"]),
+            fmt(s["T"]),
+            fmt(s["lambda"]),
+            fmt(s["epochs"]),
+            fmt(s["mean_prune"], ".2f"),
+            html.escape(s["bits"]),
+            html.escape(str(s["ft_scope"])),
+            fmt(s["feature_weight"]),
+            html.escape(s["quant_scope"]),
+        ]
+        tds = "".join(f"<td>{c}</td>" for c in cells)
+        rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')
+    teacher = ", ".join(f"{k}={fmt(v)}" for k, v in run.teacher.items())
+    return (
+        f"<p>Teacher: {html.escape(teacher)}</p>"
+        f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def _table_cell(name: str, value: Any) -> str:
+    metric = METRICS.get(name)
+    if metric is None:
+        return fmt(value)
+    if name == "size_bytes":  # bytes in the table, exactly
+        return fmt(value, ",")
+    return fmt(value, metric.spec) + ("×" if metric.unit == "x" else "")
+
+
+def _counts(run: RunData) -> str:
+    counts = Counter(r.get("state") for r in run.records)
+    items = "".join(
+        f'<li><span class="state">{s}</span>: <b id="count-{s}">{counts.get(s, 0)}</b></li>'
+        for s in STATES
+    )
+    failed = [r for r in run.records if r.get("state") == "failed"]
+    errors = "".join(
+        f"<li>trial #{r['number']}<pre>{html.escape(str(r.get('error') or 'no error recorded'))}</pre></li>"
+        for r in failed
+    )
+    errors_html = f'<h3>Errors of failed trials</h3><ul id="errors">{errors}</ul>' if failed else ""
+    return f'<ul id="counts">{items}</ul>{errors_html}'
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f4f4f4; }
+pre { background: #f8f8f8; padding: 0.5rem; overflow-x: auto; white-space: pre-wrap; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
+"""
+
+
+def _plotly_script(run: RunData, *, inline: bool) -> str:
+    from plotly.offline import get_plotlyjs
+
+    if inline:
+        return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    atomic_write_text(run.run_dir / "plotly.min.js", get_plotlyjs())
+    return '<script src="plotly.min.js"></script>'
+
+
+def _render_html(run: RunData, *, inline_plotlyjs: bool) -> str:
+    objectives = run.objectives
+    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1 :]]
+    # Accuracy-like (maximized) objectives go on the y axis, costs on x.
+    pairs = [(b, a) if a[1] == "maximize" else (a, b) for a, b in pairs]
+    plots = [
+        _scatter_2d(run, x, y, PARETO_DIV_ID if i == 0 else f"pareto-{x[0]}-{y[0]}")
+        for i, (x, y) in enumerate(pairs)
+    ]
+    three_d = _scatter_3d(run) if len(objectives) == 3 else ""
+    config = (
+        f"<details><summary>config.yaml</summary><pre>{html.escape(run.config_text)}</pre></details>"
+        if run.config_text
+        else ""
+    )
+    objective_text = ", ".join(f"{d} {n}" for n, d in objectives)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>autocompress report: {html.escape(run.name)}</title>
+<style>{_CSS}</style>
+{_plotly_script(run, inline=inline_plotlyjs)}
+</head>
+<body>
+<h1>autocompress report: {html.escape(run.name)}</h1>
+<p>Objectives: {html.escape(objective_text)}. {len(run.pareto)} Pareto points out of
+{len(run.complete())} complete trials.</p>
+<h2>Trials</h2>
+{_counts(run)}
+<h2>Pareto points</h2>
+{_pareto_table(run)}
+<h2>Pareto front</h2>
+<div class="plots">{"".join(f"<div>{p}</div>" for p in plots)}</div>
+{three_d}
+<h2>Hypervolume over trials</h2>
+{_hypervolume_plot(run)}
+<h2>Per-layer policy of the Pareto points</h2>
+{_heatmap(run, "prune", "prune ratio per layer", "Reds")}
+{_heatmap(run, "bits", "bits per layer", "Viridis")}
+{config}
+</body>
+</html>
+"""
+
+
+def write_report_safely(path: Path) -> list[Path]:
+    """The report files; a report problem never stops a search (it warns)."""
+    try:
+        return [p for p in write_report(path) if p is not None]
+    except Exception as exc:
+        warnings.warn(f"could not write the report in {path}: {exc}", stacklevel=2)
+        return []

@@ -1,0 +1,111 @@
+"""Progress of a search: trial i/N, states so far, best per objective, elapsed and ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from autocompress.measure.metrics import format_value
+from autocompress.study.budget import MAX_TRIALS, Budget, format_seconds
+from autocompress.study.rundir import STATES
+
+
+def summarize(
+    records: Iterable[Mapping[str, Any]], metrics: Sequence[str], directions: Sequence[str]
+) -> tuple[Counter, dict[str, float]]:
+    states: Counter = Counter()
+    best: dict[str, float] = {}
+    for r in records:
+        states[r["state"]] += 1
+        if r["state"] != "complete":
+            continue
+        for m, d in zip(metrics, directions, strict=True):
+            v = float(r["metrics"][m])
+            if m not in best or (v > best[m] if d == "maximize" else v < best[m]):
+                best[m] = v
+    return states, best
+
+
+class SearchProgress:
+    """A rich progress bar on a terminal; one line per finished trial otherwise."""
+
+    def __init__(
+        self,
+        total: int,
+        metrics: Sequence[str],
+        directions: Sequence[str],
+        *,
+        done: int = 0,
+        budget: Budget | None = None,
+    ) -> None:
+        self.total = total
+        self.budget = budget
+        self.bounded = total < MAX_TRIALS  # else only the budget bounds the search
+        self.metrics = list(metrics)
+        self.directions = list(directions)
+        self.start = time.monotonic()
+        self.done_at_start = done
+        self._bar = None
+        if sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(
+                    "[bold]trial {task.completed}/{task.total}"
+                    if self.bounded
+                    else "[bold]trial {task.completed} (budget)"
+                ),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                transient=False,
+            )
+            self._task = self._bar.add_task(
+                "", total=total if self.bounded else None, completed=done
+            )
+            self._bar.start()
+
+    def stage(self, number: int, stage: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"trial #{number}: {stage}")
+
+    def finished(self, records: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
+        states, best = summarize(records, self.metrics, self.directions)
+        n = len(records)
+        elapsed = time.monotonic() - self.start
+        ran = n - self.done_at_start
+        eta = elapsed / ran * (self.total - n) if ran > 0 else float("nan")
+        timing = f" | elapsed {elapsed:.0f}s" + (f" eta {eta:.0f}s" if self.bounded else "")
+        if self.budget is not None:
+            timing += f" | budget left {format_seconds(self.budget.left())}"
+        line = (
+            f"trial {n}{f'/{self.total}' if self.bounded else ''} #{record['number']} "
+            f"{record['state']}"
+            + (f" ({record['error']})" if record.get("error") else "")
+            + " | "
+            + " ".join(f"{s}={states[s]}" for s in STATES)
+            + " | best "
+            + ", ".join(f"{m} {format_value(m, v)}" for m, v in best.items())
+            + timing
+        )
+        if self._bar is not None:
+            self._bar.update(self._task, completed=n)
+            self._bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        return line
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

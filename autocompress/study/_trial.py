@@ -1,0 +1,190 @@
+"""One search trial: compress with a policy, turn the outcome into a ``trials.jsonl`` record.
+
+A trial never raises: an exception becomes a ``failed`` record with its message, a structure
+that already breaks a size/latency constraint becomes ``infeasible`` before any training.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from autocompress.device import CPU, Training
+from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.timing import threads
+from autocompress.pipeline._compress import (
+    CompressResult,
+    MeasureSettings,
+    StageCallback,
+    StopTrial,
+    compress,
+)
+from autocompress.policy import Policy
+from autocompress.study.failures import Deadline, DeadlineGate, failure_kind
+from autocompress.study.objectives import ObjectiveSet
+from autocompress.task import Task
+from autocompress.techniques.distill import TeacherCache
+
+EpochReporter = Callable[[int, float], None]
+
+
+def run_trial(
+    task: Task,
+    policy: Policy,
+    *,
+    number: int,
+    objectives: ObjectiveSet,
+    baseline: Mapping[str, Any],
+    out_dir: Path,
+    target: str = "torch",
+    importance: str = "taylor",
+    seed: int = 0,
+    teacher_cache: TeacherCache | None = None,
+    on_stage: StageCallback | None = None,
+    on_epoch: EpochReporter | None = None,
+    gate: Gate = NoGate(),
+    timeout_s: float | None = None,
+    target_options: Mapping[str, Any] | None = None,
+    training: Training = CPU,
+) -> dict[str, Any]:
+    """Run one policy to the end and return its record (never raises for the trial's own errors).
+
+    ``timeout_s``: the trial fails with kind ``timeout`` at the first training step, stage or
+    epoch boundary past that many seconds."""
+    start = time.perf_counter()
+    deadline = Deadline(timeout_s)
+    if timeout_s is not None:
+        gate = DeadlineGate(gate, deadline)
+
+    def stage(name: str) -> None:
+        deadline.check(f"stage {name!r}")
+        if on_stage is not None:
+            on_stage(name)
+
+    settings = MeasureSettings.from_latency(objectives.latency)
+    epochs: list[dict[str, float]] = []
+    structure: dict[str, Any] = {}
+
+    def check_structure(cost: dict[str, Any]) -> None:
+        structure.update(cost)
+        broken = objectives.structural_violation(cost, _teacher(baseline, cost))
+        if broken:
+            raise StopTrial(broken)
+
+    def report_epoch(epoch: int, model: nn.Module) -> None:
+        deadline.check(f"the end of epoch {epoch + 1}")
+        value = task.evaluate(model)
+        epochs.append({"epoch": epoch + 1, "accuracy": value})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, value)
+
+    record: dict[str, Any] = {
+        "number": number,
+        "state": "failed",
+        "policy": policy.to_dict(),
+        "metrics": {},
+        "error": None,
+        "failure": None,
+        "seed": seed,
+        "host": socket.gethostname(),
+        "epochs": epochs,
+        "teacher_batches_computed": None,
+    }
+    cache_before = teacher_cache.computed_batches if teacher_cache is not None else 0
+    try:
+        # one intra-op thread per trial on every backend (DESIGN: two threads in one process are
+        # erratic on shared cores; scale out with processes instead)
+        with threads(settings.threads):
+            result: CompressResult = compress(
+                task,
+                policy,
+                out_dir=out_dir,
+                target=target,
+                importance=importance,
+                seed=seed,
+                settings=settings,
+                baseline=baseline,
+                teacher_cache=teacher_cache,
+                on_stage=stage,
+                on_structure=check_structure if objectives.has_structural_constraints else None,
+                on_epoch=report_epoch,
+                gate=gate,
+                target_options=target_options,
+                training=training,
+            )
+    except StopTrial as stop:
+        record.update(state="infeasible", metrics=structure, error=str(stop))
+    except Exception as exc:  # a failing trial never kills a search
+        record.update(
+            state="failed",
+            metrics=structure,
+            error=f"{type(exc).__name__}: {exc}",
+            failure=failure_kind(exc),
+            traceback=traceback.format_exc(limit=8),
+        )
+    else:
+        record["metrics"] = result.metrics
+        record.update(_classify(objectives, result.metrics, _teacher(baseline, result.metrics)))
+    if teacher_cache is not None:
+        record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
+    record["duration_s"] = round(time.perf_counter() - start, 3)
+    return _finite(record)
+
+
+def _teacher(baseline: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher a measurement is compared with: its timings from the interleaved run when
+    the candidate was timed paired with it, else the baseline's."""
+    return {**baseline, **(measured.get("teacher_paired") or {})}
+
+
+def _finite(value: Any) -> Any:
+    """The record with NaN/inf floats replaced by None, so it stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _classify(
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``complete``, ``infeasible`` (a constraint broken) or ``failed`` (a value not finite)."""
+    try:
+        values = objectives.values(metrics)
+        constraints = objectives.constraint_values(metrics, baseline)
+    except (KeyError, TypeError, ValueError) as exc:
+        return {
+            "state": "failed",
+            "failure": "objectives",
+            "error": f"cannot evaluate the objectives: {exc}",
+        }
+    if not all(math.isfinite(v) for v in values + constraints):
+        return {
+            "state": "failed",
+            "failure": "non-finite",
+            "error": f"non-finite objective or constraint values {values + constraints}",
+        }
+    if max(constraints, default=0.0) > 0:
+        return {"state": "infeasible", "error": _broken(objectives, metrics, baseline)}
+    return {"state": "complete"}
+
+
+def _broken(
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> str:
+    msgs = [
+        c.describe_break(metrics, baseline)
+        for c in objectives.constraints
+        if c.violation(metrics, baseline) > 0
+    ]
+    return "; ".join(msgs)

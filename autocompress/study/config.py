@@ -1,0 +1,317 @@
+"""The search config (``search.yaml``): what to search, how, and where to write."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from autocompress.errors import AutoCompressError, ConfigError
+
+if TYPE_CHECKING:
+    from autocompress.device import Training
+
+SAMPLERS = ("tpe", "nsga2", "random")
+BACKENDS = ("local", "ray")
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else f"is not one of {', '.join(options)}"
+
+    return check
+
+
+def _integer(low: int, *, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"must be an integer >= {low}" + (" or null" if optional else "")
+        return None
+
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _seconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return None if ok and math.isfinite(value) else "must be a number of seconds > 0 or null"
+
+
+def _options(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return "must be a mapping of option names to values"
+    return None
+
+
+def _device(value: Any) -> str | None:
+    from autocompress.device import device_problem
+
+    return device_problem(value)
+
+
+def _finetune(value: Any) -> str | None:
+    from autocompress.device import PRECISIONS
+
+    if not isinstance(value, dict):
+        return "must be a mapping, e.g. {precision: bf16}"
+    unknown = sorted(set(value) - {"precision"})
+    if unknown:
+        return f"has unknown key(s) {unknown}; allowed: precision"
+    if value.get("precision", "fp32") not in PRECISIONS:
+        return f"precision must be one of {', '.join(PRECISIONS)}"
+    return None
+
+
+def _budget(value: Any) -> str | None:
+    from autocompress.study.budget import budget_problem
+
+    return budget_problem(value)
+
+
+def _resources(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        return "must be a mapping of Ray resources per trial, e.g. {cpu: 1, gpu: 0.25}"
+    for key, amount in value.items():
+        ok = isinstance(amount, int | float) and not isinstance(amount, bool) and amount >= 0
+        if not isinstance(key, str) or not ok or not math.isfinite(amount):
+            return f"has {key!r}: {amount!r}; each amount must be a number >= 0"
+    if value.get("cpu", 1) <= 0 and value.get("gpu", 0) <= 0:
+        return "asks for neither cpu nor gpu"
+    return None
+
+
+def _baselines(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        return "must be a list of baseline names"
+    from autocompress.study._start import auto_count
+    from autocompress.study.space import BASELINES, baseline_spec
+
+    unknown = []
+    for v in value:
+        if (
+            auto_count(v) is not None
+        ):  # the cost-chosen uniform starts (autocompress/study/_start.py)
+            continue
+        try:
+            baseline_spec(v)
+        except ConfigError:
+            unknown.append(v)
+    if unknown:
+        return (
+            f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}, "
+            "a uniform prune<NN>-int<B>, or auto / auto<K>"
+        )
+    return None
+
+
+# one check per key: each returns None, or what is wrong with the value
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "name": _text,
+    "task": _text,
+    "search_space": _text,
+    "objectives": _text,
+    "target": _text,
+    "target_options": _options,
+    "trials": _integer(1),
+    "sampler": _choice(*SAMPLERS),
+    "seed": _integer(0),
+    "backend": _choice(*BACKENDS),
+    "baselines": _baselines,
+    "importance": _choice("taylor", "magnitude"),
+    "epochs": _integer(0, optional=True),
+    "keep_models": _choice("pareto", "all"),
+    "report_every": _integer(0),
+    "tracking": _flag,
+    "tracking_uri": _optional_text,
+    "experiment": _optional_text,
+    "address": _optional_text,
+    "max_concurrent": _integer(1, optional=True),
+    "scheduler": _choice("auto", "asha", "none"),
+    "out": _optional_text,
+    "trial_timeout_s": _seconds,
+    "fail_fast_after": _integer(0),
+    "device": _device,
+    "finetune": _finetune,
+    "resources_per_trial": _resources,
+    "budget": _budget,
+}
+
+# keys only the ray backend reads: on backend local they are an error, not silently ignored
+RAY_ONLY = ("address", "max_concurrent", "resources_per_trial")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search, as written in YAML. Paths in it are relative to the config file's folder."""
+
+    name: str
+    task: str
+    search_space: str = "default"
+    objectives: str = "accuracy-size-latency"
+    target: str = "torch"
+    target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
+    trials: int = 24
+    sampler: str = "tpe"
+    seed: int = 0
+    backend: str = "ray"
+    baselines: tuple[str, ...] = ("identity", "int8", "prune30-int8")
+    importance: str = "taylor"
+    epochs: int | None = None  # overrides the space's finetune.epochs when set
+    keep_models: str = "pareto"  # "pareto" or "all"
+    report_every: int = 5
+    tracking: bool = True
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    address: str | None = None
+    max_concurrent: int | None = None
+    scheduler: str = "auto"  # "auto" (ASHA when epochs >= 2), "asha" or "none"
+    out: str | None = None
+    trial_timeout_s: float | None = None  # a trial running longer fails with "timeout"
+    fail_fast_after: int = 5  # stop when the first K trials all fail (0: never)
+    device: str = "auto"  # where trials train: auto (CUDA when PyTorch sees one), cpu, cuda:N
+    finetune: dict[str, Any] = field(default_factory=dict)  # {precision: fp32 | bf16 | fp16}
+    resources_per_trial: dict[str, float] | None = None  # ray: e.g. {cpu: 1, gpu: 0.25}
+    budget: str | None = None  # wall-clock time for the start and the trials, e.g. 30m
+    base_dir: str = field(default=".", compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"config {self.name!r}"
+        for key, check in _CHECKS.items():
+            problem = check(getattr(self, key))
+            if problem:
+                raise ConfigError(f"{where}: {key}: {getattr(self, key)!r} {problem}")
+        if self.backend != "ray":
+            for key in RAY_ONLY:
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"{where}: {key}: only the ray backend reads it (backend is "
+                        f"{self.backend!r}); remove the key or set backend: ray"
+                    )
+        if self.target_options:
+            from autocompress.targets import get_target
+
+            try:
+                get_target(self.target, **self.target_options)
+            except ConfigError:
+                raise
+            except AutoCompressError as exc:
+                raise ConfigError(f"{where}: target_options: {exc}") from None
+
+    @property
+    def precision(self) -> str:
+        return self.finetune.get("precision", "fp32")
+
+    def training(self) -> Training:
+        """The device and precision trials train with, resolved here (one-line errors)."""
+        from autocompress.device import Training
+
+        try:
+            return Training.resolve(self.device, precision=self.precision)
+        except ConfigError as exc:
+            raise ConfigError(f"config {self.name!r}: {exc}") from None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["baselines"] = list(self.baselines)
+        data.pop("base_dir")
+        if not self.target_options:  # runs recorded before the key existed stay resumable
+            data.pop("target_options")
+        for key, default in (("finetune", {}), ("resources_per_trial", None), ("budget", None)):
+            if data[key] == default:  # written only when set, like target_options
+                data.pop(key)
+        return data
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, source: str = "<dict>", base_dir: str = "."
+    ) -> SearchConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a search config must be a mapping of keys to values")
+        allowed = {f.name for f in fields(cls)} - {"base_dir"}
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}"
+                )
+        for key in ("name", "task"):
+            if key not in data:
+                raise ConfigError(f"{source}: missing required key {key!r}")
+        data = dict(data)
+        if data.get("budget") is not None and "trials" not in data:
+            from autocompress.study.budget import MAX_TRIALS
+
+            data["trials"] = MAX_TRIALS  # the budget bounds the search
+        if isinstance(data.get("baselines"), list):
+            data["baselines"] = tuple(data["baselines"])
+        elif "baselines" in data and data["baselines"] is None:
+            data["baselines"] = ()
+        try:
+            return cls(**data, base_dir=base_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+        return cls.from_dict(data, source=str(path), base_dir=str(path.parent))
+
+    def resolved(self) -> SearchConfig:
+        """Relative file paths (task file, space/objective YAML) made absolute from base_dir."""
+
+        def absolute(value: str) -> str:
+            path, sep, rest = value.partition(":") if value.count(":") == 1 else (value, "", "")
+            if path.endswith((".py", ".yaml", ".yml")) and not Path(path).is_absolute():
+                candidate = Path(self.base_dir) / path
+                if candidate.exists():
+                    return str(candidate.resolve()) + sep + rest
+            return value
+
+        return replace(
+            self,
+            task=absolute(self.task),
+            search_space=absolute(self.search_space),
+            objectives=absolute(self.objectives),
+        )
+
+    def with_overrides(self, **overrides: Any) -> SearchConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,42 @@
+"""Task entry points for CLI tests (``tests/_support/tasks.py:cnn``); PYTHONPATH must hold tests/."""
+
+from __future__ import annotations
+
+import math
+
+from _support.models import cnn_task, mlp_task
+from autocompress import Task
+from autocompress.measure.timing import count_params
+from autocompress.task import top1_accuracy
+
+
+def cnn() -> Task:
+    return cnn_task(epochs=2)
+
+
+def mlp() -> Task:
+    return mlp_task()
+
+
+def mlp_nan_when_pruned() -> Task:
+    """An MLP task whose metric is NaN for any pruned student: those trials must fail."""
+    task = mlp_task()
+    full = count_params(task.model)
+
+    def metric(model, val_loader) -> float:
+        if count_params(model) < full:
+            return math.nan
+        return top1_accuracy(model, val_loader)
+
+    task.metric = metric
+    return task
+
+
+def mlp_padded() -> Task:
+    """An MLP teacher carrying a 50 MB buffer that is not saved with its weights (a stand-in
+    for a big teacher): what Ray checkpoints must not grow with it."""
+    import torch
+
+    task = mlp_task()
+    task.model.register_buffer("padding", torch.ones(50 * 2**20 // 4), persistent=False)
+    return task

@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(TESTS)}
+METRIC_KEYS = {
+    "accuracy",
+    "size_bytes",
+    "latency_ms",
+    "latency_p90_ms",
+    "params",
+    "macs",
+    "speedup",
+    "compression",
+    "baseline",
+    "layers",
+    "artifact",
+    "target",
+    "threads",
+    "finetune_scope",
+    "trained_params",
+    "trained_on",  # the device and precision fine-tuning ran in
+    "teacher_paired",  # the teacher timed interleaved with the artifact
+}
+OPTIONAL_KEYS = {"latency_retakes"}  # only when a disturbed timing was taken again
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("apply")
+    policy = root / "policy.json"
+    policy.write_text(
+        json.dumps({"prune": {"default": 0.5}, "quant": {"default": 8}, "finetune": {"epochs": 1}})
+    )
+    out = cli(
+        "apply",
+        "--task",
+        f"{TESTS}/_support/tasks.py:mlp",
+        "--policy",
+        str(policy),
+        "--out",
+        str(root / "out"),
+    )
+    assert out.returncode == 0, out.stderr
+    return root / "out"
+
+
+def test_apply_writes_artifact_policy_and_metrics(applied):
+    assert {p.name for p in applied.iterdir()} == {"model.pt", "policy.json", "metrics.json"}
+    metrics = json.loads((applied / "metrics.json").read_text())
+    assert set(metrics) - OPTIONAL_KEYS == METRIC_KEYS
+    assert metrics["size_bytes"] == (applied / "model.pt").stat().st_size
+    assert set(metrics["baseline"]) == {
+        "accuracy",
+        "size_bytes",
+        "latency_ms",
+        "latency_p90_ms",
+        "params",
+        "macs",
+    }
+
+
+def test_artifact_loads_in_fresh_process_from_its_recorded_task(applied):
+    code = (
+        "import json, torch; from autocompress import load_artifact; "
+        f"m = load_artifact(r'{applied}/model.pt'); "
+        "x = torch.zeros(1, 64); print(json.dumps(m(x).tolist()))"
+    )
+    a = subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True
+    )
+    b = subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True
+    )
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"prune": {"layers": {"nope.*": 0.5}}}, "prune.layers['nope.*'] matches no"),
+        ({"quant": {"default": 5}}, "quant.default"),
+        ({"prune": {"default": 0.1}, "typo": 1}, "unknown policy key typo"),
+    ],
+)
+def test_apply_bad_policy_is_one_line_exit_2(tmp_path, policy, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(policy))
+    out = cli(
+        "apply",
+        "--task",
+        f"{TESTS}/_support/tasks.py:mlp",
+        "--policy",
+        str(path),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+def test_missing_task_file_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("{}")
+    out = cli(
+        "apply", "--task", "nowhere.py:build", "--policy", str(path), "--out", str(tmp_path / "o")
+    )
+    assert out.returncode == 2
+    assert "task file nowhere.py does not exist" in out.stderr
+
+
+def test_inspect_prints_layers_and_dimension():
+    out = cli("inspect", "--task", f"{TESTS}/_support/tasks.py:mlp", "--space", "default")
+    assert out.returncode == 0, out.stderr
+    assert "net.0" in out.stdout and "output layer" in out.stdout
+    assert "dimension:" in out.stdout
+
+
+def test_unknown_space_preset_exit_2():
+    out = cli("inspect", "--task", f"{TESTS}/_support/tasks.py:mlp", "--space", "nosuchspace")
+    assert out.returncode == 2
+    assert "nosuchspace" in out.stderr
+
+
+def test_search_export_and_report(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        json.dumps(
+            {"name": "cli", "task": f"{TESTS}/_support/tasks.py:mlp", "trials": 4, "epochs": 1}
+        )
+    )
+    run = tmp_path / "run"
+    out = cli("search", str(cfg), "--backend", "local", "--out", str(run), "--no-tracking")
+    assert out.returncode == 0, out.stderr
+    assert "on the Pareto front" in out.stdout
+    pareto = json.loads((run / "pareto.json").read_text())
+    number = pareto["trials"][0]["number"]
+    recorded = pareto["trials"][0]["metrics"]
+
+    exported = cli("export", str(run), "--trial", str(number), "--out", str(tmp_path / "e1"))
+    assert exported.returncode == 0, exported.stderr
+    assert (
+        json.loads((tmp_path / "e1" / "metrics.json").read_text())["accuracy"]
+        == recorded["accuracy"]
+    )
+
+    # a model the search did not keep is rebuilt deterministically from its policy and seed
+    records = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    dropped = [
+        r
+        for r in records
+        if r["state"] == "complete" and not (run / "trials" / str(r["number"])).exists()
+    ]
+    if dropped:
+        rebuilt = cli(
+            "export", str(run), "--trial", str(dropped[0]["number"]), "--out", str(tmp_path / "e2")
+        )
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+        assert metrics["accuracy"] == dropped[0]["metrics"]["accuracy"]
+        assert metrics["size_bytes"] == dropped[0]["metrics"]["size_bytes"]
+
+    picked = cli(
+        "export",
+        str(run),
+        "--pick",
+        "--max-accuracy-drop",
+        "1.0",
+        "--by",
+        "size",
+        "--out",
+        str(tmp_path / "e3"),
+    )
+    assert picked.returncode == 0, picked.stderr
+    smallest = min(pareto["trials"], key=lambda t: t["metrics"]["size_bytes"])
+    assert picked.stdout.startswith(f"trial {smallest['number']}:")
+
+    onnx = cli(
+        "export",
+        str(run),
+        "--trial",
+        str(number),
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path / "e5"),
+    )
+    assert onnx.returncode == 0, onnx.stderr
+    measured = json.loads((tmp_path / "e5" / "metrics.onnx.json").read_text())
+    assert measured["target"] == "onnx" and measured["artifact"] == "model.onnx"
+    assert measured["size_bytes"] == (tmp_path / "e5" / "model.onnx").stat().st_size
+    assert all(rec["mode"] in ("float", "weight-only") for rec in measured["layers"].values())
+    assert abs(measured["accuracy"] - recorded["accuracy"]) <= 0.05
+
+    (run / "report.html").unlink()
+    rebuilt_report = cli("report", str(run))
+    assert rebuilt_report.returncode == 0, rebuilt_report.stderr
+    assert (run / "report.html").exists() and (run / "pareto.png").exists()
+
+    none = cli(
+        "export", str(run), "--pick", "--max-accuracy-drop", "-1", "--out", str(tmp_path / "e4")
+    )
+    assert none.returncode == 2 and "no Pareto point" in none.stderr

@@ -1,0 +1,121 @@
+"""The measured start (``baselines: [identity, auto]``): bit-widths measured before training,
+prune ratios by bisection, the plan continued on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _support.models import cnn_task
+
+from autocompress.api import run_search
+from autocompress.errors import ConfigError
+from autocompress.study.config import SearchConfig
+from autocompress.study.rundir import RunDir
+from autocompress.study.space import load_space
+from autocompress.study._start import StartPlan, auto_count, kept_bits, space_levels, uniform_name
+from autocompress.targets import get_target
+
+TESTS = Path(__file__).resolve().parents[1]
+RATIOS = tuple(round(0.1 * i, 1) for i in range(8))
+
+
+def _walk(plan: StartPlan, accuracy) -> list[str]:
+    """Run the plan to its end, each start finishing at once with ``accuracy(name)``."""
+    results: dict[str, float | bool | None] = {}
+    while (name := plan.next(results, asked=len(results))) is not None:
+        results[name] = accuracy(name)
+    return list(results)
+
+
+def test_bisection_finds_the_largest_ratio_within_the_allowed_drop():
+    def accuracy(name: str) -> float | bool:  # holds up to 50 % pruning, then collapses
+        ratio = 0.0 if name.startswith("int") else int(name[5:7]) / 100
+        return 0.95 - 0.01 * ratio if ratio <= 0.5 else False
+
+    plan = StartPlan(bits=(4,), ratios=RATIOS, k=10, tolerance=0.05)
+    assert _walk(plan, accuracy) == ["int4", "prune40-int4", "prune60-int4", "prune50-int4"]
+
+
+def test_bisection_goes_down_when_the_accuracy_drops_too_far():
+    def accuracy(name: str) -> float:
+        return 0.90 if name == "int8" else 0.80  # every pruned ratio loses 10 points
+
+    plan = StartPlan(bits=(8,), ratios=RATIOS, k=10, tolerance=0.05)
+    assert _walk(plan, accuracy) == ["int8", "prune40-int8", "prune20-int8", "prune10-int8"]
+
+
+def test_plan_takes_bit_widths_in_turn_and_stops_at_k():
+    plan = StartPlan(bits=(4, 8), ratios=RATIOS, k=6, tolerance=0.05)
+    names = _walk(plan, lambda name: 0.9)
+    assert names == ["int4", "prune40-int4", "prune60-int4", "prune70-int4", "int8", "prune40-int8"]
+
+
+def test_a_running_start_makes_its_bit_width_wait_and_the_next_one_step():
+    plan = StartPlan(bits=(4, 8), ratios=RATIOS, k=6, tolerance=0.05)
+    assert plan.next({"int4": None}, asked=1) == "int8"
+    assert plan.next({"int4": None, "int8": None}, asked=2) is None  # the sampler proposes
+    assert plan.next({"int4": False, "int8": 0.9}, asked=2) == "prune40-int8"  # int4 failed
+
+
+def test_kept_bits_drops_what_a_smaller_bit_width_matches():
+    points = [
+        {"bits": 4, "accuracy": 0.980, "size_bytes": 100, "latency_ratio": 1.00},
+        {"bits": 8, "accuracy": 0.982, "size_bytes": 200, "latency_ratio": 1.70},  # slower
+        {"bits": 16, "accuracy": 0.990, "size_bytes": 400, "latency_ratio": 1.00},
+        {"bits": 32, "accuracy": 0.990, "size_bytes": 800, "latency_ratio": 1.00},
+    ]
+    assert kept_bits(points) == [4, 16]  # 8 matched by 4 (within half a point); 32 by 16
+    points[0]["accuracy"] = 0.90  # 4 bits lose 8 points before training: 8 bits stay
+    assert kept_bits(points) == [4, 8, 16]
+
+
+def test_auto_names_and_levels_of_the_refine_space():
+    assert auto_count("auto") == 6 and auto_count("auto3") == 3 and auto_count("int8") is None
+    with pytest.raises(ConfigError, match="auto0"):
+        SearchConfig.from_dict({"name": "x", "task": "t.py:f", "baselines": ["auto0"]})
+    SearchConfig.from_dict({"name": "x", "task": "t.py:f", "baselines": ["identity", "auto4"]})
+    task = cnn_task(epochs=0)
+    space = load_space("refine").resolve(
+        task.model, task.example_inputs, supported_bits=get_target("torch").bits
+    )
+    ratios, widths = space_levels(space)
+    assert ratios == list(RATIOS) and widths == [4, 8, 16, 32]
+    assert uniform_name(0.0, 4) == "int4" and uniform_name(0.3, 8) == "prune30-int8"
+
+
+def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
+    data = {
+        "name": "cnn-auto",
+        "task": str(TESTS / "_support" / "tasks.py") + ":cnn",
+        "search_space": "refine",
+        "objectives": "accuracy-size-latency",
+        "trials": 4,
+        "seed": 0,
+        "backend": "local",
+        "epochs": 1,
+        "tracking": False,
+        "report_every": 0,
+        "baselines": ["identity", "auto2"],
+        "out": str(tmp_path / "run"),
+    }
+    run_search(SearchConfig.from_dict(data))
+    start = json.loads((tmp_path / "run" / "start.json").read_text())
+    assert [p["bits"] for p in start["bit_widths"]] == [4, 8, 16, 32]
+    for point in start["bit_widths"]:
+        assert point["size_bytes"] > 0 and 0.0 <= point["accuracy"] <= 1.0
+    assert start["kept_bits"] and start["seconds"] >= 0
+    records = RunDir(tmp_path / "run").records()
+    first = f"int{start['kept_bits'][0]}"
+    assert [r["baseline"] for r in records[:2]] == ["identity", first]
+    quant = records[1]["policy"]["quant"]
+    assert set(quant["layers"].values()) <= {start["kept_bits"][0]}, quant  # uniform
+    assert quant["layers"] or quant["default"] == start["kept_bits"][0]
+    starts = [r["baseline"] for r in records[1:] if r["baseline"] is not None]
+    assert len(starts) <= 2  # auto2: at most two measured starts
+    # resume: the bit-width pass is read back, not measured again; the plan goes on
+    before = (tmp_path / "run" / "start.json").read_text()
+    run_search(SearchConfig.from_dict({**data, "trials": 6}), resume=True)
+    assert (tmp_path / "run" / "start.json").read_text() == before
+    assert [r["number"] for r in RunDir(tmp_path / "run").records()] == list(range(6))

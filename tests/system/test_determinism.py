@@ -1,0 +1,72 @@
+"""Same seed and config: the same policies and the same metrics except latency (local, Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autocompress.api import run_search
+from autocompress.study.config import SearchConfig
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _config(out: Path, backend: str, **kw) -> SearchConfig:
+    return SearchConfig(
+        name="det",
+        task=str(TESTS / "_support" / "tasks.py") + ":mlp",
+        backend=backend,
+        trials=4,
+        epochs=1,
+        sampler="tpe",
+        seed=3,
+        tracking=False,
+        report_every=0,
+        scheduler="none",
+        out=str(out),
+        **kw,
+    )
+
+
+def _timing_free(value: Any) -> Any:
+    """``value`` without the figures that are timings (latency, speedup)."""
+    if isinstance(value, dict):
+        return {
+            k: _timing_free(v)
+            for k, v in value.items()
+            if "latency" not in k and k not in ("speedup", "duration_s")
+        }
+    return value
+
+
+def _same(a, b) -> None:
+    assert [r["number"] for r in a.trials] == [r["number"] for r in b.trials]
+    assert [r["policy"] for r in a.trials] == [r["policy"] for r in b.trials]
+    assert [r["state"] for r in a.trials] == [r["state"] for r in b.trials]
+    for x, y in zip(a.trials, b.trials, strict=True):
+        assert _timing_free(x["metrics"]) == _timing_free(y["metrics"]), x["number"]
+        assert [e["accuracy"] for e in x["epochs"]] == [e["accuracy"] for e in y["epochs"]]
+    assert _timing_free(a.baseline) == _timing_free(b.baseline)
+
+
+def test_local_search_is_deterministic(tmp_path):
+    _same(
+        run_search(_config(tmp_path / "a", "local")),
+        run_search(_config(tmp_path / "b", "local")),
+    )
+
+
+@pytest.mark.slow
+def test_ray_search_is_deterministic(tmp_path_factory, monkeypatch):
+    """One trial at a time: with several, the order results reach the sampler varies."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    root = tmp_path_factory.mktemp("d")
+    a = run_search(_config(root / "a", "ray", max_concurrent=1))
+    b = run_search(_config(root / "b", "ray", max_concurrent=1))
+    assert not ray.is_initialized()
+    _same(a, b)

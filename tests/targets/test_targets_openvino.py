@@ -1,0 +1,280 @@
+"""The ``openvino`` target on real OpenVINO compiled models (CPU plugin)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import openvino as ov
+import pytest
+import torch
+from _support import models
+from _support.models import cnn_task, mlp_task
+from conftest import ENV
+from torch import nn
+
+from autocompress import Policy
+from autocompress.api import run_search
+from autocompress.errors import AutoCompressError
+from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
+from autocompress.reporting.export import export_trial
+from autocompress.study.config import SearchConfig
+from autocompress.targets import _ov_runtime as rt
+from autocompress.targets import get_target
+from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
+from autocompress.techniques.quantize import quantize_weight
+
+TESTS = Path(__file__).resolve().parents[1]
+COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return cnn_task(epochs=2)
+
+
+def _apply(task, policy: dict, out: Path, **kwargs):
+    policy = {"finetune": {"epochs": 0}, **policy}
+    settings = MeasureSettings(repeats=20, warmup=2)
+    return compress(
+        task, Policy.from_dict(policy), target="openvino", out_dir=out, settings=settings, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def int8(cnn, tmp_path_factory):
+    return _apply(cnn, {"quant": {"default": 8}}, tmp_path_factory.mktemp("ov-int8"))
+
+
+def _constant(model: ov.Model, name: str):
+    return next(op for op in model.get_ops() if op.get_friendly_name() == name).get_data()
+
+
+def test_int8_cnn_runs_u8_kernels_and_says_so(cnn, int8):
+    layers = int8.metrics["layers"]
+    compute = [p for p, m in cnn.model.named_modules() if isinstance(m, COMPUTE)]
+    assert {layers[p]["mode"] for p in compute} == {"int-compute"}
+    assert {layers[p]["runtime_precision"] for p in compute} <= set(rt.INTEGER)
+    assert {layers[p]["op"] for p in compute} == {"Convolution", "FullyConnected"}
+    assert int8.metrics["inference_precision"] == "f32"
+    assert int8.metrics["graph"]["runtime_ops"]["Convolution u8"] == len(compute) - 1
+    assert int8.artifact.name == "model.xml" and (int8.artifact.parent / "model.bin").exists()
+    assert int8.metrics["size_bytes"] == sum(
+        (int8.artifact.parent / n).stat().st_size for n in ("model.xml", "model.bin")
+    )
+
+
+def test_the_ir_holds_our_int8_codes_and_scales(cnn, int8):
+    ir = ov.Core().read_model(str(int8.artifact))
+    folded = fold_batchnorm(cnn.model, foldable_pairs(cnn.model))
+    for path in ("fc", "stem", "layer2.conv2"):
+        codes, scale = quantize_weight(folded.get_submodule(path).weight, 8)
+        assert (_constant(ir, f"{path}.weight_quantized") == codes.numpy()).all(), path
+        assert torch.allclose(
+            torch.from_numpy(_constant(ir, f"{path}.weight_scale").copy()), scale
+        ), path
+
+
+_FRESH = """
+import json, sys
+from pathlib import Path
+import torch
+from autocompress.pipeline._compress import load_artifact
+from autocompress.targets import _ov_runtime as rt
+model = load_artifact(Path(sys.argv[1]), torch.nn.Identity())  # the IR needs no skeleton
+x = torch.load(sys.argv[2])
+ops = rt.runtime_ops(model.compiled)
+print(json.dumps({"out": model(x).tolist(), "ops": ops, "precision": rt.inference_precision(
+    model.compiled)}))
+"""
+
+
+def test_reloaded_in_a_fresh_process_records_match_the_runtime_graph(cnn, int8, tmp_path):
+    x = torch.cat([b[0] for b in cnn.val_loader])[:8]
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "fresh.py"
+    script.write_text(_FRESH)
+    run = subprocess.run(
+        [sys.executable, str(script), str(int8.artifact.parent), str(tmp_path / "x.pt")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    fresh = json.loads(run.stdout.strip().splitlines()[-1])
+    assert torch.allclose(torch.tensor(fresh["out"]), int8.model(x), atol=1e-5)
+    assert fresh["precision"] == "f32"
+    by_name = {op["name"]: op for op in fresh["ops"]}
+    for path, rec in int8.metrics["layers"].items():
+        op = by_name[rec["runtime_node"]]
+        assert (op["type"], op["precision"]) == (rec["op"], rec["runtime_precision"]), path
+    assert int8.metrics["accuracy"] == pytest.approx(cnn.evaluate(int8.model))
+
+
+def test_fp32_teacher_runs_fp32_not_bf16(cnn, tmp_path):
+    result = _apply(cnn, {"quant": {"default": 32}}, tmp_path)
+    assert result.metrics["inference_precision"] == "f32"
+    assert {r["mode"] for r in result.metrics["layers"].values()} == {"float"}
+    assert {r["runtime_precision"] for r in result.metrics["layers"].values()} == {"f32"}
+    x = cnn.example_inputs[0]
+    assert torch.allclose(result.model(x), cnn.model(x), atol=1e-4)
+
+
+def test_4bit_linear_is_u4_weight_compression_with_its_group_size(tmp_path):
+    task = mlp_task(epochs=1)
+    result = _apply(task, {"quant": {"default": 4}}, tmp_path)
+    for rec in result.metrics["layers"].values():
+        assert rec["mode"] == "weight-only" and rec["op"] == "FullyConnected"
+        assert rec["runtime_precision"] == "u4" and rec["group_size"] == 32
+
+
+def test_16bit_stores_f16_weights_and_computes_f32(cnn, tmp_path):
+    result = _apply(cnn, {"quant": {"default": 16}}, tmp_path / "16")
+    full = _apply(cnn, {"quant": {"default": 32}}, tmp_path / "32")
+    assert {r["mode"] for r in result.metrics["layers"].values()} == {"weight-only"}
+    assert {r["runtime_precision"] for r in result.metrics["layers"].values()} == {"f32"}
+    bins = [(r.artifact.parent / "model.bin").stat().st_size for r in (result, full)]
+    assert bins[0] < 0.6 * bins[1]
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_bits_openvino_cannot_run_are_one_line_errors(cnn, tmp_path, bits):
+    with pytest.raises(AutoCompressError, match=f"{bits} bits cannot be honoured.*openvino") as e:
+        _apply(cnn, {"quant": {"default": bits}}, tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_openvino_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(AutoCompressError, match=r'pip install "autocompress\[openvino\]"') as e:
+        get_target("openvino")
+    assert "\n" not in str(e.value)
+    get_target("onnxruntime")  # the other targets are unaffected
+
+
+def test_cli_without_openvino_exits_2_naming_the_extra(tmp_path):
+    shadow = tmp_path / "shadow" / "openvino"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named openvino')\n")
+    policy = tmp_path / "p.json"
+    policy.write_text("{}")
+    env = {**ENV, "PYTHONPATH": f"{shadow.parent}:{ENV['PYTHONPATH']}"}
+    args = [
+        "--task",
+        f"{TESTS}/_support/tasks.py:cnn",
+        "--policy",
+        str(policy),
+        "--target",
+        "openvino",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert 'pip install "autocompress[openvino]"' in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+FAMILIES = [
+    "resnet_task",
+    "resnext_task",
+    "mobilenet_task",
+    "densenet_task",
+    "unet_task",
+    "two_heads_task",
+    "audio_task",
+    "mha_task",
+    "bert_task",
+    "grouped_concat_task",
+    "encoder_task",
+    "vit_task",
+    "mha_task:add_bias_kv",  # kept packed (nn.MultiheadAttention): float, with the reason
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_test_model_runs_int8_on_openvino(family, tmp_path):
+    name, _, flag = family.partition(":")
+    # nn.TransformerEncoder clones its layer: untrained, the layers' weights are identical and
+    # the ONNX nodes (matched to layers by weight values) cannot be told apart; one epoch can
+    epochs = 1 if name == "vit_task" else 0
+    task = getattr(models, name)(epochs=epochs, **({flag: True} if flag else {}))
+    result = _apply(task, {"quant": {"default": 8}}, tmp_path)
+    modules = dict(task.model.named_modules())
+    for path, rec in result.metrics["layers"].items():
+        if rec["bits"] == 8 and isinstance(modules.get(path), COMPUTE):
+            assert rec["mode"] == "int-compute", (path, rec)
+        elif rec["mode"] != "int-compute":
+            assert rec.get("op"), (path, rec)  # what ran it, or why it is not an int8 kernel
+    assert result.metrics["inference_precision"] == "f32"
+    assert result.metrics["accuracy"] == pytest.approx(task.evaluate(result.model))
+
+
+def test_cli_apply_on_a_tiny_cnn(tmp_path):
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"prune": {"default": 0.25}, "quant": {"default": 8}}))
+    args = [
+        "--task",
+        f"{TESTS}/_support/tasks.py:cnn",
+        "--policy",
+        str(policy),
+        "--target",
+        "openvino",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["target"] == "openvino" and metrics["artifact"] == "model.xml"
+    assert metrics["inference_precision"] == "f32"
+    assert (tmp_path / "o" / "model.bin").exists()
+
+
+def test_tiny_local_search_on_openvino(tmp_path):
+    cfg = SearchConfig.from_dict(
+        {
+            "name": "cnn-ov",
+            "task": f"{TESTS}/_support/tasks.py:cnn",
+            "search_space": "default",
+            "objectives": "accuracy-size-latency",
+            "trials": 2,
+            "seed": 0,
+            "backend": "local",
+            "epochs": 1,
+            "tracking": False,
+            "target": "openvino",
+            "out": str(tmp_path / "run"),
+        }
+    )
+    result = run_search(cfg)
+    # infeasible: measured on the artifact, then found to break a constraint (not a failure)
+    done = [t for t in result.trials if t["state"] in ("complete", "infeasible")]
+    assert len(done) == 2, [t.get("error") for t in result.trials]
+    assert all(t["metrics"]["target"] == "openvino" for t in done)
+    assert all(t["metrics"]["artifact"] == "model.xml" for t in done)
+    assert all(t["metrics"]["inference_precision"] == "f32" for t in done)
+    number = next(t["number"] for t in done if t["state"] == "complete")
+    with pytest.raises(AutoCompressError, match="--format openvino"):
+        export_trial(tmp_path / "run", number, tmp_path / "e0", fmt="torch")
+    metrics = export_trial(tmp_path / "run", number, tmp_path / "e1", fmt="openvino")
+    assert sorted(p.name for p in (tmp_path / "e1").iterdir()) == [
+        "metrics.json",
+        "model.bin",
+        "model.xml",
+        "policy.json",
+    ]
+    task = cnn_task(epochs=2)  # what tests/_support/tasks.py:cnn builds
+    deployed = load_artifact(tmp_path / "e1", task.model)
+    assert task.evaluate(deployed) == pytest.approx(metrics["accuracy"])
