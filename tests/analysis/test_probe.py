@@ -151,7 +151,7 @@ def test_a_pruned_model_that_does_not_run_names_the_group_at_fault():
 def test_the_probe_runs_once_per_model_structure(time_major):
     """A copy of the teacher (as a Ray worker unpickles it) reuses the answer: its groups are
     not traced again."""
-    from autocompress import probe
+    import autocompress.analysis.probe as probe
 
     first = probe_groups(time_major.model, time_major.example_inputs, ["fc"])
     entries = len(probe._CACHE)
