@@ -20,11 +20,13 @@ from autocompress.policy import Policy, load_policy
 from autocompress.study.objectives import load_objectives
 from autocompress.study.space import load_space
 from autocompress.task import Task, load_task
+from autocompress.techniques.importance import Importance, register_importance
 
 __all__ = [
     "AutoCompressError",
     "CompressResult",
     "ConfigError",
+    "Importance",
     "MeasureSettings",
     "Policy",
     "Task",
@@ -35,5 +37,6 @@ __all__ = [
     "load_space",
     "load_task",
     "measure_baseline",
+    "register_importance",
     "search",
 ]

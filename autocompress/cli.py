@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from autocompress.errors import AutoCompressError
+from autocompress.techniques.importance import IMPORTANCES, check_importance
 
 app = typer.Typer(
     add_completion=False,
@@ -77,6 +78,10 @@ _DEVICE = typer.Option(
     "the artifact is measured on the target's runtime either way"
 )
 _PRECISION = typer.Option(help="Fine-tuning precision: fp32, bf16 or fp16 (fp16: CUDA only)")
+_IMPORTANCE = typer.Option(
+    help=f"Pruning importance: {', '.join(sorted(IMPORTANCES))}, or a criterion the task's "
+    "module registers (register_importance)"
+)
 
 
 def _stage_printer(label: str):
@@ -101,9 +106,7 @@ def apply(
     policy: Annotated[Path, typer.Option(help="Policy JSON file")],
     out: Annotated[Path, typer.Option(help="Output directory for the deployable model")],
     target: Annotated[str, typer.Option(help="Deployment target")] = "torch",
-    importance: Annotated[
-        str, typer.Option(help="Pruning importance: taylor or magnitude")
-    ] = "taylor",
+    importance: Annotated[str, _IMPORTANCE] = "taylor",
     threads: Annotated[int, typer.Option(help="Intra-op threads for latency")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed repeats for latency (>= 20)")] = 30,
     seed: Annotated[int, typer.Option(help="Seed for pruning and fine-tuning")] = 0,
@@ -140,7 +143,11 @@ def apply(
     status, on_stage = _stage_printer("apply")
     with status:
         on_stage("loading task")
-        job = load_task(task)
+        job = load_task(task)  # its module may register a plug-in criterion
+        try:
+            check_importance(importance)
+        except AutoCompressError as exc:
+            raise type(exc)(f"--importance: {exc}") from None
         result = compress(
             job,
             pol,

@@ -35,9 +35,9 @@ from autocompress.policy import Policy
 from autocompress.targets import Target, find_artifact, get_target, structure_diff, target_of
 from autocompress.task import Task, check_task
 from autocompress.techniques.distill import TeacherCache
-from autocompress.techniques.drop import drop_blocks_, find_blocks, live, resolve_blocks
+from autocompress.techniques.drop import live
 from autocompress.techniques.finetune import EpochCallback, finetune_
-from autocompress.techniques.prune import check_importance, prune_, prune_records
+from autocompress.techniques.importance import Importance, check_importance
 from autocompress.techniques.quantize import ActivationQuant
 from autocompress.techniques.recalibrate import after_finetuning, after_pruning, merge_records
 from autocompress.techniques.scope import (
@@ -48,7 +48,12 @@ from autocompress.techniques.scope import (
     trainable_modules,
     trained_count,
 )
-from autocompress.techniques.sparsify import resolve_sparsity, sparsify_, summary
+from autocompress.techniques.strategies import (
+    STRATEGIES,
+    StrategyRun,
+    apply_strategies,
+    record_strategies,
+)
 from autocompress.unpack import untie_linear_weights_
 
 StageCallback = Callable[[str], None]
@@ -135,7 +140,7 @@ def compress(
     *,
     out_dir: str | Path | None = None,
     target: str = "torch",
-    importance: str = "taylor",
+    importance: str | Importance = "taylor",
     seed: int = 0,
     settings: MeasureSettings = MeasureSettings(),
     baseline: Mapping[str, Any] | None = None,
@@ -152,10 +157,12 @@ def compress(
     Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
     directory when not given). Accuracy, size and latency are those of the artifact as
     loaded back by the target's loader. ``target_options`` set the target's options (e.g.
-    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``training``: the device (and fine-tuning
-    precision) of pruning importance, calibration and fine-tuning; conversion and measurement
-    run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
-    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device.
+    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``importance``: a registered criterion's
+    name or a criterion object (see ``techniques.importance``). ``training``: the device (and
+    fine-tuning precision) of pruning importance, calibration and fine-tuning; conversion and
+    measurement run on the CPU runtime of the target whatever it is (see
+    ``autocompress.device``); a name (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on
+    that device.
     """
     stage = on_stage or (lambda s: None)
     if isinstance(training, str):
@@ -165,9 +172,8 @@ def compress(
     tgt = get_target(target, **(target_options or {}))
     resolved = resolve_policy(task, policy, tgt)
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
-    blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
-    dropped = resolve_blocks(policy.drop_blocks, blocks)
-    sparsity = resolve_sparsity(task.model, policy)
+    requests = {name: s.resolve(task, policy, resolved) for name, s in STRATEGIES.items()}
+    dropped, sparsity = requests["structure"], requests["weight"]
     if baseline is None:
         stage("measure baseline")
         baseline = measure_baseline(
@@ -179,19 +185,13 @@ def compress(
     untied = untie_linear_weights_(student)
     work = on_device(task, training.device)  # the task itself on the CPU
     cuda = [training.device] if training.device.type == "cuda" else []
+    run = StrategyRun(work, student, importance, resolved.protected)
     with torch.random.fork_rng(devices=cuda):  # the caller's generators stay as they were
         torch.manual_seed(seed)
-        drop_blocks_(student, dropped)  # structure, then unit, then weight pruning
-        protected = tuple(live(dict.fromkeys(resolved.protected), student))
-        with moved(student, training.device):
-            groups = prune_(
-                student,
-                work,
-                live(resolved.prune, student),
-                importance=importance,
-                protected=protected,
-            )
-            masks = sparsify_(student, work, live(sparsity, student), importance=importance)
+        with moved(student, training.device):  # structure, then unit, then weight pruning
+            done = apply_strategies(run, requests)
+    masks = done["weight"]
+    protected = tuple(live(dict.fromkeys(resolved.protected), student))
     structure = _structure(task.model, student)
     recalibrated = [after_pruning(task, student, structure, dropped, masks)]
     bits = live(resolved.bits, student)
@@ -279,9 +279,8 @@ def compress(
     metrics["speedup"] = teacher["latency_ms"] / measured["latency_ms"]
     metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
     metrics["baseline"] = {k: teacher[k] for k in teacher_metrics()}
-    pruned = prune_records(task.model, student, resolved.prune, groups)
-    metrics["layers"] = {p: {**pruned.get(p, {}), **rec} for p, rec in records.items()}
-    metrics.update(summary(records, student, meta["sparse"]))
+    metrics["layers"] = dict(records)
+    record_strategies(metrics, run, requests, done)
     _scope_records(metrics, scopes, act_quant)
     metrics["finetune_scope"] = policy.finetune.scope
     metrics["trained_params"] = trained_params if policy.finetune.epochs else 0
@@ -292,8 +291,6 @@ def compress(
         metrics["graph"] = tgt.graph_record(artifact)
         if "inference_precision" in metrics["graph"]:  # the precision the whole artifact ran in
             metrics["inference_precision"] = metrics["graph"]["inference_precision"]
-    if dropped:
-        metrics["dropped_blocks"] = list(dropped)
     if untied:
         metrics["untied_weights"] = untied
     if bn_record is not None:

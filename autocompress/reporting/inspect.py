@@ -15,8 +15,12 @@ from autocompress.analysis.layers import prunable_type
 from autocompress.study.space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
 from autocompress.targets import get_target
 from autocompress.task import Task
+from autocompress.techniques.strategies import STRATEGIES
 
-_LAYER_PREFIXES = ("prune.", "bits.", "sparsity.", "drop.", "scope.")
+
+def _layer_prefixes() -> tuple[str, ...]:
+    """Prefixes of per-layer (and per-block) parameters: bits, scope and every strategy's."""
+    return ("bits.", "scope.", *(s.space_prefix for s in STRATEGIES.values()))
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ def describe(
         + (", ".join(blocks) or "none")
     )
     for p in resolved.params:
-        if not p.name.startswith(_LAYER_PREFIXES):
+        if not p.name.startswith(_layer_prefixes()):
             console.print(f"{p.name}: {_values(p)}")
     for p in resolved.params:
         if p.name.startswith("drop."):
@@ -218,7 +222,7 @@ def describe(
     tgt = get_target(target, **(target_options or {}))
     for line in tgt.describe() if hasattr(tgt, "describe") else []:
         console.print(f"{target}: {line}")
-    layer_params = sum(p.name.startswith(_LAYER_PREFIXES) for p in resolved.params)
+    layer_params = sum(p.name.startswith(_layer_prefixes()) for p in resolved.params)
     console.print(
         f"dimension: {resolved.dimension} ({layer_params} layer parameters, "
         f"{resolved.dimension - layer_params} global)"

@@ -34,6 +34,16 @@ def _choice(*options: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _importance(value: Any) -> str | None:
+    """A registered criterion (``techniques.importance``): a plug-in registers before the
+    config is read."""
+    from autocompress.techniques.importance import IMPORTANCES
+
+    if isinstance(value, str) and value in IMPORTANCES:
+        return None
+    return f"is not a registered importance; choose from {', '.join(sorted(IMPORTANCES))}"
+
+
 def _integer(low: int, *, optional: bool = False) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if optional and value is None:
@@ -138,7 +148,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seed": _integer(0),
     "backend": _choice(*BACKENDS),
     "baselines": _baselines,
-    "importance": _choice("taylor", "magnitude"),
+    "importance": _importance,
     "epochs": _integer(0, optional=True),
     "keep_models": _choice("pareto", "all"),
     "report_every": _integer(0),

@@ -1,5 +1,6 @@
 """What is done to the model: pruning (units, heads), sparsity, block dropping, quantization,
-embedding tables, BatchNorm folding and recalibration, distillation, fine-tuning and its scopes.
+embedding tables, BatchNorm folding and recalibration, distillation, fine-tuning and its scopes;
+the importance criteria pruning ranks by (``importance``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from autocompress.techniques.fold import (
     foldable_pairs,
     unfolded_skeleton,
 )
-from autocompress.techniques.prune import check_importance, prune_, prune_records
+from autocompress.techniques.importance import (
+    IMPORTANCES,
+    Importance,
+    check_importance,
+    get_importance,
+    register_importance,
+    unregister_importance,
+)
+from autocompress.techniques.prune import prune_, prune_records
 from autocompress.techniques.quantize import (
     ActivationQuant,
     activation_qparams,
@@ -68,12 +77,14 @@ from autocompress.techniques.sparsify import (
 )
 
 __all__ = [
+    "IMPORTANCES",
     "ActivationQuant",
     "DistillLoss",
     "DroppedBlock",
     "EpochCallback",
     "FEATURE_MEANING",
     "FINETUNE_MEANING",
+    "Importance",
     "QuantEmbedding",
     "TeacherCache",
     "achieved_sparsity",
@@ -95,6 +106,7 @@ __all__ = [
     "fold_batchnorm",
     "fold_concat_batchnorm_",
     "foldable_pairs",
+    "get_importance",
     "kd_loss",
     "live",
     "merge_records",
@@ -106,6 +118,7 @@ __all__ = [
     "quantize_weight",
     "quantizes_rows",
     "recalibrate_bn_",
+    "register_importance",
     "resolve_blocks",
     "resolve_quant_scopes",
     "resolve_sparsity",
@@ -117,6 +130,7 @@ __all__ = [
     "trainable_modules",
     "trained_count",
     "unfolded_skeleton",
+    "unregister_importance",
     "unpack_codes",
     "unused_globals",
     "with_activations",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from autocompress.analysis.attention import AttentionLayer
+from autocompress.techniques.importance import Importance, get_importance
 
 
 def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
@@ -19,14 +20,12 @@ def _sliced(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
     return new
 
 
-def _head_scores(layer: AttentionLayer, heads: int, importance: str) -> torch.Tensor:
+def _head_scores(layer: AttentionLayer, heads: int, criterion: Importance) -> torch.Tensor:
     score = torch.zeros(heads, device=layer.out.weight.device)
     for lin in layer.qkv:
-        w = lin.weight.detach()
-        if importance == "taylor" and lin.weight.grad is not None:
-            w = w * lin.weight.grad
+        w = criterion(lin.weight.detach(), lin.weight.grad)
         blocks = 3 if layer.packed else 1  # packed rows: q, k, v blocks of ``heads`` heads each
-        score += w.abs().reshape(blocks, heads, -1).sum(dim=(0, 2))
+        score += w.reshape(blocks, heads, -1).sum(dim=(0, 2))
     return score
 
 
@@ -35,8 +34,9 @@ def heads_to_remove(heads: int, ratio: float) -> int:
     return max(0, min(heads - 1, int(round(ratio * heads))))
 
 
-def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
-    """Remove ``heads_to_remove(heads, ratio)`` whole heads, least important first."""
+def prune_heads_(layer: AttentionLayer, ratio: float, importance: str | Importance) -> None:
+    """Remove ``heads_to_remove(heads, ratio)`` whole heads, least important first (scores of
+    ``importance`` summed over each head's q/k/v rows)."""
     heads = layer.heads
     drop = heads_to_remove(heads, ratio)
     if drop <= 0:
@@ -44,7 +44,7 @@ def prune_heads_(layer: AttentionLayer, ratio: float, importance: str) -> None:
     blocks = 3 if layer.packed else 1
     width = layer.qkv[0].out_features // blocks
     head_dim = width // heads
-    scores = _head_scores(layer, heads, importance)
+    scores = _head_scores(layer, heads, get_importance(importance))
     keep = torch.sort(torch.topk(scores, heads - drop).indices).values.cpu()
     rows = (keep[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
     if layer.packed:  # the same heads out of the q, k and v blocks

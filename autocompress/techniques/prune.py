@@ -4,7 +4,8 @@ The model's coupled channel groups come from its dependency graph (see ``groups`
 whose outputs meet in a residual add, a shared norm or a depthwise conv lose the same channels.
 A group removes ``ratio · channels`` of its channels, rounded to the nearest count every member
 allows (equal per slice of a grouped conv, at least one channel per slice and per group kept);
-channels are chosen by importance (first-order Taylor ``|w·g|`` by default, or magnitude),
+channels are chosen by importance (a criterion of ``importance``: first-order Taylor ``|w·g|``
+by default, magnitude, or a plug-in),
 summed over every member of the group. Attention modules (see ``heads``) lose whole heads at
 their q/k/v ratio.
 
@@ -23,7 +24,7 @@ took), ``prune`` (achieved: 1 − kept/original output channels, read from the p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -34,12 +35,13 @@ from autocompress.analysis.attention import attention_modules, packed_attention
 from autocompress.analysis.groups import GraphError, choose_channels, graph_of
 from autocompress.analysis.layers import PRUNABLE_TYPES
 from autocompress.analysis.probe import probe_groups
-from autocompress.errors import AutoCompressError
 from autocompress.task import Task, check_runs, failing_module, run_model
 from autocompress.techniques._heads import prune_heads_
+from autocompress.techniques.importance import Importance, get_importance
 
 
-def _taylor(model: nn.Module, task: Task, batches: int) -> None:
+def collect_gradients(model: nn.Module, task: Task, batches: int) -> None:
+    """Each parameter's ``.grad``: the task loss's gradient summed over ``batches`` batches."""
     model.zero_grad()
     was_training = model.training
     model.eval()  # gradients without touching BatchNorm running statistics
@@ -50,33 +52,15 @@ def _taylor(model: nn.Module, task: Task, batches: int) -> None:
     model.train(was_training)
 
 
-def _magnitude(model: nn.Module, task: Task, batches: int) -> None:
-    model.zero_grad(set_to_none=True)
-
-
-# Importance name -> what runs before scoring (Taylor needs gradients; magnitude does not).
-IMPORTANCE: dict[str, Callable[[nn.Module, Task, int], None]] = {
-    "taylor": _taylor,
-    "magnitude": _magnitude,
-}
-
-
-def check_importance(name: str) -> str:
-    if name not in IMPORTANCE:
-        raise AutoCompressError(
-            f"unknown pruning importance {name!r}; choose from {', '.join(sorted(IMPORTANCE))}"
-        )
-    return name
+def _prepare(model: nn.Module, task: Task, batches: int, criterion: Importance) -> None:
+    """Gradients for a criterion that reads them; none (``.grad`` cleared) for one that does not."""
+    if criterion.needs_grad:
+        collect_gradients(model, task, batches)
+    else:
+        model.zero_grad(set_to_none=True)
 
 
 # -- per-channel importance --------------------------------------------------------------------
-
-
-def _score(param: torch.Tensor | None) -> torch.Tensor | None:
-    if param is None:
-        return None
-    w = param.detach()
-    return (w * param.grad).abs() if param.grad is not None else w.abs()
 
 
 def _rows(score: torch.Tensor) -> torch.Tensor:
@@ -93,30 +77,34 @@ def _in_scores(mod: nn.Module, score: torch.Tensor) -> torch.Tensor:
     return torch.cat(cols)
 
 
-def _item_scores(mod: nn.Module, out_side: bool, taylor: bool) -> torch.Tensor | None:
+def _score(criterion: Importance, param: torch.Tensor) -> torch.Tensor:
+    return criterion(param.detach(), param.grad)
+
+
+def _item_scores(mod: nn.Module, out_side: bool, criterion: Importance) -> torch.Tensor | None:
     weight = getattr(mod, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
-    score = _score(weight) if taylor else weight.detach().abs()
+    score = _score(criterion, weight)
     if isinstance(mod, PRUNABLE_TYPES) and not out_side:
         return _in_scores(mod, score)
     if weight.dim() == 1 or out_side:
         rows = _rows(score) if weight.dim() > 1 else score
         bias = getattr(mod, "bias", None)
         if isinstance(bias, torch.Tensor) and bias.shape == rows.shape:
-            rows = rows + (_score(bias) if taylor else bias.detach().abs())
+            rows = rows + _score(criterion, bias)
         return rows
     return None
 
 
-def channel_scores(tp_group: Any, dg: Any, channels: int, *, taylor: bool) -> torch.Tensor:
+def channel_scores(tp_group: Any, dg: Any, channels: int, *, criterion: Importance) -> torch.Tensor:
     """Importance of each of the group's channels: members' scores, each normalized by its mean."""
     total = torch.zeros(channels)
     for item in tp_group:
         mod = item.dep.target.module
         if not isinstance(mod, nn.Module):
             continue
-        local = _item_scores(mod, dg.is_out_channel_pruning_fn(item.dep.handler), taylor)
+        local = _item_scores(mod, dg.is_out_channel_pruning_fn(item.dep.handler), criterion)
         if local is None:
             continue
         idxs = torch.as_tensor(list(item.idxs), dtype=torch.long)
@@ -142,7 +130,7 @@ def prune_(
     task: Task,
     ratios: Mapping[str, float],
     *,
-    importance: str = "taylor",
+    importance: str | Importance = "taylor",
     protected: Iterable[str] = (),
     batches: int = 4,
 ) -> dict[str, dict[str, Any]]:
@@ -151,7 +139,7 @@ def prune_(
     ``protected`` layers (the output layers) keep their output channels. Returns, per layer
     of a group, ``{"prune_group": name, "prune_group_ratio": ratio taken}``.
     """
-    check_importance(importance)
+    criterion = get_importance(importance)
     protected = tuple(protected)
     attn = attention_modules(model)
     head_ratios = {path: group_ratio(layer.qkv_paths, ratios) for path, layer in attn.items()}
@@ -184,12 +172,11 @@ def prune_(
     if not any(r > 0 for r in group_ratios) and not any(r > 0 for r in head_ratios.values()):
         model.zero_grad(set_to_none=True)
         return taken
-    IMPORTANCE[importance](model, task, batches)
-    taylor = importance == "taylor"
+    _prepare(model, task, batches, criterion)
     plans, plans_groups = [], []
     for group, tp_group, ratio in zip(graph.groups, graph.tp_groups, group_ratios, strict=True):
         if ratio > 0:
-            scores = channel_scores(tp_group, graph.dg, group.channels, taylor=taylor)
+            scores = channel_scores(tp_group, graph.dg, group.channels, criterion=criterion)
             plans.append((tp_group, choose_channels(group, ratio, scores)))
             plans_groups.append((plans[-1], group))
     for tp_group, remove in plans:
@@ -197,7 +184,7 @@ def prune_(
             root = [tp_group[0].idxs[i] for i in remove]
             tp_group.prune(idxs=root)
     for path, layer in attn.items():
-        prune_heads_(layer, head_ratios[path], importance)
+        prune_heads_(layer, head_ratios[path], criterion)
     model.zero_grad(set_to_none=True)
     failed = failing_module(model, task.example_inputs)
     if failed is not None:

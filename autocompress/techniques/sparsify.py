@@ -1,7 +1,8 @@
 """The ``weight`` pruning strategy: individual weights zeroed (unstructured), per-layer sparsity.
 
-Each Linear/Conv layer with sparsity s loses the round(s · n) weights of lowest importance,
-|w·g| (first-order Taylor, gradients summed over a few training batches) or |w| (magnitude).
+Each Linear/Conv layer with sparsity s loses the round(s · n) weights of lowest importance
+(a criterion of ``importance``): |w·g| (first-order Taylor, summed over a few training batches
+with each batch's gradient), |w| (magnitude) or a plug-in's score.
 The mask stays fixed while fine-tuning (``apply_masks_`` after every optimizer step).
 
 Storage (``encode_sparse`` / ``decode_sparse``): a bitmask of the kept positions (1 bit per
@@ -14,7 +15,7 @@ weights, so sparsity saves bytes, not time: records say ``"sparsity": "storage-o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from itertools import islice
 
 import numpy as np
@@ -26,20 +27,21 @@ from autocompress.analysis.layers import list_layers, resolve_keys
 from autocompress.errors import PolicyError
 from autocompress.policy import Policy
 from autocompress.task import Task, run_model
+from autocompress.techniques.importance import Importance, get_importance
 from autocompress.techniques.quantize import dequantize, pack_codes, quantize_weight, unpack_codes
 
-Scores = Callable[[nn.Module, Task, Mapping[str, nn.Module], int], dict[str, torch.Tensor]]
 
-
-def _magnitude(
-    model: nn.Module, task: Task, layers: Mapping[str, nn.Module], batches: int
+def weight_scores(
+    model: nn.Module,
+    task: Task,
+    layers: Mapping[str, nn.Module],
+    criterion: Importance,
+    batches: int,
 ) -> dict[str, torch.Tensor]:
-    return {p: m.weight.detach().abs() for p, m in layers.items()}
-
-
-def _taylor(
-    model: nn.Module, task: Task, layers: Mapping[str, nn.Module], batches: int
-) -> dict[str, torch.Tensor]:
+    """Per layer, the criterion's score of each weight: once without gradients, or summed over
+    ``batches`` batches, each with that batch's gradient (for a criterion that reads them)."""
+    if not criterion.needs_grad:
+        return {p: criterion(m.weight.detach(), None) for p, m in layers.items()}
     weights = [m.weight for m in layers.values()]
     flags = [w.requires_grad for w in weights]
     scores = [torch.zeros_like(w, requires_grad=False) for w in weights]
@@ -54,15 +56,12 @@ def _taylor(
                 grads = torch.autograd.grad(loss, weights, allow_unused=True)
             for score, w, g in zip(scores, weights, grads, strict=True):
                 if g is not None:
-                    score += (w.detach() * g).abs()
+                    score += criterion(w.detach(), g)
     finally:
         for w, flag in zip(weights, flags, strict=True):
             w.requires_grad_(flag)
         model.train(was_training)
     return dict(zip(layers, scores, strict=True))
-
-
-SCORES: dict[str, Scores] = {"taylor": _taylor, "magnitude": _magnitude}
 
 
 def resolve_sparsity(model: nn.Module, policy: Policy) -> dict[str, float]:
@@ -86,14 +85,14 @@ def sparsify_(
     task: Task,
     sparsity: Mapping[str, float],
     *,
-    importance: str = "taylor",
+    importance: str | Importance = "taylor",
     batches: int = 4,
 ) -> dict[str, torch.Tensor]:
     """Zero the least important weights of each layer in place; returns the keep masks."""
     if not sparsity:
         return {}
     layers = {p: model.get_submodule(p) for p in sparsity}
-    scores = SCORES[importance](model, task, layers, batches)
+    scores = weight_scores(model, task, layers, get_importance(importance), batches)
     masks: dict[str, torch.Tensor] = {}
     for path, ratio in sparsity.items():
         score = scores[path].reshape(-1)
@@ -200,7 +199,6 @@ def summary(
 
 
 __all__ = [
-    "SCORES",
     "achieved_sparsity",
     "apply_masks_",
     "decode_sparse",
@@ -209,4 +207,5 @@ __all__ = [
     "resolve_sparsity",
     "sparsify_",
     "summary",
+    "weight_scores",
 ]

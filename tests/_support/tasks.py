@@ -40,3 +40,11 @@ def mlp_padded() -> Task:
     task = mlp_task()
     task.model.register_buffer("padding", torch.ones(50 * 2**20 // 4), persistent=False)
     return task
+
+
+def mlp_with_toy_importance() -> Task:
+    """``toy_plugins.dead_unit_task``; loading it registers the ``toy`` importance criterion
+    (the task file imports the plug-in module), so ``apply --importance toy`` can name it."""
+    from _support import toy_plugins
+
+    return toy_plugins.dead_unit_task()

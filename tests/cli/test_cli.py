@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from _support.models import MLP
+
+from autocompress import load_artifact
+from autocompress.techniques.importance import IMPORTANCES
 
 TESTS = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(TESTS)}
@@ -220,3 +225,70 @@ def test_search_export_and_report(tmp_path):
         "export", str(run), "--pick", "--max-accuracy-drop", "-1", "--out", str(tmp_path / "e4")
     )
     assert none.returncode == 2 and "no Pareto point" in none.stderr
+
+
+# -- --importance: the registry's names, a plug-in criterion the task's module registers when
+# the task loads, and an unknown name as one line
+
+TOY_TASK = f"{TESTS / '_support' / 'tasks.py'}:mlp_with_toy_importance"
+
+
+@pytest.fixture(scope="module")
+def toy_policy(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.json"
+    path.write_text(json.dumps({"prune": {"layers": {"net.0": 0.25}}}))  # 16 of 64 units go
+    return path
+
+
+def _apply(policy: Path, out: Path, importance: str) -> subprocess.CompletedProcess:
+    return cli(
+        "apply",
+        "--task",
+        TOY_TASK,
+        "--policy",
+        str(policy),
+        "--out",
+        str(out),
+        "--importance",
+        importance,
+        "--repeats",
+        "20",
+    )
+
+
+def test_apply_with_a_plug_in_criterion_the_task_module_registers(toy_policy, tmp_path):
+    assert "toy" not in IMPORTANCES  # known only to the CLI's process, once the task loaded
+    done = _apply(toy_policy, tmp_path / "toy", "toy")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "toy" / "metrics.json").read_text())
+    assert metrics["layers"]["net.0"]["channels_kept"] == 48
+    pruned = load_artifact(tmp_path / "toy", model=MLP())  # the architecture, not the task
+    rows = pruned.net[0].weight.detach()
+    # toy (inverse magnitude) keeps the dead unit 0 that magnitude and taylor drop first
+    assert rows.shape == (48, 64) and torch.equal(rows[0], torch.zeros(64))
+    assert (rows[1:].abs().sum(dim=1) > 0).all()
+
+
+def test_apply_with_magnitude_drops_the_dead_unit(toy_policy, tmp_path):
+    done = _apply(toy_policy, tmp_path / "magnitude", "magnitude")
+    assert done.returncode == 0, done.stderr
+    rows = load_artifact(tmp_path / "magnitude", model=MLP()).net[0].weight.detach()
+    assert rows.shape == (48, 64) and (rows.abs().sum(dim=1) > 0).all()
+
+
+def test_an_unknown_importance_is_one_line_naming_the_flag_and_the_known_names(
+    toy_policy, tmp_path
+):
+    done = _apply(toy_policy, tmp_path / "bad", "toyy")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "--importance" in lines[0] and "'toyy'" in lines[0]
+    assert "magnitude, taylor, toy" in lines[0]  # the task module registered toy before
+
+
+def test_help_lists_the_registered_criteria():
+    done = cli("apply", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.replace("│", " ").split())  # the help box's borders out
+    assert ", ".join(sorted(IMPORTANCES)) in text

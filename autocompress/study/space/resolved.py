@@ -16,6 +16,7 @@ from autocompress.errors import ConfigError
 from autocompress.policy import SUPPORTED_BITS, Distill, Finetune, Policy
 from autocompress.study.space.units import PruneUnit
 from autocompress.study.space.values import GLOBAL_DEFAULTS, Number, Values
+from autocompress.techniques.strategies import strategy_of_param
 
 
 @dataclass(frozen=True)
@@ -238,14 +239,12 @@ class ResolvedSpace:
         for p in self.params:
             if p.name == "finetune.epochs" and base.max_epochs:
                 out[p.name] = max(p.choices) if p.choices else p.nearest(p.high or 0)
-            elif p.name.startswith("prune."):
-                out[p.name] = p.nearest(base.prune)
             elif p.name.startswith("bits."):
                 out[p.name] = p.nearest(base.bits)
             elif p.name.startswith("scope."):  # the target's default: the first choice
                 out[p.name] = p.choices[0] if p.choices else "weight"
-            elif p.name.startswith(("sparsity.", "drop.")):  # baselines prune units only
-                out[p.name] = p.nearest("keep" if p.name.startswith("drop.") else 0.0)
+            elif (strategy := strategy_of_param(p.name)) is not None:  # baselines prune units
+                out[p.name] = p.nearest(base.prune if strategy.name == "unit" else strategy.neutral)
             else:
                 target = targets[p.name] if p.name in targets else GLOBAL_DEFAULTS[p.name]
                 out[p.name] = p.nearest(target)
