@@ -174,7 +174,12 @@ def search_cmd(
     backend: Annotated[str | None, typer.Option(help="local or ray")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the search in the run directory")] = False,
     seed: Annotated[int | None, typer.Option(help="Sampler seed")] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, nsga2 or random")] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered sampler: tpe, nsga2, random, or one added by register_sampler"
+        ),
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (or RAY_ADDRESS)")
     ] = None,
@@ -221,12 +226,10 @@ def search_cmd(
         f"{asked}, {len(result.trials)} recorded ({failed} failed), "
         f"{len(result.pareto)} on the Pareto front"
     )
+    from autocompress.measure.metrics import summary
+
     for rec in result.pareto:
-        m = rec["metrics"]
-        typer.echo(
-            f"  #{rec['number']}: accuracy {m['accuracy']:.4f}  size {m['size_bytes']} B "
-            f"({m['compression']:.1f}x)  latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x)"
-        )
+        typer.echo(f"  #{rec['number']}: {summary(rec['metrics'])}")
     typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
     unmet = no_feasible_trial(result.trials)
     if unmet:
@@ -276,25 +279,32 @@ def export_cmd(
         float, typer.Option(help="Bound for --pick (0.01 = 1 point)")
     ] = 0.01,
     by: Annotated[
-        str, typer.Option(help="--pick the smallest (size) or fastest (latency)")
+        str,
+        typer.Option(
+            help="--pick the best by this metric (size, latency, or any registered metric name)"
+        ),
     ] = "size",
     format: Annotated[
-        str, typer.Option("--format", help="torch, onnx, openvino or executorch")
+        str,
+        typer.Option(
+            "--format", help="torch, onnx, openvino, executorch (any registered target's)"
+        ),
     ] = "torch",
 ) -> None:
     """Write a trial's deployable model with its policy.json and metrics.json."""
+    from autocompress.measure.metrics import summary
     from autocompress.reporting.export import export_trial, pick_trial
+    from autocompress.targets import export_formats
 
     _need_directory(out, "--out")
-    if format not in ("torch", "onnx", "openvino", "executorch"):
-        raise AutoCompressError(f"--format {format!r}: choose torch, onnx, openvino or executorch")
+    if format not in export_formats():
+        raise AutoCompressError(f"--format {format!r}: choose from {', '.join(export_formats())}")
     if (trial is None) == (not pick):
         raise AutoCompressError("give either --trial N or --pick")
     number = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by) if pick else trial
     metrics = export_trial(run_dir, number, out, fmt=format)
     typer.echo(
-        f"trial {number}: accuracy {metrics['accuracy']:.4f}, {metrics['size_bytes']} B, "
-        f"{metrics['latency_ms']:.3f} ms ({metrics['target']}, {metrics['artifact']}) -> {out}"
+        f"trial {number}: {summary(metrics)} ({metrics['target']}, {metrics['artifact']}) -> {out}"
     )
 
 

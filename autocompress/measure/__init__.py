@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from autocompress.measure.gate import FileGate, Gate, NoGate, trial_gate
-from autocompress.measure.metrics import METRICS, comparable, format_value, teacher_metrics
+from autocompress.measure.metrics import (
+    METRICS,
+    MeasureContext,
+    Metric,
+    comparable,
+    format_value,
+    register,
+    teacher_metrics,
+)
 from autocompress.measure.timing import (
     MeasureSettings,
     count_macs,
@@ -17,7 +25,9 @@ __all__ = [
     "FileGate",
     "Gate",
     "METRICS",
+    "MeasureContext",
     "MeasureSettings",
+    "Metric",
     "NoGate",
     "comparable",
     "count_macs",
@@ -25,6 +35,7 @@ __all__ = [
     "format_value",
     "measure_latency",
     "measure_paired",
+    "register",
     "teacher_metrics",
     "threads",
     "trial_gate",

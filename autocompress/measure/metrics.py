@@ -1,7 +1,10 @@
-"""The metric registry: every metric a trial can report, declared once.
+"""The metric registry: every metric a trial can report, declared once, with how it is measured.
 
-Objectives, constraints, progress lines, MLflow, the report and ``compare`` read this table;
-adding a metric the pipeline measures is one :func:`register` call here plus a preset naming it.
+Objectives, constraints, progress lines, MLflow, the report, ``compare``, ``export --by`` and the
+CLI summary read this table. A metric with a ``measure`` function is measured by the pipeline on
+every candidate's artifact and on the teacher's (:func:`measure_all` over a
+:class:`MeasureContext`); adding one is a module calling :func:`register` (plus a preset naming
+it, if wanted) and it appears everywhere.
 
 ``timed`` metrics are wall-clock timings of one process: a record's value is only comparable
 with the teacher timed in the same process (see :func:`comparable`).
@@ -12,11 +15,58 @@ with the teacher timed in the same process (see :func:`comparable`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS", "Metric", "comparable", "format_value", "register"]
+__all__ = [
+    "METRICS",
+    "MeasureContext",
+    "Metric",
+    "comparable",
+    "format_value",
+    "measure_all",
+    "register",
+    "summary",
+    "teacher_metrics",
+]
+
+
+@dataclass
+class MeasureContext:
+    """What a metric is measured from: one artifact as its target loaded it (a candidate's, or
+    the teacher's when ``baseline`` is None). ``runtime`` (bytes of the files and the timings,
+    taken once, interleaved with the teacher when paired) and ``counts`` (params, MACs) are
+    taken on first use; ``values`` holds the metrics measured so far, in registry order."""
+
+    task: Any
+    target: Any
+    student: Any  # the trained module the artifact was written from
+    deployed: Any  # the artifact as loaded back (callable like an nn.Module)
+    path: Path  # the artifact file
+    baseline: Mapping[str, Any] | None  # the run teacher's figures; None: this is the teacher
+    take_runtime: Callable[[], dict[str, Any]]
+    take_counts: Callable[[], dict[str, int]]
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def runtime(self) -> dict[str, Any]:
+        return self.take_runtime()
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        return self.take_counts()
+
+    @property
+    def teacher(self) -> dict[str, Any]:
+        """The teacher this candidate is compared with: the run's, with the timings taken
+        interleaved with it in this process when paired."""
+        return {**(self.baseline or {}), **self.runtime.get("teacher_paired", {})}
+
+
+Measure = Callable[[MeasureContext], float | None]
 
 
 @dataclass(frozen=True)
@@ -34,6 +84,8 @@ class Metric:
     scale: float = 1.0  # display value = stored value * scale
     spec: str = ".4g"  # format spec of the display value
     suffix: str = ""  # after the display value, e.g. " KiB"
+    # how the pipeline measures it (None: recorded by something else, or not on every target)
+    measure: Measure | None = field(default=None, compare=False, repr=False)
 
     @property
     def axis(self) -> str:
@@ -44,13 +96,30 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(metric: Metric) -> Metric:
+    """Add ``metric`` (or replace the one of its name) to the registry."""
     if metric.direction not in ("maximize", "minimize"):
         raise ValueError(f"metric {metric.name!r}: direction {metric.direction!r}")
     METRICS[metric.name] = metric
     return metric
 
 
-register(Metric("accuracy", "maximize", "", "the task's metric on the deployable artifact"))
+def _runtime(key: str) -> Measure:
+    return lambda ctx: ctx.runtime[key]
+
+
+def _count(key: str) -> Measure:
+    return lambda ctx: ctx.counts[key]
+
+
+register(
+    Metric(
+        "accuracy",
+        "maximize",
+        "",
+        "the task's metric on the deployable artifact",
+        measure=lambda ctx: ctx.task.evaluate(ctx.deployed),
+    )
+)
 register(
     Metric(
         "size_bytes",
@@ -62,6 +131,7 @@ register(
         scale=1 / 1024,
         spec=".1f",
         suffix=" KiB",
+        measure=_runtime("size_bytes"),
     )
 )
 register(
@@ -75,6 +145,7 @@ register(
         label="latency (ms)",
         spec=".3f",
         suffix=" ms",
+        measure=_runtime("latency_ms"),
     )
 )
 register(
@@ -88,10 +159,19 @@ register(
         label="p90 (ms)",
         spec=".3f",
         suffix=" ms",
+        measure=_runtime("latency_p90_ms"),
     )
 )
 register(
-    Metric("params", "minimize", "", "parameters of the deployed model", structural=True, spec=",")
+    Metric(
+        "params",
+        "minimize",
+        "",
+        "parameters of the deployed model",
+        structural=True,
+        spec=",",
+        measure=_count("params"),
+    )
 )
 register(
     Metric(
@@ -102,6 +182,7 @@ register(
         structural=True,
         label="MACs",
         spec=",",
+        measure=_count("macs"),
     )
 )
 register(
@@ -112,6 +193,7 @@ register(
         "teacher latency / trial latency, both timed in the trial's process",
         teacher=False,
         spec=".2f",
+        measure=lambda ctx: ctx.teacher["latency_ms"] / ctx.values["latency_ms"],
     )
 )
 register(
@@ -122,8 +204,23 @@ register(
         "teacher artifact bytes / trial artifact bytes",
         teacher=False,
         spec=".2f",
+        measure=lambda ctx: ctx.teacher["size_bytes"] / ctx.values["size_bytes"],
     )
 )
+
+
+def measure_all(ctx: MeasureContext) -> dict[str, Any]:
+    """Every registered metric with a ``measure`` on ``ctx``'s artifact, in registry order (on
+    the teacher, those the teacher has); a metric that answers None is left out. The runtime's
+    other figures (``latency_retakes``, ``teacher_paired``) follow when it was taken."""
+    for name, metric in METRICS.items():
+        if metric.measure is None or (ctx.baseline is None and not metric.teacher):
+            continue
+        value = metric.measure(ctx)
+        if value is not None:
+            ctx.values[name] = value
+    extra = ctx.__dict__.get("runtime") or {}
+    return {**ctx.values, **{k: v for k, v in extra.items() if k not in METRICS}}
 
 
 def teacher_metrics() -> tuple[str, ...]:
@@ -164,3 +261,8 @@ def format_value(name: str, value: Any) -> str:
     if metric is None or isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return format(value * metric.scale, metric.spec) + metric.suffix
+
+
+def summary(metrics: Mapping[str, Any]) -> str:
+    """Every registered metric ``metrics`` holds, on one line: ``accuracy 0.9712  ...``."""
+    return "  ".join(f"{n} {format_value(n, metrics[n])}" for n in METRICS if n in metrics)

@@ -1,8 +1,9 @@
 """A deployable artifact measured as its target loads and runs it.
 
 ``artifact_meta`` is the header every artifact carries (the policy, the task, what the loader
-rebuilds); ``measure_artifact`` gives a candidate's figures (accuracy, bytes, latency, params,
-MACs) on the loaded artifact; ``measure_baseline`` writes the teacher as a float artifact and
+rebuilds); ``measure_artifact`` gives a candidate's figures on the loaded artifact: every
+registered metric with a ``measure`` (``autocompress.measure.metrics``: accuracy, bytes, latency,
+params, MACs, speedup, compression, and any metric registered since); ``measure_baseline`` writes the teacher as a float artifact and
 measures it the same way; ``structure_cost`` measures a pruned structure before training.
 ``teacher_reference`` is the teacher's artifact loaded once per process and target, which a
 candidate is timed interleaved with (``MeasureSettings.paired``).
@@ -21,6 +22,7 @@ from torch import nn
 
 from autocompress.analysis.layers import list_layers
 from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.metrics import MeasureContext, measure_all
 from autocompress.measure.timing import MeasureSettings
 from autocompress.policy import Policy
 from autocompress.targets import Target, get_target, measure_runtime
@@ -30,7 +32,7 @@ from autocompress.techniques.scope import resolve_quant_scopes
 from autocompress.techniques.sparsify import resolve_sparsity
 
 
-def _measure_cost(
+def _context(
     task: Task,
     target: Target,
     student: nn.Module,
@@ -39,11 +41,22 @@ def _measure_cost(
     settings: MeasureSettings,
     gate: Gate = NoGate(),
     reference: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Bytes of the artifact's files, latency on the target's runtime, params and MACs."""
-    cost = measure_runtime(task, deployed, target.files(path), settings, gate, reference)
-    counts = target.count(student, deployed, task.example_inputs)
-    return {**cost, "params": counts["params"], "macs": counts["macs"]}
+    baseline: Mapping[str, Any] | None = None,
+) -> MeasureContext:
+    """The loaded artifact as metrics read it: bytes of its files and latency on the target's
+    runtime (``measure_runtime``), params and MACs (``target.count``), each taken on first use."""
+    return MeasureContext(
+        task=task,
+        target=target,
+        student=student,
+        deployed=deployed,
+        path=path,
+        baseline=baseline,
+        take_runtime=lambda: measure_runtime(
+            task, deployed, target.files(path), settings, gate, reference
+        ),
+        take_counts=lambda: target.count(student, deployed, task.example_inputs),
+    )
 
 
 def measure_artifact(
@@ -55,9 +68,12 @@ def measure_artifact(
     settings: MeasureSettings,
     gate: Gate = NoGate(),
     reference: nn.Module | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    cost = _measure_cost(task, target, student, deployed, path, settings, gate, reference)
-    return {"accuracy": task.evaluate(deployed), **cost}
+    """Every registered metric with a ``measure``, on the loaded artifact; ``baseline`` None:
+    the artifact is the teacher's (metrics the teacher has no value of are skipped)."""
+    ctx = _context(task, target, student, deployed, path, settings, gate, reference, baseline)
+    return measure_all(ctx)
 
 
 def artifact_meta(
@@ -169,6 +185,6 @@ def structure_cost(
         path = Path(tmp) / target.artifact_name
         target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
         deployed = target.load(path, task.model, threads=settings.threads)
-        cost = _measure_cost(task, target, student, deployed, path, settings, gate, reference)
-        cost.pop("macs")  # structure checks read size and latency only, as before
-        return cost
+        ctx = _context(task, target, student, deployed, path, settings, gate, reference)
+        # structure checks read size and latency only, as before (MACs are not counted here)
+        return {**ctx.runtime, "params": ctx.counts["params"]}

@@ -272,13 +272,12 @@ def compress(
 
     stage("measure")
     reference = teacher_reference(task, tgt, settings) if settings.paired else None
-    measured = measure_artifact(task, tgt, student, deployed, artifact, settings, gate, reference)
-    metrics = dict(measured)
+    metrics = measure_artifact(
+        task, tgt, student, deployed, artifact, settings, gate, reference, baseline
+    )
     # the teacher this candidate is compared with: timed interleaved with it when paired
-    teacher = {**baseline, **measured.get("teacher_paired", {})}
-    metrics["speedup"] = teacher["latency_ms"] / measured["latency_ms"]
-    metrics["compression"] = baseline["size_bytes"] / measured["size_bytes"]
-    metrics["baseline"] = {k: teacher[k] for k in teacher_metrics()}
+    teacher = {**baseline, **metrics.get("teacher_paired", {})}
+    metrics["baseline"] = {k: teacher[k] for k in teacher_metrics() if k in teacher}
     metrics["layers"] = dict(records)
     record_strategies(metrics, run, requests, done)
     _scope_records(metrics, scopes, act_quant)
@@ -287,9 +286,10 @@ def compress(
     metrics["trained_on"] = training.record(trained=bool(policy.finetune.epochs))
     if feature_layers is not None:
         metrics["feature_layers"] = list(feature_layers)
-    if hasattr(tgt, "graph_record"):
-        metrics["graph"] = tgt.graph_record(artifact)
-        if "inference_precision" in metrics["graph"]:  # the precision the whole artifact ran in
+    graph = tgt.graph_record(artifact)
+    if graph is not None:
+        metrics["graph"] = graph
+        if "inference_precision" in graph:  # the precision the whole artifact ran in
             metrics["inference_precision"] = metrics["graph"]["inference_precision"]
     if untied:
         metrics["untied_weights"] = untied

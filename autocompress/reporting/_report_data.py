@@ -17,15 +17,6 @@ from autocompress.errors import AutoCompressError
 from autocompress.measure.metrics import METRICS, comparable
 from autocompress.study.rundir import RunDir, read_jsonl
 
-TABLE_METRICS = (
-    "accuracy",
-    "size_bytes",
-    "latency_ms",
-    "latency_p90_ms",
-    "speedup",
-    "compression",
-)
-
 
 @dataclass(frozen=True)
 class RunData:
@@ -78,6 +69,15 @@ def load_run(run_dir: str | Path) -> RunData:
         records=sorted(read_jsonl(rd.trials_file), key=lambda r: r["number"]),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
+    )
+
+
+def table_metrics(run: RunData) -> list[str]:
+    """The Pareto table's metric columns: the objectives, then every registered metric a
+    Pareto point carries, in registry order."""
+    carried = {n for t in run.pareto for n in (t.get("metrics") or {})}
+    return list(
+        dict.fromkeys([*(n for n, _ in run.objectives), *(m for m in METRICS if m in carried)])
     )
 
 
@@ -143,6 +143,16 @@ def hover(record: Mapping[str, Any]) -> str:
     ]
     lines += ["  ".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]
     return "<br>".join(lines)
+
+
+def table_cell(name: str, value: Any) -> str:
+    """A metric's value in a table: bytes exactly, ratios with ×, else the registry's format."""
+    metric = METRICS.get(name)
+    if metric is None:
+        return fmt(value)
+    if metric.unit == "B":  # bytes, exactly
+        return fmt(int(value) if value is not None else None, ",")
+    return fmt(value, metric.spec) + ("×" if metric.unit == "x" and value is not None else "")
 
 
 def axis(name: str) -> tuple[str, float]:

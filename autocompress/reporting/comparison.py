@@ -21,6 +21,7 @@ from typing import Any
 from autocompress.errors import ConfigError
 from autocompress.measure.metrics import METRICS
 from autocompress.reporting._compare_plots import plot_html, plot_png
+from autocompress.reporting._report_data import axis, table_cell
 from autocompress.study.pareto import default_reference, front, hypervolume, normalize
 from autocompress.study.rundir import STATES, RunDir, atomic_write_text
 
@@ -40,10 +41,22 @@ COLUMNS = {
     "pareto_size": "Pareto",
     "teacher_accuracy": "teacher acc",
     "best_accuracy": "best acc",
-    "smallest_size_bytes": "smallest size (≤1 pt)",
-    "lowest_latency_ms": "lowest latency ms (≤1 pt)",
-    "hypervolume": "hypervolume",
 }
+# compare.json keys kept for readers of earlier versions: the same value as best_<metric>
+LEGACY_KEYS = {"smallest_size_bytes": "size_bytes", "lowest_latency_ms": "latency_ms"}
+
+
+def best_key(metric: str) -> str:
+    """The row key of a metric's best value within a point of the teacher's accuracy."""
+    return f"best_{metric}"
+
+
+def columns(row: Mapping[str, Any]) -> dict[str, str]:
+    """The table's columns: counts, accuracy, the best of each shared objective metric (within
+    a point of the teacher: the row's ``best_<metric>`` keys), hypervolume."""
+    names = [k.removeprefix("best_") for k in row if k.startswith("best_") and k != "best_accuracy"]
+    best = {best_key(n): f"best {axis(n)[0]} (≤1 pt)" for n in names}
+    return {**COLUMNS, **best, "hypervolume": "hypervolume"}
 
 
 @dataclass
@@ -77,9 +90,18 @@ def compare(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.json", json.dumps(rows, indent=2))
-    html = plot_html(searches, out_dir / "compare.html")
-    png = plot_png(searches, out_dir / "compare.png")
+    x, y = plot_axes(objectives)
+    html = plot_html(searches, out_dir / "compare.html", x=x, y=y)
+    png = plot_png(searches, out_dir / "compare.png", x=x, y=y)
     return rows, html, png
+
+
+def plot_axes(objectives: Sequence[Mapping[str, str]]) -> tuple[str, str]:
+    """(x, y) of the fronts plot: accuracy (or the first objective) against the next one."""
+    names = [o["name"] for o in objectives]
+    y = "accuracy" if "accuracy" in names else names[0]
+    rest = [n for n in names if n != y]
+    return (rest[0] if rest else y), y
 
 
 def _distinct_labels(searches: list[_Search]) -> list[_Search]:
@@ -97,11 +119,12 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    shown = columns(rows[0]) if rows else COLUMNS
     table = Table(title="Search comparison")
-    for key, title in COLUMNS.items():
+    for key, title in shown.items():
         table.add_column(title, justify="left" if key == "search" else "right")
     for row in rows:
-        table.add_row(*(_cell(key, row.get(key)) for key in COLUMNS))
+        table.add_row(*(_cell(key, row.get(key)) for key in shown))
     console = Console(file=io.StringIO(), width=200, color_system=None, force_terminal=False)
     console.print(table)
     return console.file.getvalue()  # type: ignore[attr-defined]
@@ -267,6 +290,7 @@ def _row(search: _Search, objectives: Sequence[Mapping[str, str]]) -> dict[str, 
         if teacher is not None
         else []
     )
+    shared = [o["name"] for o in objectives if o["name"] != "accuracy"]
     return {
         "search": search.label,
         "source": search.source,
@@ -275,14 +299,18 @@ def _row(search: _Search, objectives: Sequence[Mapping[str, str]]) -> dict[str, 
         "pareto_size": len(search.front),
         "teacher_accuracy": teacher,
         "best_accuracy": max(accuracies, default=None),
-        "smallest_size_bytes": _least(close, "size_bytes"),
-        "lowest_latency_ms": _least(close, "latency_ms"),
+        **{best_key(name): _best(close, name) for name in shared},
+        **{key: _best(close, name) for key, name in LEGACY_KEYS.items()},
         "hypervolume": _hypervolume(search, objectives),
     }
 
 
-def _least(metrics: Sequence[Mapping[str, Any]], key: str) -> float | None:
-    return min((m[key] for m in metrics if m.get(key) is not None), default=None)
+def _best(metrics: Sequence[Mapping[str, Any]], name: str) -> float | None:
+    """The best value of ``name`` among ``metrics``, in the registered metric's direction."""
+    values = [m[name] for m in metrics if m.get(name) is not None]
+    if not values:
+        return None
+    return min(values) if METRICS[name].direction == "minimize" else max(values)
 
 
 def _hypervolume(search: _Search, objectives: Sequence[Mapping[str, str]]) -> float | None:
@@ -304,12 +332,10 @@ def _front(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key == "smallest_size_bytes":
-        return f"{int(value):,}"
     if key in ("teacher_accuracy", "best_accuracy"):
         return f"{value:.4f}"
-    if key == "lowest_latency_ms":
-        return f"{value:.3f}"
+    if key.startswith("best_"):
+        return table_cell(key.removeprefix("best_"), value)
     if key == "hypervolume":
         return f"{value:.4g}"
     return str(value)

@@ -9,23 +9,31 @@ from typing import Any
 
 from autocompress.device import Training
 from autocompress.errors import ConfigError
-from autocompress.measure.metrics import comparable
+from autocompress.measure.metrics import METRICS, comparable
 from autocompress.measure.timing import threads
 from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
 from autocompress.policy import Policy
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import load_objectives
 from autocompress.study.rundir import RunDir
-from autocompress.targets import get_target
+from autocompress.targets import TARGETS, export_formats, get_target
 from autocompress.task import load_task
 
-PICK_BY = {"size": "size_bytes", "latency": "latency_ms"}
+# short names ``--by`` also takes for two registered metrics
+PICK_ALIASES = {"size": "size_bytes", "latency": "latency_ms"}
+
+
+def pick_choices() -> tuple[str, ...]:
+    """What ``--by`` takes: the short names, then every registered metric."""
+    return (*PICK_ALIASES, *METRICS)
 
 
 def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size") -> int:
-    """The smallest (or fastest) Pareto point within ``max_accuracy_drop`` of the teacher."""
-    if by not in PICK_BY:
-        raise ConfigError(f"--by {by!r}: choose from {', '.join(PICK_BY)}")
+    """The best Pareto point by ``by`` (a registered metric, in its direction: the smallest,
+    the fastest, ...) within ``max_accuracy_drop`` of the teacher's accuracy."""
+    name = PICK_ALIASES.get(by, by)
+    if name not in METRICS:
+        raise ConfigError(f"--by {by!r}: choose from {', '.join(pick_choices())}")
     path = Path(run_dir) / "pareto.json"
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
@@ -37,12 +45,13 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
             f"no Pareto point of {run_dir} is within {max_accuracy_drop} of the teacher's "
             f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
         )
+    measured = [t for t in ok if comparable(t, name, doc["baseline"]) is not None]
+    if not measured:
+        raise ConfigError(f"--by {by}: no Pareto point of {run_dir} within the bound has {name}")
+    sign = 1.0 if METRICS[name].direction == "minimize" else -1.0
     # timings on the run teacher's scale (a cluster's nodes compared by their ratios)
-    return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["baseline"]) or 0.0)["number"]
-
-
-# the --format that copies a target's own artifact, by its file suffix (else "torch")
-NATIVE = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch"}
+    best = min(measured, key=lambda t: sign * (comparable(t, name, doc["baseline"]) or 0.0))
+    return best["number"]
 
 
 def export_trial(
@@ -68,13 +77,17 @@ def export_trial(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = get_target(config.target, **config.target_options)
-    native = NATIVE.get(Path(target.artifact_name).suffix, "torch")
-    if fmt in ("openvino", "executorch") and native != fmt:
-        raise ConfigError(
-            f"{run_dir}: --format {fmt} copies the artifact of a search on target {fmt!r}; "
-            f"this search ran on target {target.name!r}: export it with --format {native}"
-        )
-    if native != "torch" and fmt != native:
+    native = target.native_format  # the format its own artifact is copied under
+    if fmt not in export_formats():
+        raise ConfigError(f"--format {fmt!r}: choose from {', '.join(export_formats())}")
+    if fmt != native and fmt not in target.export_conversions:
+        owner = next((t.name for t in TARGETS.values() if t.native_format == fmt), None)
+        if owner is not None:
+            raise ConfigError(
+                f"{run_dir}: --format {fmt} copies the artifact of a search on target "
+                f"{owner!r}; this search ran on target {target.name!r}: export it with "
+                f"--format {native}"
+            )
         raise ConfigError(
             f"{run_dir}: the search ran on target {target.name!r}, whose artifact is "
             f"{target.artifact_name}; export it with --format {native}"

@@ -220,7 +220,7 @@ def describe(
     for line in strategy_lines(resolved, target):
         console.print(line)
     tgt = get_target(target, **(target_options or {}))
-    for line in tgt.describe() if hasattr(tgt, "describe") else []:
+    for line in tgt.describe():
         console.print(f"{target}: {line}")
     layer_params = sum(p.name.startswith(_layer_prefixes()) for p in resolved.params)
     console.print(

@@ -14,16 +14,15 @@ import html
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from autocompress.measure.metrics import METRICS
 from autocompress.reporting._report_data import (
-    TABLE_METRICS,
     RunData,
     axis,
     fmt,
     load_run,
     policy_summary,
+    table_cell,
+    table_metrics,
 )
 from autocompress.reporting._report_figures import (
     PARETO_DIV_ID,
@@ -64,7 +63,7 @@ def write_report(run_dir: str | Path, *, inline_plotlyjs: bool = False) -> tuple
 
 
 def _pareto_table(run: RunData) -> str:
-    names = list(dict.fromkeys([*(n for n, _ in run.objectives), *TABLE_METRICS]))
+    names = table_metrics(run)
     metric_heads = "".join(f"<th>{html.escape(axis(n)[0])}</th>" for n in names)
     head = (
         f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
@@ -80,7 +79,7 @@ def _pareto_table(run: RunData) -> str:
         cells = [
             f"#{t['number']}",
             html.escape(str(name)),
-            *(_table_cell(n, m.get(n)) for n in names),
+            *(table_cell(n, m.get(n)) for n in names),
             fmt(s["alpha"]),
             fmt(s["T"]),
             fmt(s["lambda"]),
@@ -98,15 +97,6 @@ def _pareto_table(run: RunData) -> str:
         f"<p>Teacher: {html.escape(teacher)}</p>"
         f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
     )
-
-
-def _table_cell(name: str, value: Any) -> str:
-    metric = METRICS.get(name)
-    if metric is None:
-        return fmt(value)
-    if name == "size_bytes":  # bytes in the table, exactly
-        return fmt(value, ",")
-    return fmt(value, metric.spec) + ("×" if metric.unit == "x" else "")
 
 
 def _counts(run: RunData) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,15 +23,9 @@ from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import ObjectiveSet
 from autocompress.study.pareto import front
 from autocompress.study.rundir import RunDir
+from autocompress.study.samplers import build_sampler
 from autocompress.study.space import ResolvedSpace
 
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, startup=10: optuna.samplers.TPESampler(
-        multivariate=True, seed=seed, n_startup_trials=startup
-    ),
-    "nsga2": lambda seed, startup=None: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-    "random": lambda seed, startup=None: optuna.samplers.RandomSampler(seed=seed),
-}
 # TPE's random start-up trials; a measured start (``baselines: [..., auto]``) stands in for them
 TPE_STARTUP = 10
 _BASELINE_ATTR = "autocompress.baseline"
@@ -72,7 +66,9 @@ class Controller:
             study_name=config.name,
             storage=run_dir.storage_url,
             directions=objectives.directions,
-            sampler=SAMPLERS[config.sampler](config.seed, self._startup(config, plan)),
+            sampler=build_sampler(
+                config.sampler, seed=config.seed, startup=self._startup(config, plan)
+            ),
             load_if_exists=True,
         )
         if self.study.metric_names is None:

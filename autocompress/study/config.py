@@ -15,7 +15,6 @@ from autocompress.errors import AutoCompressError, ConfigError
 if TYPE_CHECKING:
     from autocompress.device import Training
 
-SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("local", "ray")
 
 
@@ -70,6 +69,18 @@ def _options(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         return "must be a mapping of option names to values"
     return None
+
+
+def _sampler(value: Any) -> str | None:
+    from autocompress.study.samplers import sampler_problem
+
+    return sampler_problem(value)
+
+
+def _scheduler(value: Any) -> str | None:
+    from autocompress.study.samplers import scheduler_problem
+
+    return scheduler_problem(value)
 
 
 def _device(value: Any) -> str | None:
@@ -144,7 +155,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "target": _text,
     "target_options": _options,
     "trials": _integer(1),
-    "sampler": _choice(*SAMPLERS),
+    "sampler": _sampler,
     "seed": _integer(0),
     "backend": _choice(*BACKENDS),
     "baselines": _baselines,
@@ -157,7 +168,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "experiment": _optional_text,
     "address": _optional_text,
     "max_concurrent": _integer(1, optional=True),
-    "scheduler": _choice("auto", "asha", "none"),
+    "scheduler": _scheduler,
     "out": _optional_text,
     "trial_timeout_s": _seconds,
     "fail_fast_after": _integer(0),
@@ -189,7 +200,7 @@ class SearchConfig:
     target: str = "torch"
     target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
     trials: int = 24
-    sampler: str = "tpe"
+    sampler: str | dict[str, Any] = "tpe"  # a name, or {name: ..., <option>: ...}
     seed: int = 0
     backend: str = "ray"
     baselines: tuple[str, ...] = ("identity", "int8", "prune30-int8")
@@ -202,7 +213,7 @@ class SearchConfig:
     experiment: str | None = None
     address: str | None = None
     max_concurrent: int | None = None
-    scheduler: str = "auto"  # "auto" (ASHA when epochs >= 2), "asha" or "none"
+    scheduler: str = "auto"  # ray: "auto" (ASHA when epochs >= 2), "asha", "none" (see samplers)
     out: str | None = None
     trial_timeout_s: float | None = None  # a trial running longer fails with "timeout"
     fail_fast_after: int = 5  # stop when the first K trials all fail (0: never)

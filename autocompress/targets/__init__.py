@@ -1,8 +1,9 @@
 """Deployment targets: how a compressed model becomes a file, and how that file runs.
 
-A target is one module holding one class that follows ``Target``, registered in ``TARGETS``
-below. Adding a target = a new module + one line in ``TARGETS``; the pipeline (compress,
-export, search, inspect) reaches targets only through ``get_target``.
+A target is one module holding one class that follows ``Target`` and inherits ``TargetBase``
+(the optional hooks, declared with their defaults), registered in ``TARGETS`` below. Adding a
+target = a new module + one line in ``_targets`` (or one :func:`register_target` call); the
+pipeline (compress, export, search, inspect) reaches targets only through ``get_target``.
 
 Layer modes (per layer, per bit-width): ``int-compute`` (integer kernels run it), ``weight-only``
 (low-bit storage, float compute) or ``float``.
@@ -20,6 +21,7 @@ from torch import nn
 from autocompress.errors import AutoCompressError
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.timing import measure_latency, measure_paired
+from autocompress.targets._base import HOOKS, TargetBase
 
 MODES = ("int-compute", "weight-only", "float")
 
@@ -30,6 +32,24 @@ class Target(Protocol):
     bits: tuple[int, ...]
     quant_scopes: dict[str, str]  # quantization scope -> what it means on this target
     default_scope: str  # the scope of a layer whose policy sets none
+    # optional parts, with their defaults in ``TargetBase``
+    export_format: str  # the ``export --format`` copying this artifact ("": the target's name)
+    export_conversions: tuple[str, ...]  # other ``export --format`` values it converts to
+
+    @property
+    def native_format(self) -> str: ...
+
+    def require(self) -> None:
+        """One line naming the extra to install when the runtime is missing."""
+        ...
+
+    def describe(self) -> list[str]:
+        """What the options resolve to on this machine (``inspect``)."""
+        ...
+
+    def graph_record(self, path: Path) -> dict[str, Any] | None:
+        """What the artifact's runtime graph runs, or None."""
+        ...
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         """The mode a layer of this type runs in at ``bits`` (intended; records read the
@@ -178,8 +198,7 @@ def get_target(name: str, **options: Any) -> Target:
         raise AutoCompressError(
             f"unknown target {name!r}; available targets: {', '.join(sorted(TARGETS))}"
         ) from None
-    if hasattr(target, "require"):  # an optional runtime: one line naming the extra to install
-        target.require()
+    target.require()  # an optional runtime: one line naming the extra to install
     if not options:
         return target
     known = {f.name for f in dataclasses.fields(target)} - {"name", "artifact_name", "bits"}  # type: ignore[arg-type]
@@ -189,6 +208,23 @@ def get_target(name: str, **options: Any) -> Target:
             f"target {name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or 'none'}"
         )
     return dataclasses.replace(target, **options)  # type: ignore[type-var]
+
+
+def register_target(target: Target) -> Target:
+    """Add ``target`` (an instance of a ``TargetBase`` subclass) under its name."""
+    if not isinstance(target, TargetBase):
+        raise AutoCompressError(
+            f"target {getattr(target, 'name', target)!r}: a target inherits "
+            "autocompress.targets.TargetBase (its optional hooks)"
+        )
+    TARGETS[target.name] = target
+    return target
+
+
+def export_formats() -> tuple[str, ...]:
+    """Every ``export --format``: each target's own artifact and what it converts to."""
+    formats = (f for t in TARGETS.values() for f in (t.native_format, *t.export_conversions))
+    return tuple(dict.fromkeys(formats))
 
 
 def structure_diff(original: nn.Module, pruned: nn.Module) -> dict[str, dict[str, Any]]:
@@ -217,14 +253,18 @@ def target_of(path: Path) -> Target:
 
 __all__ = [
     "DISTURBED",
+    "HOOKS",
     "MODES",
     "RETAKES",
     "TARGETS",
     "Target",
+    "TargetBase",
+    "export_formats",
     "find_artifact",
     "get_target",
     "int8_activation_layers",
     "measure_runtime",
+    "register_target",
     "structure_diff",
     "target_of",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets._base import TargetBase
 from autocompress.techniques.fold import (
     concat_folds,
     fold_batchnorm,
@@ -19,8 +20,8 @@ from autocompress.techniques.fold import (
 )
 
 
-class LoweredTarget:
-    """Methods of the ``Target`` protocol these targets answer alike (a mixin)."""
+class LoweredTarget(TargetBase):
+    """Methods of the ``Target`` protocol these targets answer alike."""
 
     name: str
     bits: tuple[int, ...]

@@ -38,6 +38,7 @@ from torch import nn
 
 from autocompress.errors import AutoCompressError
 from autocompress.measure.timing import count_macs, count_params
+from autocompress.targets._base import TargetBase
 from autocompress.targets._cpu import cpu_record, has_vnni
 from autocompress.targets._ort_graph import (
     OrtModule,
@@ -57,10 +58,11 @@ _OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDeco
 
 
 @dataclass(frozen=True)
-class OnnxRuntimeTarget:
+class OnnxRuntimeTarget(TargetBase):
     name: str = "onnxruntime"
     artifact_name: str = "model.onnx"
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+    export_format: ClassVar[str] = "onnx"
     calibration_batches: int = 8
     max_layer_drop: float | None = None
     reduce_range: str | bool = "auto"  # auto: 7-bit integer-compute weights without VNNI

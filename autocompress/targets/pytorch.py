@@ -10,13 +10,17 @@ from typing import Any, ClassVar
 from torch import nn
 
 from autocompress.measure.timing import count_macs, count_params
+from autocompress.targets._base import TargetBase
 
 
 @dataclass(frozen=True)
-class TorchTarget:
+class TorchTarget(TargetBase):
     name: str = "torch"
     artifact_name: str = "model.pt"
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+    export_format: ClassVar[str] = "torch"
+    # a float ONNX file, measured in ONNX Runtime (``targets.onnx.export_measured``)
+    export_conversions: ClassVar[tuple[str, ...]] = ("onnx",)
     # Static activation quantization needs torch.ao's deprecated static modules: not offered.
     quant_scopes: ClassVar[dict[str, str]] = {
         "weight": "8-bit Linear: dynamic int8 (activations quantized on the fly by fbgemm); "

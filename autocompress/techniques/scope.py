@@ -17,6 +17,7 @@ Fine-tuning scope (``finetune.scope``), a registry of module selectors:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,13 +41,13 @@ FEATURE_MEANING = "weight of the MSE on stage outputs added to L_KD (0: logits o
 
 
 def resolve_quant_scopes(
-    policy: Policy, paths: Iterable[str], target: object
+    policy: Policy, paths: Iterable[str], target: Any
 ) -> tuple[dict[str, str], set[str]]:
     """Per layer, the scope asked for (the target's default where the policy sets none), and
     the layers whose scope the policy set explicitly. Errors name the policy key."""
-    offered: Mapping[str, str] = getattr(target, "quant_scopes", {"weight": ""})
-    default: str = getattr(target, "default_scope", "weight")
-    name = getattr(target, "name", "?")
+    offered: Mapping[str, str] = target.quant_scopes
+    default: str = target.default_scope
+    name = target.name
     paths = list(paths)
     for key in policy.quant_scope_layers:
         if key not in paths:

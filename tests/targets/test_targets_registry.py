@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,17 @@ from torch import nn
 from autocompress.errors import AutoCompressError
 from autocompress.policy import SUPPORTED_BITS
 from autocompress.reporting.inspect import describe
-from autocompress.targets import MODES, TARGETS, get_target, target_of
+from autocompress.targets import (
+    HOOKS,
+    MODES,
+    TARGETS,
+    TargetBase,
+    export_formats,
+    get_target,
+    register_target,
+    target_of,
+)
+from autocompress.targets.pytorch import TorchTarget
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -113,3 +125,61 @@ def test_every_target_saves_and_reloads_in_a_fresh_process(name, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert torch.allclose(torch.load(tmp_path / "y.pt"), result.model(x), atol=1e-5)
+
+
+# -- the hooks every target declares, and a target registered from a test --------------------
+
+
+@dataclass(frozen=True)
+class ToyTorchTarget(TorchTarget):
+    """The torch target under another name: a target registered from outside the package."""
+
+    name: str = "toy_torch"
+
+
+@contextmanager
+def toy_target():
+    register_target(ToyTorchTarget())
+    try:
+        yield TARGETS["toy_torch"]
+    finally:
+        TARGETS.pop("toy_torch")
+
+
+@pytest.mark.parametrize("name", [*sorted(TARGETS), "toy_torch"])
+def test_every_target_declares_its_hooks(name, tmp_path):
+    with toy_target():
+        target = TARGETS[name]
+        assert isinstance(target, TargetBase)
+        for hook in HOOKS:  # declared, with a default where the target has nothing to say
+            assert hasattr(type(target), hook), hook
+        if name in ("openvino", "executorch"):
+            try:
+                target.require()
+            except AutoCompressError:
+                pytest.skip(f"{name}'s runtime is not installed")
+        target.require()
+        assert all(isinstance(line, str) for line in target.describe())
+        assert target.native_format in export_formats()
+        assert set(target.export_conversions) <= set(export_formats())
+        if isinstance(target, TorchTarget):  # eager PyTorch: no runtime graph to record
+            assert target.graph_record(tmp_path / target.artifact_name) is None
+        else:
+            assert type(target).graph_record is not TargetBase.graph_record
+
+
+def test_a_target_registered_from_a_test_compresses(tmp_path):
+    from autocompress import Policy
+    from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
+
+    task = cnn_task(epochs=0)
+    policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 0}})
+    settings = MeasureSettings(repeats=20, warmup=2)
+    with toy_target():
+        result = compress(task, policy, target="toy_torch", out_dir=tmp_path, settings=settings)
+        assert result.metrics["target"] == "toy_torch" and 0 <= result.metrics["accuracy"] <= 1
+        assert "graph" not in result.metrics  # the inherited hook records none
+        assert get_target("toy_torch").read_meta(result.artifact)["target"] == "toy_torch"
+        assert load_artifact(result.artifact, task.model) is not None
+    with pytest.raises(AutoCompressError, match="TargetBase"):
+        register_target(object())  # type: ignore[arg-type]

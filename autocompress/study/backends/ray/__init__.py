@@ -75,6 +75,7 @@ from autocompress.study.backends._tune_outcome import (
     report_value,
 )
 from autocompress.study.backends.ray._driver import ControllerSearcher, TrialStopper, TrialWatch
+from autocompress.study.samplers import make_ray_scheduler
 from autocompress.study.session import Session, process_teacher
 from autocompress.techniques.distill import TeacherCache
 
@@ -268,20 +269,10 @@ def trial_resources(session: Session) -> dict[str, float]:
 
 
 def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
-    """ASHA on the per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs)."""
-    epochs = session.max_epochs()
-    kind = session.config.scheduler
-    if kind == "none" or (kind == "auto" and epochs < 2):
-        return FIFOScheduler()
-    # reduction factor 2: stop below the median at a rung (4 would keep only the top quarter,
-    # too harsh for searches of a few dozen trials)
-    return ASHAScheduler(
-        metric=METRIC,
-        mode="max",
-        time_attr=TIME_ATTR,
-        max_t=max(epochs, 1),
-        grace_period=1,
-        reduction_factor=2,
+    """The config's registered scheduler (``autocompress.study.samplers``): ASHA on the
+    per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs), else FIFO."""
+    return make_ray_scheduler(
+        session.config.scheduler, session.max_epochs(), metric=METRIC, time_attr=TIME_ATTR
     )
 
 
@@ -350,4 +341,12 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
     finally:
         session.stop()
 
-__all__ = ["connect", "make_scheduler", "run", "teacher_outputs", "trainable", "trial_resources"]
+
+__all__ = [
+    "connect",
+    "make_scheduler",
+    "run",
+    "teacher_outputs",
+    "trainable",
+    "trial_resources",
+]
