@@ -6,8 +6,8 @@ adding a metric the pipeline measures is one :func:`register` call here plus a p
 ``timed`` metrics are wall-clock timings of one process: a record's value is only comparable
 with the teacher timed in the same process (see :func:`comparable`).
 
->>> METRICS["latency_ms"].direction
-'minimize'
+>>> METRICS["latency_ms"].direction == "minimize"
+True
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from autocompress.measure.directions import Direction
 
 __all__ = ["METRICS", "Metric", "comparable", "format_value", "register"]
 
@@ -24,12 +26,12 @@ class Metric:
     """One metric: how it is named, which way is better, and how it is measured."""
 
     name: str
-    direction: str  # "maximize" | "minimize"
+    direction: Direction
     unit: str
     measured: str  # how it is measured, for people reading the registry
     structural: bool = False  # known from the pruned structure alone, before training
     timed: bool = False  # a timing of one process: compare as a ratio to that process' teacher
-    teacher: bool = True  # the teacher (baseline) has a value of it
+    teacher: bool = True  # the teacher has a value of it
     label: str = ""
     scale: float = 1.0  # display value = stored value * scale
     spec: str = ".4g"  # format spec of the display value
@@ -44,17 +46,17 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(metric: Metric) -> Metric:
-    if metric.direction not in ("maximize", "minimize"):
+    if metric.direction not in tuple(Direction):
         raise ValueError(f"metric {metric.name!r}: direction {metric.direction!r}")
     METRICS[metric.name] = metric
     return metric
 
 
-register(Metric("accuracy", "maximize", "", "the task's metric on the deployable artifact"))
+register(Metric("accuracy", Direction.MAXIMIZE, "", "the task's metric on the deployable artifact"))
 register(
     Metric(
         "size_bytes",
-        "minimize",
+        Direction.MINIMIZE,
         "B",
         "bytes of the artifact file on disk",
         structural=True,
@@ -67,7 +69,7 @@ register(
 register(
     Metric(
         "latency_ms",
-        "minimize",
+        Direction.MINIMIZE,
         "ms",
         "median of timed runs of the loaded artifact, 1 intra-op thread, after warm-up",
         structural=True,
@@ -80,7 +82,7 @@ register(
 register(
     Metric(
         "latency_p90_ms",
-        "minimize",
+        Direction.MINIMIZE,
         "ms",
         "90th percentile of the same timed runs",
         structural=True,
@@ -91,12 +93,19 @@ register(
     )
 )
 register(
-    Metric("params", "minimize", "", "parameters of the deployed model", structural=True, spec=",")
+    Metric(
+        "params",
+        Direction.MINIMIZE,
+        "",
+        "parameters of the deployed model",
+        structural=True,
+        spec=",",
+    )
 )
 register(
     Metric(
         "macs",
-        "minimize",
+        Direction.MINIMIZE,
         "",
         "multiply-accumulates of one forward pass on the example inputs (measure.count_macs)",
         structural=True,
@@ -107,7 +116,7 @@ register(
 register(
     Metric(
         "speedup",
-        "maximize",
+        Direction.MAXIMIZE,
         "x",
         "teacher latency / trial latency, both timed in the trial's process",
         teacher=False,
@@ -117,7 +126,7 @@ register(
 register(
     Metric(
         "compression",
-        "maximize",
+        Direction.MAXIMIZE,
         "x",
         "teacher artifact bytes / trial artifact bytes",
         teacher=False,
@@ -127,7 +136,7 @@ register(
 
 
 def teacher_metrics() -> tuple[str, ...]:
-    """Metrics the teacher is measured on (the keys of ``baseline.json``)."""
+    """Metrics the teacher is measured on (the keys of ``teacher.json``)."""
     return tuple(name for name, m in METRICS.items() if m.teacher)
 
 

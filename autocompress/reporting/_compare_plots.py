@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from autocompress.study.pareto import staircase
+from autocompress.study.records import TrialState
 
 
 class Plotted(Protocol):
@@ -26,7 +27,9 @@ def _series(search: Plotted) -> tuple[list[tuple[float, float]], list[tuple[floa
 
     The front may have more objectives than the two plotted; its points all get a marker, the
     staircase line joins those not beaten on both size and accuracy."""
-    complete = [r.get("metrics") or {} for r in search.records if r.get("state") == "complete"]
+    complete = [
+        r.get("metrics") or {} for r in search.records if r.get("state") == TrialState.COMPLETE
+    ]
     every = [
         (float(m["size_bytes"]), float(m["accuracy"]))
         for m in complete

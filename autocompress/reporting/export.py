@@ -15,6 +15,7 @@ from autocompress.pipeline._compress import MeasureSettings, compress, load_arti
 from autocompress.policy import Policy
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import load_objectives
+from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.targets import get_target
 from autocompress.task import load_task
@@ -30,7 +31,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
     doc = RunDir(run_dir).read_pareto()
-    teacher = doc["baseline"]["accuracy"]
+    teacher = doc["teacher"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
         raise ConfigError(
@@ -38,7 +39,7 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
             f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
         )
     # timings on the run teacher's scale (a cluster's nodes compared by their ratios)
-    return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["baseline"]) or 0.0)["number"]
+    return min(ok, key=lambda t: comparable(t, PICK_BY[by], doc["teacher"]) or 0.0)["number"]
 
 
 # the --format that copies a target's own artifact, by its file suffix (else "torch")
@@ -63,7 +64,7 @@ def export_trial(
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
     record = records[number]
-    if record["state"] != "complete":
+    if record["state"] != TrialState.COMPLETE:
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ A target is one module holding one class that follows ``Target``, registered in 
 below. Adding a target = a new module + one line in ``TARGETS``; the pipeline (compress,
 export, search, inspect) reaches targets only through ``get_target``.
 
-Layer modes (per layer, per bit-width): ``int-compute`` (integer kernels run it), ``weight-only``
-(low-bit storage, float compute) or ``float``.
+Layer modes (per layer, per bit-width, :class:`LayerMode` in ``modes``): ``int-compute`` (integer
+kernels run it), ``weight-only`` (low-bit storage, float compute) or ``float``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from torch import nn
 from autocompress.errors import AutoCompressError
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.timing import measure_latency, measure_paired
-
-MODES = ("int-compute", "weight-only", "float")
+from autocompress.targets.modes import MODES, LayerMode
 
 
 class Target(Protocol):
@@ -148,7 +147,7 @@ def int8_activation_layers(
         for p, b in bits.items()
         if b == 8
         and p in modules
-        and target.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
+        and target.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == LayerMode.INT_COMPUTE
     ]
     return with_activations(scopes, capable)
 
@@ -218,6 +217,7 @@ def target_of(path: Path) -> Target:
 __all__ = [
     "DISTURBED",
     "MODES",
+    "LayerMode",
     "RETAKES",
     "TARGETS",
     "Target",

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import PolicyError
-from autocompress.policy import FINETUNE_SCOPES, QUANT_SCOPES, Policy
+from autocompress.policy import FINETUNE_SCOPES, QUANT_SCOPES, Policy, QuantScope
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
@@ -44,8 +44,8 @@ def resolve_quant_scopes(
 ) -> tuple[dict[str, str], set[str]]:
     """Per layer, the scope asked for (the target's default where the policy sets none), and
     the layers whose scope the policy set explicitly. Errors name the policy key."""
-    offered: Mapping[str, str] = getattr(target, "quant_scopes", {"weight": ""})
-    default: str = getattr(target, "default_scope", "weight")
+    offered: Mapping[str, str] = getattr(target, "quant_scopes", {QuantScope.WEIGHT: ""})
+    default: str = getattr(target, "default_scope", QuantScope.WEIGHT)
     name = getattr(target, "name", "?")
     paths = list(paths)
     for key in policy.quant_scope_layers:
@@ -76,7 +76,11 @@ def with_activations(scopes: Mapping[str, str] | None, layers: Iterable[str]) ->
     """The ``layers`` whose scope quantizes activations (all of them when ``scopes`` is None)."""
     if scopes is None:
         return list(layers)
-    return [p for p in layers if scopes.get(p, "weight+activation") == "weight+activation"]
+    return [
+        p
+        for p in layers
+        if scopes.get(p, QuantScope.WEIGHT_ACTIVATION) == QuantScope.WEIGHT_ACTIVATION
+    ]
 
 
 # -- fine-tuning scope -----------------------------------------------------------------------
@@ -175,6 +179,7 @@ def auto_feature_layers(model: nn.Module, example_inputs: tuple, head: Collectio
 __all__ = [
     "FINETUNE_SELECTORS",
     "QUANT_SCOPES",
+    "QuantScope",
     "auto_feature_layers",
     "changed_layers",
     "resolve_quant_scopes",
