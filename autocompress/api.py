@@ -16,6 +16,7 @@ from autocompress.reporting.report import write_report_safely
 from autocompress.study.config import SearchConfig
 
 if TYPE_CHECKING:
+    from autocompress.integrations.tracker import Tracker
     from autocompress.study.session import SearchResult
     from autocompress.task import Task
 
@@ -38,7 +39,7 @@ def run_search(
     task: Task | None = None,
     *,
     resume: bool = False,
-    tracker: Any = None,
+    tracker: Tracker | None = None,
     verbose: bool = False,
 ) -> SearchResult:
     """Prepare the run directory, run the backend until ``config.trials`` trials are recorded."""
@@ -82,17 +83,20 @@ def search(
     out: str | Path | None = None,
     target: str = "torch",
     epochs: int | None = None,
-    baselines: tuple[str, ...] = ("identity", "int8", "prune30-int8"),
+    starts: tuple[str, ...] = ("identity", "int8", "prune30-int8"),
     tracking_uri: str | None = None,
     verbose: bool = False,
     **options: Any,
 ) -> SearchResult:
     """Search compression policies for ``task``; returns the trials and the Pareto front.
 
-    Tracking in MLflow happens when ``tracking_uri`` is given.
+    Tracking in MLflow happens when ``tracking_uri`` is given. ``starts``: the first policies
+    (``baselines=`` is read as its older name).
 
     >>> result = search(task, n_trials=6, epochs=1, out="runs/mlp")  # doctest: +SKIP
     """
+    if "baselines" in options:
+        starts = options.pop("baselines")
     config = SearchConfig(
         name=name or task.name,
         task=task.spec or "<python>",
@@ -104,7 +108,7 @@ def search(
         seed=seed,
         backend=backend,
         epochs=epochs,
-        baselines=tuple(baselines),
+        starts=tuple(starts),
         tracking=tracking_uri is not None,
         tracking_uri=tracking_uri,
         out=str(out) if out is not None else None,

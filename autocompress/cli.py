@@ -197,6 +197,7 @@ def search_cmd(
     from autocompress.api import make_tracker, run_search
     from autocompress.study.config import SearchConfig
     from autocompress.study.failures import no_feasible_trial
+    from autocompress.study.records import TrialState
 
     cfg = SearchConfig.from_yaml(config)
     if budget is not None and trials is None:
@@ -220,7 +221,7 @@ def search_cmd(
     _need_directory(cfg.run_dir, "--out (or the config's out:)")
     tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
     result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
-    failed = sum(r["state"] == "failed" for r in result.trials)
+    failed = sum(r["state"] == TrialState.FAILED for r in result.trials)
     asked = f"budget {cfg.budget}" if cfg.budget else f"{cfg.trials} trials asked"
     typer.echo(
         f"{asked}, {len(result.trials)} recorded ({failed} failed), "

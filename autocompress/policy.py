@@ -36,13 +36,23 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from autocompress.errors import PolicyError
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16, 32)
-QUANT_SCOPES = ("weight", "weight+activation")
+
+
+class QuantScope(StrEnum):
+    """What a layer's quantization covers (``quant.scope``); equal to its JSON string."""
+
+    WEIGHT = "weight"
+    WEIGHT_ACTIVATION = "weight+activation"
+
+
+QUANT_SCOPES = tuple(QuantScope)
 FINETUNE_SCOPES = ("full", "pruned-only", "head", "norm-and-head")
 
 

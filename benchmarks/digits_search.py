@@ -35,7 +35,7 @@ def main() -> None:
             backend=args.backend, trials=args.trials, out=str(Path(tmp) / "run"), tracking=False
         )
         result = run_search(config)
-    teacher = result.baseline
+    teacher = result.teacher
     front = [r["metrics"] for r in result.pareto]
     close = [m for m in front if teacher["accuracy"] - m["accuracy"] <= 0.01]
     best = max(close, key=lambda m: m["compression"]) if close else None

@@ -36,7 +36,7 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
         task=task,
         search_space=space,
         backend="local" if mode == "alone" else "ray",
-        baselines=(POLICY,) * repeats,
+        starts=(POLICY,) * repeats,
         trials=repeats,
         epochs=epochs,
         scheduler="none",
@@ -62,7 +62,7 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
     return {
         "latency_ms": [round(v, 4) for v in lat],
         "median_ms": round(statistics.median(lat), 4),
-        "baseline_latency_ms": round(session.baseline["latency_ms"], 4),
+        "baseline_latency_ms": round(session.teacher["latency_ms"], 4),
         "wall_s": round(wall, 1),
     }
 

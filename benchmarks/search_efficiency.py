@@ -31,6 +31,7 @@ from _common import RESULTS, ROOT
 
 from autocompress.study.config import SearchConfig
 from autocompress.study.pareto import default_reference, hypervolume, normalize
+from autocompress.study.rundir import RunDir
 
 OBJECTIVES = (("accuracy", "maximize"), ("size_bytes", "minimize"), ("latency_ms", "minimize"))
 MODELS = {
@@ -39,7 +40,7 @@ MODELS = {
 }
 GRID = [f"prune{p}-int{b}" if p else f"int{b}" for p in (0, 30, 50, 70) for b in (4, 8, 16, 32)]
 DEMO = SearchConfig.from_yaml(ROOT / "examples" / "digits" / "search.yaml")
-STANDARD = SearchConfig(name="x", task="x").baselines
+STANDARD = SearchConfig(name="x", task="x").starts
 METHODS: dict[str, dict[str, Any]] = {
     "default": {"search_space": DEMO.search_space, "sampler": DEMO.sampler, "baselines": None},
     "random": {"search_space": DEMO.search_space, "sampler": "random", "baselines": STANDARD},
@@ -56,7 +57,7 @@ def _config(
     spec = METHODS[method]
     baselines = spec["baselines"]
     if baselines is None:
-        baselines = DEMO.baselines
+        baselines = DEMO.starts
     elif baselines == "grid":
         baselines = tuple(random.Random(seed).sample(GRID, len(GRID)))
         trials = min(trials, len(GRID))
@@ -65,7 +66,7 @@ def _config(
         task=MODELS[model],
         search_space=spec["search_space"],
         sampler=spec["sampler"],
-        baselines=tuple(baselines),
+        starts=tuple(baselines),
         seed=seed,
         trials=trials,
         epochs=epochs,
@@ -92,8 +93,8 @@ def _run(config: SearchConfig) -> tuple[str, float]:
 
 
 def _load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    records = [json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines()]
-    return records, json.loads((path / "baseline.json").read_text())
+    run = RunDir(path)  # reads teacher.json, or an older run's baseline.json
+    return run.records(), run.read_teacher() or {}
 
 
 def _at_budget(records: list[dict[str, Any]], baseline: dict[str, Any], k: int) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def aggregate(work: Path, seeds: int) -> dict[str, Any]:
         for method in METHODS:
             for seed in range(seeds):
                 path = work / model / f"{method}-s{seed}"
-                if (path / "trials.jsonl").exists() and (path / "baseline.json").exists():
+                if (path / "trials.jsonl").exists() and RunDir(path).read_teacher():
                     runs.setdefault(method, {})[seed] = _load(path)
         for method, by_seed in runs.items():
             entry: dict[str, Any] = {"trials_per_seed": {}, "budgets": {}}
@@ -281,9 +282,7 @@ def main() -> None:
         "methods": {
             m: {
                 **spec,
-                "baselines": list(DEMO.baselines)
-                if spec["baselines"] is None
-                else spec["baselines"],
+                "baselines": list(DEMO.starts) if spec["baselines"] is None else spec["baselines"],
             }
             for m, spec in METHODS.items()
         },

@@ -1,3 +1,9 @@
-"""Integrations with outside services (Ray, MLflow); each module imports its service lazily."""
+"""Integrations with outside services (Ray, MLflow); each module imports its service lazily.
 
-__all__: list[str] = []  # the modules are the surface: ``integrations.mlflow.MlflowTracker``
+``tracker`` holds the :class:`Tracker` protocol a search reports to and the trial states;
+``mlflow.MlflowTracker`` is the tracker shipped.
+"""
+
+from autocompress.integrations.tracker import STATES, Tracker, TrialState
+
+__all__ = ["STATES", "Tracker", "TrialState"]

@@ -44,6 +44,7 @@ from autocompress.integrations._mlflow_payload import (
     truncate,
 )
 from autocompress.integrations._mlflow_store import is_http, probe, resolve_tracking_uri
+from autocompress.integrations.tracker import TrialState
 
 __all__ = ["MlflowTracker", "resolve_tracking_uri"]
 
@@ -62,10 +63,10 @@ PARENT_PARAMS = (
 )
 PRUNED_STATUS = "KILLED"  # a pruned trial was stopped early on purpose: KILLED, tagged state=pruned
 _STATUS = {
-    "complete": "FINISHED",
-    "infeasible": "FINISHED",
-    "failed": "FAILED",
-    "pruned": PRUNED_STATUS,
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.INFEASIBLE: "FINISHED",
+    TrialState.FAILED: "FAILED",
+    TrialState.PRUNED: PRUNED_STATUS,
 }
 
 # Errors a tracking call may raise when the store is unreachable or refuses a request. They are
@@ -73,7 +74,7 @@ _STATUS = {
 _TRACKING_ERRORS = (MlflowException, requests.RequestException, OSError)
 
 
-class MlflowTracker:
+class MlflowTracker:  # a Tracker (autocompress.integrations.tracker)
     """Log one search to MLflow: a parent run, a child run per trial, reports as parent artifacts.
 
     Args:
@@ -270,7 +271,7 @@ class MlflowTracker:
         if partial is not None:  # created before an outage cut it short: start it over
             with contextlib.suppress(MlflowException):
                 self.client.delete_run(partial["run_id"])
-        state = str(record.get("state", "complete"))
+        state = str(record.get("state", TrialState.COMPLETE))
         end = int(time.time() * 1000)
         start = end - int(1000 * float(record.get("duration_s") or 0.0))
         run_id = self.client.create_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autocompress.measure.directions import DIRECTIONS, Direction
 from autocompress.measure.gate import FileGate, Gate, NoGate, trial_gate
 from autocompress.measure.metrics import (
     METRICS,
@@ -22,6 +23,8 @@ from autocompress.measure.timing import (
 )
 
 __all__ = [
+    "DIRECTIONS",
+    "Direction",
     "FileGate",
     "Gate",
     "METRICS",

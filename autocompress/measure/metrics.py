@@ -9,8 +9,8 @@ it, if wanted) and it appears everywhere.
 ``timed`` metrics are wall-clock timings of one process: a record's value is only comparable
 with the teacher timed in the same process (see :func:`comparable`).
 
->>> METRICS["latency_ms"].direction
-'minimize'
+>>> METRICS["latency_ms"].direction == "minimize"
+True
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from autocompress.measure.directions import Direction
 
 __all__ = [
     "METRICS",
@@ -74,12 +76,12 @@ class Metric:
     """One metric: how it is named, which way is better, and how it is measured."""
 
     name: str
-    direction: str  # "maximize" | "minimize"
+    direction: Direction
     unit: str
     measured: str  # how it is measured, for people reading the registry
     structural: bool = False  # known from the pruned structure alone, before training
     timed: bool = False  # a timing of one process: compare as a ratio to that process' teacher
-    teacher: bool = True  # the teacher (baseline) has a value of it
+    teacher: bool = True  # the teacher has a value of it
     label: str = ""
     scale: float = 1.0  # display value = stored value * scale
     spec: str = ".4g"  # format spec of the display value
@@ -96,8 +98,7 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(metric: Metric) -> Metric:
-    """Add ``metric`` (or replace the one of its name) to the registry."""
-    if metric.direction not in ("maximize", "minimize"):
+    if metric.direction not in tuple(Direction):
         raise ValueError(f"metric {metric.name!r}: direction {metric.direction!r}")
     METRICS[metric.name] = metric
     return metric
@@ -114,7 +115,7 @@ def _count(key: str) -> Measure:
 register(
     Metric(
         "accuracy",
-        "maximize",
+        Direction.MAXIMIZE,
         "",
         "the task's metric on the deployable artifact",
         measure=lambda ctx: ctx.task.evaluate(ctx.deployed),
@@ -123,7 +124,7 @@ register(
 register(
     Metric(
         "size_bytes",
-        "minimize",
+        Direction.MINIMIZE,
         "B",
         "bytes of the artifact file on disk",
         structural=True,
@@ -137,7 +138,7 @@ register(
 register(
     Metric(
         "latency_ms",
-        "minimize",
+        Direction.MINIMIZE,
         "ms",
         "median of timed runs of the loaded artifact, 1 intra-op thread, after warm-up",
         structural=True,
@@ -151,7 +152,7 @@ register(
 register(
     Metric(
         "latency_p90_ms",
-        "minimize",
+        Direction.MINIMIZE,
         "ms",
         "90th percentile of the same timed runs",
         structural=True,
@@ -165,7 +166,7 @@ register(
 register(
     Metric(
         "params",
-        "minimize",
+        Direction.MINIMIZE,
         "",
         "parameters of the deployed model",
         structural=True,
@@ -176,7 +177,7 @@ register(
 register(
     Metric(
         "macs",
-        "minimize",
+        Direction.MINIMIZE,
         "",
         "multiply-accumulates of one forward pass on the example inputs (measure.count_macs)",
         structural=True,
@@ -188,7 +189,7 @@ register(
 register(
     Metric(
         "speedup",
-        "maximize",
+        Direction.MAXIMIZE,
         "x",
         "teacher latency / trial latency, both timed in the trial's process",
         teacher=False,
@@ -199,7 +200,7 @@ register(
 register(
     Metric(
         "compression",
-        "maximize",
+        Direction.MAXIMIZE,
         "x",
         "teacher artifact bytes / trial artifact bytes",
         teacher=False,
@@ -224,7 +225,7 @@ def measure_all(ctx: MeasureContext) -> dict[str, Any]:
 
 
 def teacher_metrics() -> tuple[str, ...]:
-    """Metrics the teacher is measured on (the keys of ``baseline.json``)."""
+    """Metrics the teacher is measured on (the keys of ``teacher.json``)."""
     return tuple(name for name, m in METRICS.items() if m.teacher)
 
 

@@ -24,7 +24,7 @@ from autocompress.analysis.layers import list_layers
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.metrics import MeasureContext, measure_all
 from autocompress.measure.timing import MeasureSettings
-from autocompress.policy import Policy
+from autocompress.policy import Policy, QuantScope
 from autocompress.targets import Target, get_target, measure_runtime
 from autocompress.task import Task
 from autocompress.techniques.drop import live
@@ -100,7 +100,9 @@ def artifact_meta(
         "sparse": live(sparsity, student),
         "quant_scope": live(scopes, student),
         "quant_outputs": sorted(
-            p for p in live(dict.fromkeys(explicit), student) if scopes[p] == "weight+activation"
+            p
+            for p in live(dict.fromkeys(explicit), student)
+            if scopes[p] == QuantScope.WEIGHT_ACTIVATION
         ),
     }
 

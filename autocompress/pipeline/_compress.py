@@ -31,8 +31,15 @@ from autocompress.pipeline._artifact import (
     structure_cost,
     teacher_reference,
 )
-from autocompress.policy import Policy
-from autocompress.targets import Target, find_artifact, get_target, structure_diff, target_of
+from autocompress.policy import Policy, QuantScope
+from autocompress.targets import (
+    LayerMode,
+    Target,
+    find_artifact,
+    get_target,
+    structure_diff,
+    target_of,
+)
 from autocompress.task import Task, check_task
 from autocompress.techniques.distill import TeacherCache
 from autocompress.techniques.drop import live
@@ -317,10 +324,10 @@ def _scope_records(
     static qparams and integer compute in the artifact)."""
     static = set(act_quant.qparams) if act_quant is not None else set()
     for path, rec in metrics["layers"].items():
-        rec["scope"] = scopes.get(path, "weight")
+        rec["scope"] = scopes.get(path, QuantScope.WEIGHT)
         quantized = path in static or rec.get("activations") == "dynamic"
-        done = quantized and rec.get("mode") == "int-compute" and "fallback" not in rec
-        rec["scope_achieved"] = "weight+activation" if done else "weight"
+        done = quantized and rec.get("mode") == LayerMode.INT_COMPUTE and "fallback" not in rec
+        rec["scope_achieved"] = QuantScope.WEIGHT_ACTIVATION if done else QuantScope.WEIGHT
 
 
 def _activation_quant(

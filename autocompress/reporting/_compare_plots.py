@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from autocompress.measure.metrics import METRICS
 from autocompress.study.pareto import staircase
+from autocompress.study.records import TrialState
 
 
 class Plotted(Protocol):
@@ -31,7 +32,9 @@ def _series(
 
     The front may have more objectives than the two plotted; its points all get a marker, the
     staircase line joins those not beaten on both."""
-    complete = [r.get("metrics") or {} for r in search.records if r.get("state") == "complete"]
+    complete = [
+        r.get("metrics") or {} for r in search.records if r.get("state") == TrialState.COMPLETE
+    ]
 
     def points(metrics: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
         return [

@@ -15,6 +15,7 @@ from typing import Any
 
 from autocompress.errors import AutoCompressError
 from autocompress.measure.metrics import METRICS, comparable
+from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir, read_jsonl
 
 
@@ -36,7 +37,7 @@ class RunData:
         return [
             r
             for r in self.records
-            if r.get("state") == "complete"
+            if r.get("state") == TrialState.COMPLETE
             and all((r.get("metrics") or {}).get(n) is not None for n in names)
         ]
 
@@ -65,7 +66,7 @@ def load_run(run_dir: str | Path) -> RunData:
         run_dir=rd.path,
         name=str(pareto.get("name") or rd.path.name),
         objectives=objectives,
-        teacher=dict(pareto.get("baseline") or {}),
+        teacher=dict(pareto.get("teacher") or {}),
         records=sorted(read_jsonl(rd.trials_file), key=lambda r: r["number"]),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,

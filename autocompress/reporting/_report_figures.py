@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from autocompress.measure.directions import Direction
 from autocompress.reporting._report_data import RunData, axis, fmt, hover, layer_table, shown_values
 from autocompress.study.pareto import front_2d, hypervolume_history
 from autocompress.study.rundir import atomic_write_bytes
@@ -187,7 +188,7 @@ def _hypervolume_plot(run: RunData) -> str:
     names = [n for n, _ in run.objectives]
     missing = [n for n in names if not run.teacher.get(n)]
     if missing:
-        return f"<p>No hypervolume: pareto.json 'baseline' lacks {', '.join(missing)}.</p>"
+        return f"<p>No hypervolume: pareto.json 'teacher' lacks {', '.join(missing)}.</p>"
     history = hypervolume_history(run.records, run.objectives, run.teacher)
     if not history:
         return "<p>No hypervolume: no complete trials yet.</p>"
@@ -247,7 +248,7 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    maximized = [o for o in run.objectives if o[1] == "maximize"] or run.objectives[:1]
+    maximized = [o for o in run.objectives if o[1] == Direction.MAXIMIZE] or run.objectives[:1]
     y = maximized[0]
     xs = [o for o in run.objectives if o != y]
     complete = run.complete()

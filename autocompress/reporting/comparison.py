@@ -23,7 +23,8 @@ from autocompress.measure.metrics import METRICS
 from autocompress.reporting._compare_plots import plot_html, plot_png
 from autocompress.reporting._report_data import axis, table_cell
 from autocompress.study.pareto import default_reference, front, hypervolume, normalize
-from autocompress.study.rundir import STATES, RunDir, atomic_write_text
+from autocompress.study.records import STATES, TrialState
+from autocompress.study.rundir import RunDir, atomic_write_text
 
 __all__ = ["compare", "format_table"]
 
@@ -68,7 +69,7 @@ class _Search:
     records: list[dict[str, Any]]
     front: list[dict[str, Any]]  # metrics of the Pareto points
     objectives: list[dict[str, str]] = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
-    baseline: dict[str, float] = field(default_factory=dict)
+    teacher: dict[str, float] = field(default_factory=dict)
 
 
 def compare(
@@ -157,15 +158,15 @@ def _load_run_dir(path: Path) -> _Search:
             for t in pareto.get("trials", [])
         ]
     else:
-        points = _front([r["metrics"] for r in records if r.get("state") == "complete"])
-    baseline = pareto.get("baseline") or _baseline_from(r.get("metrics") or {} for r in records)
+        points = _front([r["metrics"] for r in records if r.get("state") == TrialState.COMPLETE])
+    teacher = pareto.get("teacher") or _teacher_from(r.get("metrics") or {} for r in records)
     return _Search(
         label=str(pareto.get("name") or path.name),
         source=str(path),
         records=records,
         front=points,
         objectives=list(pareto.get("objectives") or DEFAULT_OBJECTIVES),
-        baseline=dict(baseline),
+        teacher=dict(teacher),
     )
 
 
@@ -196,7 +197,7 @@ def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
         records = [
             {
                 "number": int(run.data.tags["trial.number"]),
-                "state": run.data.tags.get("state", "complete"),
+                "state": run.data.tags.get("state", TrialState.COMPLETE),
                 "metrics": dict(run.data.metrics),
                 "pareto": run.data.tags.get("pareto") == "true",
             }
@@ -205,7 +206,7 @@ def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
         records.sort(key=lambda r: r["number"])
         points = [r["metrics"] for r in records if r["pareto"]]
         if not points:  # the search did not finish: take the front of what completed
-            points = _front([r["metrics"] for r in records if r["state"] == "complete"])
+            points = _front([r["metrics"] for r in records if r["state"] == TrialState.COMPLETE])
         label = name if len(parents) == 1 else f"{name}/{parent.info.run_name}"
         searches.append(
             _Search(
@@ -214,7 +215,7 @@ def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
                 records=records,
                 front=points,
                 objectives=_objectives_param(parent.data.params.get("objectives")),
-                baseline={
+                teacher={  # MLflow metric names keep their "baseline." prefix
                     key.removeprefix("baseline."): value
                     for run in kids
                     for key, value in run.data.metrics.items()
@@ -249,7 +250,8 @@ def _objectives_param(text: str | None) -> list[dict[str, str]]:
     return list(DEFAULT_OBJECTIVES)
 
 
-def _baseline_from(metrics: Any) -> dict[str, float]:
+def _teacher_from(metrics: Any) -> dict[str, float]:
+    """The teacher figures a trial's metrics carry (a run directory without pareto.json)."""
     for m in metrics:
         if m.get("baseline"):
             return dict(m["baseline"])
@@ -280,11 +282,13 @@ def _common_objectives(searches: Sequence[_Search]) -> list[dict[str, str]]:
 def _row(search: _Search, objectives: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     counts = {state: 0 for state in STATES}
     for record in search.records:
-        state = record.get("state", "complete")
+        state = record.get("state", TrialState.COMPLETE)
         counts[state] = counts.get(state, 0) + 1
-    complete = [r.get("metrics") or {} for r in search.records if r.get("state") == "complete"]
+    complete = [
+        r.get("metrics") or {} for r in search.records if r.get("state") == TrialState.COMPLETE
+    ]
     accuracies = [m["accuracy"] for m in complete if m.get("accuracy") is not None]
-    teacher = search.baseline.get("accuracy")
+    teacher = search.teacher.get("accuracy")
     close = (
         [m for m in complete if m.get("accuracy", -1.0) >= teacher - ACCURACY_TOLERANCE]
         if teacher is not None
@@ -315,10 +319,10 @@ def _best(metrics: Sequence[Mapping[str, Any]], name: str) -> float | None:
 
 def _hypervolume(search: _Search, objectives: Sequence[Mapping[str, str]]) -> float | None:
     names = [o["name"] for o in objectives]
-    if any(not search.baseline.get(name) for name in names):
+    if any(not search.teacher.get(name) for name in names):
         return None  # no teacher measurement to normalize against
     points = [m for m in search.front if all(m.get(name) is not None for name in names)]
-    normalized = normalize(points, objectives, search.baseline)
+    normalized = normalize(points, objectives, search.teacher)
     return hypervolume(normalized, default_reference(objectives))
 
 

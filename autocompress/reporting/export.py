@@ -15,6 +15,7 @@ from autocompress.pipeline._compress import MeasureSettings, compress, load_arti
 from autocompress.policy import Policy
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import load_objectives
+from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.targets import TARGETS, export_formats, get_target
 from autocompress.task import load_task
@@ -38,19 +39,19 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
     doc = RunDir(run_dir).read_pareto()
-    teacher = doc["baseline"]["accuracy"]
+    teacher = doc["teacher"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
         raise ConfigError(
             f"no Pareto point of {run_dir} is within {max_accuracy_drop} of the teacher's "
             f"accuracy {teacher:.4f}; raise --max-accuracy-drop"
         )
-    measured = [t for t in ok if comparable(t, name, doc["baseline"]) is not None]
+    measured = [t for t in ok if comparable(t, name, doc["teacher"]) is not None]
     if not measured:
         raise ConfigError(f"--by {by}: no Pareto point of {run_dir} within the bound has {name}")
     sign = 1.0 if METRICS[name].direction == "minimize" else -1.0
     # timings on the run teacher's scale (a cluster's nodes compared by their ratios)
-    best = min(measured, key=lambda t: sign * (comparable(t, name, doc["baseline"]) or 0.0))
+    best = min(measured, key=lambda t: sign * (comparable(t, name, doc["teacher"]) or 0.0))
     return best["number"]
 
 
@@ -72,7 +73,7 @@ def export_trial(
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
     record = records[number]
-    if record["state"] != "complete":
+    if record["state"] != TrialState.COMPLETE:
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

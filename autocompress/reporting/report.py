@@ -15,6 +15,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from autocompress.measure.directions import Direction
 from autocompress.reporting._report_data import (
     RunData,
     axis,
@@ -33,7 +34,8 @@ from autocompress.reporting._report_figures import (
     _scatter_3d,
     write_pareto_png,
 )
-from autocompress.study.rundir import STATES, atomic_write_text
+from autocompress.study.records import STATES, TrialState
+from autocompress.study.rundir import atomic_write_text
 
 __all__ = [
     "PARETO_DIV_ID",
@@ -105,7 +107,7 @@ def _counts(run: RunData) -> str:
         f'<li><span class="state">{s}</span>: <b id="count-{s}">{counts.get(s, 0)}</b></li>'
         for s in STATES
     )
-    failed = [r for r in run.records if r.get("state") == "failed"]
+    failed = [r for r in run.records if r.get("state") == TrialState.FAILED]
     errors = "".join(
         f"<li>trial #{r['number']}<pre>{html.escape(str(r.get('error') or 'no error recorded'))}</pre></li>"
         for r in failed
@@ -137,7 +139,7 @@ def _render_html(run: RunData, *, inline_plotlyjs: bool) -> str:
     objectives = run.objectives
     pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1 :]]
     # Accuracy-like (maximized) objectives go on the y axis, costs on x.
-    pairs = [(b, a) if a[1] == "maximize" else (a, b) for a, b in pairs]
+    pairs = [(b, a) if a[1] == Direction.MAXIMIZE else (a, b) for a, b in pairs]
     plots = [
         _scatter_2d(run, x, y, PARETO_DIV_ID if i == 0 else f"pareto-{x[0]}-{y[0]}")
         for i, (x, y) in enumerate(pairs)

@@ -1,7 +1,7 @@
 """The search controller: one Optuna study in the run directory proposes policies and learns.
 
 Parameters are named after the space (``prune.<path or group>``, ``bits.<...>``,
-``distill.alpha``, ...). Baselines are enqueued first. Each finished trial is appended to
+``distill.alpha``, ...). The start policies (config ``starts``) are enqueued first. Each finished trial is appended to
 ``trials.jsonl`` before the study is told, so a resumed driver can repair the study from it.
 """
 
@@ -16,19 +16,21 @@ from typing import Any
 
 import optuna
 
+from autocompress.measure.directions import Direction
 from autocompress.measure.metrics import comparable
 from autocompress.policy import Policy
 from autocompress.study._start import StartPlan
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import ObjectiveSet
 from autocompress.study.pareto import front
+from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.study.samplers import build_sampler
 from autocompress.study.space import ResolvedSpace
 
-# TPE's random start-up trials; a measured start (``baselines: [..., auto]``) stands in for them
+# TPE's random start-up trials; a measured start (``starts: [..., auto]``) stands in for them
 TPE_STARTUP = 10
-_BASELINE_ATTR = "autocompress.baseline"
+_START_ATTR = "autocompress.baseline"  # (the Optuna attribute keeps its stored name)
 _POLICY_ATTR = "autocompress.policy"
 _NUMBER_ATTR = "autocompress.number"  # the record a re-added trial stands for
 
@@ -40,7 +42,7 @@ class Proposal:
     number: int
     policy: Policy
     params: dict[str, Any]
-    baseline: str | None
+    start: str | None  # the start policy's name; None when the sampler chose the policy
     seed: int
 
 
@@ -52,7 +54,7 @@ class Controller:
         run_dir: RunDir,
         space: ResolvedSpace,
         objectives: ObjectiveSet,
-        baseline: Mapping[str, Any],
+        teacher: Mapping[str, Any],
         plan: StartPlan | None = None,
     ) -> None:
         self.config = config
@@ -60,7 +62,7 @@ class Controller:
         self.run_dir = run_dir
         self.space = space
         self.objectives = objectives
-        self.baseline = dict(baseline)
+        self.teacher = dict(teacher)  # the run's (teacher.json)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             study_name=config.name,
@@ -78,9 +80,9 @@ class Controller:
         self.live: dict[int, optuna.trial.Trial] = {}
         self.records: dict[int, dict[str, Any]] = {r["number"]: r for r in run_dir.records()}
         if not self.study.trials:
-            for name in config.baselines:
+            for name in config.starts:
                 self.study.enqueue_trial(
-                    self.space.params_for_policy(name), user_attrs={_BASELINE_ATTR: name}
+                    self.space.params_for_policy(name), user_attrs={_START_ATTR: name}
                 )
         self._repair()
 
@@ -90,7 +92,7 @@ class Controller:
         is one (its trials are the start-up), otherwise after 10 random ones."""
         if plan is None:
             return TPE_STARTUP
-        return min(TPE_STARTUP, len(config.baselines) + plan.k)
+        return min(TPE_STARTUP, len(config.starts) + plan.k)
 
     # -- study state -----------------------------------------------------------------------
     def _repair(self) -> None:
@@ -128,10 +130,10 @@ class Controller:
         for record in self.records.values():
             if record.get("baseline") in names:
                 accuracy = (record.get("metrics") or {}).get("accuracy")
-                done = record["state"] == "complete" and accuracy is not None
+                done = record["state"] == TrialState.COMPLETE and accuracy is not None
                 out[record["baseline"]] = float(accuracy) if done else False
         for trial in self.live.values():
-            name = trial.user_attrs.get(_BASELINE_ATTR)
+            name = trial.user_attrs.get(_START_ATTR)
             if name in names and name not in out:
                 out[name] = None
         return out
@@ -146,7 +148,7 @@ class Controller:
         name = self.plan.next(results, asked=len(results))
         if name is not None:
             self.study.enqueue_trial(
-                self.space.params_for_policy(name), user_attrs={_BASELINE_ATTR: name}
+                self.space.params_for_policy(name), user_attrs={_START_ATTR: name}
             )
 
     def ask(self) -> Proposal:
@@ -155,8 +157,8 @@ class Controller:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             policy = self.space.suggest(trial)
-        baseline = trial.user_attrs.get(_BASELINE_ATTR)
-        if baseline == "identity":
+        start = trial.user_attrs.get(_START_ATTR)
+        if start == "identity":
             policy = Policy.identity()
         elif self.config.epochs is not None:
             policy = dataclasses.replace(
@@ -168,13 +170,13 @@ class Controller:
             number=trial.number,
             policy=policy,
             params=dict(trial.params),
-            baseline=baseline,
+            start=start,
             seed=self.config.seed + trial.number,
         )
 
     def tell(self, proposal: Proposal, record: dict[str, Any]) -> dict[str, Any]:
         """Complete the record, append it to trials.jsonl, then tell the study."""
-        record = {**record, "params": proposal.params, "baseline": proposal.baseline}
+        record = {**record, "params": proposal.params, "baseline": proposal.start}
         self.run_dir.append(record)
         self.records[proposal.number] = record
         self._tell(proposal.number, record)
@@ -196,12 +198,12 @@ class Controller:
     ) -> tuple[optuna.trial.TrialState, list[float] | None, dict[str, float]]:
         """What the study is told of a record: its state, values and constraint values."""
         states = optuna.trial.TrialState
-        if record["state"] == "failed":
+        if record["state"] == TrialState.FAILED:
             return states.FAIL, None, {}
-        if record["state"] == "pruned":
+        if record["state"] == TrialState.PRUNED:
             return states.PRUNED, None, {}
         metrics = record["metrics"]
-        teacher = record.get("teacher") or metrics.get("baseline") or self.baseline
+        teacher = record.get("teacher") or metrics.get("baseline") or self.teacher
         constraints = {
             f"{i}:{c}": self._violation(c, metrics, teacher)
             for i, c in enumerate(self.objectives.constraints)
@@ -223,23 +225,23 @@ class Controller:
         return list(zip(self.objectives.metrics, self.objectives.directions, strict=True))
 
     def _objective_value(self, metric: str, direction: str, record: Mapping[str, Any]) -> float:
-        value = comparable(record, metric, self.baseline)
+        value = comparable(record, metric, self.teacher)
         if value is not None:
             return value
         # infeasible before training: the worst plausible value, so the sampler learns
-        if direction == "maximize":
+        if direction == Direction.MAXIMIZE:
             return 0.0
-        return 10.0 * float(self.baseline.get(metric, 1.0))
+        return 10.0 * float(self.teacher.get(metric, 1.0))
 
     # -- results ---------------------------------------------------------------------------
     def pareto(self) -> list[Mapping[str, Any]]:
-        return front(self.records.values(), self._objectives(), self.baseline)
+        return front(self.records.values(), self._objectives(), self.teacher)
 
     def pareto_document(self) -> dict[str, Any]:
         return {
             "name": self.config.name,
             "objectives": [{"name": m, "direction": d} for m, d in self._objectives()],
-            "baseline": self.baseline,
+            "teacher": self.teacher,
             "trials": [
                 {
                     "number": r["number"],
@@ -247,7 +249,7 @@ class Controller:
                     "metrics": r["metrics"],
                     "teacher": r.get("teacher") or r["metrics"].get("baseline"),
                     "compared": {
-                        m: comparable(r, m, self.baseline) for m in self.objectives.metrics
+                        m: comparable(r, m, self.teacher) for m in self.objectives.metrics
                     },
                 }
                 for r in self.pareto()

@@ -8,9 +8,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from autocompress.measure.directions import Direction
 from autocompress.measure.metrics import format_value
 from autocompress.study.budget import MAX_TRIALS, Budget, format_seconds
-from autocompress.study.rundir import STATES
+from autocompress.study.records import STATES, TrialState
 
 
 def summarize(
@@ -20,11 +21,11 @@ def summarize(
     best: dict[str, float] = {}
     for r in records:
         states[r["state"]] += 1
-        if r["state"] != "complete":
+        if r["state"] != TrialState.COMPLETE:
             continue
         for m, d in zip(metrics, directions, strict=True):
             v = float(r["metrics"][m])
-            if m not in best or (v > best[m] if d == "maximize" else v < best[m]):
+            if m not in best or (v > best[m] if d == Direction.MAXIMIZE else v < best[m]):
                 best[m] = v
     return states, best
 

@@ -1,6 +1,6 @@
 """The search's first trials: the uniform line search a careful person would run by hand.
 
-``baselines: [identity, auto]`` (the demo's choice) starts a search with uniform policies (one
+``starts: [identity, auto]`` (the demo's choice) starts a search with uniform policies (one
 prune ratio and one bit-width for the whole model), chosen by measurement instead of from a
 fixed list, in two steps:
 
@@ -59,7 +59,7 @@ START_FILE = "start.json"
 
 
 def auto_count(name: str) -> int | None:
-    """K for ``auto`` / ``auto<K>``; None for any other baseline name."""
+    """K for ``auto`` / ``auto<K>``; None for any other start name."""
     found = AUTO.fullmatch(name)
     if found is None:
         return None
@@ -106,7 +106,7 @@ def measure_bits(
     space: ResolvedSpace,
     widths: Sequence[int],
     *,
-    baseline: Mapping[str, Any],
+    teacher: Mapping[str, Any],
     settings: MeasureSettings,
     target: str,
     target_options: Mapping[str, Any] | None,
@@ -119,8 +119,8 @@ def measure_bits(
             out.append(
                 {
                     "bits": 32,
-                    "accuracy": float(baseline["accuracy"]),
-                    "size_bytes": int(baseline["size_bytes"]),
+                    "accuracy": float(teacher["accuracy"]),
+                    "size_bytes": int(teacher["size_bytes"]),
                     "latency_ratio": 1.0,
                 }
             )
@@ -142,7 +142,7 @@ def measure_bits(
                 policy,
                 target=target,
                 settings=settings,
-                baseline=baseline,
+                baseline=teacher,
                 target_options=target_options,
                 training=CPU,  # nothing trains: the teacher at each bit-width, as deployed
             ).metrics
@@ -227,21 +227,21 @@ def allowed_drop(objectives: ObjectiveSet) -> float:
 
 
 def start_plan(
-    baselines: Sequence[str],
+    starts: Sequence[str],
     *,
     run_dir: RunDir,
     task: Task,
     space: ResolvedSpace,
     objectives: ObjectiveSet,
-    baseline: Mapping[str, Any],
+    teacher: Mapping[str, Any],
     target: str,
     target_options: Mapping[str, Any] | None,
     quiet: bool = False,
 ) -> tuple[tuple[str, ...], StartPlan | None]:
-    """The fixed baselines, and the plan ``auto``/``auto<K>`` stands for (None without it).
+    """The fixed starts, and the plan ``auto``/``auto<K>`` stands for (None without it).
     Step 1 is measured once and kept in ``start.json``."""
-    counts = [auto_count(b) for b in baselines]
-    fixed = tuple(b for b, c in zip(baselines, counts, strict=True) if c is None)
+    counts = [auto_count(b) for b in starts]
+    fixed = tuple(b for b, c in zip(starts, counts, strict=True) if c is None)
     ks = [c for c in counts if c is not None]
     if not ks:
         return fixed, None
@@ -254,7 +254,7 @@ def start_plan(
             task,
             space,
             widths,
-            baseline=baseline,
+            teacher=teacher,
             settings=MeasureSettings.from_latency(objectives.latency),
             target=target,
             target_options=target_options,

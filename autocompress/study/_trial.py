@@ -29,6 +29,7 @@ from autocompress.pipeline._compress import (
 from autocompress.policy import Policy
 from autocompress.study.failures import Deadline, DeadlineGate, failure_kind
 from autocompress.study.objectives import ObjectiveSet
+from autocompress.study.records import TrialRecord, TrialState, trial_record
 from autocompress.task import Task
 from autocompress.techniques.distill import TeacherCache
 
@@ -53,7 +54,7 @@ def run_trial(
     timeout_s: float | None = None,
     target_options: Mapping[str, Any] | None = None,
     training: Training = CPU,
-) -> dict[str, Any]:
+) -> TrialRecord:
     """Run one policy to the end and return its record (never raises for the trial's own errors).
 
     ``timeout_s``: the trial fails with kind ``timeout`` at the first training step, stage or
@@ -85,18 +86,7 @@ def run_trial(
         if on_epoch is not None:
             on_epoch(epoch + 1, value)
 
-    record: dict[str, Any] = {
-        "number": number,
-        "state": "failed",
-        "policy": policy.to_dict(),
-        "metrics": {},
-        "error": None,
-        "failure": None,
-        "seed": seed,
-        "host": socket.gethostname(),
-        "epochs": epochs,
-        "teacher_batches_computed": None,
-    }
+    record = trial_record(number, policy, seed=seed, host=socket.gethostname(), epochs=epochs)
     cache_before = teacher_cache.computed_batches if teacher_cache is not None else 0
     try:
         # one intra-op thread per trial on every backend (DESIGN: two threads in one process are
@@ -120,10 +110,10 @@ def run_trial(
                 training=training,
             )
     except StopTrial as stop:
-        record.update(state="infeasible", metrics=structure, error=str(stop))
+        record.update(state=TrialState.INFEASIBLE, metrics=structure, error=str(stop))
     except Exception as exc:  # a failing trial never kills a search
         record.update(
-            state="failed",
+            state=TrialState.FAILED,
             metrics=structure,
             error=f"{type(exc).__name__}: {exc}",
             failure=failure_kind(exc),
@@ -135,7 +125,7 @@ def run_trial(
     if teacher_cache is not None:
         record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
     record["duration_s"] = round(time.perf_counter() - start, 3)
-    return _finite(record)
+    return _finite(record)  # type: ignore[no-any-return]
 
 
 def _teacher(baseline: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,19 +154,19 @@ def _classify(
         constraints = objectives.constraint_values(metrics, baseline)
     except (KeyError, TypeError, ValueError) as exc:
         return {
-            "state": "failed",
+            "state": TrialState.FAILED,
             "failure": "objectives",
             "error": f"cannot evaluate the objectives: {exc}",
         }
     if not all(math.isfinite(v) for v in values + constraints):
         return {
-            "state": "failed",
+            "state": TrialState.FAILED,
             "failure": "non-finite",
             "error": f"non-finite objective or constraint values {values + constraints}",
         }
     if max(constraints, default=0.0) > 0:
-        return {"state": "infeasible", "error": _broken(objectives, metrics, baseline)}
-    return {"state": "complete"}
+        return {"state": TrialState.INFEASIBLE, "error": _broken(objectives, metrics, baseline)}
+    return {"state": TrialState.COMPLETE}
 
 
 def _broken(

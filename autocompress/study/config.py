@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.study.rundir import LEGACY_KEYS
 
 if TYPE_CHECKING:
     from autocompress.device import Training
@@ -122,11 +123,11 @@ def _resources(value: Any) -> str | None:
     return None
 
 
-def _baselines(value: Any) -> str | None:
+def _starts(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-        return "must be a list of baseline names"
+        return "must be a list of start policy names"
     from autocompress.study._start import auto_count
-    from autocompress.study.space import BASELINES, baseline_spec
+    from autocompress.study.space import STARTS, start_spec
 
     unknown = []
     for v in value:
@@ -135,12 +136,12 @@ def _baselines(value: Any) -> str | None:
         ):  # the cost-chosen uniform starts (autocompress/study/_start.py)
             continue
         try:
-            baseline_spec(v)
+            start_spec(v)
         except ConfigError:
             unknown.append(v)
     if unknown:
         return (
-            f"names unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}, "
+            f"names unknown start(s) {unknown}; choose from {', '.join(STARTS)}, "
             "a uniform prune<NN>-int<B>, or auto / auto<K>"
         )
     return None
@@ -158,7 +159,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "sampler": _sampler,
     "seed": _integer(0),
     "backend": _choice(*BACKENDS),
-    "baselines": _baselines,
+    "starts": _starts,
     "importance": _importance,
     "epochs": _integer(0, optional=True),
     "keep_models": _choice("pareto", "all"),
@@ -177,6 +178,22 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "resources_per_trial": _resources,
     "budget": _budget,
 }
+
+
+def _renamed(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """``data`` with each legacy key under its new name, and the legacy keys it used."""
+    data, used = dict(data), {}
+    for old, new in LEGACY_KEYS.items():
+        if old in data:
+            if new in data:
+                raise ConfigError(
+                    f"{source}: both {old!r} and {new!r} given; {old!r} is the old name "
+                    f"of {new!r}: keep only {new!r}"
+                )
+            data[new] = data.pop(old)
+            used[old] = new
+    return data, used
+
 
 # keys only the ray backend reads: on backend local they are an error, not silently ignored
 RAY_ONLY = ("address", "max_concurrent", "resources_per_trial")
@@ -203,7 +220,7 @@ class SearchConfig:
     sampler: str | dict[str, Any] = "tpe"  # a name, or {name: ..., <option>: ...}
     seed: int = 0
     backend: str = "ray"
-    baselines: tuple[str, ...] = ("identity", "int8", "prune30-int8")
+    starts: tuple[str, ...] = ("identity", "int8", "prune30-int8")  # the first policies
     importance: str = "taylor"
     epochs: int | None = None  # overrides the space's finetune.epochs when set
     keep_models: str = "pareto"  # "pareto" or "all"
@@ -265,7 +282,7 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["baselines"] = list(self.baselines)
+        data["starts"] = list(self.starts)
         data.pop("base_dir")
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
@@ -282,26 +299,29 @@ class SearchConfig:
             raise ConfigError(f"{source}: a search config must be a mapping of keys to values")
         allowed = {f.name for f in fields(cls)} - {"base_dir"}
         for key in data:
-            if key not in allowed:
+            if key not in allowed and key not in LEGACY_KEYS:
                 raise ConfigError(
                     f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}"
                 )
         for key in ("name", "task"):
             if key not in data:
                 raise ConfigError(f"{source}: missing required key {key!r}")
-        data = dict(data)
+        data, legacy = _renamed(data, source)
         if data.get("budget") is not None and "trials" not in data:
             from autocompress.study.budget import MAX_TRIALS
 
             data["trials"] = MAX_TRIALS  # the budget bounds the search
-        if isinstance(data.get("baselines"), list):
-            data["baselines"] = tuple(data["baselines"])
-        elif "baselines" in data and data["baselines"] is None:
-            data["baselines"] = ()
+        if isinstance(data.get("starts"), list):
+            data["starts"] = tuple(data["starts"])
+        elif "starts" in data and data["starts"] is None:
+            data["starts"] = ()
         try:
             return cls(**data, base_dir=base_dir)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            text = str(exc)
+            for old, new in legacy.items():  # name the key as the file spells it
+                text = text.replace(f": {new}: ", f": {old}: ", 1)
+            raise ConfigError(f"{source}: {text}") from None
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

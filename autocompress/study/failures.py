@@ -15,6 +15,7 @@ from typing import Any
 
 from autocompress.errors import AutoCompressError
 from autocompress.measure.gate import Gate
+from autocompress.study.records import TrialState
 
 # failure kinds, from the exception a trial ended with (by class name: no imports needed)
 KINDS: dict[str, str] = {
@@ -88,7 +89,7 @@ class FailureMonitor:
 
     def observe(self, record: Mapping[str, Any]) -> None:
         self.seen += 1
-        if record.get("state") != "failed":
+        if record.get("state") != TrialState.FAILED:
             return
         self.failed += 1
         self.errors[_first_line(record.get("error"))] += 1
@@ -117,11 +118,11 @@ def _first_line(error: Any) -> str:
 
 def no_feasible_trial(records: list[Mapping[str, Any]]) -> str | None:
     """When no trial completed: one line saying which constraints the trials broke, else None."""
-    if not records or any(r.get("state") == "complete" for r in records):
+    if not records or any(r.get("state") == TrialState.COMPLETE for r in records):
         return None
     broken: Counter[str] = Counter()
     for r in records:
-        if r.get("state") == "infeasible":
+        if r.get("state") == TrialState.INFEASIBLE:
             for part in str(r.get("error") or "").split("; "):
                 broken[part.split(" broken")[0].split(":")[0].strip()] += 1
     states = Counter(r.get("state") for r in records)

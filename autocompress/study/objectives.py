@@ -5,8 +5,8 @@ bound: ``max``/``min`` absolute, ``max_drop`` in points below the baseline, ``ma
 baseline) and ``latency`` measurement settings.
 
 >>> objs = load_objectives("edge")
->>> objs.directions
-['maximize', 'minimize', 'minimize']
+>>> objs.directions == ["maximize", "minimize", "minimize"]
+True
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.errors import ConfigError
+from autocompress.measure.directions import DIRECTIONS, Direction
 from autocompress.measure.metrics import METRICS
 from autocompress.study.presets import check_keys, read_preset, to_number
-
-DIRECTIONS = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ BOUNDS: dict[str, _Bound] = {
 @dataclass(frozen=True)
 class Objective:
     metric: str
-    direction: str
+    direction: Direction
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "direction": self.direction}
@@ -137,7 +136,7 @@ class ObjectiveSet:
         return [o.metric for o in self.objectives]
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return [o.direction for o in self.objectives]
 
     def values(self, metrics: Mapping[str, Any]) -> list[float]:
@@ -218,7 +217,7 @@ def _objective(data: Any, source: str, key: str) -> Objective:
     direction = data.get("direction", METRICS[metric].direction)
     if direction not in DIRECTIONS:
         raise ConfigError(f"{source}: {key}.direction: {direction!r} must be maximize or minimize")
-    return Objective(metric=metric, direction=direction)
+    return Objective(metric=metric, direction=Direction(direction))
 
 
 def _constraint(data: Any, source: str, key: str) -> Constraint:

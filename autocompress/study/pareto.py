@@ -6,7 +6,7 @@ those attributes. A trial's objective values are read with
 :func:`autocompress.measure.metrics.comparable`, so timings from different processes are compared as
 ratios to their own teacher.
 
-Hypervolume: every objective is divided by the teacher's (baseline) value and turned into
+Hypervolume: every objective is divided by the teacher's value and turned into
 minimization (maximized objectives are negated). In that space the teacher sits at
 ``(-1, 1, 1)`` for ``(accuracy, size_bytes, latency_ms)``. Default reference point (see
 :func:`default_reference`): ``0`` for a maximized objective and ``1.1`` for a minimized one
@@ -20,7 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from autocompress.errors import AutoCompressError
+from autocompress.measure.directions import DIRECTIONS, Direction
 from autocompress.measure.metrics import comparable
+from autocompress.study.records import TrialState
 
 Point = tuple[float, ...]
 
@@ -28,7 +30,7 @@ MAXIMIZE_REFERENCE = 0.0
 MINIMIZE_REFERENCE = 1.1
 
 
-def _name_direction(objective: Any) -> tuple[str, str]:
+def _name_direction(objective: Any) -> tuple[str, Direction]:
     """``{"name", "direction"}`` mapping, ``(name, direction)`` pair or object with those attributes."""
     if isinstance(objective, Mapping):
         name, direction = objective["name"], objective["direction"]
@@ -37,17 +39,17 @@ def _name_direction(objective: Any) -> tuple[str, str]:
     else:
         name, direction = objective.name, objective.direction
     direction = str(getattr(direction, "value", direction)).lower()
-    if direction not in ("minimize", "maximize"):
+    if direction not in DIRECTIONS:
         raise AutoCompressError(
             f"objective {name!r}: direction must be 'minimize' or 'maximize', but got {direction!r}"
         )
-    return str(name), direction
+    return str(name), Direction(direction)
 
 
 def default_reference(objectives: Sequence[Any]) -> Point:
     """Zero for maximized objectives, 1.1x teacher for minimized ones (normalized space)."""
     return tuple(
-        MAXIMIZE_REFERENCE if _name_direction(o)[1] == "maximize" else MINIMIZE_REFERENCE
+        MAXIMIZE_REFERENCE if _name_direction(o)[1] == Direction.MAXIMIZE else MINIMIZE_REFERENCE
         for o in objectives
     )
 
@@ -55,9 +57,9 @@ def default_reference(objectives: Sequence[Any]) -> Point:
 def normalize(
     points: Iterable[Mapping[str, float] | Sequence[float]],
     objectives: Sequence[Any],
-    baseline: Mapping[str, float],
+    teacher: Mapping[str, float],
 ) -> list[Point]:
-    """Map metric points to minimization space: ``value / baseline``, negated if maximized.
+    """Map metric points to minimization space: ``value / teacher``, negated if maximized.
 
     ``points`` are metric dicts (looked up by objective name) or sequences in objective order.
 
@@ -68,13 +70,13 @@ def normalize(
     specs = [_name_direction(o) for o in objectives]
     scales = []
     for name, direction in specs:
-        base = baseline.get(name)
+        base = teacher.get(name)
         if base is None or float(base) == 0.0:
             raise AutoCompressError(
-                f"baseline value for objective {name!r} is {base!r}; normalization needs a "
-                "non-zero teacher measurement (check pareto.json 'baseline')"
+                f"teacher value for objective {name!r} is {base!r}; normalization needs a "
+                "non-zero teacher measurement (check pareto.json 'teacher')"
             )
-        sign = -1.0 if direction == "maximize" else 1.0
+        sign = -1.0 if direction == Direction.MAXIMIZE else 1.0
         scales.append(sign / float(base))
     result = []
     for point in points:
@@ -154,7 +156,7 @@ def _nondominated(points: list[Point]) -> list[Point]:
 def hypervolume_history(
     records: Iterable[Mapping[str, Any]],
     objectives: Sequence[Any],
-    baseline: Mapping[str, float],
+    teacher: Mapping[str, float],
     reference: Sequence[float] | None = None,
 ) -> list[tuple[int, float]]:
     """Hypervolume of the front of the first k complete trials, for k = 1..n.
@@ -162,11 +164,13 @@ def hypervolume_history(
     ``records`` are ``trials.jsonl`` rows; only ``state == "complete"`` rows that hold every
     objective count, taken in trial-number order. Returns ``(trial number, hypervolume)`` pairs.
     """
-    rows = sorted((r for r in records if r.get("state") == "complete"), key=lambda r: r["number"])
-    values = [(r, point(r, objectives, baseline)) for r in rows]
+    rows = sorted(
+        (r for r in records if r.get("state") == TrialState.COMPLETE), key=lambda r: r["number"]
+    )
+    values = [(r, point(r, objectives, teacher)) for r in rows]
     complete = [(r, v) for r, v in values if v is not None]
     ref = tuple(reference) if reference is not None else default_reference(objectives)
-    points = normalize([v for _, v in complete], objectives, baseline)
+    points = normalize([v for _, v in complete], objectives, teacher)
     history: list[tuple[int, float]] = []
     reached: list[Point] = []
     volume = 0.0
@@ -189,7 +193,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     """``a`` is at least as good as ``b`` in every objective and better in one."""
     better = False
     for x, y, d in zip(a, b, directions, strict=True):
-        if d == "minimize":
+        if d == Direction.MINIMIZE:
             x, y = -x, -y
         if x < y:
             return False
@@ -215,7 +219,7 @@ def front(
     directions = [_name_direction(o)[1] for o in objectives]
     done = []
     for r in records:
-        if r.get("state", "complete") == "complete":
+        if r.get("state", TrialState.COMPLETE) == TrialState.COMPLETE:
             p = point(r, objectives, teacher)
             if p is not None:
                 done.append((r, p))
@@ -231,7 +235,7 @@ def front_2d(
     teacher: Mapping[str, Any] | None = None,
 ) -> list[Mapping[str, Any]]:
     """Records non-dominated in the (x, y) projection, sorted by x: the staircase of a plot."""
-    sign = {"minimize": 1.0, "maximize": -1.0}
+    sign = {Direction.MINIMIZE: 1.0, Direction.MAXIMIZE: -1.0}
     pts = []
     for r in records:
         p = point(r, [x, y], teacher)

@@ -2,8 +2,12 @@
 
 ``config.yaml`` (resolved config), ``identity.json`` (what makes the study this study),
 ``study.db`` (Optuna), ``trials.jsonl`` (append-only, one JSON object per finished trial,
-flushed and fsynced before the sampler is told), ``baseline.json`` (the run's teacher),
+flushed and fsynced before the sampler is told), ``teacher.json`` (the run's teacher),
 ``pareto.json``, the report files, and ``trials/<n>/`` with each trial's artifact.
+
+Run directories written before the teacher/starts naming still load: ``baseline.json`` is read
+when there is no ``teacher.json``, ``pareto.json``'s ``baseline`` as its ``teacher``, and the
+config's and identity's ``baselines`` as ``starts``. New files use the new names only.
 
 Every file but ``trials.jsonl`` is written atomically: a fsynced temporary file renamed over
 the old one, so a killed driver leaves the old or the new file, never half of one. A torn
@@ -24,9 +28,20 @@ import yaml
 
 from autocompress.errors import ConfigError
 
-STATES = ("complete", "infeasible", "failed", "pruned")
 FORMAT = 1  # of the run directory; read_config refuses any other
 IDENTITY_FILE = "identity.json"
+TEACHER_FILE = "teacher.json"
+LEGACY_TEACHER_FILE = "baseline.json"  # written before the teacher/starts naming
+# config keys written by earlier versions -> their name now; still read, never written
+LEGACY_KEYS = {"baselines": "starts"}
+
+
+def _current_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config or identity with its legacy keys under their new names."""
+    for old, new in LEGACY_KEYS.items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    return data
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -123,7 +138,7 @@ class RunDir:
                 f"{path}: run directory format {found!r}, this autocompress reads format "
                 f"{FORMAT}; use the autocompress version that wrote it or start a new --out"
             )
-        return data
+        return _current_keys(data)
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         """Record the study's identity, or raise naming the first key that differs from it.
@@ -131,7 +146,7 @@ class RunDir:
         Keys absent from the stored identity are added (a search records more as it learns it).
         """
         path = self.path / IDENTITY_FILE
-        stored = read_json(path) if path.is_file() else {}
+        stored = _current_keys(read_json(path)) if path.is_file() else {}
         for key, value in identity.items():
             if key in stored and stored[key] != _plain(value):
                 raise ConfigError(
@@ -167,12 +182,15 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
 
-    def read_baseline(self) -> dict[str, Any] | None:
-        path = self.path / "baseline.json"
-        return dict(read_json(path)) if path.is_file() else None
+    def read_teacher(self) -> dict[str, Any] | None:
+        """The run's teacher (``teacher.json``, or an older run's ``baseline.json``)."""
+        for name in (TEACHER_FILE, LEGACY_TEACHER_FILE):
+            if (self.path / name).is_file():
+                return dict(read_json(self.path / name))
+        return None
 
-    def write_baseline(self, baseline: Mapping[str, Any]) -> Path:
-        return self.write_json("baseline.json", dict(baseline))
+    def write_teacher(self, teacher: Mapping[str, Any]) -> Path:
+        return self.write_json(TEACHER_FILE, dict(teacher))
 
     def read_pareto(self) -> dict[str, Any]:
         path = self.path / "pareto.json"
@@ -183,6 +201,8 @@ class RunDir:
         doc = read_json(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("trials", []), list):
             raise ConfigError(f"{path}: must be an object with a 'trials' list")
+        if "teacher" not in doc and "baseline" in doc:  # written before the teacher naming
+            doc["teacher"] = doc.pop("baseline")
         return doc
 
 

@@ -5,7 +5,7 @@ A backend only decides *where* a trial runs (``backends/local.py`` in this proce
 
 One teacher per comparison: a record carries the teacher (``record["teacher"]``) it was
 compared against, measured in the process that timed the trial, by the same target. The run's
-teacher (``baseline.json``, ``pareto.json``'s ``baseline``, the report's teacher marker) is the
+teacher (``teacher.json``, ``pareto.json``'s ``teacher``, the report's teacher marker) is the
 one the driver measured when the search started; a resumed search reads it back. Timings from
 other processes are compared through their ratio to their own teacher
 (:func:`autocompress.measure.metrics.comparable`): on a cluster, a trial's latency counts as
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.errors import AutoCompressError, ConfigError, TaskError
+from autocompress.integrations.tracker import Tracker
 from autocompress.measure.gate import Gate
 from autocompress.pipeline._compress import MeasureSettings, measure_baseline
 from autocompress.study._controller import Controller, Proposal
@@ -35,6 +36,7 @@ from autocompress.study.budget import Budget
 from autocompress.study.config import SearchConfig
 from autocompress.study.failures import FailureMonitor
 from autocompress.study.objectives import ObjectiveSet, load_objectives
+from autocompress.study.records import TrialRecord, TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace, load_space
 from autocompress.targets import get_target
@@ -54,7 +56,7 @@ STUDY_KEYS = (
     "importance",
     "sampler",
     "seed",
-    "baselines",
+    "starts",
     "epochs",
 )
 
@@ -62,9 +64,14 @@ STUDY_KEYS = (
 @dataclass
 class SearchResult:
     run_dir: Path
-    trials: list[dict[str, Any]]
+    trials: list[TrialRecord]
     pareto: list[dict[str, Any]]
-    baseline: dict[str, Any]
+    teacher: dict[str, Any]  # the run's teacher (teacher.json)
+
+    @property
+    def baseline(self) -> dict[str, Any]:
+        """Deprecated name of :attr:`teacher`."""
+        return self.teacher
 
 
 @dataclass
@@ -76,7 +83,7 @@ class Session:
     task: Task
     objectives: ObjectiveSet
     controller: Controller
-    tracker: Any = None
+    tracker: Tracker | None = None
     verbose: bool = False
     progress: SearchProgress | None = field(default=None, repr=False)
     failures: FailureMonitor = field(default_factory=FailureMonitor)
@@ -84,9 +91,14 @@ class Session:
     reporter: Callable[[Path], list[Path]] | None = field(default=None, repr=False)
 
     @property
+    def teacher(self) -> dict[str, Any]:
+        """The run's teacher (``teacher.json``)."""
+        return self.controller.teacher
+
+    @property
     def baseline(self) -> dict[str, Any]:
-        """The run's teacher (``baseline.json``)."""
-        return self.controller.baseline
+        """Deprecated name of :attr:`teacher`."""
+        return self.teacher
 
     def max_epochs(self) -> int:
         """The most fine-tuning epochs any trial of this search can run."""
@@ -128,14 +140,14 @@ class Session:
     def ask(self) -> Proposal:
         return self.controller.ask()
 
-    def complete(self, proposal: Proposal, record: dict[str, Any]) -> dict[str, Any]:
+    def complete(self, proposal: Proposal, record: TrialRecord) -> TrialRecord:
         """Tell the study and record the trial; refresh pareto.json, tracking and the report."""
         record = self.controller.tell(proposal, record)
         records = list(self.controller.records.values())
         self.failures.observe(record)
         if self.progress is not None:
             self.progress.finished(records, record)
-        if record["state"] != "complete":
+        if record["state"] != TrialState.COMPLETE:
             shutil.rmtree(self.run_dir.trial_dir(record["number"]), ignore_errors=True)
         self.controller.write_pareto()
         if self.tracker is not None:
@@ -144,42 +156,6 @@ class Session:
         if every and len(records) % every == 0:
             self.write_report()
         return record
-
-
-def new_record(
-    proposal: Proposal,
-    *,
-    state: str,
-    teacher: Mapping[str, Any],
-    trial: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    epochs: list[dict[str, Any]] | None = None,
-    duration_s: float | None = None,
-    where: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The one record shape of ``trials.jsonl``, from a trial's own record or from scratch
-    (a trial stopped or lost before it could report one)."""
-    record: dict[str, Any] = {
-        "number": proposal.number,
-        "state": state,
-        "policy": proposal.policy.to_dict(),
-        "metrics": {},
-        "error": error,
-        "seed": proposal.seed,
-        "host": None,
-        "epochs": epochs or [],
-        "teacher_batches_computed": None,
-        "duration_s": duration_s,
-    }
-    if trial is not None:
-        record.update(trial)
-    for key, value in (where or {}).items():
-        if record.get(key) is None:
-            record[key] = value
-    record.setdefault("node", None)
-    # a candidate timed interleaved with the teacher is compared with those teacher timings
-    record["teacher"] = {**teacher, **((record["metrics"] or {}).get("teacher_paired") or {})}
-    return record
 
 
 # -- the teacher ---------------------------------------------------------------------------
@@ -233,7 +209,7 @@ def prepare(
     task: Task | None = None,
     *,
     resume: bool = False,
-    tracker: Any = None,
+    tracker: Tracker | None = None,
     verbose: bool = False,
     reporter: Callable[[Path], list[Path]] | None = None,
 ) -> Session:
@@ -261,10 +237,10 @@ def prepare(
     run_dir.check_identity(content_identity(space, objectives))
     run_dir.create()
     run_dir.write_config(now)
-    baseline = run_dir.read_baseline()
-    if baseline is None:
+    teacher = run_dir.read_teacher()
+    if teacher is None:
         try:
-            baseline = measure_baseline(
+            teacher = measure_baseline(
                 task,
                 target=config.target,
                 settings=MeasureSettings.from_latency(objectives.latency),
@@ -276,25 +252,25 @@ def prepare(
             raise TaskError(
                 f"task {config.task}: measuring the teacher failed: {type(exc).__name__}: {exc}"
             ) from exc
-        baseline["host"] = socket.gethostname()
-        run_dir.write_baseline(baseline)
-        _TEACHERS[config.target] = dict(baseline)  # timed here: this process' teacher too
+        teacher["host"] = socket.gethostname()
+        run_dir.write_teacher(teacher)
+        _TEACHERS[config.target] = dict(teacher)  # timed here: this process' teacher too
     fixed, plan = start_plan(
-        config.baselines,
+        config.starts,
         run_dir=run_dir,
         task=task,
         space=space,
         objectives=objectives,
-        baseline=baseline,
+        teacher=teacher,
         target=config.target,
         target_options=config.target_options,
     )
     controller = Controller(
-        config=dataclasses.replace(config, baselines=fixed),
+        config=dataclasses.replace(config, starts=fixed),
         run_dir=run_dir,
         space=space,
         objectives=objectives,
-        baseline=baseline,
+        teacher=teacher,
         plan=plan,
     )
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
@@ -328,7 +304,7 @@ def finish(session: Session) -> SearchResult:
         run_dir=session.run_dir.path,
         trials=list(controller.records.values()),
         pareto=[dict(r) for r in pareto],
-        baseline=controller.baseline,
+        teacher=controller.teacher,
     )
 
 
@@ -337,7 +313,6 @@ __all__ = [
     "SearchResult",
     "Session",
     "finish",
-    "new_record",
     "prepare",
     "process_teacher",
 ]

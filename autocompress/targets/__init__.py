@@ -5,8 +5,8 @@ A target is one module holding one class that follows ``Target`` and inherits ``
 target = a new module + one line in ``_targets`` (or one :func:`register_target` call); the
 pipeline (compress, export, search, inspect) reaches targets only through ``get_target``.
 
-Layer modes (per layer, per bit-width): ``int-compute`` (integer kernels run it), ``weight-only``
-(low-bit storage, float compute) or ``float``.
+Layer modes (per layer, per bit-width, :class:`LayerMode` in ``modes``): ``int-compute`` (integer
+kernels run it), ``weight-only`` (low-bit storage, float compute) or ``float``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from autocompress.errors import AutoCompressError
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.timing import measure_latency, measure_paired
 from autocompress.targets._base import HOOKS, TargetBase
-
-MODES = ("int-compute", "weight-only", "float")
+from autocompress.targets.modes import MODES, LayerMode
 
 
 class Target(Protocol):
@@ -168,7 +167,7 @@ def int8_activation_layers(
         for p, b in bits.items()
         if b == 8
         and p in modules
-        and target.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == "int-compute"
+        and target.mode(modules[p], b, modules.get(p.rpartition(".")[0])) == LayerMode.INT_COMPUTE
     ]
     return with_activations(scopes, capable)
 
@@ -255,6 +254,7 @@ __all__ = [
     "DISTURBED",
     "HOOKS",
     "MODES",
+    "LayerMode",
     "RETAKES",
     "TARGETS",
     "Target",

@@ -28,6 +28,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from autocompress.targets.modes import LayerMode
 from autocompress.techniques.quantize import quantize_weight
 
 _SUFFIXES = ("quantized", "scale", "nbits", "nbits_scale", "fp16")
@@ -180,6 +181,6 @@ def table_records_(
         names = [tab.init, *(f"{path}.weight_{s}" for s in _SUFFIXES)]
         rec["bytes"] = sum(sizes.get(n, 0) for n in names)
         if rec.get("bits", 32) == 32:
-            rec.update(mode="float", op="Gather")
+            rec.update(mode=LayerMode.FLOAT, op="Gather")
         elif rec["bits"] < 8 and f"{path}.weight_quantized" in sizes:
             rec["storage"] = "int8 codes (no 4-bit block divides the row)"

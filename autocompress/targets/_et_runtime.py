@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets.modes import LayerMode
 
 EXTRA = 'pip install "autocompress[executorch]"'
 HEADER_METHOD = "autocompress_header"
@@ -175,10 +176,14 @@ def read_records_(ops: Mapping[str, Any], records: dict[str, dict[str, Any]]) ->
     for path, rec in records.items():
         found = ops["layers"].get(path)
         if found is None:
-            rec.update(mode="float", op="not found in the lowered program", runs="?")
+            rec.update(mode=LayerMode.FLOAT, op="not found in the lowered program", runs="?")
             continue
         int8 = found["int8"] and found["runs"] == "XNNPACK"
-        rec.update(mode="int-compute" if int8 else "float", op=found["op"], runs=found["runs"])
+        rec.update(
+            mode=LayerMode.INT_COMPUTE if int8 else LayerMode.FLOAT,
+            op=found["op"],
+            runs=found["runs"],
+        )
         if rec["bits"] == 8 and not int8:
             rec["fallback"] = "8-bit codes kept as fp32 weights: " + (
                 "left to a portable kernel"

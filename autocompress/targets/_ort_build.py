@@ -21,6 +21,7 @@ from autocompress.targets._ort_graph import (
     load_config,
     optimized_graph,
 )
+from autocompress.targets.modes import LayerMode
 
 
 def _as_tuple(inputs: Any) -> tuple:
@@ -111,7 +112,7 @@ class Builder:
         for path, rec in records.items():
             if self.code_bits.get(path, rec["bits"]) != rec["bits"]:
                 rec["weight_range"] = self.code_bits[path]  # 7: reduce_range codes in int8
-            if path in self.dynamic and rec.get("mode") == "int-compute":
+            if path in self.dynamic and rec.get("mode") == LayerMode.INT_COMPUTE:
                 rec["activations"] = "dynamic"
             if str(rec.get("op", "")).startswith("DequantizeLinear->"):
                 rec["dequantize"] = dequantize
@@ -128,7 +129,7 @@ class Builder:
             return blob, records
         full = self.accuracy(blob)
         costs = {}
-        for path in sorted(p for p in self.int8 if records[p]["mode"] == "int-compute"):
+        for path in sorted(p for p in self.int8 if records[p]["mode"] == LayerMode.INT_COMPUTE):
             costs[path] = self.accuracy(self.variant(self.int8 - {path})) - full
         fallback = {p for p, cost in costs.items() if cost > max_layer_drop}
         if fallback:

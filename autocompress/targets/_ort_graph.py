@@ -17,6 +17,7 @@ from torch import nn
 
 from autocompress.errors import AutoCompressError
 from autocompress.targets._islands import INT_OPS
+from autocompress.targets.modes import LayerMode
 
 
 @contextlib.contextmanager
@@ -192,29 +193,30 @@ def _read_modes(optimized: Any, records: dict[str, dict[str, Any]]) -> None:
         names = [f"{path}.weight_{s}" for s in suffixes]
         node = next((users[n] for n in names if n in users), None)
         if rec["bits"] == 32 or node is None:
-            rec.update(mode="float", op=rec.get("op", "float"))
+            rec.update(mode=LayerMode.FLOAT, op=rec.get("op", "float"))
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "DequantizeLinear":
             consumer = users.get(node.output[0])
             rec.update(
-                mode="weight-only", op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}"
+                mode=LayerMode.WEIGHT_ONLY,
+                op=f"DequantizeLinear->{consumer.op_type if consumer else '?'}",
             )
         elif node.op_type == "MatMulNBits" and node.input[1].endswith("_quantized_T"):
             # ORT's own fusion of our int8 weight-only DequantizeLinear -> MatMul: 8-bit
             # weights, float activations
-            rec.update(mode="weight-only", op="MatMulNBits (fused by ONNX Runtime)")
+            rec.update(mode=LayerMode.WEIGHT_ONLY, op="MatMulNBits (fused by ONNX Runtime)")
         elif node.op_type == "MatMulNBits":
             from autocompress.targets._matmul import nbits_int8
 
             level, container = attrs.get("accuracy_level", 0), attrs.get("bits", 4)
             int8_acts = nbits_int8(container, level)  # probed on this CPU, not assumed
             rec.update(
-                mode="int-compute" if int8_acts else "weight-only",
+                mode=LayerMode.INT_COMPUTE if int8_acts else LayerMode.WEIGHT_ONLY,
                 op="MatMulNBits",
                 compute="int8 activations per block" if int8_acts else "float",
             )
         elif node.op_type in INT_OPS:
-            rec.update(mode="int-compute", op=node.op_type)
+            rec.update(mode=LayerMode.INT_COMPUTE, op=node.op_type)
         else:
-            rec.update(mode="weight-only", op=node.op_type)
+            rec.update(mode=LayerMode.WEIGHT_ONLY, op=node.op_type)

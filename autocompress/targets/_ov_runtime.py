@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets.modes import LayerMode
 
 EXTRA = 'pip install "autocompress[openvino]"'
 HEADER_KEY = "autocompress"
@@ -156,16 +157,16 @@ def read_records_(
             continue
         op = find_op(ops, nodes[path]) if path in nodes else None
         if op is None:
-            mode = "float" if rec["bits"] == 32 else "weight-only"
+            mode = LayerMode.FLOAT if rec["bits"] == 32 else LayerMode.WEIGHT_ONLY
             rec.update(mode=mode, op=rec.get("op", "not found in the runtime graph"))
             continue
         precision = op["precision"]
         if rec["bits"] == 32:
-            mode = "float"
+            mode = LayerMode.FLOAT
         elif rec["bits"] == 8 and precision in INTEGER:
-            mode = "int-compute"
+            mode = LayerMode.INT_COMPUTE
         else:
-            mode = "weight-only"
+            mode = LayerMode.WEIGHT_ONLY
         rec.update(mode=mode, op=op["type"], runtime_precision=precision, runtime_node=op["name"])
         if rec["bits"] == 4 and precision in ("u4", "i4"):
             rec["group_size"] = group_size  # OpenVINO's compressed-weight block

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets.modes import LayerMode
 from autocompress.techniques.drop import drop_blocks_
 from autocompress.techniques.embedding import QuantEmbedding, quantizes_rows
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs, unfolded_skeleton
@@ -59,10 +60,10 @@ def _reads_weights(parent: nn.Module | None) -> bool:
 
 def layer_mode(module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
     if bits == 32:
-        return "float"
+        return LayerMode.FLOAT
     if bits == 8 and type(module) is nn.Linear and not _reads_weights(parent):
-        return "int-compute"
-    return "weight-only"
+        return LayerMode.INT_COMPUTE
+    return LayerMode.WEIGHT_ONLY
 
 
 def _plain(value: Any) -> bool:
@@ -272,7 +273,7 @@ def load(path: Path, skeleton: nn.Module) -> nn.Module:
             pad = modules[lpath].padding_idx
             setattr(parent, child, QuantEmbedding(_codes(tensors, w), tensors[w + ".scale"], pad))
             continue
-        if rec["mode"] != "int-compute":
+        if rec["mode"] != LayerMode.INT_COMPUTE:
             continue
         codes = (
             tensors[w + ".int8"]

@@ -36,6 +36,7 @@ from autocompress.measure.timing import count_macs, count_params
 from autocompress.targets import _et_runtime as rt
 from autocompress.targets._cpu import cpu_record
 from autocompress.targets._lowered import LoweredTarget
+from autocompress.targets.modes import LayerMode
 from autocompress.techniques.fold import (
     concat_folds,
     fold_batchnorm,
@@ -76,8 +77,8 @@ class ExecuTorchTarget(LoweredTarget):
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 8 and isinstance(module, _QUANTIZABLE) and not isinstance(parent, _OPAQUE):
-            return "int-compute"
-        return "float"
+            return LayerMode.INT_COMPUTE
+        return LayerMode.FLOAT
 
     def save(
         self,

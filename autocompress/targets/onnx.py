@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from autocompress.targets._ort_graph import OrtModule, write_onnx
+from autocompress.targets.modes import LayerMode
 
 
 def _float_linear(q: nn.Module) -> nn.Linear:
@@ -77,7 +78,7 @@ def export_measured(task, deployed: nn.Module, torch_metrics: dict, out: Path, *
             "macs": torch_metrics["baseline"]["macs"],
         },
         "layers": {
-            p: {**rec, "mode": "float" if rec["bits"] == 32 else "weight-only"}
+            p: {**rec, "mode": LayerMode.FLOAT if rec["bits"] == 32 else LayerMode.WEIGHT_ONLY}
             for p, rec in torch_metrics["layers"].items()
         },
         "artifact": "model.onnx",

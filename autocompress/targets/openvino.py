@@ -38,6 +38,7 @@ from autocompress.targets import _ov_runtime as rt
 from autocompress.targets._cpu import cpu_info, cpu_record
 from autocompress.targets._lowered import LoweredTarget
 from autocompress.targets._matmul import NBITS_BLOCK
+from autocompress.targets.modes import LayerMode
 from autocompress.techniques.fold import (
     concat_folds,
     fold_batchnorm,
@@ -83,10 +84,10 @@ class OpenVinoTarget(LoweredTarget):
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 32 or isinstance(parent, _OPAQUE):
-            return "float"
+            return LayerMode.FLOAT
         if bits == 8 and isinstance(module, _CONVS + _LINEARS):
-            return "int-compute"
-        return "weight-only"
+            return LayerMode.INT_COMPUTE
+        return LayerMode.WEIGHT_ONLY
 
     def save(
         self,
@@ -118,7 +119,7 @@ class OpenVinoTarget(LoweredTarget):
         records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
         _embedding.table_records_(blob, builder.tables, records)
         for table in builder.tables:  # a lookup, not a compute node: recorded from the graph
-            records[table].setdefault("mode", "weight-only")
+            records[table].setdefault("mode", LayerMode.WEIGHT_ONLY)
             records[table].setdefault("op", "Gather")
         with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"

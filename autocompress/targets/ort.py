@@ -44,6 +44,7 @@ from autocompress.targets._ort_graph import (
     OrtModule,
     optimized_graph,
 )
+from autocompress.targets.modes import LayerMode
 from autocompress.techniques.fold import (
     concat_folds,
     fold_batchnorm,
@@ -112,15 +113,19 @@ class OnnxRuntimeTarget(TargetBase):
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 32 or isinstance(parent, _OPAQUE):
-            return "float"
+            return LayerMode.FLOAT
         if bits == 8 and isinstance(module, _CONVS + _LINEARS):
-            return "int-compute"
+            return LayerMode.INT_COMPUTE
         if bits in (2, 3, 4) and isinstance(module, _LINEARS):
             from autocompress.targets._matmul import nbits_int8
 
             # MatMulNBits, accuracy_level 4: int8 activations where this CPU's MLAS has the kernel
-            return "int-compute" if nbits_int8(2 if bits == 2 else 4, 4) else "weight-only"
-        return "weight-only"
+            return (
+                LayerMode.INT_COMPUTE
+                if nbits_int8(2 if bits == 2 else 4, 4)
+                else LayerMode.WEIGHT_ONLY
+            )
+        return LayerMode.WEIGHT_ONLY
 
     def activation_layers(
         self,

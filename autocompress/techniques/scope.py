@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import PolicyError
-from autocompress.policy import FINETUNE_SCOPES, QUANT_SCOPES, Policy
+from autocompress.policy import FINETUNE_SCOPES, QUANT_SCOPES, Policy, QuantScope
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
@@ -77,7 +77,11 @@ def with_activations(scopes: Mapping[str, str] | None, layers: Iterable[str]) ->
     """The ``layers`` whose scope quantizes activations (all of them when ``scopes`` is None)."""
     if scopes is None:
         return list(layers)
-    return [p for p in layers if scopes.get(p, "weight+activation") == "weight+activation"]
+    return [
+        p
+        for p in layers
+        if scopes.get(p, QuantScope.WEIGHT_ACTIVATION) == QuantScope.WEIGHT_ACTIVATION
+    ]
 
 
 # -- fine-tuning scope -----------------------------------------------------------------------
@@ -176,6 +180,7 @@ def auto_feature_layers(model: nn.Module, example_inputs: tuple, head: Collectio
 __all__ = [
     "FINETUNE_SELECTORS",
     "QUANT_SCOPES",
+    "QuantScope",
     "auto_feature_layers",
     "changed_layers",
     "resolve_quant_scopes",

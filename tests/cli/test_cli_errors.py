@@ -81,7 +81,7 @@ WRONG_VALUES = {
     "sampler": "grid",
     "seed": "x",
     "backend": "slurm",
-    "baselines": 5,
+    "starts": 5,
     "importance": "random",
     "epochs": -1,
     "keep_models": "some",

@@ -24,13 +24,13 @@ def test_round_trip_keeps_every_key(tmp_path):
     again = SearchConfig.from_yaml(path)
     assert again == cfg
     assert again.to_dict() == cfg.to_dict()
-    assert (again.trial_timeout_s, again.fail_fast_after, again.baselines) == (2.5, 0, ("int8",))
+    assert (again.trial_timeout_s, again.fail_fast_after, again.starts) == (2.5, 0, ("int8",))
 
 
 def test_defaults():
     cfg = SearchConfig.from_dict(BASE)
     assert cfg.trial_timeout_s is None and cfg.fail_fast_after == 5
-    assert SearchConfig.from_dict({**BASE, "baselines": None}).baselines == ()
+    assert SearchConfig.from_dict({**BASE, "baselines": None}).starts == ()
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from autocompress.study.space import (
     GLOBAL_PRUNE,
     HierarchicalSpace,
     SearchSpace,
-    baseline_spec,
     load_space,
+    start_spec,
 )
 
 
@@ -81,7 +81,7 @@ def test_uniform_baselines_enqueue_as_uniform_policies(name, tasks):
             warnings.simplefilter("error")  # Optuna warns about out-of-range enqueued values
             trial = study.ask()
             policy = space.suggest(trial)
-        base = baseline_spec(kind)
+        base = start_spec(kind)
         assert set(policy.quant_layers.values()) == {base.bits}
         pruned = {layer.path for layer in space.layers if layer.rule is not None}
         ratios = {r for p, r in policy.prune_layers.items() if p in pruned and r > 0}
@@ -89,10 +89,10 @@ def test_uniform_baselines_enqueue_as_uniform_policies(name, tasks):
 
 
 def test_baseline_names_and_errors():
-    assert baseline_spec("prune70-int4").prune == pytest.approx(0.7)
-    assert baseline_spec("int16").bits == 16 and baseline_spec("int16").prune == 0.0
-    with pytest.raises(ConfigError, match="unknown baseline 'prune50-int5'.*prune<NN>-int<B>"):
-        baseline_spec("prune50-int5")
+    assert start_spec("prune70-int4").prune == pytest.approx(0.7)
+    assert start_spec("int16").bits == 16 and start_spec("int16").prune == 0.0
+    with pytest.raises(ConfigError, match="unknown start policy .prune50-int5'.*prune<NN>-int<B>"):
+        start_spec("prune50-int5")
     with pytest.raises(ConfigError, match="hierarchy.bits_offsets: must contain 0"):
         SearchSpace.from_dict({"hierarchy": {"bits_offsets": [-1, 1]}}, source="s.yaml")
     with pytest.raises(ConfigError, match="hierarchy.step: unknown key"):
@@ -106,7 +106,7 @@ def test_search_starts_from_the_enqueued_uniform_policies(tmp_path):
         space="refine",
         objectives="accuracy-size",
         n_trials=3,
-        baselines=("prune50-int4", "int8"),
+        starts=("prune50-int4", "int8"),
         backend="local",
         out=tmp_path / "run",
         epochs=0,

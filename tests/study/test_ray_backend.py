@@ -81,9 +81,9 @@ def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, ca
 def _check_one_teacher_per_comparison(run: Path) -> None:
     """Every record carries the teacher its worker timed; speedups, pareto.json and the run
     teacher agree: timings are compared as ratios to their own teacher."""
-    run_teacher = json.loads((run / "baseline.json").read_text())
+    run_teacher = json.loads((run / "teacher.json").read_text())
     pareto = json.loads((run / "pareto.json").read_text())
-    assert pareto["baseline"] == run_teacher
+    assert pareto["teacher"] == run_teacher
     records = {r["number"]: r for r in map(json.loads, (run / "trials.jsonl").open())}
     for r in records.values():
         teacher = r["teacher"]
@@ -231,7 +231,7 @@ def test_ray_state_stays_small_whatever_the_teacher_size(short_tmp):
             run,
             task="tests/_support/tasks.py:mlp_padded",
             trials=3,
-            baselines=("identity",),
+            starts=("identity",),
             device="cpu",
             resources_per_trial={"cpu": 1},
         )

@@ -19,7 +19,7 @@ from autocompress.errors import ConfigError
 from autocompress.policy import Policy
 from autocompress.study._controller import Proposal
 from autocompress.study.presets import preset_dir
-from autocompress.study.session import new_record
+from autocompress.study.records import new_record
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def task():
 
 
 def test_new_record_is_the_one_record_shape():
-    proposal = Proposal(number=3, policy=Policy(), params={}, baseline=None, seed=7)
+    proposal = Proposal(number=3, policy=Policy(), params={}, start=None, seed=7)
     teacher = {"accuracy": 0.5, "latency_ms": 1.0}
     stopped = new_record(
         proposal, state="pruned", teacher=teacher, error="stopped", where={"node": "n1"}
@@ -49,12 +49,12 @@ def test_new_record_is_the_one_record_shape():
 def test_resume_reuses_the_teacher_and_every_record_carries_it(task, tmp_path):
     run = tmp_path / "run"
     run_search(local_config(run, trials=3), task)
-    baseline = (run / "baseline.json").read_text()
+    baseline = (run / "teacher.json").read_text()
     result = run_search(local_config(run, trials=4), task)
-    assert (run / "baseline.json").read_text() == baseline  # not re-measured
+    assert (run / "teacher.json").read_text() == baseline  # not re-measured
     teacher = json.loads(baseline)
     pareto = json.loads((run / "pareto.json").read_text())
-    assert pareto["baseline"] == teacher
+    assert pareto["teacher"] == teacher
     for r in result.trials:
         assert r["teacher"]["accuracy"] == teacher["accuracy"]
         assert r["teacher"]["size_bytes"] == teacher["size_bytes"]
@@ -132,4 +132,4 @@ def test_macs_objective_reaches_records_report_study_and_mlflow(task, tmp_path):
         [experiment.experiment_id], filter_string="tags.`trial.number` = '0'"
     )
     assert children[0].data.metrics["macs"] == result.trials[0]["metrics"]["macs"]
-    assert children[0].data.metrics["baseline.macs"] == result.baseline["macs"]
+    assert children[0].data.metrics["baseline.macs"] == result.teacher["macs"]

@@ -48,7 +48,7 @@ def _same(a, b) -> None:
     for x, y in zip(a.trials, b.trials, strict=True):
         assert _timing_free(x["metrics"]) == _timing_free(y["metrics"]), x["number"]
         assert [e["accuracy"] for e in x["epochs"]] == [e["accuracy"] for e in y["epochs"]]
-    assert _timing_free(a.baseline) == _timing_free(b.baseline)
+    assert _timing_free(a.teacher) == _timing_free(b.teacher)
 
 
 def test_local_search_is_deterministic(tmp_path):

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from autocompress.study.records import TrialState
+
 METRIC = "accuracy"
 TIME_ATTR = "epoch"
 
@@ -45,14 +47,14 @@ def outcome(result: dict[str, Any], *, timeout_s: float | None) -> Outcome:
         return Outcome(trial["state"], trial=trial)
     if timeout_s is not None and result.get("time_total_s", 0) > timeout_s:
         error = f"stopped by Tune over trial_timeout_s={timeout_s:g}"
-        return Outcome("failed", error=error, failure="timeout")
+        return Outcome(TrialState.FAILED, error=error, failure="timeout")
     if result.get(TIME_ATTR):
         error = (
             f"stopped by ASHA after epoch {result[TIME_ATTR]} "
             f"({METRIC} {finite(result.get(METRIC))})"
         )
-        return Outcome("pruned", error=error)
-    return Outcome("failed", error="the trial ended without reporting a result")
+        return Outcome(TrialState.PRUNED, error=error)
+    return Outcome(TrialState.FAILED, error="the trial ended without reporting a result")
 
 
 def error_failure(message: str) -> str:

@@ -6,7 +6,8 @@ import socket
 
 from autocompress.measure.gate import NoGate
 from autocompress.study._trial import run_trial
-from autocompress.study.session import Session, new_record, process_teacher
+from autocompress.study.records import new_record
+from autocompress.study.session import Session, process_teacher
 from autocompress.techniques.distill import TeacherCache
 
 
@@ -16,7 +17,7 @@ def run(session: Session) -> None:
         session.task,
         target=session.config.target,
         objectives=session.objectives,
-        run=session.baseline,
+        run=session.teacher,
         gate=NoGate(),
         target_options=session.config.target_options,
     )

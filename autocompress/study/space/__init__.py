@@ -17,7 +17,7 @@ paths, ``choices: [keep, drop]`` (the default) giving one categorical ``drop.<bl
 
 The package reads top to bottom in this order: ``values`` (what a key may hold), ``rules``
 (which layers get which values), ``units`` (layers pruned together), ``resolved`` (the space
-applied to one model, and the uniform baselines in it), ``hierarchy`` (the two-level space)
+applied to one model, and the uniform start policies in it), ``hierarchy`` (the two-level space)
 and ``written`` (the YAML space and ``load_space``).
 """
 
@@ -30,16 +30,16 @@ from autocompress.study.space.hierarchy import (
     Hierarchy,
 )
 from autocompress.study.space.resolved import (
-    BASELINES,
+    STARTS,
     LayerSpace,
     Param,
     ResolvedSpace,
-    baseline_spec,
+    start_spec,
 )
 from autocompress.study.space.written import SearchSpace, load_space
 
 __all__ = [
-    "BASELINES",
+    "STARTS",
     "GLOBAL_BITS",
     "GLOBAL_PRUNE",
     "HierarchicalSpace",
@@ -48,6 +48,6 @@ __all__ = [
     "Param",
     "ResolvedSpace",
     "SearchSpace",
-    "baseline_spec",
+    "start_spec",
     "load_space",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 from autocompress.errors import ConfigError
 from autocompress.policy import Policy
 from autocompress.study.presets import check_keys, to_number
-from autocompress.study.space.resolved import Param, ResolvedSpace, baseline_spec
+from autocompress.study.space.resolved import Param, ResolvedSpace, start_spec
 from autocompress.study.space.values import Number
 
 GLOBAL_PRUNE = "global.prune"
@@ -152,8 +152,8 @@ class HierarchicalSpace(ResolvedSpace):
         return super().policy_from_params(self.base_values(params))
 
     def params_for_policy(self, kind: str) -> dict[str, Number]:
-        """A uniform baseline: the global level at its ratio and bits, every offset 0."""
-        base = baseline_spec(kind)
+        """A uniform start policy: the global level at its ratio and bits, every offset 0."""
+        base = start_spec(kind)
         flat = ResolvedSpace(
             source=self.source,
             params=self.base_params,

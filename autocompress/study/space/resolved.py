@@ -2,7 +2,7 @@
 
 ``Param`` is one searched hyperparameter; ``LayerSpace`` what each layer uses (a parameter or
 a fixed value); ``ResolvedSpace`` turns sampled values into a ``Policy`` and places the
-uniform baselines (``identity``, ``int8``, ``prune<NN>-int<B>``) in the space.
+uniform start policies (``identity``, ``int8``, ``prune<NN>-int<B>``) in the space.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autocompress.errors import ConfigError
-from autocompress.policy import SUPPORTED_BITS, Distill, Finetune, Policy
+from autocompress.policy import SUPPORTED_BITS, Distill, Finetune, Policy, QuantScope
 from autocompress.study.space.units import PruneUnit
 from autocompress.study.space.values import GLOBAL_DEFAULTS, Number, Values
 from autocompress.techniques.strategies import strategy_of_param
@@ -99,7 +99,7 @@ class LayerSpace:
 
 
 @dataclass(frozen=True)
-class UniformBaseline:
+class UniformStart:
     """A uniform policy enqueued before the search: per-layer targets and global values."""
 
     prune: float
@@ -108,34 +108,34 @@ class UniformBaseline:
     max_epochs: bool = True
 
 
-BASELINES: dict[str, UniformBaseline] = {
-    "identity": UniformBaseline(
+STARTS: dict[str, UniformStart] = {
+    "identity": UniformStart(
         prune=0.0,
         bits=32,
         globals={"distill.alpha": 1.0, "finetune.lambda": 0.0, "finetune.epochs": 0},
         max_epochs=False,
     ),
-    "int8": UniformBaseline(prune=0.0, bits=8),
-    "prune30-int8": UniformBaseline(prune=0.3, bits=8),
+    "int8": UniformStart(prune=0.0, bits=8),
+    "prune30-int8": UniformStart(prune=0.3, bits=8),
 }
 _UNIFORM_NAME = re.compile(r"(?:prune(\d{1,2})-)?int(\d{1,2})")
 
 
-def baseline_spec(kind: str) -> UniformBaseline:
-    """A named baseline, or a uniform one spelled ``int<B>`` / ``prune<NN>-int<B>`` (e.g.
+def start_spec(kind: str) -> UniformStart:
+    """A named start policy, or a uniform one spelled ``int<B>`` / ``prune<NN>-int<B>`` (e.g.
     ``prune50-int4``: 50 % of every prunable layer pruned, every layer at 4 bits)."""
-    if kind in BASELINES:
-        return BASELINES[kind]
+    if kind in STARTS:
+        return STARTS[kind]
     found = _UNIFORM_NAME.fullmatch(kind)
     if found is None or int(found.group(2)) not in SUPPORTED_BITS:
         raise ConfigError(
-            f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)} or spell a uniform "
+            f"unknown start policy {kind!r}; choose from {', '.join(STARTS)} or spell a uniform "
             f"one prune<NN>-int<B> with B in {', '.join(map(str, SUPPORTED_BITS))}"
         )
-    return UniformBaseline(prune=int(found.group(1) or 0) / 100, bits=int(found.group(2)))
+    return UniformStart(prune=int(found.group(1) or 0) / 100, bits=int(found.group(2)))
 
 
-# Globals of the training baselines: mid-range distillation, light regularization.
+# Globals of the training start policies: mid-range distillation, light regularization.
 _BASELINE_GLOBALS: dict[str, Number] = {
     "distill.alpha": 0.5,
     "distill.temperature": 4.0,
@@ -231,9 +231,9 @@ class ResolvedSpace:
         )
 
     def params_for_policy(self, kind: str) -> dict[str, Number]:
-        """Flat param values of a uniform baseline (``identity``, ``int8``, ``prune30-int8``),
+        """Flat param values of a uniform start policy (``identity``, ``int8``, ``prune30-int8``),
         each snapped to the nearest value the parameter allows."""
-        base = baseline_spec(kind)
+        base = start_spec(kind)
         targets = {**_BASELINE_GLOBALS, **base.globals}
         out: dict[str, Number] = {}
         for p in self.params:
@@ -242,8 +242,8 @@ class ResolvedSpace:
             elif p.name.startswith("bits."):
                 out[p.name] = p.nearest(base.bits)
             elif p.name.startswith("scope."):  # the target's default: the first choice
-                out[p.name] = p.choices[0] if p.choices else "weight"
-            elif (strategy := strategy_of_param(p.name)) is not None:  # baselines prune units
+                out[p.name] = p.choices[0] if p.choices else str(QuantScope.WEIGHT)
+            elif (strategy := strategy_of_param(p.name)) is not None:  # start policies prune units
                 out[p.name] = p.nearest(base.prune if strategy.name == "unit" else strategy.neutral)
             else:
                 target = targets[p.name] if p.name in targets else GLOBAL_DEFAULTS[p.name]

@@ -1,7 +1,7 @@
 """The ``ray`` backend: Ray Tune decides where trials run; the session asks, tells and records.
 
 Tune sees a :class:`ControllerSearcher`: ``suggest`` is the session's ask, ``on_trial_complete``
-turns Tune's last result into a record (:func:`autocompress.study.session.new_record`) and hands it
+turns Tune's last result into a record (:func:`autocompress.study.records.new_record`) and hands it
 to the session (tell, ``trials.jsonl``, ``pareto.json``, MLflow, report). Trial processes only
 write their own trial folder.
 
@@ -301,7 +301,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 task=task,
                 teacher=teacher_outputs(task),
                 objectives=session.objectives,
-                baseline=session.baseline,
+                baseline=session.teacher,
                 target=session.config.target,
                 importance=session.config.importance,
                 exclusive_timing=exclusive_timing,

@@ -28,7 +28,8 @@ from autocompress.study.backends._tune_outcome import (
     finite,
     outcome,
 )
-from autocompress.study.session import Session, new_record
+from autocompress.study.records import TrialState, new_record
+from autocompress.study.session import Session
 
 
 # -- the searcher: Tune asks, the controller answers ---------------------------------------
@@ -79,7 +80,7 @@ class ControllerSearcher(Searcher):
             "seed": proposal.seed,
             "out_dir": str(self.session.run_dir.trial_dir(proposal.number).resolve()),
             # a start's final accuracy steers the bisection: ASHA judges proposals only
-            "full": proposal.baseline is not None,
+            "full": proposal.start is not None,
         }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -114,7 +115,7 @@ class ControllerSearcher(Searcher):
         if proposal is None:
             return
         result = {**(self.last.get(trial_id) or {}), **self.kept.pop(trial_id, {})}
-        record = self._new_record(trial_id, proposal, "failed", result, error=message)
+        record = self._new_record(trial_id, proposal, TrialState.FAILED, result, error=message)
         record["failure"] = error_failure(message)
         self._record(trial_id, proposal, record)
 
@@ -144,7 +145,7 @@ class ControllerSearcher(Searcher):
         return new_record(
             proposal,
             state=state,
-            teacher=teacher or self.session.baseline,
+            teacher=teacher or self.session.teacher,
             trial=trial,
             error=error,
             epochs=self.epochs.get(trial_id, []),
