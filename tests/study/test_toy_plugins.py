@@ -53,7 +53,7 @@ def test_a_toy_metric_is_optimized_reported_compared_and_exported(toy_metric, tm
         objectives=str(objectives),
         trials=2,
         epochs=0,
-        baselines=["identity", "prune30-int8"],
+        starts=["identity", "prune30-int8"],
         keep_models="all",
     )
     result = run_search(config)
@@ -62,12 +62,12 @@ def test_a_toy_metric_is_optimized_reported_compared_and_exported(toy_metric, tm
     pareto = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert [o["name"] for o in pareto["objectives"]] == ["accuracy", "weight_count_k"]
     assert all("weight_count_k" in t["metrics"] for t in pareto["trials"])
-    assert pareto["baseline"]["weight_count_k"] == values[0]  # the teacher measured alike
+    assert pareto["teacher"]["weight_count_k"] == values[0]  # the teacher measured alike
 
     html, _ = write_report(tmp_path / "run")
     assert "weights (k)" in html.read_text()
     rows, _, _ = compare([str(tmp_path / "run")], out_dir=tmp_path / "compare")
-    teacher = pareto["baseline"]["accuracy"]
+    teacher = pareto["teacher"]["accuracy"]
     close = [r for r in result.trials if r["metrics"]["accuracy"] >= teacher - 0.01]
     assert rows[0]["best_weight_count_k"] == min(r["metrics"]["weight_count_k"] for r in close)
     assert "best weights (k)" in format_table(rows)
