@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from autocompress.analysis.layers import list_layers, per_layer
 from autocompress.analysis.probe import probe_groups
 from autocompress.device import Training, moved, on_device
 from autocompress.errors import PolicyError
-from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.gate import Gate
 from autocompress.measure.metrics import teacher_metrics
 from autocompress.measure.timing import MeasureSettings
 from autocompress.pipeline._artifact import (
@@ -31,6 +31,8 @@ from autocompress.pipeline._artifact import (
     structure_cost,
     teacher_reference,
 )
+from autocompress.pipeline.hooks import StageCallback, StructureCallback, TrialHooks
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
 from autocompress.targets import Target, find_artifact, get_target, structure_diff, target_of
 from autocompress.task import Task, check_task
@@ -50,8 +52,6 @@ from autocompress.techniques.scope import (
 )
 from autocompress.techniques.sparsify import resolve_sparsity, sparsify_, summary
 from autocompress.unpack import untie_linear_weights_
-
-StageCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -125,44 +125,68 @@ class CompressResult:
         raise AttributeError(name)
 
 
-class StopTrial(Exception):
-    """Raised by an ``on_structure`` callback to stop a candidate before fine-tuning."""
-
-
 def compress(
     task: Task,
     policy: Policy,
     *,
+    options: CompressOptions | None = None,
+    hooks: TrialHooks | None = None,
     out_dir: str | Path | None = None,
-    target: str = "torch",
-    importance: str = "taylor",
-    seed: int = 0,
-    settings: MeasureSettings = MeasureSettings(),
     baseline: Mapping[str, Any] | None = None,
     teacher_cache: TeacherCache | None = None,
-    on_stage: StageCallback | None = None,
-    on_structure: Callable[[dict[str, Any]], None] | None = None,
-    on_epoch: EpochCallback | None = None,
-    gate: Gate = NoGate(),
+    target: str | None = None,
+    importance: str | None = None,
+    seed: int | None = None,
+    settings: MeasureSettings | None = None,
     target_options: Mapping[str, Any] | None = None,
-    training: Training | str = "auto",
+    training: Training | str | None = None,
+    on_stage: StageCallback | None = None,
+    on_structure: StructureCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+    gate: Gate | None = None,
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
     Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
     directory when not given). Accuracy, size and latency are those of the artifact as
-    loaded back by the target's loader. ``target_options`` set the target's options (e.g.
-    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``training``: the device (and fine-tuning
+    loaded back by the target's loader. ``options`` (:class:`CompressOptions`) say how; the
+    keyword arguments ``target``, ``target_options`` (e.g. ``{"max_layer_drop": 0.01}`` on
+    ``onnxruntime``), ``importance``, ``seed``, ``settings`` and ``training`` build or change
+    them (defaults: :meth:`CompressOptions.of`). ``training``: the device (and fine-tuning
     precision) of pruning importance, calibration and fine-tuning; conversion and measurement
     run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
-    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device.
+    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device. ``hooks``
+    (:class:`TrialHooks`), or ``on_stage``, ``on_structure``, ``on_epoch`` and ``gate``, are
+    called as the candidate is built.
     """
-    stage = on_stage or (lambda s: None)
-    if isinstance(training, str):
-        training = Training.resolve(training)
-    check_importance(importance)
+    options = CompressOptions.merged(
+        options,
+        target=target,
+        target_options=target_options,
+        importance=importance,
+        seed=seed,
+        settings=settings,
+        training=training,
+    )
+    callbacks = dict(on_stage=on_stage, on_structure=on_structure, on_epoch=on_epoch, gate=gate)
+    hooks = (hooks or TrialHooks()).replace(**{k: v for k, v in callbacks.items() if v is not None})
+    return _apply(task, policy, options, hooks, out_dir, baseline, teacher_cache)
+
+
+def _apply(
+    task: Task,
+    policy: Policy,
+    options: CompressOptions,
+    hooks: TrialHooks,
+    out_dir: str | Path | None,
+    baseline: Mapping[str, Any] | None,
+    teacher_cache: TeacherCache | None,
+) -> CompressResult:
+    stage, gate, settings, seed = hooks.on_stage, hooks.gate, options.settings, options.seed
+    training = options.training
+    check_importance(options.importance)
     check_task(task, epochs=policy.finetune.epochs)
-    tgt = get_target(target, **(target_options or {}))
+    tgt = options.target
     resolved = resolve_policy(task, policy, tgt)
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
     blocks = find_blocks(task.model, task.example_inputs) if policy.drop_blocks else {}
@@ -170,9 +194,7 @@ def compress(
     sparsity = resolve_sparsity(task.model, policy)
     if baseline is None:
         stage("measure baseline")
-        baseline = measure_baseline(
-            task, target=target, settings=settings, target_options=target_options
-        )
+        baseline = measure_baseline(task, options=options)
 
     stage("prune")
     student = copy.deepcopy(task.model)
@@ -188,10 +210,10 @@ def compress(
                 student,
                 work,
                 live(resolved.prune, student),
-                importance=importance,
+                importance=options.importance,
                 protected=protected,
             )
-            masks = sparsify_(student, work, live(sparsity, student), importance=importance)
+            masks = sparsify_(student, work, live(sparsity, student), importance=options.importance)
     structure = _structure(task.model, student)
     recalibrated = [after_pruning(task, student, structure, dropped, masks)]
     bits = live(resolved.bits, student)
@@ -206,9 +228,9 @@ def compress(
         explicit=explicit,
     )
 
-    if on_structure is not None:
+    if hooks.on_structure is not None:
         stage("measure structure")
-        on_structure(
+        hooks.on_structure(
             structure_cost(
                 task,
                 student,
@@ -243,7 +265,7 @@ def compress(
             code_bits,
             teacher_cache=teacher_cache,
             seed=seed,
-            on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+            on_epoch=_staged_epochs(hooks.on_epoch, stage, policy.finetune.epochs),
             on_step=gate.step,
             masks=masks,
             act_quant=act_quant,
@@ -349,8 +371,7 @@ def _activation_quant(
 def _staged_epochs(on_epoch, stage, epochs):
     def callback(epoch: int, model: nn.Module) -> None:
         stage(f"fine-tune epoch {epoch + 1}/{epochs}")
-        if on_epoch is not None:
-            on_epoch(epoch, model)
+        on_epoch(epoch, model)
 
     return callback
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from autocompress.errors import AutoCompressError, ConfigError, TaskError
 from autocompress.measure.gate import Gate
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
+from autocompress.pipeline._compress import measure_baseline
+from autocompress.pipeline.options import CompressOptions
 from autocompress.study._controller import Controller, Proposal
 from autocompress.study._progress import SearchProgress
 from autocompress.study._start import start_plan
@@ -37,7 +38,6 @@ from autocompress.study.failures import FailureMonitor
 from autocompress.study.objectives import ObjectiveSet, load_objectives
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace, load_space
-from autocompress.targets import get_target
 from autocompress.task import Task, load_task
 from autocompress.techniques.distill import unused_globals
 
@@ -82,6 +82,8 @@ class Session:
     failures: FailureMonitor = field(default_factory=FailureMonitor)
     budget: Budget | None = None  # wall-clock budget (``budget: 30m``), started by prepare
     reporter: Callable[[Path], list[Path]] | None = field(default=None, repr=False)
+    # what every trial runs with (the target resolved once); each trial changes only its seed
+    options: CompressOptions = field(default_factory=CompressOptions)
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -187,23 +189,13 @@ _TEACHERS: dict[str, dict[str, Any]] = {}  # target -> the teacher timed in this
 
 
 def process_teacher(
-    task: Task,
-    *,
-    target: str,
-    objectives: ObjectiveSet,
-    run: Mapping[str, Any],
-    gate: Gate,
-    target_options: Mapping[str, Any] | None = None,
+    task: Task, options: CompressOptions, *, run: Mapping[str, Any], gate: Gate
 ) -> dict[str, Any]:
     """The run's teacher with its timings from this process (measured once per process)."""
+    target = options.target_name
     if target not in _TEACHERS:
         with gate.exclusive():
-            here = measure_baseline(
-                task,
-                target=target,
-                settings=MeasureSettings.from_latency(objectives.latency),
-                target_options=target_options,
-            )
+            here = measure_baseline(task, options=options)
         _TEACHERS[target] = {**run, **{k: here[k] for k in _timed(here)}}
     return _TEACHERS[target]
 
@@ -250,12 +242,13 @@ def prepare(
     if task is None:
         task = load_task(config.task, base_dir=config.base_dir)
     objectives = load_objectives(config.objectives)
+    options = CompressOptions.from_config(config, objectives=objectives)
     space = load_space(config.search_space).resolve(
         task.model,
         task.example_inputs,
         output_layers=task.output_layers,
-        supported_bits=get_target(config.target).bits,
-        supported_scopes=tuple(get_target(config.target).quant_scopes),
+        supported_bits=options.target.bits,
+        supported_scopes=tuple(options.target.quant_scopes),
         left_out=unused_globals(task),
     )
     run_dir.check_identity(content_identity(space, objectives))
@@ -264,12 +257,7 @@ def prepare(
     baseline = run_dir.read_baseline()
     if baseline is None:
         try:
-            baseline = measure_baseline(
-                task,
-                target=config.target,
-                settings=MeasureSettings.from_latency(objectives.latency),
-                target_options=config.target_options,
-            )
+            baseline = measure_baseline(task, options=options)
         except AutoCompressError:
             raise
         except Exception as exc:  # the task's own code (metric, loss, output_fn) failed
@@ -278,7 +266,7 @@ def prepare(
             ) from exc
         baseline["host"] = socket.gethostname()
         run_dir.write_baseline(baseline)
-        _TEACHERS[config.target] = dict(baseline)  # timed here: this process' teacher too
+        _TEACHERS[options.target_name] = dict(baseline)  # timed here: this process' teacher too
     fixed, plan = start_plan(
         config.baselines,
         run_dir=run_dir,
@@ -286,8 +274,7 @@ def prepare(
         space=space,
         objectives=objectives,
         baseline=baseline,
-        target=config.target,
-        target_options=config.target_options,
+        options=options,
     )
     controller = Controller(
         config=dataclasses.replace(config, baselines=fixed),
@@ -300,6 +287,7 @@ def prepare(
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
     session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
     session.budget = budget
+    session.options = options
     session.reporter = reporter
     if tracker is not None:
         tracker.start_search(config.to_dict())
