@@ -16,6 +16,8 @@ from autocompress.pipeline._compress import (
     load_artifact,
     measure_baseline,
 )
+from autocompress.pipeline.hooks import TrialHooks
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, load_policy
 from autocompress.study.objectives import load_objectives
 from autocompress.study.space import load_space
@@ -24,12 +26,14 @@ from autocompress.techniques.importance import Importance, register_importance
 
 __all__ = [
     "AutoCompressError",
+    "CompressOptions",
     "CompressResult",
     "ConfigError",
     "Importance",
     "MeasureSettings",
     "Policy",
     "Task",
+    "TrialHooks",
     "compress",
     "load_artifact",
     "load_objectives",

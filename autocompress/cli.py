@@ -122,8 +122,8 @@ def apply(
     precision: Annotated[str, _PRECISION] = "fp32",
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
-    from autocompress.device import Training
     from autocompress.pipeline._compress import MeasureSettings, compress
+    from autocompress.pipeline.options import CompressOptions
     from autocompress.policy import load_policy
     from autocompress.task import load_task
 
@@ -136,10 +136,14 @@ def apply(
     options = target_options(target_option)
     if max_layer_drop is not None:
         options["max_layer_drop"] = max_layer_drop
-    from autocompress.targets import get_target
-
-    get_target(target, **options)  # a wrong key or value fails before the task loads
-    training = Training.resolve(device, precision=precision)
+    run_with = CompressOptions.of(
+        target=target,
+        target_options=options,
+        importance=importance,
+        seed=seed,
+        settings=MeasureSettings(threads=threads, repeats=repeats),
+    ).replace(device=device, precision=precision)
+    run_with.check()  # a wrong target option or a device not here fails before the task loads
     status, on_stage = _stage_printer("apply")
     with status:
         on_stage("loading task")
@@ -148,18 +152,7 @@ def apply(
             check_importance(importance)
         except AutoCompressError as exc:
             raise type(exc)(f"--importance: {exc}") from None
-        result = compress(
-            job,
-            pol,
-            out_dir=out,
-            target=target,
-            importance=importance,
-            seed=seed,
-            settings=MeasureSettings(threads=threads, repeats=repeats),
-            on_stage=on_stage,
-            target_options=options,
-            training=training,
-        )
+        result = compress(job, pol, options=run_with, out_dir=out, on_stage=on_stage)
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
     typer.echo(f"wrote {out / m['artifact']}, {out / 'policy.json'}, {out / 'metrics.json'}")

@@ -24,8 +24,9 @@ from autocompress.analysis.layers import list_layers
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.metrics import MeasureContext, measure_all
 from autocompress.measure.timing import MeasureSettings
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
-from autocompress.targets import Target, get_target, measure_runtime
+from autocompress.targets import Target, measure_runtime
 from autocompress.task import Task
 from autocompress.techniques.drop import live
 from autocompress.techniques.scope import resolve_quant_scopes
@@ -137,13 +138,18 @@ def _write_teacher(task: Task, tgt: Target, path: Path) -> None:
 def measure_baseline(
     task: Task,
     *,
-    target: str = "torch",
-    settings: MeasureSettings = MeasureSettings(),
+    options: CompressOptions | None = None,
+    target: str | None = None,
+    settings: MeasureSettings | None = None,
     target_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The teacher written as a float artifact by ``target`` and measured like a candidate,
-    in this process."""
-    tgt = get_target(target, **(target_options or {}))
+    """The teacher written as a float artifact by the options' target and measured like a
+    candidate (with the options' ``settings``), in this process. ``target``, ``settings`` and
+    ``target_options`` build or change the options, as in ``compress``."""
+    options = CompressOptions.merged(
+        options, target=target, settings=settings, target_options=target_options
+    )
+    tgt, settings = options.target, options.settings
     with tempfile.TemporaryDirectory(prefix="autocompress-baseline-") as tmp:
         path = Path(tmp) / tgt.artifact_name
         _write_teacher(task, tgt, path)

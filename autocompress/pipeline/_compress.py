@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from autocompress.analysis.layers import list_layers, per_layer
 from autocompress.analysis.probe import probe_groups
 from autocompress.device import Training, moved, on_device
 from autocompress.errors import PolicyError
-from autocompress.measure.gate import Gate, NoGate
+from autocompress.measure.gate import Gate
 from autocompress.measure.metrics import teacher_metrics
 from autocompress.measure.timing import MeasureSettings
 from autocompress.pipeline._artifact import (
@@ -31,6 +31,8 @@ from autocompress.pipeline._artifact import (
     structure_cost,
     teacher_reference,
 )
+from autocompress.pipeline.hooks import StageCallback, StructureCallback, TrialHooks
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
 from autocompress.targets import (
     LayerMode,
@@ -62,8 +64,6 @@ from autocompress.techniques.strategies import (
     record_strategies,
 )
 from autocompress.unpack import untie_linear_weights_
-
-StageCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -137,62 +137,83 @@ class CompressResult:
         raise AttributeError(name)
 
 
-class StopTrial(Exception):
-    """Raised by an ``on_structure`` callback to stop a candidate before fine-tuning."""
-
-
 def compress(
     task: Task,
     policy: Policy,
     *,
+    options: CompressOptions | None = None,
+    hooks: TrialHooks | None = None,
     out_dir: str | Path | None = None,
-    target: str = "torch",
-    importance: str | Importance = "taylor",
-    seed: int = 0,
-    settings: MeasureSettings = MeasureSettings(),
     baseline: Mapping[str, Any] | None = None,
     teacher_cache: TeacherCache | None = None,
-    on_stage: StageCallback | None = None,
-    on_structure: Callable[[dict[str, Any]], None] | None = None,
-    on_epoch: EpochCallback | None = None,
-    gate: Gate = NoGate(),
+    target: str | None = None,
+    importance: str | Importance | None = None,
+    seed: int | None = None,
+    settings: MeasureSettings | None = None,
     target_options: Mapping[str, Any] | None = None,
-    training: Training | str = "auto",
+    training: Training | str | None = None,
+    on_stage: StageCallback | None = None,
+    on_structure: StructureCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+    gate: Gate | None = None,
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
     Writes ``model.*``, ``policy.json`` and ``metrics.json`` into ``out_dir`` (a temporary
     directory when not given). Accuracy, size and latency are those of the artifact as
-    loaded back by the target's loader. ``target_options`` set the target's options (e.g.
-    ``{"max_layer_drop": 0.01}`` on ``onnxruntime``). ``importance``: a registered criterion's
-    name or a criterion object (see ``techniques.importance``). ``training``: the device (and
-    fine-tuning precision) of pruning importance, calibration and fine-tuning; conversion and
-    measurement run on the CPU runtime of the target whatever it is (see
-    ``autocompress.device``); a name (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on
-    that device.
+    loaded back by the target's loader. ``options`` (:class:`CompressOptions`) say how; the
+    keyword arguments ``target``, ``target_options`` (e.g. ``{"max_layer_drop": 0.01}`` on
+    ``onnxruntime``), ``importance`` (a registered criterion's name or a criterion object, see
+    ``techniques.importance``), ``seed``, ``settings`` and ``training`` build or change them
+    (defaults: :meth:`CompressOptions.of`). ``training``: the device (and fine-tuning
+    precision) of pruning importance, calibration and fine-tuning; conversion and measurement
+    run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
+    (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device. ``hooks``
+    (:class:`TrialHooks`), or ``on_stage``, ``on_structure``, ``on_epoch`` and ``gate``, are
+    called as the candidate is built.
     """
-    stage = on_stage or (lambda s: None)
-    if isinstance(training, str):
-        training = Training.resolve(training)
-    check_importance(importance)
+    options = CompressOptions.merged(
+        options,
+        target=target,
+        target_options=target_options,
+        importance=importance,
+        seed=seed,
+        settings=settings,
+        training=training,
+    )
+    callbacks = dict(on_stage=on_stage, on_structure=on_structure, on_epoch=on_epoch, gate=gate)
+    hooks = (hooks or TrialHooks()).replace(**{k: v for k, v in callbacks.items() if v is not None})
+    return _apply(task, policy, options, hooks, out_dir, baseline, teacher_cache)
+
+
+def _apply(
+    task: Task,
+    policy: Policy,
+    options: CompressOptions,
+    hooks: TrialHooks,
+    out_dir: str | Path | None,
+    baseline: Mapping[str, Any] | None,
+    teacher_cache: TeacherCache | None,
+) -> CompressResult:
+    stage, gate, settings, seed = hooks.on_stage, hooks.gate, options.settings, options.seed
+    training = options.training
+    check_importance(options.importance)
     check_task(task, epochs=policy.finetune.epochs)
-    tgt = get_target(target, **(target_options or {}))
+    tgt = options.target
     resolved = resolve_policy(task, policy, tgt)
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
     requests = {name: s.resolve(task, policy, resolved) for name, s in STRATEGIES.items()}
     dropped, sparsity = requests["structure"], requests["weight"]
     if baseline is None:
         stage("measure baseline")
-        baseline = measure_baseline(
-            task, target=target, settings=settings, target_options=target_options
-        )
+        baseline = measure_baseline(task, options=options)
 
     stage("prune")
     student = copy.deepcopy(task.model)
     untied = untie_linear_weights_(student)
     work = on_device(task, training.device)  # the task itself on the CPU
     cuda = [training.device] if training.device.type == "cuda" else []
-    run = StrategyRun(work, student, importance, resolved.protected)
+    run = StrategyRun(work, student, options.importance, resolved.protected)
     with torch.random.fork_rng(devices=cuda):  # the caller's generators stay as they were
         torch.manual_seed(seed)
         with moved(student, training.device):  # structure, then unit, then weight pruning
@@ -213,9 +234,9 @@ def compress(
         explicit=explicit,
     )
 
-    if on_structure is not None:
+    if hooks.on_structure is not None:
         stage("measure structure")
-        on_structure(
+        hooks.on_structure(
             structure_cost(
                 task,
                 student,
@@ -250,7 +271,7 @@ def compress(
             code_bits,
             teacher_cache=teacher_cache,
             seed=seed,
-            on_epoch=_staged_epochs(on_epoch, stage, policy.finetune.epochs),
+            on_epoch=_staged_epochs(hooks.on_epoch, stage, policy.finetune.epochs),
             on_step=gate.step,
             masks=masks,
             act_quant=act_quant,
@@ -353,8 +374,7 @@ def _activation_quant(
 def _staged_epochs(on_epoch, stage, epochs):
     def callback(epoch: int, model: nn.Module) -> None:
         stage(f"fine-tune epoch {epoch + 1}/{epochs}")
-        if on_epoch is not None:
-            on_epoch(epoch, model)
+        on_epoch(epoch, model)
 
     return callback
 

@@ -7,17 +7,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from autocompress.device import Training
 from autocompress.errors import ConfigError
 from autocompress.measure.metrics import METRICS, comparable
 from autocompress.measure.timing import threads
 from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import load_objectives
 from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir
-from autocompress.targets import TARGETS, export_formats, get_target
+from autocompress.targets import TARGETS, export_formats
 from autocompress.task import load_task
 
 # short names ``--by`` also takes for two registered metrics
@@ -77,7 +77,8 @@ def export_trial(
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    target = get_target(config.target, **config.target_options)
+    options = CompressOptions.from_config(config)  # latency settings: read below, when measuring
+    target = options.target
     native = target.native_format  # the format its own artifact is copied under
     if fmt not in export_formats():
         raise ConfigError(f"--format {fmt!r}: choose from {', '.join(export_formats())}")
@@ -106,28 +107,24 @@ def export_trial(
             "Python, not as file.py:function; rebuild it with autocompress.compress(task, policy)"
         )
     task = load_task(config.task)
-    objectives = load_objectives(config.objectives)
-    settings = MeasureSettings.from_latency(objectives.latency)
+    options = options.replace(
+        settings=MeasureSettings.from_latency(load_objectives(config.objectives).latency)
+    )
+    settings = options.settings
     if (out / target.artifact_name).exists():
         deployed = load_artifact(out / target.artifact_name, task.model)
         metrics = json.loads((out / "metrics.json").read_text())
     else:
         # as in the search: bit-identical re-materialization, on the device it trained on
         trained = (record.get("metrics") or {}).get("trained_on") or {}
-        training = Training.resolve(
-            trained.get("device", "cpu"), precision=trained.get("precision", "fp32")
+        options = options.replace(
+            seed=record.get("seed", config.seed + number),
+            device=trained.get("device", "cpu"),
+            precision=trained.get("precision") or "fp32",
         )
         with threads(settings.threads):
             result = compress(
-                task,
-                Policy.from_dict(record["policy"]),
-                out_dir=out,
-                target=config.target,
-                importance=config.importance,
-                seed=record.get("seed", config.seed + number),
-                settings=settings,
-                target_options=config.target_options,
-                training=training,
+                task, Policy.from_dict(record["policy"]), options=options, out_dir=out
             )
         deployed, metrics = result.model, result.metrics
     if fmt != native:  # a torch-target model exported to float ONNX and measured by ORT

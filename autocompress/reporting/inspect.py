@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.analysis.layers import prunable_type
+from autocompress.pipeline.options import CompressOptions
 from autocompress.study.space import LayerSpace, Param, ResolvedSpace, SearchSpace, load_space
-from autocompress.targets import get_target
+from autocompress.targets import Target
 from autocompress.task import Task
 from autocompress.techniques.strategies import STRATEGIES
 
@@ -108,9 +109,8 @@ def _offered(layer: LayerSpace, space: ResolvedSpace) -> list[int]:
     return [int(c) for c in param.choices] if param.choices is not None else [int(layer.bits)]
 
 
-def modes(task: Task, space: ResolvedSpace, target: str) -> dict[str, str]:
-    """Per layer, each offered bit-width with the mode ``target`` runs it in."""
-    tgt = get_target(target)
+def modes(task: Task, space: ResolvedSpace, tgt: Target) -> dict[str, str]:
+    """Per layer, each offered bit-width with the mode ``tgt`` runs it in."""
     out = {}
     for layer in space.layers:
         module = task.model.get_submodule(layer.path)
@@ -125,12 +125,12 @@ def modes(task: Task, space: ResolvedSpace, target: str) -> dict[str, str]:
     return out
 
 
-def strategy_lines(space: ResolvedSpace, target: str) -> list[str]:
+def strategy_lines(space: ResolvedSpace, tgt: Target) -> list[str]:
     """The strategy dimensions (quantization scope, fine-tuning scope, feature weight) with
-    what each choice means on ``target``."""
+    what each choice means on ``tgt``."""
     from autocompress.techniques.scope import FEATURE_MEANING, FINETUNE_MEANING
 
-    tgt = get_target(target)
+    target = tgt.name
     lines = []
     scope_params = [p for p in space.params if p.name.startswith("scope.")]
     fixed_scopes = sorted({layer.scope for layer in space.layers if layer.scope})
@@ -166,15 +166,16 @@ def describe(
 
     if not isinstance(space, SearchSpace):
         space = load_space(space)
+    tgt = CompressOptions.of(target=target, target_options=target_options).target
     resolved = space.resolve(
         task.model,
         task.example_inputs,
         output_layers=task.output_layers,
-        supported_bits=get_target(target).bits,
-        supported_scopes=tuple(get_target(target).quant_scopes),
+        supported_bits=tgt.bits,
+        supported_scopes=tuple(tgt.quant_scopes),
         left_out=unused_globals(task),
     )
-    by_layer = modes(task, resolved, target)
+    by_layer = modes(task, resolved, tgt)
     table = Table(title=f"search space {resolved.source} on {task.name}, target {target}")
     layer_rows = rows(resolved)
     sparse = any(row.sparsity for row in layer_rows)  # the weight strategy's column, when used
@@ -217,9 +218,8 @@ def describe(
         console.print(f"{name}: {shown} (fixed)")
     for name, why in resolved.left_out.items():
         console.print(f"{name}: left out ({why})")
-    for line in strategy_lines(resolved, target):
+    for line in strategy_lines(resolved, tgt):
         console.print(line)
-    tgt = get_target(target, **(target_options or {}))
     for line in tgt.describe():
         console.print(f"{target}: {line}")
     layer_params = sum(p.name.startswith(_layer_prefixes()) for p in resolved.params)

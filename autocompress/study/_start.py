@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autocompress.device import CPU
-from autocompress.pipeline._compress import MeasureSettings, compress
+from autocompress.pipeline._compress import compress
+from autocompress.pipeline.options import CompressOptions
 from autocompress.study.objectives import ObjectiveSet
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace
@@ -107,12 +108,12 @@ def measure_bits(
     widths: Sequence[int],
     *,
     teacher: Mapping[str, Any],
-    settings: MeasureSettings,
-    target: str,
-    target_options: Mapping[str, Any] | None,
+    options: CompressOptions,
     quiet: bool = True,
 ) -> list[dict[str, Any]]:
     """Each bit-width applied to the whole teacher, deployed without training."""
+    # nothing trains: the teacher at each bit-width, as deployed (seed 0, as always measured)
+    options = options.replace(seed=0, training=CPU)
     out = []
     for i, bits in enumerate(widths):
         if bits == 32:  # the teacher itself
@@ -137,15 +138,7 @@ def measure_bits(
             policy, finetune=dataclasses.replace(policy.finetune, epochs=0)
         )
         try:
-            m = compress(
-                task,
-                policy,
-                target=target,
-                settings=settings,
-                baseline=teacher,
-                target_options=target_options,
-                training=CPU,  # nothing trains: the teacher at each bit-width, as deployed
-            ).metrics
+            m = compress(task, policy, options=options, baseline=teacher).metrics
         except Exception as exc:  # a bit-width the target cannot build is not a start
             out.append({"bits": bits, "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -234,8 +227,7 @@ def start_plan(
     space: ResolvedSpace,
     objectives: ObjectiveSet,
     teacher: Mapping[str, Any],
-    target: str,
-    target_options: Mapping[str, Any] | None,
+    options: CompressOptions,
     quiet: bool = False,
 ) -> tuple[tuple[str, ...], StartPlan | None]:
     """The fixed starts, and the plan ``auto``/``auto<K>`` stands for (None without it).
@@ -255,9 +247,7 @@ def start_plan(
             space,
             widths,
             teacher=teacher,
-            settings=MeasureSettings.from_latency(objectives.latency),
-            target=target,
-            target_options=target_options,
+            options=options,
             quiet=quiet,
         )
         points = [m for m in measured if "error" not in m]

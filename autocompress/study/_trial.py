@@ -10,22 +10,16 @@ import math
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from autocompress.device import CPU, Training
-from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.timing import threads
-from autocompress.pipeline._compress import (
-    CompressResult,
-    MeasureSettings,
-    StageCallback,
-    StopTrial,
-    compress,
-)
+from autocompress.pipeline._compress import CompressResult, compress
+from autocompress.pipeline.hooks import StopTrial, TrialHooks
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
 from autocompress.study.failures import Deadline, DeadlineGate, failure_kind
 from autocompress.study.objectives import ObjectiveSet
@@ -33,43 +27,32 @@ from autocompress.study.records import TrialRecord, TrialState, trial_record
 from autocompress.task import Task
 from autocompress.techniques.distill import TeacherCache
 
-EpochReporter = Callable[[int, float], None]
-
 
 def run_trial(
     task: Task,
     policy: Policy,
+    options: CompressOptions,
+    hooks: TrialHooks = TrialHooks(),
     *,
     number: int,
     objectives: ObjectiveSet,
     baseline: Mapping[str, Any],
     out_dir: Path,
-    target: str = "torch",
-    importance: str = "taylor",
-    seed: int = 0,
     teacher_cache: TeacherCache | None = None,
-    on_stage: StageCallback | None = None,
-    on_epoch: EpochReporter | None = None,
-    gate: Gate = NoGate(),
-    timeout_s: float | None = None,
-    target_options: Mapping[str, Any] | None = None,
-    training: Training = CPU,
 ) -> TrialRecord:
     """Run one policy to the end and return its record (never raises for the trial's own errors).
 
-    ``timeout_s``: the trial fails with kind ``timeout`` at the first training step, stage or
-    epoch boundary past that many seconds."""
+    ``options.timeout_s``: the trial fails with kind ``timeout`` at the first training step,
+    stage or epoch boundary past that many seconds. ``hooks.on_stage`` hears each stage,
+    ``hooks.on_score`` each epoch's task metric; ``hooks.gate`` coordinates timing."""
     start = time.perf_counter()
-    deadline = Deadline(timeout_s)
-    if timeout_s is not None:
-        gate = DeadlineGate(gate, deadline)
+    deadline = Deadline(options.timeout_s)
+    gate = hooks.gate if options.timeout_s is None else DeadlineGate(hooks.gate, deadline)
 
     def stage(name: str) -> None:
         deadline.check(f"stage {name!r}")
-        if on_stage is not None:
-            on_stage(name)
+        hooks.on_stage(name)
 
-    settings = MeasureSettings.from_latency(objectives.latency)
     epochs: list[dict[str, float]] = []
     structure: dict[str, Any] = {}
 
@@ -83,31 +66,29 @@ def run_trial(
         deadline.check(f"the end of epoch {epoch + 1}")
         value = task.evaluate(model)
         epochs.append({"epoch": epoch + 1, "accuracy": value})
-        if on_epoch is not None:
-            on_epoch(epoch + 1, value)
+        hooks.on_score(epoch + 1, value)
 
-    record = trial_record(number, policy, seed=seed, host=socket.gethostname(), epochs=epochs)
+    record = trial_record(
+        number, policy, seed=options.seed, host=socket.gethostname(), epochs=epochs
+    )
     cache_before = teacher_cache.computed_batches if teacher_cache is not None else 0
     try:
         # one intra-op thread per trial on every backend (DESIGN: two threads in one process are
         # erratic on shared cores; scale out with processes instead)
-        with threads(settings.threads):
+        with threads(options.settings.threads):
             result: CompressResult = compress(
                 task,
                 policy,
+                options=options,
+                hooks=hooks.replace(
+                    on_stage=stage,
+                    on_structure=check_structure if objectives.has_structural_constraints else None,
+                    on_epoch=report_epoch,
+                    gate=gate,
+                ),
                 out_dir=out_dir,
-                target=target,
-                importance=importance,
-                seed=seed,
-                settings=settings,
                 baseline=baseline,
                 teacher_cache=teacher_cache,
-                on_stage=stage,
-                on_structure=check_structure if objectives.has_structural_constraints else None,
-                on_epoch=report_epoch,
-                gate=gate,
-                target_options=target_options,
-                training=training,
             )
     except StopTrial as stop:
         record.update(state=TrialState.INFEASIBLE, metrics=structure, error=str(stop))

@@ -254,10 +254,12 @@ class SearchConfig:
                         f"{self.backend!r}); remove the key or set backend: ray"
                     )
         if self.target_options:
-            from autocompress.targets import get_target
+            from autocompress.pipeline.options import CompressOptions
 
             try:
-                get_target(self.target, **self.target_options)
+                _ = CompressOptions.of(
+                    target=self.target, target_options=self.target_options
+                ).target
             except ConfigError:
                 raise
             except AutoCompressError as exc:

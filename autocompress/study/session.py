@@ -28,7 +28,8 @@ from typing import Any
 from autocompress.errors import AutoCompressError, ConfigError, TaskError
 from autocompress.integrations.tracker import Tracker
 from autocompress.measure.gate import Gate
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
+from autocompress.pipeline._compress import measure_baseline
+from autocompress.pipeline.options import CompressOptions
 from autocompress.study._controller import Controller, Proposal
 from autocompress.study._progress import SearchProgress
 from autocompress.study._start import start_plan
@@ -39,7 +40,6 @@ from autocompress.study.objectives import ObjectiveSet, load_objectives
 from autocompress.study.records import TrialRecord, TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace, load_space
-from autocompress.targets import get_target
 from autocompress.task import Task, load_task
 from autocompress.techniques.distill import unused_globals
 
@@ -89,6 +89,8 @@ class Session:
     failures: FailureMonitor = field(default_factory=FailureMonitor)
     budget: Budget | None = None  # wall-clock budget (``budget: 30m``), started by prepare
     reporter: Callable[[Path], list[Path]] | None = field(default=None, repr=False)
+    # what every trial runs with (the target resolved once); each trial changes only its seed
+    options: CompressOptions = field(default_factory=CompressOptions)
 
     @property
     def teacher(self) -> dict[str, Any]:
@@ -163,23 +165,13 @@ _TEACHERS: dict[str, dict[str, Any]] = {}  # target -> the teacher timed in this
 
 
 def process_teacher(
-    task: Task,
-    *,
-    target: str,
-    objectives: ObjectiveSet,
-    run: Mapping[str, Any],
-    gate: Gate,
-    target_options: Mapping[str, Any] | None = None,
+    task: Task, options: CompressOptions, *, run: Mapping[str, Any], gate: Gate
 ) -> dict[str, Any]:
     """The run's teacher with its timings from this process (measured once per process)."""
+    target = options.target_name
     if target not in _TEACHERS:
         with gate.exclusive():
-            here = measure_baseline(
-                task,
-                target=target,
-                settings=MeasureSettings.from_latency(objectives.latency),
-                target_options=target_options,
-            )
+            here = measure_baseline(task, options=options)
         _TEACHERS[target] = {**run, **{k: here[k] for k in _timed(here)}}
     return _TEACHERS[target]
 
@@ -226,12 +218,13 @@ def prepare(
     if task is None:
         task = load_task(config.task, base_dir=config.base_dir)
     objectives = load_objectives(config.objectives)
+    options = CompressOptions.from_config(config, objectives=objectives)
     space = load_space(config.search_space).resolve(
         task.model,
         task.example_inputs,
         output_layers=task.output_layers,
-        supported_bits=get_target(config.target).bits,
-        supported_scopes=tuple(get_target(config.target).quant_scopes),
+        supported_bits=options.target.bits,
+        supported_scopes=tuple(options.target.quant_scopes),
         left_out=unused_globals(task),
     )
     run_dir.check_identity(content_identity(space, objectives))
@@ -240,12 +233,7 @@ def prepare(
     teacher = run_dir.read_teacher()
     if teacher is None:
         try:
-            teacher = measure_baseline(
-                task,
-                target=config.target,
-                settings=MeasureSettings.from_latency(objectives.latency),
-                target_options=config.target_options,
-            )
+            teacher = measure_baseline(task, options=options)
         except AutoCompressError:
             raise
         except Exception as exc:  # the task's own code (metric, loss, output_fn) failed
@@ -254,7 +242,7 @@ def prepare(
             ) from exc
         teacher["host"] = socket.gethostname()
         run_dir.write_teacher(teacher)
-        _TEACHERS[config.target] = dict(teacher)  # timed here: this process' teacher too
+        _TEACHERS[options.target_name] = dict(teacher)  # timed here: this process' teacher too
     fixed, plan = start_plan(
         config.starts,
         run_dir=run_dir,
@@ -262,8 +250,7 @@ def prepare(
         space=space,
         objectives=objectives,
         teacher=teacher,
-        target=config.target,
-        target_options=config.target_options,
+        options=options,
     )
     controller = Controller(
         config=dataclasses.replace(config, starts=fixed),
@@ -276,6 +263,7 @@ def prepare(
     session = Session(config, run_dir, task, objectives, controller, tracker, verbose)
     session.failures = FailureMonitor(fail_fast_after=config.fail_fast_after)
     session.budget = budget
+    session.options = options
     session.reporter = reporter
     if tracker is not None:
         tracker.start_search(config.to_dict())

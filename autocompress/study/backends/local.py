@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from autocompress.measure.gate import NoGate
+from autocompress.pipeline.hooks import TrialHooks
 from autocompress.study._trial import run_trial
 from autocompress.study.records import new_record
 from autocompress.study.session import Session, process_teacher
@@ -13,15 +14,8 @@ from autocompress.techniques.distill import TeacherCache
 
 def run(session: Session) -> None:
     """Run trials here until the session's budget is recorded."""
-    teacher = process_teacher(
-        session.task,
-        target=session.config.target,
-        objectives=session.objectives,
-        run=session.teacher,
-        gate=NoGate(),
-        target_options=session.config.target_options,
-    )
-    training = session.config.training()  # one line when the device is not here
+    options = session.options.check()  # one line when the device is not here
+    teacher = process_teacher(session.task, options, run=session.teacher, gate=NoGate())
     progress = session.start()
     cache = TeacherCache(session.task)
     try:
@@ -30,18 +24,13 @@ def run(session: Session) -> None:
             outcome = run_trial(
                 session.task,
                 proposal.policy,
+                options.replace(seed=proposal.seed),
+                TrialHooks(on_stage=lambda s, n=proposal.number: progress.stage(n, s)),
                 number=proposal.number,
                 objectives=session.objectives,
                 baseline=teacher,
                 out_dir=session.run_dir.trial_dir(proposal.number),
-                target=session.config.target,
-                importance=session.config.importance,
-                seed=proposal.seed,
                 teacher_cache=cache,
-                on_stage=lambda s, n=proposal.number: progress.stage(n, s),
-                timeout_s=session.config.trial_timeout_s,
-                target_options=session.config.target_options,
-                training=training,
             )
             record = new_record(
                 proposal,

@@ -56,9 +56,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from autocompress.device import Training
 from autocompress.errors import ConfigError
 from autocompress.measure.gate import trial_gate
+from autocompress.pipeline.hooks import TrialHooks
+from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
 from autocompress.study._trial import run_trial
 from autocompress.study.backends._ray_env import (
@@ -101,38 +102,27 @@ def trainable(
     teacher: tuple[list, list, list],
     objectives: ObjectiveSet,
     baseline: dict[str, Any],
-    target: str,
-    importance: str,
+    options: CompressOptions,
     exclusive_timing: bool,
-    timeout_s: float | None = None,
-    target_options: dict[str, Any] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
 ) -> None:
     """Run one trial; report per epoch (for ASHA) and once at the end with the whole record.
-    ``device`` is resolved here, on the worker: ``auto`` is the GPU Ray assigned, if any."""
+    ``options`` arrive unresolved (pickled without their target and device): the device is
+    resolved here, on the worker (``auto`` is the GPU Ray assigned, if any)."""
     import torch
 
     torch.set_num_threads(1)
     where = _where()
-    training = Training.resolve(device, precision=precision)
+    options = options.replace(seed=config["seed"]).check()  # here, on the worker
     cache = TeacherCache(task)
     cache.load_state(teacher)
     policy = Policy.from_dict(config["policy"])
     epochs = policy.finetune.epochs
 
     with trial_gate(exclusive_timing) as gate:
-        teacher = process_teacher(
-            task,
-            target=target,
-            objectives=objectives,
-            run=baseline,
-            gate=gate,
-            target_options=target_options,
-        )
+        teacher = process_teacher(task, options, run=baseline, gate=gate)
         where["teacher"] = json.dumps(teacher, default=str)
 
-        def on_epoch(epoch: int, value: float) -> None:
+        def on_score(epoch: int, value: float) -> None:
             # the last epoch is reported with the record: ASHA stops a trial at max_t at once
             if epoch < epochs and not config.get("full"):
                 with gate.released():  # the driver may be slow to take it: don't hold others
@@ -141,19 +131,13 @@ def trainable(
         record = run_trial(
             task,
             policy,
+            options,
+            TrialHooks(on_score=on_score, gate=gate),
             number=config["number"],
             objectives=objectives,
             baseline=teacher,
             out_dir=Path(config["out_dir"]),
-            target=target,
-            importance=importance,
-            seed=config["seed"],
             teacher_cache=cache,
-            on_epoch=on_epoch,
-            gate=gate,
-            timeout_s=timeout_s,
-            target_options=target_options,
-            training=training,
         )
     record.update({k: v for k, v in where.items() if k != "teacher"})
     value = record["metrics"].get(METRIC)
@@ -302,13 +286,8 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 teacher=teacher_outputs(task),
                 objectives=session.objectives,
                 baseline=session.teacher,
-                target=session.config.target,
-                importance=session.config.importance,
+                options=session.options,
                 exclusive_timing=exclusive_timing,
-                timeout_s=session.config.trial_timeout_s,
-                target_options=session.config.target_options,
-                device=session.config.device,
-                precision=session.config.precision,
             )
             storage = (session.run_dir.path / "ray").resolve()
             limiter = ConcurrencyLimiter(searcher, max_concurrent=concurrent)

@@ -102,7 +102,7 @@ class ControllerSearcher(Searcher):
             return
         result = {**(result or self.last.get(trial_id) or {}), **self.kept.pop(trial_id, {})}
         self.on_trial_result(trial_id, result)  # Tune skips it for the result a scheduler stops
-        end = outcome(result, timeout_s=self.session.config.trial_timeout_s)
+        end = outcome(result, timeout_s=self.session.options.timeout_s)
         record = self._new_record(
             trial_id, proposal, end.state, result, trial=end.trial, error=end.error
         )
@@ -268,7 +268,7 @@ class TrialStopper(tune.stopper.Stopper):
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if self.session is None:
             return False
-        limit = self.session.config.trial_timeout_s
+        limit = self.session.options.timeout_s
         return limit is not None and result.get("time_total_s", 0) > limit
 
     def stop_all(self) -> bool:
