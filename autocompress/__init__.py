@@ -1,13 +1,16 @@
 """autocompress: search compression policies for trained PyTorch models.
 
-``import autocompress`` stays lean: Optuna, Ray, MLflow and plotting load only where used.
+One function per command (``apply``, ``search`` / ``search_config``, ``inspect``, ``report``,
+``export``, ``compare``, ``sync``; in ``autocompress.api``) and the objects they take.
+``import autocompress`` stays lean: the command functions, Optuna, Ray, MLflow and plotting
+load only where used (PEP 562).
 
->>> from autocompress import Policy, compress, search  # doctest: +SKIP
+>>> from autocompress import Policy, apply, compress, search  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from autocompress.api import search
+from autocompress._lazy import lazy_names
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.pipeline._compress import (
     CompressResult,
@@ -21,6 +24,9 @@ from autocompress.study.objectives import load_objectives
 from autocompress.study.space import load_space
 from autocompress.task import Task, load_task
 
+_COMMANDS = ("apply", "compare", "export", "inspect", "report", "search", "search_config", "sync")
+__getattr__, _ = lazy_names(__name__, {".api": _COMMANDS})
+
 __all__ = [
     "AutoCompressError",
     "CompressResult",
@@ -28,12 +34,19 @@ __all__ = [
     "MeasureSettings",
     "Policy",
     "Task",
+    "apply",
+    "compare",
     "compress",
+    "export",
+    "inspect",
     "load_artifact",
     "load_objectives",
     "load_policy",
     "load_space",
     "load_task",
     "measure_baseline",
+    "report",
     "search",
+    "search_config",
+    "sync",
 ]

@@ -65,6 +65,7 @@ class SearchResult:
     trials: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
     baseline: dict[str, Any]
+    config: SearchConfig | None = None  # the config the search ran with, overrides applied
 
 
 @dataclass
@@ -329,6 +330,7 @@ def finish(session: Session) -> SearchResult:
         trials=list(controller.records.values()),
         pareto=[dict(r) for r in pareto],
         baseline=controller.baseline,
+        config=session.config,
     )
 
 

@@ -11,10 +11,10 @@ from _support.models import cnn_task
 
 from autocompress.api import run_search
 from autocompress.errors import ConfigError
+from autocompress.study._start import StartPlan, auto_count, kept_bits, space_levels, uniform_name
 from autocompress.study.config import SearchConfig
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import load_space
-from autocompress.study._start import StartPlan, auto_count, kept_bits, space_levels, uniform_name
 from autocompress.targets import get_target
 
 TESTS = Path(__file__).resolve().parents[1]

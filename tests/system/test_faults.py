@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from autocompress.api import run_search
 from autocompress.cli import app
-from autocompress.study.config import SearchConfig
 from autocompress.study._controller import _NUMBER_ATTR as NUMBER_ATTR
+from autocompress.study.config import SearchConfig
 from autocompress.study.failures import FailureMonitor, SearchAborted, no_feasible_trial
 from autocompress.study.rundir import RunDir
 

@@ -350,4 +350,5 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
     finally:
         session.stop()
 
+
 __all__ = ["connect", "make_scheduler", "run", "teacher_outputs", "trainable", "trial_resources"]
