@@ -1,13 +1,16 @@
 """autocompress: search compression policies for trained PyTorch models.
 
-``import autocompress`` stays lean: Optuna, Ray, MLflow and plotting load only where used.
+One function per command (``apply``, ``search`` / ``search_config``, ``inspect``, ``report``,
+``export``, ``compare``, ``sync``; in ``autocompress.api``) and the objects they take.
+``import autocompress`` stays lean: the command functions, Optuna, Ray, MLflow and plotting
+load only where used (PEP 562).
 
->>> from autocompress import Policy, compress, search  # doctest: +SKIP
+>>> from autocompress import Policy, apply, compress, search  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from autocompress.api import search
+from autocompress._lazy import lazy_names
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.pipeline._compress import (
     CompressResult,
@@ -24,6 +27,9 @@ from autocompress.study.space import load_space
 from autocompress.task import Task, load_task
 from autocompress.techniques.importance import Importance, register_importance
 
+_COMMANDS = ("apply", "compare", "export", "inspect", "report", "search", "search_config", "sync")
+__getattr__, _ = lazy_names(__name__, {".api": _COMMANDS})
+
 __all__ = [
     "AutoCompressError",
     "CompressOptions",
@@ -34,7 +40,11 @@ __all__ = [
     "Policy",
     "Task",
     "TrialHooks",
+    "apply",
+    "compare",
     "compress",
+    "export",
+    "inspect",
     "load_artifact",
     "load_objectives",
     "load_policy",
@@ -42,5 +52,8 @@ __all__ = [
     "load_task",
     "measure_baseline",
     "register_importance",
+    "report",
     "search",
+    "search_config",
+    "sync",
 ]

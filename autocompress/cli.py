@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from autocompress.errors import AutoCompressError
-from autocompress.techniques.importance import IMPORTANCES, check_importance
+from autocompress.techniques.importance import IMPORTANCES
 
 app = typer.Typer(
     add_completion=False,
@@ -45,11 +45,6 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=2) from None
 
     return wrapper
-
-
-def _need_directory(path: Path, option: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise AutoCompressError(f"{option} {path} is a file; give a directory (it is created)")
 
 
 def target_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -122,37 +117,27 @@ def apply(
     precision: Annotated[str, _PRECISION] = "fp32",
 ) -> None:
     """Apply one policy: write DIR/model.*, DIR/policy.json and DIR/metrics.json."""
-    from autocompress.pipeline._compress import MeasureSettings, compress
-    from autocompress.pipeline.options import CompressOptions
-    from autocompress.policy import load_policy
-    from autocompress.task import load_task
+    from autocompress import api
 
-    _need_directory(out, "--out")
-    pol = load_policy(policy)
-    if threads < 1:
-        raise AutoCompressError(f"--threads {threads}: must be at least 1")
-    if repeats < 20:
-        raise AutoCompressError(f"--repeats {repeats}: latency needs at least 20 timed repeats")
     options = target_options(target_option)
     if max_layer_drop is not None:
         options["max_layer_drop"] = max_layer_drop
-    run_with = CompressOptions.of(
-        target=target,
-        target_options=options,
-        importance=importance,
-        seed=seed,
-        settings=MeasureSettings(threads=threads, repeats=repeats),
-    ).replace(device=device, precision=precision)
-    run_with.check()  # a wrong target option or a device not here fails before the task loads
     status, on_stage = _stage_printer("apply")
     with status:
-        on_stage("loading task")
-        job = load_task(task)  # its module may register a plug-in criterion
-        try:
-            check_importance(importance)
-        except AutoCompressError as exc:
-            raise type(exc)(f"--importance: {exc}") from None
-        result = compress(job, pol, options=run_with, out_dir=out, on_stage=on_stage)
+        result = api.apply(
+            task,
+            policy,
+            out_dir=out,
+            target=target,
+            importance=importance,
+            threads=threads,
+            repeats=repeats,
+            seed=seed,
+            target_options=options,
+            device=device,
+            precision=precision,
+            on_stage=on_stage,
+        )
     m = result.metrics
     typer.echo(json.dumps({k: v for k, v in m.items() if k != "layers"}, indent=2))
     typer.echo(f"wrote {out / m['artifact']}, {out / 'policy.json'}, {out / 'metrics.json'}")
@@ -187,34 +172,28 @@ def search_cmd(
     ] = None,
 ) -> None:
     """Search compression policies; writes trials.jsonl, pareto.json and the report."""
-    from autocompress.api import make_tracker, run_search
-    from autocompress.study.config import SearchConfig
+    from autocompress.api import search_config
     from autocompress.study.failures import no_feasible_trial
     from autocompress.study.records import TrialState
 
-    cfg = SearchConfig.from_yaml(config)
-    if budget is not None and trials is None:
-        from autocompress.study.budget import MAX_TRIALS
-
-        trials = MAX_TRIALS  # the budget bounds the search
-    cfg = cfg.with_overrides(
+    result = search_config(
+        config,
+        resume=resume,
+        verbose=verbose,
+        tracking=tracking,
+        tracking_uri=tracking_uri,
         budget=budget,
         trials=trials,
-        out=str(out) if out is not None else None,
+        precision=precision,
+        out=out,
         backend=backend,
         seed=seed,
         sampler=sampler,
         address=address,
-        tracking_uri=tracking_uri,
         device=device,
-        finetune={**cfg.finetune, "precision": precision} if precision else None,
     )
-    if not tracking:
-        cfg = cfg.with_overrides(tracking=False)
-    _need_directory(cfg.run_dir, "--out (or the config's out:)")
-    tracker = make_tracker(cfg, tracking_uri) if cfg.tracking else None
-    result = run_search(cfg, resume=resume, tracker=tracker, verbose=verbose)
     failed = sum(r["state"] == TrialState.FAILED for r in result.trials)
+    cfg = result.config
     asked = f"budget {cfg.budget}" if cfg.budget else f"{cfg.trials} trials asked"
     typer.echo(
         f"{asked}, {len(result.trials)} recorded ({failed} failed), "
@@ -240,24 +219,20 @@ def inspect_cmd(
 ) -> None:
     """Print the model's layers, what the space makes of each (with each bit-width's mode on
     the target), and the space's dimension."""
-    from autocompress.reporting.inspect import describe
-    from autocompress.study.space import load_space
-    from autocompress.task import load_task
+    from autocompress import api
 
     options = target_options(target_option)
-    job = load_task(task)
-    typer.echo(describe(job, load_space(space), target=target, target_options=options))
+    typer.echo(api.inspect(task, space=space, target=target, target_options=options))
 
 
 @app.command("report")
 @_user_errors
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -> None:
     """Rebuild report.html and pareto.png from a run directory."""
-    from autocompress.reporting.report import write_report
+    from autocompress import api
 
-    for path in write_report(run_dir):
-        if path is not None:
-            typer.echo(f"wrote {path}")
+    for path in api.report(run_dir):
+        typer.echo(f"wrote {path}")
 
 
 @app.command("export")
@@ -286,17 +261,14 @@ def export_cmd(
     ] = "torch",
 ) -> None:
     """Write a trial's deployable model with its policy.json and metrics.json."""
+    from autocompress import api
     from autocompress.measure.metrics import summary
-    from autocompress.reporting.export import export_trial, pick_trial
-    from autocompress.targets import export_formats
 
-    _need_directory(out, "--out")
-    if format not in export_formats():
-        raise AutoCompressError(f"--format {format!r}: choose from {', '.join(export_formats())}")
     if (trial is None) == (not pick):
         raise AutoCompressError("give either --trial N or --pick")
-    number = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by) if pick else trial
-    metrics = export_trial(run_dir, number, out, fmt=format)
+    number, metrics, out = api.export(
+        run_dir, out=out, trial=trial, max_accuracy_drop=max_accuracy_drop, by=by, format=format
+    )
     typer.echo(
         f"trial {number}: {summary(metrics)} ({metrics['target']}, {metrics['artifact']}) -> {out}"
     )
@@ -314,9 +286,10 @@ def compare_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Compare searches side by side: counts, front size, best points, hypervolume, fronts plot."""
-    from autocompress.reporting.comparison import compare, format_table
+    from autocompress import api
+    from autocompress.reporting.comparison import format_table
 
-    rows, html, png = compare(sources, out_dir=out, tracking_uri=tracking_uri)
+    rows, html, png = api.compare(*sources, out=out, tracking_uri=tracking_uri)
     typer.echo(format_table(rows))
     typer.echo(f"wrote {html} and {png}")
 
@@ -328,17 +301,10 @@ def sync_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Upload to MLflow the trials of a run directory that are not tracked yet."""
-    from autocompress.api import make_tracker
-    from autocompress.study.config import SearchConfig
-    from autocompress.study.rundir import RunDir
+    from autocompress import api
 
-    rd = RunDir(run_dir)
-    cfg = SearchConfig.from_dict(rd.read_config(), source=str(run_dir / "config.yaml"))
-    cfg = cfg.with_overrides(out=str(run_dir))
-    tracker = make_tracker(cfg, tracking_uri)
-    tracker.start_search(cfg.to_dict())
-    n = tracker.sync(rd.records())
-    typer.echo(f"uploaded {n} trial(s) to {tracker.tracking_uri}")
+    n, uri = api.sync(run_dir, tracking_uri=tracking_uri)
+    typer.echo(f"uploaded {n} trial(s) to {uri}")
 
 
 def main() -> None:

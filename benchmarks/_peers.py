@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from autocompress.measure.timing import threads
-from autocompress.targets._ort_graph import load_config
+from autocompress.targets.runtimes import load_config
 from autocompress.task import run_model
 
 

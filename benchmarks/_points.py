@@ -10,10 +10,10 @@ import torch
 from _common import ROOT
 from _peers import Contender, Session
 
+from autocompress import compress
 from autocompress.errors import AutoCompressError
-from autocompress.pipeline._compress import compress
 from autocompress.policy import load_policy
-from autocompress.reporting.export import export_trial, pick_trial
+from autocompress.reporting import export_trial, pick_trial
 from autocompress.study.rundir import RunDir
 from autocompress.targets import TARGETS, get_target
 from autocompress.task import Task

@@ -30,7 +30,7 @@ from _support.models import GPT2Classifier, TinyViT, _classification  # noqa: E4
 
 from autocompress import Policy, compress  # noqa: E402
 from autocompress.targets import TARGETS  # noqa: E402
-from autocompress.targets._cpu import cpu_record  # noqa: E402
+from autocompress.targets.runtimes import cpu_record  # noqa: E402
 
 POLICY = Policy.from_dict(
     {"prune": {"default": 0.5}, "quant": {"default": 8}, "finetune": {"epochs": 1, "lr": 1e-4}}

@@ -53,8 +53,8 @@ from _points import policy_point, search_point  # noqa: E402
 from autocompress.analysis.layers import list_layers  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
 from autocompress.targets import get_target  # noqa: E402
-from autocompress.targets._cpu import cpu_record  # noqa: E402
 from autocompress.targets.onnx import export_onnx  # noqa: E402
+from autocompress.targets.runtimes import cpu_record  # noqa: E402
 from autocompress.task import Task, load_task  # noqa: E402
 
 MD_OUT = RESULTS / "compression.md"

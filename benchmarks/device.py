@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from autocompress import Policy, compress  # noqa: E402
 from autocompress.device import Training  # noqa: E402
-from autocompress.targets._cpu import cpu_record  # noqa: E402
+from autocompress.targets.runtimes import cpu_record  # noqa: E402
 from autocompress.task import load_task  # noqa: E402
 
 MODELS = {

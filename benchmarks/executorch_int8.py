@@ -23,45 +23,17 @@ CPU's name and int8 features, and per row the ops delegated to XNNPACK and left 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import tempfile
-import time
 from pathlib import Path
 
+import _common as common
 import torch
-from _common import digits_task, round_robin
 
-from autocompress import Policy, Task, compress
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
-from autocompress.targets import _et_lower
-from autocompress.targets import _et_runtime as rt
-from autocompress.targets._cpu import VNNI_FLAGS, cpu_info, cpu_record
+from autocompress import Task
+from autocompress.targets.runtimes import executorch_lowering as _et_lower
+from autocompress.targets.runtimes import executorch_runtime as rt
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "executorch_int8.json"
-SETTINGS = MeasureSettings(threads=1, warmup=10, repeats=30)
-ROUNDS, WARMUP = 400, 50
+OUT = common.RESULTS / "executorch_int8.json"
 CALIBRATION = 300  # images for the pt2e peer (as NNCF's default subset in openvino_int8.py)
-
-
-def _ours(task: Task, policy: dict, out: Path, baseline: dict) -> tuple[Path, dict]:
-    res = compress(
-        task,
-        Policy.from_dict(policy),
-        target="executorch",
-        out_dir=out,
-        settings=SETTINGS,
-        baseline=baseline,
-    )
-    modes = [r["mode"] for r in res.metrics["layers"].values()]
-    row = {
-        "size_bytes": res.metrics["size_bytes"],
-        "int_compute_layers": f"{modes.count('int-compute')}/{len(modes)}",
-        **res.metrics["graph"],
-    }
-    return res.artifact, row
 
 
 def _pt2e(task: Task, out: Path) -> tuple[Path, dict]:
@@ -100,100 +72,45 @@ def _pt2e(task: Task, out: Path) -> tuple[Path, dict]:
 
 
 def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> dict:
-    baseline = measure_baseline(task, target="executorch", settings=SETTINGS)
-    paths, rows = {}, {}
-    policies = {"fp32": {"quant": {"default": 32}}, "int8": {"quant": {"default": 8}}}
-    if qat_epochs:
-        policies["int8-qat"] = {
-            "quant": {"default": 8},
-            "finetune": {"epochs": qat_epochs, "lr": 1e-4},
-        }
-    for name, policy in policies.items():
-        policy = {"finetune": {"epochs": 0}, **policy}
-        paths[name], rows[name] = _ours(task, policy, tmp / name, baseline)
+    ours = common.our_rows(task, "executorch", tmp, qat_epochs)
+    paths = {name: res.artifact for name, (res, _) in ours.items()}
+    rows = {name: {**row, **res.metrics["graph"]} for name, (res, row) in ours.items()}
     if peer:
         paths["pt2e"], rows["pt2e"] = _pt2e(task, tmp)
     runs = {name: rt.EtModule(path, threads=1) for name, path in paths.items()}
-    for name, run in runs.items():
-        rows[name]["accuracy"] = task.evaluate(run)
-    lat = round_robin(runs, task.example_inputs[0][:1], rounds, WARMUP)
-    for name, row in rows.items():
-        row.update(latency_ms=lat[name]["median_ms"], latency_p90_ms=lat[name]["p90_ms"])
-        row["latency_cold_ms"] = lat[name]["cold_median_ms"]
-        row["speedup_vs_fp32"] = lat["fp32"]["median_ms"] / lat[name]["median_ms"]
-        row["compression_vs_fp32"] = rows["fp32"]["size_bytes"] / row["size_bytes"]
+    common.measure_runs(rows, runs, task, rounds)
     return rows
 
 
-def machine() -> dict:
+def main() -> None:
     from importlib.metadata import version
 
     import torchao
 
-    flags = cpu_info()[1]
-    features = [f for f in (*VNNI_FLAGS, "avx512_bf16", "amx_bf16") if f in flags]
-    return {
-        **cpu_record(),
-        "int8_features": features,
-        "cores": os.cpu_count(),
-        "executorch": version("executorch"),
-        "torchao": torchao.__version__,
-        "torch": torch.__version__,
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="timed round-robin rounds")
-    parser.add_argument("--qat-epochs", type=int, default=2, help="0: no int8-qat row")
-    parser.add_argument("--no-peer", action="store_true", help="leave out the pt2e row")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="autocompress-et-bench-") as tmp:
-        rows = bench(digits_task(), Path(tmp), args.rounds, args.qat_epochs, not args.no_peer)
-    cpu = machine()
+    args, rows = common.run_lowered(__doc__, "pt2e", bench, "autocompress-et-bench-")
+    cpu = common.int8_machine(
+        executorch=version("executorch"), torchao=torchao.__version__, torch=torch.__version__
+    )
     int8 = rows["int8"]
     checks = {
-        "int8 within 1 point of fp32": rows["fp32"]["accuracy"] - int8["accuracy"] <= 0.01,
-        "every int8 layer ran XNNPACK int8": int8["int_compute_layers"].split("/")[0]
-        == int8["int_compute_layers"].split("/")[1],
+        **common.int8_checks(rows, "XNNPACK int8"),
         "int8 faster than fp32": int8["speedup_vs_fp32"] > 1,
     }
     if "pt2e" in rows:
         checks["int8 no slower than pt2e"] = int8["latency_ms"] <= rows["pt2e"]["latency_ms"]
         checks["int8 no larger than pt2e"] = int8["size_bytes"] <= rows["pt2e"]["size_bytes"]
-    doc = {
-        "machine": cpu,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "model": "examples/digits/task.py:build_task (ResNet-style CNN, 16x16 digits)",
-        "settings": {
-            "threads": 1,
-            "batch": 1,
-            "rounds": args.rounds,
-            "warmup": WARMUP,
-            "order": "round-robin, random order per round (seed 0); per turn a cold call "
-            "(latency_cold_ms) then the timed call (latency_ms)",
-            "int8_route": "pt2e XNNPACKQuantizer graph with observers pinned to our codes' "
-            "scales and the fine-tuning's activation qparams (codes checked after convert)",
-        },
-        "load_average_1min": round(os.getloadavg()[0], 1),  # other processes on the cores
-        "results": rows,
-        "checks": checks,
-        "seconds": round(time.time() - t0),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"{cpu['model']} | int8 features: {', '.join(cpu['int8_features']) or 'none'}")
-    for name, row in rows.items():
-        print(
-            f"{name:10s} acc {row['accuracy']:.4f}  {row['size_bytes'] / 1e6:6.3f} MB  "
-            f"{row['latency_ms']:.3f} ms  {row['speedup_vs_fp32']:.2f}x  "
-            f"int8 layers {row['int_compute_layers']}  portable {row['portable_ops']}"
-        )
-    for check, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {check}")
+    route = (
+        "pt2e XNNPACKQuantizer graph with observers pinned to our codes' "
+        "scales and the fine-tuning's activation qparams (codes checked after convert)"
+    )
+    common.write_results(args, OUT, cpu, rows, checks, int8_route=route)
+    common.print_results(
+        cpu,
+        rows,
+        checks,
+        10,
+        lambda row: f"int8 layers {row['int_compute_layers']}  portable {row['portable_ops']}",
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ OUT = Path(__file__).parent / "results" / "export_remeasure.json"
 FRESH = r"""
 import json, sys
 from autocompress import load_artifact
-from autocompress.pipeline._compress import measure_baseline
+from autocompress import measure_baseline
 from autocompress.measure.timing import measure_latency
-from autocompress.targets._torch import read
+from autocompress.targets.runtimes import read_torch_artifact as read
 from autocompress.task import load_task
 
 path = sys.argv[1]

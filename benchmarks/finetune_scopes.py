@@ -23,8 +23,7 @@ from pathlib import Path
 from _common import RESULTS
 from onnxruntime_int8 import SETTINGS, digits_task, round_robin
 
-from autocompress import Policy, compress
-from autocompress.pipeline._compress import measure_baseline
+from autocompress import Policy, compress, measure_baseline
 from autocompress.policy import FINETUNE_SCOPES
 
 OUT = RESULTS / "finetune_scopes.json"

@@ -29,7 +29,7 @@ from autocompress.api import run_search
 from autocompress.study.config import SearchConfig
 from autocompress.study.space import load_space
 from autocompress.targets import get_target
-from autocompress.targets._torch import read
+from autocompress.targets.runtimes import read_torch_artifact as read
 from autocompress.task import load_task
 
 TASK = f"{ROOT / 'tests' / '_support' / 'models.py'}:grouped_concat_task"

@@ -33,11 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autocompress import Policy, Task, compress
-from autocompress.pipeline._compress import MeasureSettings
+from autocompress import MeasureSettings, Policy, Task, compress
 from autocompress.targets import get_target
-from autocompress.targets._cpu import cpu_record
-from autocompress.targets._ort_graph import OrtModule, export_float
+from autocompress.targets.runtimes import OrtModule, cpu_record, export_float
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +200,7 @@ def round_robin(
 
 
 def bench(task: Task, policies: dict[str, dict], tmp: Path, rounds: int = ROUNDS) -> dict:
-    from autocompress.pipeline._compress import measure_baseline
+    from autocompress import measure_baseline
 
     rows: dict[str, dict] = {}
     paths: dict[str, Path] = {}

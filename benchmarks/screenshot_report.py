@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autocompress.reporting.report import write_report
+from autocompress.reporting import write_report
 
 
 def screenshot(

@@ -32,11 +32,10 @@ import torch
 from _common import RESULTS, ROOT
 from torch import nn
 
-from autocompress import Policy, compress
+from autocompress import MeasureSettings, Policy, compress, measure_baseline
 from autocompress.measure.timing import threads
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
 from autocompress.targets import get_target
-from autocompress.targets._torch import read
+from autocompress.targets.runtimes import read_torch_artifact as read
 from autocompress.task import Task, load_task, run_model
 
 QUICK = MeasureSettings(warmup=2, repeats=20)  # compress's own figures; the table times below

@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers: the tiny MLP task, a local search config, a CLI environment."""
+"""Shared fixtures and helpers: the tiny MLP task, a local search config, a CLI environment,
+the tiny CNN task (``cnn``)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def local_config(out: Path, **overrides: Any) -> SearchConfig:
 def make_config(tmp_path: Path):
     """``make_config(**overrides)`` -> a :func:`local_config` writing to ``tmp_path / "run"``."""
     return lambda **overrides: local_config(tmp_path / "run", **overrides)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """The tiny CNN task, its teacher trained two epochs (once per test module)."""
+    from _support.models import cnn_task
+
+    return cnn_task(epochs=2)
 
 
 # -- fault-injection summary (tests/_support/faults.py) -----------------------------------------------

@@ -6,25 +6,14 @@ Names load lazily (PEP 562): plotting libraries load only when used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from autocompress._lazy import lazy_names
 
-_WHERE = {
-    "compare": "autocompress.reporting.comparison",
-    "describe": "autocompress.reporting.inspect",
-    "export_trial": "autocompress.reporting.export",
-    "format_table": "autocompress.reporting.comparison",
-    "load_run": "autocompress.reporting.report",
-    "pick_trial": "autocompress.reporting.export",
-    "write_report": "autocompress.reporting.report",
-    "write_report_safely": "autocompress.reporting.report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_WHERE)
+__getattr__, __all__ = lazy_names(
+    __name__,
+    {
+        ".comparison": ("compare", "format_table"),
+        ".export": ("export_trial", "pick_trial"),
+        ".inspect": ("describe",),
+        ".report": ("load_run", "write_report", "write_report_safely"),
+    },
+)

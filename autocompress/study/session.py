@@ -67,6 +67,7 @@ class SearchResult:
     trials: list[TrialRecord]
     pareto: list[dict[str, Any]]
     teacher: dict[str, Any]  # the run's teacher (teacher.json)
+    config: SearchConfig | None = None  # the config the search ran with, overrides applied
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -293,6 +294,7 @@ def finish(session: Session) -> SearchResult:
         trials=list(controller.records.values()),
         pareto=[dict(r) for r in pareto],
         teacher=controller.teacher,
+        config=session.config,
     )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _support.runs import same_trials, timing_free
 
 from autocompress.api import run_search
 from autocompress.study.config import SearchConfig
@@ -30,25 +30,9 @@ def _config(out: Path, backend: str, **kw) -> SearchConfig:
     )
 
 
-def _timing_free(value: Any) -> Any:
-    """``value`` without the figures that are timings (latency, speedup)."""
-    if isinstance(value, dict):
-        return {
-            k: _timing_free(v)
-            for k, v in value.items()
-            if "latency" not in k and k not in ("speedup", "duration_s")
-        }
-    return value
-
-
 def _same(a, b) -> None:
-    assert [r["number"] for r in a.trials] == [r["number"] for r in b.trials]
-    assert [r["policy"] for r in a.trials] == [r["policy"] for r in b.trials]
-    assert [r["state"] for r in a.trials] == [r["state"] for r in b.trials]
-    for x, y in zip(a.trials, b.trials, strict=True):
-        assert _timing_free(x["metrics"]) == _timing_free(y["metrics"]), x["number"]
-        assert [e["accuracy"] for e in x["epochs"]] == [e["accuracy"] for e in y["epochs"]]
-    assert _timing_free(a.teacher) == _timing_free(b.teacher)
+    same_trials(a.trials, b.trials)
+    assert timing_free(a.teacher) == timing_free(b.teacher)
 
 
 def test_local_search_is_deterministic(tmp_path):

@@ -2,52 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+import functools
 
 import pytest
 import torch
-from _support import models
-from _support.models import cnn_task
+from _support import lowered, models
 from conftest import ENV
-from torch import nn
 
 from autocompress import Policy
-from autocompress.api import run_search
-from autocompress.errors import AutoCompressError
 from autocompress.pipeline._compress import (
     MeasureSettings,
     compress,
-    load_artifact,
     measure_baseline,
 )
-from autocompress.study.config import SearchConfig
-from autocompress.targets import _et_lower, get_target
+from autocompress.targets import _et_lower
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
 from autocompress.techniques.quantize import quantize_weight
 
-TESTS = Path(__file__).resolve().parents[1]
-COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return cnn_task(epochs=2)
-
-
-def _apply(task, policy: dict, out: Path, **kwargs):
-    policy = {"finetune": {"epochs": 0}, **policy}
-    settings = MeasureSettings(repeats=20, warmup=2)
-    return compress(
-        task,
-        Policy.from_dict(policy),
-        target="executorch",
-        out_dir=out,
-        settings=settings,
-        **kwargs,
-    )
+_apply = functools.partial(lowered.apply_policy, target="executorch")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +29,7 @@ def int8(cnn, tmp_path_factory):
 
 def test_int8_cnn_runs_xnnpack_int8_kernels_and_says_so(cnn, int8):
     layers = int8.metrics["layers"]
-    compute = [p for p, m in cnn.model.named_modules() if isinstance(m, COMPUTE)]
+    compute = [p for p, m in cnn.model.named_modules() if isinstance(m, lowered.COMPUTE)]
     assert {layers[p]["mode"] for p in compute} == {"int-compute"}
     assert {layers[p]["runs"] for p in compute} == {"XNNPACK"}
     assert {layers[p]["scope_achieved"] for p in compute} == {"weight+activation"}
@@ -75,7 +47,7 @@ def test_the_quantized_graph_carries_our_codes_and_scales(cnn):
     """Our per-channel codes survive the XNNPACK quantizer (pinned observers), and a layer whose
     codes were changed behind our back would be an error, not a silent re-calibration."""
     folded = fold_batchnorm(cnn.model, foldable_pairs(cnn.model))
-    paths = [p for p, m in folded.named_modules() if isinstance(m, COMPUTE)]
+    paths = [p for p, m in folded.named_modules() if isinstance(m, lowered.COMPUTE)]
     codes = _et_lower.set_codes_(folded, paths)
     batches = [b for b, _ in cnn.train_loader[:2]]
     graph, pinned = _et_lower.quantize(
@@ -114,18 +86,7 @@ print(json.dumps({
 
 def test_reloaded_in_a_fresh_process_records_match_the_program(cnn, int8, tmp_path):
     x = torch.cat([b[0] for b in cnn.val_loader])[:8]
-    torch.save(x, tmp_path / "x.pt")
-    script = tmp_path / "fresh.py"
-    script.write_text(_FRESH)
-    run = subprocess.run(
-        [sys.executable, str(script), str(int8.artifact), str(tmp_path / "x.pt")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    fresh = json.loads(run.stdout.strip().splitlines()[-1])
+    fresh = lowered.run_fresh(tmp_path, _FRESH, int8.artifact, x, ENV)
     assert torch.allclose(torch.tensor(fresh["out"]), int8.model(x), atol=1e-5)
     graph = int8.metrics["graph"]
     # the serialized program: one XNNPACK blob per partition, portable kernels for the rest
@@ -150,48 +111,6 @@ def test_mixed_bits_leave_32_bit_layers_in_fp32(cnn, tmp_path):
     layers = _apply(cnn, policy, tmp_path).metrics["layers"]
     assert layers["fc"]["mode"] == layers["stem"]["mode"] == "float"
     assert layers["layer1.conv1"]["mode"] == "int-compute"
-
-
-@pytest.mark.parametrize("bits", [4, 16])
-def test_bits_executorch_cannot_run_are_one_line_errors(cnn, tmp_path, bits):
-    with pytest.raises(AutoCompressError, match=f"{bits} bits cannot be honoured.*executorch") as e:
-        _apply(cnn, {"quant": {"default": bits}}, tmp_path)
-    assert "\n" not in str(e.value)
-
-
-def test_missing_executorch_is_one_line_naming_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "executorch", None)  # import executorch -> ImportError
-    with pytest.raises(AutoCompressError, match=r'pip install "autocompress\[executorch\]"') as e:
-        get_target("executorch")
-    assert "\n" not in str(e.value)
-    get_target("onnxruntime")  # the other targets are unaffected
-
-
-def test_cli_without_executorch_exits_2_naming_the_extra(tmp_path):
-    shadow = tmp_path / "shadow" / "executorch"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('No module named executorch')\n")
-    policy = tmp_path / "p.json"
-    policy.write_text("{}")
-    env = {**ENV, "PYTHONPATH": f"{shadow.parent}:{ENV['PYTHONPATH']}"}
-    args = [
-        "--task",
-        f"{TESTS}/_support/tasks.py:cnn",
-        "--policy",
-        str(policy),
-        "--target",
-        "executorch",
-    ]
-    out = subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 2
-    assert 'pip install "autocompress[executorch]"' in out.stderr
-    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
 
 
 # resnext, densenet, unet and encoder also lower and run (checked once); left out to keep the
@@ -223,64 +142,18 @@ def test_every_test_model_runs_on_executorch_or_says_why(family, tmp_path):
     modules = dict(task.model.named_modules())
     for path, rec in result.metrics["layers"].items():
         assert rec.get("op") and rec.get("runs"), (path, rec)
-        if rec["bits"] == 8 and isinstance(modules.get(path), COMPUTE):
+        if rec["bits"] == 8 and isinstance(modules.get(path), lowered.COMPUTE):
             assert rec["mode"] == "int-compute" or rec.get("fallback"), (path, rec)
     assert result.metrics["accuracy"] == pytest.approx(task.evaluate(result.model))
 
 
 def test_cli_apply_on_a_tiny_cnn(tmp_path):
-    policy = tmp_path / "p.json"
-    policy.write_text(json.dumps({"prune": {"default": 0.25}, "quant": {"default": 8}}))
-    args = [
-        "--task",
-        f"{TESTS}/_support/tasks.py:cnn",
-        "--policy",
-        str(policy),
-        "--target",
-        "executorch",
-    ]
-    out = subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["target"] == "executorch" and metrics["artifact"] == "model.pte"
+    metrics = lowered.cli_applied(tmp_path, "executorch", "model.pte", ENV)
     assert {r["mode"] for r in metrics["layers"].values()} == {"int-compute"}
 
 
 def test_tiny_local_search_on_executorch(tmp_path):
-    from autocompress.reporting.export import export_trial
-
-    cfg = SearchConfig.from_dict(
-        {
-            "name": "cnn-et",
-            "task": f"{TESTS}/_support/tasks.py:cnn",
-            "search_space": "int8",  # default offers 4 and 16 bits: refused on executorch
-            "objectives": "accuracy-size-latency",
-            "trials": 2,
-            "seed": 0,
-            "backend": "local",
-            "epochs": 1,
-            "tracking": False,
-            "target": "executorch",
-            "out": str(tmp_path / "run"),
-        }
-    )
-    result = run_search(cfg)
-    done = [t for t in result.trials if t["state"] in ("complete", "infeasible")]
-    assert len(done) == 2, [t.get("error") for t in result.trials]
-    assert all(t["metrics"]["target"] == "executorch" for t in done)
-    assert all(t["metrics"]["artifact"] == "model.pte" for t in done)
-    number = next(t["number"] for t in done if t["state"] == "complete")
-    with pytest.raises(AutoCompressError, match="--format executorch"):
-        export_trial(tmp_path / "run", number, tmp_path / "e0", fmt="torch")
-    metrics = export_trial(tmp_path / "run", number, tmp_path / "e1", fmt="executorch")
-    names = sorted(p.name for p in (tmp_path / "e1").iterdir())
+    # the default space offers 4 and 16 bits: refused on executorch
+    done = lowered.tiny_search(tmp_path, "executorch", "int8", "model.pte")
+    names = lowered.export_complete_trial(tmp_path, "executorch", done)
     assert names == ["metrics.json", "model.pte", "policy.json"]
-    task = cnn_task(epochs=2)  # what tests/_support/tasks.py:cnn builds
-    deployed = load_artifact(tmp_path / "e1", task.model)
-    assert task.evaluate(deployed) == pytest.approx(metrics["accuracy"])

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _support.models import cnn_task, encoder_task, mlp_task
+from _support.models import encoder_task, mlp_task
 from onnx import numpy_helper
 from torch import nn
 
@@ -24,11 +24,6 @@ from autocompress.techniques.quantize import ActivationQuant, dequantize, quanti
 
 TESTS = Path(__file__).resolve().parents[1]
 FAST = {"repeats": 20}
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return cnn_task(epochs=2)
 
 
 @pytest.fixture(scope="module")

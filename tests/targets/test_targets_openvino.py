@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+import functools
 
 import openvino as ov
 import pytest
 import torch
-from _support import models
-from _support.models import cnn_task, mlp_task
+from _support import lowered, models
+from _support.models import mlp_task
 from conftest import ENV
-from torch import nn
 
-from autocompress import Policy
-from autocompress.api import run_search
-from autocompress.errors import AutoCompressError
-from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
-from autocompress.reporting.export import export_trial
-from autocompress.study.config import SearchConfig
 from autocompress.targets import _ov_runtime as rt
-from autocompress.targets import get_target
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
 from autocompress.techniques.quantize import quantize_weight
 
-TESTS = Path(__file__).resolve().parents[1]
-COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return cnn_task(epochs=2)
-
-
-def _apply(task, policy: dict, out: Path, **kwargs):
-    policy = {"finetune": {"epochs": 0}, **policy}
-    settings = MeasureSettings(repeats=20, warmup=2)
-    return compress(
-        task, Policy.from_dict(policy), target="openvino", out_dir=out, settings=settings, **kwargs
-    )
+_apply = functools.partial(lowered.apply_policy, target="openvino")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +29,7 @@ def _constant(model: ov.Model, name: str):
 
 def test_int8_cnn_runs_u8_kernels_and_says_so(cnn, int8):
     layers = int8.metrics["layers"]
-    compute = [p for p, m in cnn.model.named_modules() if isinstance(m, COMPUTE)]
+    compute = [p for p, m in cnn.model.named_modules() if isinstance(m, lowered.COMPUTE)]
     assert {layers[p]["mode"] for p in compute} == {"int-compute"}
     assert {layers[p]["runtime_precision"] for p in compute} <= set(rt.INTEGER)
     assert {layers[p]["op"] for p in compute} == {"Convolution", "FullyConnected"}
@@ -93,18 +68,7 @@ print(json.dumps({"out": model(x).tolist(), "ops": ops, "precision": rt.inferenc
 
 def test_reloaded_in_a_fresh_process_records_match_the_runtime_graph(cnn, int8, tmp_path):
     x = torch.cat([b[0] for b in cnn.val_loader])[:8]
-    torch.save(x, tmp_path / "x.pt")
-    script = tmp_path / "fresh.py"
-    script.write_text(_FRESH)
-    run = subprocess.run(
-        [sys.executable, str(script), str(int8.artifact.parent), str(tmp_path / "x.pt")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    fresh = json.loads(run.stdout.strip().splitlines()[-1])
+    fresh = lowered.run_fresh(tmp_path, _FRESH, int8.artifact.parent, x, ENV)
     assert torch.allclose(torch.tensor(fresh["out"]), int8.model(x), atol=1e-5)
     assert fresh["precision"] == "f32"
     by_name = {op["name"]: op for op in fresh["ops"]}
@@ -140,48 +104,6 @@ def test_16bit_stores_f16_weights_and_computes_f32(cnn, tmp_path):
     assert bins[0] < 0.6 * bins[1]
 
 
-@pytest.mark.parametrize("bits", [2, 3])
-def test_bits_openvino_cannot_run_are_one_line_errors(cnn, tmp_path, bits):
-    with pytest.raises(AutoCompressError, match=f"{bits} bits cannot be honoured.*openvino") as e:
-        _apply(cnn, {"quant": {"default": bits}}, tmp_path)
-    assert "\n" not in str(e.value)
-
-
-def test_missing_openvino_is_one_line_naming_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with pytest.raises(AutoCompressError, match=r'pip install "autocompress\[openvino\]"') as e:
-        get_target("openvino")
-    assert "\n" not in str(e.value)
-    get_target("onnxruntime")  # the other targets are unaffected
-
-
-def test_cli_without_openvino_exits_2_naming_the_extra(tmp_path):
-    shadow = tmp_path / "shadow" / "openvino"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('No module named openvino')\n")
-    policy = tmp_path / "p.json"
-    policy.write_text("{}")
-    env = {**ENV, "PYTHONPATH": f"{shadow.parent}:{ENV['PYTHONPATH']}"}
-    args = [
-        "--task",
-        f"{TESTS}/_support/tasks.py:cnn",
-        "--policy",
-        str(policy),
-        "--target",
-        "openvino",
-    ]
-    out = subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 2
-    assert 'pip install "autocompress[openvino]"' in out.stderr
-    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
-
-
 FAMILIES = [
     "resnet_task",
     "resnext_task",
@@ -209,7 +131,7 @@ def test_every_test_model_runs_int8_on_openvino(family, tmp_path):
     result = _apply(task, {"quant": {"default": 8}}, tmp_path)
     modules = dict(task.model.named_modules())
     for path, rec in result.metrics["layers"].items():
-        if rec["bits"] == 8 and isinstance(modules.get(path), COMPUTE):
+        if rec["bits"] == 8 and isinstance(modules.get(path), lowered.COMPUTE):
             assert rec["mode"] == "int-compute", (path, rec)
         elif rec["mode"] != "int-compute":
             assert rec.get("op"), (path, rec)  # what ran it, or why it is not an int8 kernel
@@ -218,63 +140,13 @@ def test_every_test_model_runs_int8_on_openvino(family, tmp_path):
 
 
 def test_cli_apply_on_a_tiny_cnn(tmp_path):
-    policy = tmp_path / "p.json"
-    policy.write_text(json.dumps({"prune": {"default": 0.25}, "quant": {"default": 8}}))
-    args = [
-        "--task",
-        f"{TESTS}/_support/tasks.py:cnn",
-        "--policy",
-        str(policy),
-        "--target",
-        "openvino",
-    ]
-    out = subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", "apply", *args, "--out", str(tmp_path / "o")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["target"] == "openvino" and metrics["artifact"] == "model.xml"
+    metrics = lowered.cli_applied(tmp_path, "openvino", "model.xml", ENV)
     assert metrics["inference_precision"] == "f32"
     assert (tmp_path / "o" / "model.bin").exists()
 
 
 def test_tiny_local_search_on_openvino(tmp_path):
-    cfg = SearchConfig.from_dict(
-        {
-            "name": "cnn-ov",
-            "task": f"{TESTS}/_support/tasks.py:cnn",
-            "search_space": "default",
-            "objectives": "accuracy-size-latency",
-            "trials": 2,
-            "seed": 0,
-            "backend": "local",
-            "epochs": 1,
-            "tracking": False,
-            "target": "openvino",
-            "out": str(tmp_path / "run"),
-        }
-    )
-    result = run_search(cfg)
-    # infeasible: measured on the artifact, then found to break a constraint (not a failure)
-    done = [t for t in result.trials if t["state"] in ("complete", "infeasible")]
-    assert len(done) == 2, [t.get("error") for t in result.trials]
-    assert all(t["metrics"]["target"] == "openvino" for t in done)
-    assert all(t["metrics"]["artifact"] == "model.xml" for t in done)
+    done = lowered.tiny_search(tmp_path, "openvino", "default", "model.xml")
     assert all(t["metrics"]["inference_precision"] == "f32" for t in done)
-    number = next(t["number"] for t in done if t["state"] == "complete")
-    with pytest.raises(AutoCompressError, match="--format openvino"):
-        export_trial(tmp_path / "run", number, tmp_path / "e0", fmt="torch")
-    metrics = export_trial(tmp_path / "run", number, tmp_path / "e1", fmt="openvino")
-    assert sorted(p.name for p in (tmp_path / "e1").iterdir()) == [
-        "metrics.json",
-        "model.bin",
-        "model.xml",
-        "policy.json",
-    ]
-    task = cnn_task(epochs=2)  # what tests/_support/tasks.py:cnn builds
-    deployed = load_artifact(tmp_path / "e1", task.model)
-    assert task.evaluate(deployed) == pytest.approx(metrics["accuracy"])
+    names = lowered.export_complete_trial(tmp_path, "openvino", done)
+    assert names == ["metrics.json", "model.bin", "model.xml", "policy.json"]
