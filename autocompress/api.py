@@ -11,7 +11,6 @@ what the command prints; the CLI parses arguments and prints. The search loop it
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from autocompress._lazy import lazy_names
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.reporting.report import write_report_safely
+from autocompress.study.backends import get_backend
 from autocompress.study.config import SearchConfig
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from autocompress.task import Task
     from autocompress.techniques.importance import Importance
 
-# backend name -> module with ``run(session)``; imported on use, so Ray loads only for "ray"
-BACKENDS = {"local": "autocompress.study.backends.local", "ray": "autocompress.study.backends.ray"}
 # importing the session loads Optuna: done on first use, so ``import autocompress`` stays lean
 __getattr__, _ = lazy_names(
     __name__, {"autocompress.study.session": ("SearchResult", "Session", "finish", "prepare")}
@@ -49,8 +47,7 @@ def run_search(
     """Prepare the run directory, run the backend until ``config.trials`` trials are recorded."""
     from autocompress.study.session import finish, prepare
 
-    if config.backend not in BACKENDS:
-        raise ConfigError(f"backend: {config.backend!r}; choose from {', '.join(BACKENDS)}")
+    backend = get_backend(config.backend)  # the module loads below: Ray only for "ray"
     if config.backend == "local":
         config.training()  # a device that is not here fails before any work (one line)
     from autocompress.task import check_task
@@ -68,7 +65,7 @@ def run_search(
     )
     if task is None:
         check_task(session.task, epochs=epochs)  # load_task checked what needs no epochs
-    importlib.import_module(BACKENDS[config.backend]).run(session)
+    backend.load().run(session)
     result = finish(session)
     session.failures.raise_if_aborted()
     return result

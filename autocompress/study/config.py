@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.study.backends import BACKENDS, foreign_keys
 from autocompress.study.rundir import LEGACY_KEYS
 
 if TYPE_CHECKING:
     from autocompress.device import Training
-
-BACKENDS = ("local", "ray")
 
 
 def _text(value: Any) -> str | None:
@@ -25,6 +24,11 @@ def _text(value: Any) -> str | None:
 
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
+
+
+def _backend(value: Any) -> str | None:
+    """A registered backend (read when checked: a backend registered after import counts)."""
+    return _choice(*sorted(BACKENDS))(value)
 
 
 def _choice(*options: str) -> Callable[[Any], str | None]:
@@ -158,7 +162,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "trials": _integer(1),
     "sampler": _sampler,
     "seed": _integer(0),
-    "backend": _choice(*BACKENDS),
+    "backend": _backend,
     "starts": _starts,
     "importance": _importance,
     "epochs": _integer(0, optional=True),
@@ -193,10 +197,6 @@ def _renamed(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[st
             data[new] = data.pop(old)
             used[old] = new
     return data, used
-
-
-# keys only the ray backend reads: on backend local they are an error, not silently ignored
-RAY_ONLY = ("address", "max_concurrent", "resources_per_trial")
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -246,13 +246,14 @@ class SearchConfig:
             problem = check(getattr(self, key))
             if problem:
                 raise ConfigError(f"{where}: {key}: {getattr(self, key)!r} {problem}")
-        if self.backend != "ray":
-            for key in RAY_ONLY:
-                if getattr(self, key) is not None:
-                    raise ConfigError(
-                        f"{where}: {key}: only the ray backend reads it (backend is "
-                        f"{self.backend!r}); remove the key or set backend: ray"
-                    )
+        # each backend's own keys: another backend's key here is an error, not ignored
+        for key, owner in foreign_keys(
+            self.backend, {f.name: getattr(self, f.name) for f in fields(self)}
+        ):
+            raise ConfigError(
+                f"{where}: {key}: only the {owner} backend reads it (backend is "
+                f"{self.backend!r}); remove the key or set backend: {owner}"
+            )
         if self.target_options:
             from autocompress.pipeline.options import CompressOptions
 
