@@ -7,10 +7,10 @@ from autocompress.errors import TaskError
 
 
 def test_load_from_module_and_from_file(tmp_path):
-    task = load_task("tasks:mlp")  # package.module:function form (tests/ is on the path)
-    assert isinstance(task, Task) and task.spec == "tasks:mlp"
+    task = load_task("_support.tasks:mlp")  # package.module:function form (tests/ is on the path)
+    assert isinstance(task, Task) and task.spec == "_support.tasks:mlp"
     path = tmp_path / "job.py"
-    path.write_text("from tasks import mlp\n\ndef build():\n    return mlp()\n")
+    path.write_text("from _support.tasks import mlp\n\ndef build():\n    return mlp()\n")
     assert isinstance(load_task(f"{path}:build"), Task)
     assert isinstance(load_task("job.py:build", base_dir=tmp_path), Task)
 
@@ -21,9 +21,9 @@ def test_load_from_module_and_from_file(tmp_path):
         ("tasks", "must look like"),
         ("nowhere.py:build", "task file nowhere.py does not exist"),
         ("no_such_module_xyz:build", "cannot import task module 'no_such_module_xyz'"),
-        ("tasks:missing", "has no function 'missing'"),
-        ("models:MLP", "returned MLP, not a Task"),
-        ("models:Block", r"Block\(\) raised TypeError"),
+        ("_support.tasks:missing", "has no function 'missing'"),
+        ("_support.models:MLP", "returned MLP, not a Task"),
+        ("_support.models:Block", r"Block\(\) raised TypeError"),
     ],
 )
 def test_bad_task_specs(spec, message):
