@@ -72,6 +72,8 @@ _DEVICE = typer.Option(
     help="Where the student trains: auto (CUDA when PyTorch sees one), cpu, cuda or cuda:N; "
     "the artifact is measured on the target's runtime either way"
 )
+_RUN_DIR = typer.Argument(help="Run directory")
+_TRACKING_URI = typer.Option(help="MLflow tracking URI")
 _PRECISION = typer.Option(help="Fine-tuning precision: fp32, bf16 or fp16 (fp16: CUDA only)")
 _IMPORTANCE = typer.Option(
     help=f"Pruning importance: {', '.join(sorted(IMPORTANCES))}, or a criterion the task's "
@@ -161,7 +163,7 @@ def search_cmd(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (or RAY_ADDRESS)")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking_uri: Annotated[str | None, _TRACKING_URI] = None,
     tracking: Annotated[bool, typer.Option(help="Track the search in MLflow")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Ray Tune's own console output")] = False,
     device: Annotated[str | None, _DEVICE] = None,
@@ -227,7 +229,7 @@ def inspect_cmd(
 
 @app.command("report")
 @_user_errors
-def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -> None:
+def report_cmd(run_dir: Annotated[Path, _RUN_DIR]) -> None:
     """Rebuild report.html and pareto.png from a run directory."""
     from autocompress import api
 
@@ -238,7 +240,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory")]) -
 @app.command("export")
 @_user_errors
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory")],
+    run_dir: Annotated[Path, _RUN_DIR],
     out: Annotated[Path, typer.Option(help="Output directory")],
     trial: Annotated[int | None, typer.Option(help="Trial number to export")] = None,
     pick: Annotated[
@@ -283,7 +285,7 @@ def compare_cmd(
     out: Annotated[Path, typer.Option(help="Where compare.html / compare.png go")] = Path(
         "compare"
     ),
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking_uri: Annotated[str | None, _TRACKING_URI] = None,
 ) -> None:
     """Compare searches side by side: counts, front size, best points, hypervolume, fronts plot."""
     from autocompress import api
@@ -297,8 +299,8 @@ def compare_cmd(
 @app.command("sync")
 @_user_errors
 def sync_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory")],
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    run_dir: Annotated[Path, _RUN_DIR],
+    tracking_uri: Annotated[str | None, _TRACKING_URI] = None,
 ) -> None:
     """Upload to MLflow the trials of a run directory that are not tracked yet."""
     from autocompress import api

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 
 class AutoCompressError(ValueError):
     """A user mistake: bad input, a bad file, a bad key. The message says what, where and how."""
@@ -17,3 +20,15 @@ class TaskError(AutoCompressError):
 
 class ConfigError(AutoCompressError):
     """A search config, search-space or objective file with a bad key or value."""
+
+
+def reject_unknown_keys(
+    given: Any, allowed: Iterable[str], error: Callable[[str | None], AutoCompressError]
+) -> None:
+    """Raise ``error(None)`` if ``given`` is not a mapping, ``error(key)`` for its first key
+    outside ``allowed``: the check every policy, config and space section makes."""
+    if not isinstance(given, Mapping):
+        raise error(None)
+    for key in given:
+        if key not in allowed:
+            raise error(key)

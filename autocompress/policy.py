@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from autocompress.errors import PolicyError
+from autocompress.errors import PolicyError, reject_unknown_keys
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16, 32)
 
@@ -54,6 +54,7 @@ class QuantScope(StrEnum):
 
 QUANT_SCOPES = tuple(QuantScope)
 FINETUNE_SCOPES = ("full", "pruned-only", "head", "norm-and-head")
+_V = TypeVar("_V")
 
 
 def _word(key: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -63,14 +64,15 @@ def _word(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _check_keys(section: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    if not isinstance(given, Mapping):
-        raise PolicyError(f"policy key {section!r} must be an object, got {given!r}")
-    for key in given:
-        if key not in allowed:
-            raise PolicyError(
-                f"unknown policy key {section + '.' if section else ''}{key}; "
-                f"allowed: {', '.join(allowed)}"
-            )
+    def error(key: str | None) -> PolicyError:
+        if key is None:
+            return PolicyError(f"policy key {section!r} must be an object, got {given!r}")
+        return PolicyError(
+            f"unknown policy key {section + '.' if section else ''}{key}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+
+    reject_unknown_keys(given, allowed, error)
 
 
 def _number(section: str, value: Any) -> float:
@@ -92,6 +94,15 @@ def _bits(key: str, value: Any) -> int:
             f"policy key {key} = {value!r}: bits must be one of {list(SUPPORTED_BITS)}"
         )
     return value
+
+
+def _per_layer(
+    section: str, given: Mapping[str, Any], read: Callable[[str, Any], _V]
+) -> dict[str, _V]:
+    """``<section>.layers``: an object of layer path -> value, each value ``read`` (checked)."""
+    layers = given.get("layers", {})
+    _check_keys(f"{section}.layers", layers, tuple(layers))
+    return {k: read(f"{section}.layers[{k!r}]", v) for k, v in layers.items()}
 
 
 def _blocks(section: Any) -> tuple[str, ...]:
@@ -194,26 +205,17 @@ class Policy:
 
         p = data.get("prune", {})
         _check_keys("prune", p, ("default", "layers", "sparsity"))
-        p_layers = p.get("layers", {})
-        _check_keys("prune.layers", p_layers, tuple(p_layers))
-        prune_layers = {k: _ratio(f"prune.layers[{k!r}]", v) for k, v in p_layers.items()}
+        prune_layers = _per_layer("prune", p, _ratio)
         s = p.get("sparsity", {})
         _check_keys("prune.sparsity", s, ("default", "layers"))
-        s_layers = s.get("layers", {})
-        _check_keys("prune.sparsity.layers", s_layers, tuple(s_layers))
-        sparsity_layers = {
-            k: _ratio(f"prune.sparsity.layers[{k!r}]", v) for k, v in s_layers.items()
-        }
+        sparsity_layers = _per_layer("prune.sparsity", s, _ratio)
 
         q = data.get("quant", {})
         _check_keys("quant", q, ("default", "layers", "scope"))
-        q_layers = q.get("layers", {})
-        _check_keys("quant.layers", q_layers, tuple(q_layers))
-        quant_layers = {k: _bits(f"quant.layers[{k!r}]", v) for k, v in q_layers.items()}
+        quant_layers = _per_layer("quant", q, _bits)
         qs = q.get("scope", {})
         _check_keys("quant.scope", qs, ("default", "layers"))
-        qs_layers = qs.get("layers", {})
-        _check_keys("quant.scope.layers", qs_layers, tuple(qs_layers))
+        qs_layers = _per_layer("quant.scope", qs, lambda key, value: value)  # words checked below
         scope_default = qs.get("default")
         if scope_default is not None:
             scope_default = _word("quant.scope.default", scope_default, QUANT_SCOPES)

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from autocompress import Policy, Task, compress
 
-_spec = importlib.util.spec_from_file_location(
-    "digits_task", Path(__file__).resolve().parents[1] / "examples" / "digits" / "task.py"
-)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the teacher trains with the tests' loop
+from _support.models import fit  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("digits_task", ROOT / "examples/digits/task.py")
 _digits = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_digits)
 BasicBlock = _digits.BasicBlock  # the example's residual block
@@ -58,19 +60,9 @@ def make_task(n: int = 640, seed: int = 0) -> Task:
     train, val = batches[:8], batches[8:]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ResNet()
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for _ in range(2):
-            for xb, yb in train:
-                opt.zero_grad()
-                F.cross_entropy(model(xb), yb).backward()
-                opt.step()
+        model = fit(ResNet(), train, 2, lr=2e-3)
     return Task(
-        model=model.eval(),
-        train_loader=train,
-        val_loader=val,
-        example_inputs=(x[:1],),
-        name="resnet",
+        model=model, train_loader=train, val_loader=val, example_inputs=(x[:1],), name="resnet"
     )
 
 

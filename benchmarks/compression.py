@@ -78,7 +78,8 @@ def _minilm_extra() -> Evaluator:
 
 @dataclass(frozen=True)
 class Example:
-    task_spec: str
+    """An example of examples/<name>/ (its task: ``task.py:build_task``) and how it is judged."""
+
     metric: str  # what the task metric is, for the table
     max_drop: float
     transformer: bool
@@ -89,7 +90,6 @@ class Example:
 
 EXAMPLES: dict[str, Example] = {
     "digits": Example(
-        task_spec=f"{ROOT / 'examples/digits/task.py'}:build_task",
         metric="accuracy",
         max_drop=0.01,
         transformer=False,
@@ -102,7 +102,6 @@ EXAMPLES: dict[str, Example] = {
         },
     ),
     "minilm": Example(
-        task_spec=f"{ROOT / 'examples/minilm/task.py'}:build_task",
         metric="WordSim-353 Spearman",
         max_drop=0.02,
         transformer=True,
@@ -196,7 +195,7 @@ def run_example(
 ) -> dict[str, Any]:
     example = EXAMPLES[name]
     print(f"== {name}", flush=True)
-    task = load_task(example.task_spec)
+    task = load_task(f"{ROOT / 'examples' / name / 'task.py'}:build_task")
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"compression-{name}-") as tmp:
         work = Path(tmp)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from autocompress import Task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # also where Ray loads it
-from _support.models import TinyEncoder  # noqa: E402
+from _support.models import TinyEncoder, fit  # noqa: E402
 
 SEED = 0
 CACHE = Path(__file__).parent / ".cache"
@@ -67,11 +66,5 @@ def _train(model: nn.Module, train: list[tuple[torch.Tensor, ...]], epochs: int)
         torch.manual_seed(SEED)
         torch.set_num_threads(1)  # two threads on shared cores are erratic (DESIGN)
         model.load_state_dict(_encoder().state_dict())
-        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        for _ in range(epochs):
-            model.train()
-            for xb, yb in train:
-                opt.zero_grad()
-                F.cross_entropy(model(xb), yb).backward()
-                opt.step()
+        fit(model, train, epochs, lr=2e-3, optimizer=torch.optim.AdamW)
     torch.set_num_threads(threads)

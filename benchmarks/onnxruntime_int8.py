@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from itertools import islice
@@ -39,6 +40,9 @@ from autocompress.targets.runtimes import OrtModule, cpu_record, export_float
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the teachers train with the tests' loop
+from _support.models import fit  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "results" / "onnxruntime_int8.json"
 SETTINGS = MeasureSettings(threads=1, warmup=10, repeats=30)
 ROUNDS, WARMUP = 400, 50
@@ -54,14 +58,7 @@ def _digits():
 def _train(model: nn.Module, train, epochs: int, lr: float = 2e-3) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        for _ in range(epochs):
-            model.train()
-            for xb, yb in train:
-                opt.zero_grad()
-                F.cross_entropy(model(xb), yb).backward()
-                opt.step()
-    return model.eval()
+        return fit(model, train, epochs, lr=lr)
 
 
 def mlp_task(width: int = 512, hidden: int = 2, epochs: int = 8) -> Task:

@@ -6,6 +6,7 @@ Plotly and matplotlib are imported inside the functions that draw.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,75 +44,56 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
     complete = run.complete()
     baselines = [r for r in complete if r.get("baseline")]
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            name="all complete trials",
-            uid="all",
-            x=shown_values(complete, x[0], run.teacher),
-            y=shown_values(complete, y[0], run.teacher),
-            mode="markers",
-            marker={"color": "lightgray", "size": 7, "opacity": 0.6},
-            hovertext=[hover(r) for r in complete],
-            hoverinfo="text",
-        )
+
+    def trace(name: str, uid: str, records: Sequence[Mapping[str, Any]], **style: Any) -> None:
+        fig.add_trace(go.Scatter(name=name, uid=uid, **_xyz(run, records, x[0], y[0]), **style))
+
+    def points(name: str, uid: str, records: Sequence[Mapping[str, Any]], **style: Any) -> None:
+        trace(name, uid, records, hovertext=[hover(r) for r in records], hoverinfo="text", **style)
+
+    points(
+        "all complete trials",
+        "all",
+        complete,
+        mode="markers",
+        marker={"color": "lightgray", "size": 7, "opacity": 0.6},
     )
-    line = front_2d(run.pareto, x, y, run.teacher)
-    fig.add_trace(
-        go.Scatter(
-            name="front in this projection",
-            uid="front-line",
-            x=shown_values(line, x[0], run.teacher),
-            y=shown_values(line, y[0], run.teacher),
-            mode="lines",
-            line={"color": "crimson", "width": 1, "shape": "hv"},
-            hoverinfo="skip",
-        )
+    trace(
+        "front in this projection",
+        "front-line",
+        front_2d(run.pareto, x, y, run.teacher),
+        mode="lines",
+        line={"color": "crimson", "width": 1, "shape": "hv"},
+        hoverinfo="skip",
     )
-    fig.add_trace(
-        go.Scatter(
-            name="Pareto points",
-            uid=PARETO_TRACE_UID,
-            x=shown_values(run.pareto, x[0], run.teacher),
-            y=shown_values(run.pareto, y[0], run.teacher),
-            mode="markers",
-            marker={"color": "crimson", "size": 10, "line": {"color": "black", "width": 1}},
-            hovertext=[hover(r) for r in run.pareto],
-            hoverinfo="text",
-        )
+    points(
+        "Pareto points",
+        PARETO_TRACE_UID,
+        run.pareto,
+        mode="markers",
+        marker={"color": "crimson", "size": 10, "line": {"color": "black", "width": 1}},
     )
     if baselines:
-        fig.add_trace(
-            go.Scatter(
-                name="baseline policies",
-                uid="baselines",
-                x=shown_values(baselines, x[0], run.teacher),
-                y=shown_values(baselines, y[0], run.teacher),
-                mode="markers+text",
-                text=[str(r["baseline"]) for r in baselines],
-                textposition="top center",
-                marker={"symbol": "diamond", "color": "royalblue", "size": 11},
-                hovertext=[hover(r) for r in baselines],
-                hoverinfo="text",
-            )
+        points(
+            "baseline policies",
+            "baselines",
+            baselines,
+            mode="markers+text",
+            text=[str(r["baseline"]) for r in baselines],
+            textposition="top center",
+            marker={"symbol": "diamond", "color": "royalblue", "size": 11},
         )
     if all(run.teacher.get(n) is not None for n in (x[0], y[0])):
-        fig.add_trace(
-            go.Scatter(
-                name="teacher",
-                uid="teacher",
-                x=shown_values(
-                    [{"metrics": run.teacher, "teacher": run.teacher}], x[0], run.teacher
-                ),
-                y=shown_values(
-                    [{"metrics": run.teacher, "teacher": run.teacher}], y[0], run.teacher
-                ),
-                mode="markers+text",
-                text=["teacher"],
-                textposition="bottom center",
-                marker={"symbol": "star", "color": "gold", "size": 16, "line": {"width": 1}},
-                hoverinfo="text",
-                hovertext=[_teacher_hover(run)],
-            )
+        trace(
+            "teacher",
+            "teacher",
+            _teacher_points(run),
+            mode="markers+text",
+            text=["teacher"],
+            textposition="bottom center",
+            marker={"symbol": "star", "color": "gold", "size": 16, "line": {"width": 1}},
+            hoverinfo="text",
+            hovertext=[_teacher_hover(run)],
         )
     fig.update_layout(
         title=f"{axis(y[0])[0]} vs {axis(x[0])[0]}",
@@ -123,6 +105,21 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
         title={"y": 0.98, "yanchor": "top"},
     )
     return _figure_html(fig, div_id, 500, 640, top=110)
+
+
+def _coords(run: RunData, records: Sequence[Mapping[str, Any]], *names: str) -> list[list[float]]:
+    """Each named metric of ``records`` as the report shows it (one list per axis)."""
+    return [shown_values(records, name, run.teacher) for name in names]
+
+
+def _xyz(run: RunData, records: Sequence[Mapping[str, Any]], *names: str) -> dict[str, list[float]]:
+    """Plotly's ``x``, ``y`` (and ``z``) of ``records`` on the named metrics."""
+    return dict(zip("xyz", _coords(run, records, *names), strict=False))
+
+
+def _teacher_points(run: RunData) -> list[dict[str, Any]]:
+    """The teacher as the one record a trace shows."""
+    return [{"metrics": run.teacher, "teacher": run.teacher}]
 
 
 def _teacher_hover(run: RunData) -> str:
@@ -149,9 +146,7 @@ def _scatter_3d(run: RunData) -> str:
         fig.add_trace(
             go.Scatter3d(
                 name=label,
-                x=shown_values(records, names[0], run.teacher),
-                y=shown_values(records, names[1], run.teacher),
-                z=shown_values(records, names[2], run.teacher),
+                **_xyz(run, records, *names),
                 mode="markers",
                 marker=marker,
                 hovertext=[hover(r) for r in records],
@@ -159,13 +154,10 @@ def _scatter_3d(run: RunData) -> str:
             )
         )
     if all(run.teacher.get(n) is not None for n in names):
-        t = [{"metrics": run.teacher, "teacher": run.teacher}]
         fig.add_trace(
             go.Scatter3d(
                 name="teacher",
-                x=shown_values(t, names[0], run.teacher),
-                y=shown_values(t, names[1], run.teacher),
-                z=shown_values(t, names[2], run.teacher),
+                **_xyz(run, _teacher_points(run), *names),
                 mode="markers+text",
                 text=["teacher"],
                 marker={"color": "gold", "size": 7, "symbol": "cross"},
@@ -257,23 +249,20 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
     FigureCanvasAgg(fig)
     for ax, x in zip(fig.subplots(1, len(xs), squeeze=False)[0], xs, strict=True):
         ax.scatter(
-            shown_values(complete, x[0], run.teacher),
-            shown_values(complete, y[0], run.teacher),
+            *_coords(run, complete, x[0], y[0]),
             s=14,
             c="lightgray",
             label="trials",
         )
         line = front_2d(run.pareto, x, y, run.teacher)
         ax.step(
-            shown_values(line, x[0], run.teacher),
-            shown_values(line, y[0], run.teacher),
+            *_coords(run, line, x[0], y[0]),
             where="post",
             c="crimson",
             lw=1,
         )
         ax.scatter(
-            shown_values(run.pareto, x[0], run.teacher),
-            shown_values(run.pareto, y[0], run.teacher),
+            *_coords(run, run.pareto, x[0], y[0]),
             s=36,
             c="crimson",
             edgecolors="black",
@@ -281,27 +270,21 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
             zorder=3,
         )
         if baselines:
+            bxs, bys = _coords(run, baselines, x[0], y[0])
             ax.scatter(
-                shown_values(baselines, x[0], run.teacher),
-                shown_values(baselines, y[0], run.teacher),
+                bxs,
+                bys,
                 marker="D",
                 s=40,
                 c="royalblue",
                 label="baselines",
                 zorder=4,
             )
-            for r, bx, by in zip(
-                baselines,
-                shown_values(baselines, x[0], run.teacher),
-                shown_values(baselines, y[0], run.teacher),
-                strict=True,
-            ):
+            for r, bx, by in zip(baselines, bxs, bys, strict=True):
                 ax.annotate(str(r["baseline"]), (bx, by), textcoords="offset points", xytext=(4, 4))
         if all(run.teacher.get(n) is not None for n in (x[0], y[0])):
-            t = [{"metrics": run.teacher, "teacher": run.teacher}]
             ax.scatter(
-                shown_values(t, x[0], run.teacher),
-                shown_values(t, y[0], run.teacher),
+                *_coords(run, _teacher_points(run), x[0], y[0]),
                 marker="*",
                 s=180,
                 c="gold",

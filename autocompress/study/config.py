@@ -12,6 +12,7 @@ import yaml
 
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.study.backends import BACKENDS, foreign_keys
+from autocompress.study.presets import load_yaml
 from autocompress.study.rundir import LEGACY_KEYS
 
 if TYPE_CHECKING:
@@ -331,12 +332,7 @@ class SearchConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+        data = load_yaml(path, str(path), what="config ", problem=yaml_problem)
         return cls.from_dict(data, source=str(path), base_dir=str(path.parent))
 
     def resolved(self) -> SearchConfig:

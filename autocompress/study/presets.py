@@ -9,11 +9,11 @@ copies in ``autocompress/_presets/`` (put there by the build step in ``setup.py`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from autocompress.errors import ConfigError
+from autocompress.errors import ConfigError, reject_unknown_keys
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # autocompress/
 
@@ -28,8 +28,6 @@ def preset_dir(folder: str) -> Path:
 
 def read_preset(name_or_path: str | Path, folder: str) -> tuple[dict[str, Any], str]:
     """Read ``<repo>/<folder>/<name>.yaml`` or a YAML file path; return ``(data, source)``."""
-    import yaml
-
     text_name = str(name_or_path)
     if text_name.endswith((".yaml", ".yml")) or "/" in text_name or "\\" in text_name:
         path, source = Path(text_name), text_name
@@ -41,29 +39,41 @@ def read_preset(name_or_path: str | Path, folder: str) -> tuple[dict[str, Any], 
                 f"unknown {folder} preset {text_name!r}; presets: {', '.join(known)} "
                 "(or give a path to a .yaml file)"
             )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    data = load_yaml(path, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a YAML mapping, got {type(data).__name__}")
     return data, source
 
 
+def load_yaml(
+    path: Path, source: str, *, what: str = "", problem: Callable[[Exception], str] = str
+) -> Any:
+    """``path``'s YAML; a file that cannot be read (``cannot read <what><source>``) or parsed
+    (``<source>: not valid YAML: <problem>``) is a ``ConfigError``."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}{source}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {problem(exc)}") from None
+
+
 def check_keys(source: str, where: str, given: Any, allowed: Iterable[str]) -> None:
     """Raise ``ConfigError`` if ``given`` is not a mapping or has a key outside ``allowed``."""
     allowed = tuple(allowed)
-    label = f"{source}: {where}" if where else source
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"{label}: must be a mapping, got {given!r}")
-    for key in given:
-        if key not in allowed:
-            raise ConfigError(
-                f"{source}: {where + '.' if where else ''}{key}: unknown key; "
-                f"allowed: {', '.join(allowed)}"
-            )
+
+    def error(key: str | None) -> ConfigError:
+        if key is None:
+            label = f"{source}: {where}" if where else source
+            return ConfigError(f"{label}: must be a mapping, got {given!r}")
+        return ConfigError(
+            f"{source}: {where + '.' if where else ''}{key}: unknown key; "
+            f"allowed: {', '.join(allowed)}"
+        )
+
+    reject_unknown_keys(given, allowed, error)
 
 
 def to_number(source: str, key: str, value: Any) -> float | int:

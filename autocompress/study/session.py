@@ -201,10 +201,10 @@ def prepare(
     config: SearchConfig,
     task: Task | None = None,
     *,
+    reporter: Callable[[Path], list[Path]] | None = None,
     resume: bool = False,
     tracker: Tracker | None = None,
     verbose: bool = False,
-    reporter: Callable[[Path], list[Path]] | None = None,
 ) -> Session:
     budget = Budget.of(config.budget)  # the start's time counts
     config = config.resolved()

@@ -9,6 +9,8 @@ model with torch.fx; a model that does not trace is left unfolded.
 from __future__ import annotations
 
 import copy
+from collections import Counter
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -18,31 +20,44 @@ _CONVS = (nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def foldable_pairs(model: nn.Module) -> dict[str, str]:
-    """``{batchnorm path: conv path}`` where the conv's output feeds only that BatchNorm."""
+def _traced_norms(model: nn.Module) -> tuple[list[tuple[str, Any]], dict[str, nn.Module], Counter]:
+    """Each BatchNorm call of the model's fx graph with the node it normalizes, the model's
+    modules by path, and how often each module is called; nothing for a model that does not trace."""
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception:
-        return {}
+        return [], {}, Counter()
     modules = dict(model.named_modules())
-    pairs: dict[str, str] = {}
+    calls: Counter = Counter()
+    norms: list[tuple[str, Any]] = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _NORMS):
+        if node.op != "call_module":
             continue
-        src = node.args[0] if node.args else None
-        if (
-            isinstance(src, fx.Node)
-            and src.op == "call_module"
-            and isinstance(modules.get(src.target), _CONVS)
-            and len(src.users) == 1
-            and modules[node.target].track_running_stats
-        ):
-            pairs[node.target] = src.target
+        calls[node.target] += 1
+        if isinstance(modules.get(node.target), _NORMS):
+            norms.append((node.target, node.args[0] if node.args else None))
+    return norms, modules, calls
+
+
+def _sole_conv(node: Any, modules: dict[str, nn.Module]) -> bool:
+    """A conv module call whose output feeds one node only."""
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and isinstance(modules.get(node.target), _CONVS)
+        and len(node.users) == 1
+    )
+
+
+def foldable_pairs(model: nn.Module) -> dict[str, str]:
+    """``{batchnorm path: conv path}`` where the conv's output feeds only that BatchNorm."""
+    norms, modules, calls = _traced_norms(model)
+    pairs = {
+        bn: src.target
+        for bn, src in norms
+        if _sole_conv(src, modules) and modules[bn].track_running_stats
+    }
     # a module called more than once (shared) cannot be folded safely
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
     return {bn: conv for bn, conv in pairs.items() if calls[bn] == 1 and calls[conv] == 1}
 
 
@@ -79,40 +94,16 @@ def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
 def concat_folds(model: nn.Module) -> dict[str, list[str]]:
     """``{batchnorm path: [conv paths]}`` for a BatchNorm fed only by ``torch.cat`` over the
     channels of conv outputs, each feeding only that cat: the norm splits over the convs."""
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception:
-        return {}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    norms, modules, calls = _traced_norms(model)
     folds: dict[str, list[str]] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _NORMS):
-            continue
-        cat = node.args[0] if node.args else None
+    for bn, cat in norms:
         if not (isinstance(cat, fx.Node) and cat.op == "call_function" and cat.target is torch.cat):
             continue
         dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
         parts = cat.args[0]
-        convs = [
-            p.target
-            for p in parts
-            if isinstance(p, fx.Node)
-            and p.op == "call_module"
-            and isinstance(modules.get(p.target), _CONVS)
-            and len(p.users) == 1
-            and calls[p.target] == 1
-        ]
-        if (
-            dim == 1
-            and len(cat.users) == 1
-            and len(convs) == len(parts)
-            and calls[node.target] == 1
-        ):
-            folds[node.target] = convs
+        convs = [p.target for p in parts if _sole_conv(p, modules) and calls[p.target] == 1]
+        if dim == 1 and len(cat.users) == 1 and len(convs) == len(parts) and calls[bn] == 1:
+            folds[bn] = convs
     return folds
 
 

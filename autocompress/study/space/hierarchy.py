@@ -16,7 +16,7 @@ Every value still lands on a value its group's rule allows (the nearest one).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from autocompress.errors import ConfigError
@@ -75,6 +75,11 @@ def _choices(p: Param) -> tuple[Number, ...]:
     return tuple(round(p.low + k * step, 12) for k in range(n + 1))
 
 
+def _resolved_fields(space: ResolvedSpace, params: tuple[Param, ...]) -> dict[str, Any]:
+    """The ``ResolvedSpace`` fields of ``space``, with ``params`` in place of its own."""
+    return {**{f.name: getattr(space, f.name) for f in fields(ResolvedSpace)}, "params": params}
+
+
 @dataclass(frozen=True)
 class HierarchicalSpace(ResolvedSpace):
     """A resolved space searched through a global level and per-group offsets.
@@ -92,34 +97,17 @@ class HierarchicalSpace(ResolvedSpace):
         if not prune and not bits:
             return base
         params = [p for p in base.params if not p.name.startswith(("prune.", "bits."))]
-        if prune:
-            levels = sorted({v for p in prune for v in _choices(p)})
-            params.append(Param(name=GLOBAL_PRUNE, kind="categorical", choices=tuple(levels)))
-            for p in prune:
-                params.append(
-                    Param(
-                        name=f"offset.{p.name}", kind="categorical", choices=hierarchy.prune_offsets
-                    )
-                )
-        if bits:
-            levels = sorted({v for p in bits for v in _choices(p)})
-            params.append(Param(name=GLOBAL_BITS, kind="categorical", choices=tuple(levels)))
-            for p in bits:
-                params.append(
-                    Param(
-                        name=f"offset.{p.name}", kind="categorical", choices=hierarchy.bits_offsets
-                    )
-                )
+        for level, group, offsets in (
+            (GLOBAL_PRUNE, prune, hierarchy.prune_offsets),
+            (GLOBAL_BITS, bits, hierarchy.bits_offsets),
+        ):
+            if not group:
+                continue
+            levels = sorted({v for p in group for v in _choices(p)})
+            params.append(Param(name=level, kind="categorical", choices=tuple(levels)))
+            params += [Param(f"offset.{p.name}", "categorical", choices=offsets) for p in group]
         return cls(
-            source=base.source,
-            params=tuple(params),
-            layers=base.layers,
-            fixed=base.fixed,
-            units=base.units,
-            dropped=base.dropped,
-            left_out=base.left_out,
-            base_params=base.params,
-            hierarchy=hierarchy,
+            **_resolved_fields(base, tuple(params)), base_params=base.params, hierarchy=hierarchy
         )
 
     def param(self, name: str) -> Param:
@@ -154,14 +142,7 @@ class HierarchicalSpace(ResolvedSpace):
     def params_for_policy(self, kind: str) -> dict[str, Number]:
         """A uniform start policy: the global level at its ratio and bits, every offset 0."""
         base = start_spec(kind)
-        flat = ResolvedSpace(
-            source=self.source,
-            params=self.base_params,
-            layers=self.layers,
-            fixed=self.fixed,
-            units=self.units,
-            dropped=self.dropped,
-        ).params_for_policy(kind)
+        flat = ResolvedSpace(**_resolved_fields(self, self.base_params)).params_for_policy(kind)
         out: dict[str, Number] = {}
         for p in self.params:
             if p.name == GLOBAL_PRUNE:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from autocompress.analysis.layers import LayerInfo
 from autocompress.errors import ConfigError
 from autocompress.policy import SUPPORTED_BITS, Distill, Finetune, Policy, QuantScope
 from autocompress.study.space.units import PruneUnit
@@ -76,14 +77,9 @@ _SUGGEST: dict[str, Callable[[Any, Param], Number]] = {
 
 
 @dataclass(frozen=True)
-class LayerSpace:
+class LayerSpace(LayerInfo):
     """What the space makes of one layer: its prune/bits parameter names or fixed values."""
 
-    path: str
-    type: str
-    shape: tuple[int, ...]
-    params: int
-    is_output: bool
     rule: int | None
     group: str | None
     prune_param: str | None

@@ -18,7 +18,7 @@ from torch import nn
 from autocompress.analysis.layers import LayerInfo
 from autocompress.errors import ConfigError
 from autocompress.study.presets import check_keys
-from autocompress.study.space.values import Values
+from autocompress.study.space.values import Values, set_parts
 
 
 @dataclass(frozen=True)
@@ -123,21 +123,9 @@ class Rule:
             out["match"] = self.match[0] if len(self.match) == 1 else list(self.match)
         if self.type:
             out["type"] = self.type[0] if len(self.type) == 1 else list(self.type)
-        if self.role is not None:
-            out["role"] = self.role
-        if self.prune is not None:
-            out["prune"] = self.prune.to_dict()
-        if self.bits is not None:
-            out["bits"] = self.bits.to_dict()
-        if self.group is not None:
-            out["group"] = self.group
-        if self.optional:
-            out["optional"] = True
-        if self.sparsity is not None:
-            out["sparsity"] = self.sparsity.to_dict()
-        if self.scope is not None:
-            out["scope"] = self.scope.to_dict()
-        return out
+        return out | set_parts(
+            self, ("role", "prune", "bits", "group", "optional", "sparsity", "scope")
+        )
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str, key: str) -> Rule:

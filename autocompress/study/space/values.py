@@ -7,7 +7,7 @@ legal values; ``Values.parse`` reads ``5``, ``[low, high]``, ``{low, high, step,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,17 @@ from autocompress.policy import FINETUNE_SCOPES, QUANT_SCOPES, SUPPORTED_BITS, D
 from autocompress.study.presets import check_keys, to_number
 
 Number = float | int
+
+
+def set_parts(owner: Any, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: value}`` for each named attribute of ``owner`` that is set (neither None nor
+    False), a part that has ``to_dict`` written as its dict: how specs write themselves."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and value is not False:
+            out[name] = value.to_dict() if hasattr(value, "to_dict") else value
+    return out
 
 
 @dataclass(frozen=True)

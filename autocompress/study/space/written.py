@@ -22,7 +22,7 @@ from autocompress.study.space.hierarchy import HierarchicalSpace, Hierarchy
 from autocompress.study.space.resolved import LayerSpace, Param, ResolvedSpace
 from autocompress.study.space.rules import DropRule, Rule, _LayerContext
 from autocompress.study.space.units import PruneUnit, _attention_of, prune_units
-from autocompress.study.space.values import FIELDS, Number, Values
+from autocompress.study.space.values import FIELDS, Number, Values, set_parts
 
 _TOP_KEYS = ("distill", "finetune", "rules", "drop", "hierarchy")
 _GLOBAL_KEYS = {
@@ -51,11 +51,7 @@ class SearchSpace:
             section, key = name.split(".")
             out.setdefault(section, {})[key] = values.to_dict()
         out["rules"] = [r.to_dict() for r in self.rules]
-        if self.drop is not None:
-            out["drop"] = self.drop.to_dict()
-        if self.hierarchy is not None:
-            out["hierarchy"] = self.hierarchy.to_dict()
-        return out
+        return out | set_parts(self, ("drop", "hierarchy"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> SearchSpace:
