@@ -112,16 +112,25 @@ def _count(key: str) -> Measure:
     return lambda ctx: ctx.counts[key]
 
 
-register(
+def _ratio(key: str) -> Measure:
+    """The teacher's ``key`` over the candidate's: how many times better the candidate is."""
+    return lambda ctx: ctx.teacher[key] / ctx.values[key]
+
+
+# what the metrics of a kind share: latencies, counts of the deployed model, ratios to the teacher
+_TIMING: dict[str, Any] = {"structural": True, "timed": True, "spec": ".3f", "suffix": " ms"}
+_COUNT: dict[str, Any] = {"structural": True, "spec": ","}
+_RATIO: dict[str, Any] = {"teacher": False, "spec": ".2f"}
+
+# the built-in metrics, in the order records, summaries and tables show them
+for _metric in (
     Metric(
         "accuracy",
         Direction.MAXIMIZE,
         "",
         "the task's metric on the deployable artifact",
         measure=lambda ctx: ctx.task.evaluate(ctx.deployed),
-    )
-)
-register(
+    ),
     Metric(
         "size_bytes",
         Direction.MINIMIZE,
@@ -133,81 +142,60 @@ register(
         spec=".1f",
         suffix=" KiB",
         measure=_runtime("size_bytes"),
-    )
-)
-register(
+    ),
     Metric(
         "latency_ms",
         Direction.MINIMIZE,
         "ms",
         "median of timed runs of the loaded artifact, 1 intra-op thread, after warm-up",
-        structural=True,
-        timed=True,
         label="latency (ms)",
-        spec=".3f",
-        suffix=" ms",
         measure=_runtime("latency_ms"),
-    )
-)
-register(
+        **_TIMING,
+    ),
     Metric(
         "latency_p90_ms",
         Direction.MINIMIZE,
         "ms",
         "90th percentile of the same timed runs",
-        structural=True,
-        timed=True,
         label="p90 (ms)",
-        spec=".3f",
-        suffix=" ms",
         measure=_runtime("latency_p90_ms"),
-    )
-)
-register(
+        **_TIMING,
+    ),
     Metric(
         "params",
         Direction.MINIMIZE,
         "",
         "parameters of the deployed model",
-        structural=True,
-        spec=",",
         measure=_count("params"),
-    )
-)
-register(
+        **_COUNT,
+    ),
     Metric(
         "macs",
         Direction.MINIMIZE,
         "",
         "multiply-accumulates of one forward pass on the example inputs (measure.count_macs)",
-        structural=True,
         label="MACs",
-        spec=",",
         measure=_count("macs"),
-    )
-)
-register(
+        **_COUNT,
+    ),
     Metric(
         "speedup",
         Direction.MAXIMIZE,
         "x",
         "teacher latency / trial latency, both timed in the trial's process",
-        teacher=False,
-        spec=".2f",
-        measure=lambda ctx: ctx.teacher["latency_ms"] / ctx.values["latency_ms"],
-    )
-)
-register(
+        measure=_ratio("latency_ms"),
+        **_RATIO,
+    ),
     Metric(
         "compression",
         Direction.MAXIMIZE,
         "x",
         "teacher artifact bytes / trial artifact bytes",
-        teacher=False,
-        spec=".2f",
-        measure=lambda ctx: ctx.teacher["size_bytes"] / ctx.values["size_bytes"],
-    )
-)
+        measure=_ratio("size_bytes"),
+        **_RATIO,
+    ),
+):
+    register(_metric)
 
 
 def measure_all(ctx: MeasureContext) -> dict[str, Any]:

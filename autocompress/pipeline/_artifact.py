@@ -33,33 +33,6 @@ from autocompress.techniques.scope import resolve_quant_scopes
 from autocompress.techniques.sparsify import resolve_sparsity
 
 
-def _context(
-    task: Task,
-    target: Target,
-    student: nn.Module,
-    deployed: nn.Module,
-    path: Path,
-    settings: MeasureSettings,
-    gate: Gate = NoGate(),
-    reference: nn.Module | None = None,
-    baseline: Mapping[str, Any] | None = None,
-) -> MeasureContext:
-    """The loaded artifact as metrics read it: bytes of its files and latency on the target's
-    runtime (``measure_runtime``), params and MACs (``target.count``), each taken on first use."""
-    return MeasureContext(
-        task=task,
-        target=target,
-        student=student,
-        deployed=deployed,
-        path=path,
-        baseline=baseline,
-        take_runtime=lambda: measure_runtime(
-            task, deployed, target.files(path), settings, gate, reference
-        ),
-        take_counts=lambda: target.count(student, deployed, task.example_inputs),
-    )
-
-
 def measure_artifact(
     task: Task,
     target: Target,
@@ -72,8 +45,21 @@ def measure_artifact(
     baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every registered metric with a ``measure``, on the loaded artifact; ``baseline`` None:
-    the artifact is the teacher's (metrics the teacher has no value of are skipped)."""
-    ctx = _context(task, target, student, deployed, path, settings, gate, reference, baseline)
+    the artifact is the teacher's (metrics the teacher has no value of are skipped). Metrics
+    read bytes of its files and latency on the target's runtime (``measure_runtime``), params
+    and MACs (``target.count``), each taken on first use."""
+    ctx = MeasureContext(
+        task=task,
+        target=target,
+        student=student,
+        deployed=deployed,
+        path=path,
+        baseline=baseline,
+        take_runtime=lambda: measure_runtime(
+            task, deployed, target.files(path), settings, gate, reference
+        ),
+        take_counts=lambda: target.count(student, deployed, task.example_inputs),
+    )
     return measure_all(ctx)
 
 
@@ -193,6 +179,7 @@ def structure_cost(
         path = Path(tmp) / target.artifact_name
         target.save(student, path, task=task, bits=bits, structure=structure, meta=meta)
         deployed = target.load(path, task.model, threads=settings.threads)
-        ctx = _context(task, target, student, deployed, path, settings, gate, reference)
-        # structure checks read size and latency only, as before (MACs are not counted here)
-        return {**ctx.runtime, "params": ctx.counts["params"]}
+        runtime = measure_runtime(task, deployed, target.files(path), settings, gate, reference)
+        # structure checks read size, latency and params (not the task's metric)
+        counts = target.count(student, deployed, task.example_inputs)
+        return {**runtime, "params": counts["params"]}

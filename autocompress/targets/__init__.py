@@ -1,7 +1,7 @@
 """Deployment targets: how a compressed model becomes a file, and how that file runs.
 
-A target is one module holding one class that follows ``Target`` and inherits ``TargetBase``
-(the optional hooks, declared with their defaults), registered in ``TARGETS`` below. Adding a
+A target is one module holding one class that inherits ``TargetBase`` (``Target``: the contract,
+declared once with the defaults of its optional hooks), registered in ``TARGETS`` below. Adding a
 target = a new module + one line in ``_targets`` (or one :func:`register_target` call); the
 pipeline (compress, export, search, inspect) reaches targets only through ``get_target``.
 
@@ -14,90 +14,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from torch import nn
 
 from autocompress.errors import AutoCompressError
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.timing import measure_latency, measure_paired
-from autocompress.targets._base import HOOKS, TargetBase
+from autocompress.targets._base import HOOKS, SaveJob, TargetBase
 from autocompress.targets.modes import MODES, LayerMode
 
-
-class Target(Protocol):
-    name: str
-    artifact_name: str
-    bits: tuple[int, ...]
-    quant_scopes: dict[str, str]  # quantization scope -> what it means on this target
-    default_scope: str  # the scope of a layer whose policy sets none
-    # optional parts, with their defaults in ``TargetBase``
-    export_format: str  # the ``export --format`` copying this artifact ("": the target's name)
-    export_conversions: tuple[str, ...]  # other ``export --format`` values it converts to
-
-    @property
-    def native_format(self) -> str: ...
-
-    def require(self) -> None:
-        """One line naming the extra to install when the runtime is missing."""
-        ...
-
-    def describe(self) -> list[str]:
-        """What the options resolve to on this machine (``inspect``)."""
-        ...
-
-    def graph_record(self, path: Path) -> dict[str, Any] | None:
-        """What the artifact's runtime graph runs, or None."""
-        ...
-
-    def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
-        """The mode a layer of this type runs in at ``bits`` (intended; records read the
-        artifact)."""
-        ...
-
-    def activation_layers(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> list[str]:
-        """Layers whose inputs the artifact quantizes (fake-quantized while fine-tuning), among
-        those whose ``scopes`` entry is ``weight+activation`` (all capable when None)."""
-        ...
-
-    def code_bits(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> dict[str, int]:
-        """Per layer, the bit-width of the integer weight codes, used alike by fine-tuning's fake
-        quantizer and the artifact (e.g. 7 where ``bits`` says 8 under reduce_range)."""
-        ...
-
-    def save(
-        self,
-        model: nn.Module,
-        path: Path,
-        *,
-        task: Any,
-        bits: Mapping[str, int],
-        structure: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[str, Any],
-        activations: Mapping[str, tuple[float, int]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        """Write the artifact; per-layer records ``{"bits", "mode", ...}``."""
-        ...
-
-    def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
-        """The deployed model, callable like an ``nn.Module`` on the task's inputs."""
-        ...
-
-    def read_meta(self, path: Path) -> dict[str, Any]: ...
-
-    def files(self, path: Path) -> list[Path]:
-        """The artifact's files (the model file plus any external data)."""
-        ...
-
-    def count(
-        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
-    ) -> dict[str, int]:
-        """``params`` and ``macs`` of what was deployed."""
-        ...
+# what every target answers, declared once in ``TargetBase`` (the type the pipeline names)
+Target = TargetBase
 
 
 # A timing whose p90 is over twice its median was descheduled for much of the run (another
@@ -256,6 +184,7 @@ __all__ = [
     "MODES",
     "LayerMode",
     "RETAKES",
+    "SaveJob",
     "TARGETS",
     "Target",
     "TargetBase",

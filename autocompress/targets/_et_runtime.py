@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets._base import require_modules
 from autocompress.targets.modes import LayerMode
 
-EXTRA = 'pip install "autocompress[executorch]"'
 HEADER_METHOD = "autocompress_header"
 # graph nodes that move values around rather than compute (not counted as portable ops)
 _PLUMBING = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "clone")
@@ -27,13 +27,7 @@ _COMPUTE = ("convolution", "linear", "addmm", "mm", "bmm", "embedding")
 
 def require() -> None:
     """One-line error naming the extra to install when ExecuTorch is missing."""
-    try:
-        import executorch  # noqa: F401
-        from executorch.runtime import Runtime  # noqa: F401
-    except ImportError:
-        raise AutoCompressError(
-            f"target 'executorch' needs the executorch package, which is not installed: {EXTRA}"
-        ) from None
+    require_modules("executorch", "executorch", "executorch.runtime")
 
 
 def set_threads(threads: int) -> None:

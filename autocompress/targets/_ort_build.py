@@ -150,6 +150,23 @@ class Builder:
         path.write_bytes(model.SerializeToString())
 
 
+def builder_for(target: Any, job: Any, **options: Any) -> Builder:
+    """The QDQ builder of a ``save`` on ``target`` (onnxruntime, openvino): ``job``'s folded float
+    model with the target's int8 layers, weight codes and calibration batches; ``options`` as
+    ``Builder`` takes them (``dynamic``)."""
+    return Builder(
+        job.model,
+        job.task,
+        bits=job.bits,
+        activations=job.activations,
+        calibration_batches=target.calibration_batches,
+        int8=set(target.activation_layers(job.model, job.bits, job.scopes)),
+        quantize_outputs=set(job.meta.get("quant_outputs", ())),
+        code_bits=target.code_bits(job.model, job.bits, job.scopes),
+        **options,
+    )
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

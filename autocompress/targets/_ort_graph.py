@@ -111,17 +111,15 @@ def optimized_graph(model: bytes, threads: int = 1, *, as_loaded: bool = False):
 def _failing_module(model: nn.Module, example_inputs: tuple) -> str | None:
     """The first leaf module (in call order) that does not export on its own."""
     calls: list[tuple[str, nn.Module, tuple]] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, args, out, p=p: calls.append((p, mod, args)))
-        for p, m in model.named_modules()
-        if p and not list(m.children())
-    ]
-    try:
+    with contextlib.ExitStack() as hooks:  # each hook removed on the way out
+        for p, m in model.named_modules():
+            if p and not list(m.children()):
+                record = m.register_forward_hook(
+                    lambda mod, args, out, p=p: calls.append((p, mod, args))
+                )
+                hooks.enter_context(record)
         with torch.inference_mode():
             model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
     for path, mod, args in calls:
         try:
             with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:

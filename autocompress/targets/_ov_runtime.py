@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError
+from autocompress.targets._base import require_modules
 from autocompress.targets.modes import LayerMode
 
-EXTRA = 'pip install "autocompress[openvino]"'
 HEADER_KEY = "autocompress"
 # fp32 stays fp32: on CPUs with AVX-512 BF16 or AMX OpenVINO otherwise runs fp32 models in bf16
 INFERENCE_PRECISION = "f32"
@@ -28,12 +28,7 @@ SKIP = ("Input", "Output", "Const", "Parameter", "Result", "Constant")
 
 def require() -> None:
     """One-line error naming the extra to install when OpenVINO is missing."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise AutoCompressError(
-            f"target 'openvino' needs the openvino package, which is not installed: {EXTRA}"
-        ) from None
+    require_modules("openvino", "openvino")
 
 
 @functools.cache

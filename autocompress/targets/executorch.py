@@ -32,21 +32,12 @@ from typing import Any, ClassVar
 from torch import nn
 
 from autocompress.errors import AutoCompressError
-from autocompress.measure.timing import count_macs, count_params
 from autocompress.targets import _et_runtime as rt
 from autocompress.targets._cpu import cpu_record
-from autocompress.targets._lowered import LoweredTarget
+from autocompress.targets._lowered import CONVS, LINEARS, OPAQUE, LoweredJob, LoweredTarget
 from autocompress.targets.modes import LayerMode
-from autocompress.techniques.fold import (
-    concat_folds,
-    fold_batchnorm,
-    fold_concat_batchnorm_,
-    foldable_pairs,
-)
 
 FORMAT = "autocompress-executorch/1"
-_QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 @dataclass(frozen=True)
@@ -54,19 +45,13 @@ class ExecuTorchTarget(LoweredTarget):
     name: str = "executorch"
     artifact_name: str = "model.pte"
     bits: tuple[int, ...] = (8, 32)
-    calibration_batches: int = 8
     quant_scopes: ClassVar[dict[str, str]] = {
         "weight+activation": "int8 activations with the fine-tuning scales: XNNPACK qs8 "
         "Conv/Linear kernels at 8 bits",
     }
-    default_scope: ClassVar[str] = "weight+activation"
-
-    def require(self) -> None:
-        """Raise a one-line error naming the extra when ExecuTorch is not installed."""
-        rt.require()
+    require = staticmethod(rt.require)  # one line naming the extra when ExecuTorch is missing
 
     def describe(self) -> list[str]:
-        """What this target resolves to on this machine (``inspect`` prints it)."""
         cpu = cpu_record()
         return [
             f"cpu {cpu['model'] or '?'}: XNNPACK delegate, ExecuTorch runtime threadpool at the "
@@ -76,39 +61,27 @@ class ExecuTorchTarget(LoweredTarget):
         ]
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
-        if bits == 8 and isinstance(module, _QUANTIZABLE) and not isinstance(parent, _OPAQUE):
+        if bits == 8 and isinstance(module, CONVS + LINEARS) and not isinstance(parent, OPAQUE):
             return LayerMode.INT_COMPUTE
         return LayerMode.FLOAT
 
-    def save(
-        self,
-        model: nn.Module,
-        path: Path,
-        *,
-        task: Any,
-        bits: Mapping[str, int],
-        structure: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[str, Any],
-        activations: Mapping[str, tuple[float, int]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
+    def lower(self, job: LoweredJob) -> dict[str, dict[str, Any]]:
         from torch.utils._pytree import tree_structure, treespec_dumps
 
         from autocompress.targets import _et_lower
 
-        rt.require()
-        float_model, folded, split = self.float_for_export(model, bits)
-        inputs = tuple(task.example_inputs)
-        layers = self.activation_layers(float_model, bits, meta.get("quant_scope"))
+        float_model, bits, inputs = job.model, job.bits, tuple(job.task.example_inputs)
+        layers = self.activation_layers(float_model, bits, job.scopes)
         codes = _et_lower.set_codes_(float_model, [p for p, b in bits.items() if b == 8])
         pinned: dict[str, dict[str, Any]] = {}
         graph: nn.Module = float_model
         if layers:
-            batches = [b for b, _ in islice(iter(task.train_loader), self.calibration_batches)]
+            batches = [b for b, _ in islice(iter(job.task.train_loader), self.calibration_batches)]
             graph, pinned = _et_lower.quantize(
                 float_model,
                 inputs,
                 codes={p: codes[p] for p in layers},
-                activations={p: a for p, a in (activations or {}).items() if p in layers},
+                activations={p: a for p, a in job.activations.items() if p in layers},
                 batches=batches,
             )
         methods: dict[str, Any] = {rt.HEADER_METHOD: rt.header_tensor({})}
@@ -124,20 +97,15 @@ class ExecuTorchTarget(LoweredTarget):
                 rec["weights"] = "our int8 codes and per-channel scales (pinned qparams)"
                 rec["input_qparams"] = pinned[p].get("input_qparams")
         out_spec = tree_structure(float_model(*inputs))
-        header = dict(
-            meta,
-            format=FORMAT,
-            structure=structure,
-            layers=records,
-            folded=folded,
-            split=split,
+        header = job.header(
+            FORMAT,
+            records,
             batch=int(inputs[0].shape[0]),
             out_spec=treespec_dumps(out_spec),
             graph={k: ops[k] for k in ("partitions", "delegated_ops", "portable_ops")},
-            cpu=cpu_record(),
         )
         _et_lower.set_method_(edge, rt.HEADER_METHOD, rt.header_tensor(header))
-        path.write_bytes(edge.to_executorch().buffer)
+        job.path.write_bytes(edge.to_executorch().buffer)
         return records
 
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
@@ -163,18 +131,11 @@ class ExecuTorchTarget(LoweredTarget):
     def files(self, path: Path) -> list[Path]:
         return [path]
 
-    def count(
-        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
-    ) -> dict[str, int]:
-        folded = fold_batchnorm(student, foldable_pairs(student))
-        fold_concat_batchnorm_(folded, concat_folds(folded))
-        return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
-
 
 def _not_offered(modules: Mapping[str, nn.Module], path: str) -> str:
     """Why an 8-bit layer is not an int8 kernel on this target (its mode is ``float``)."""
     module, parent = modules.get(path), modules.get(path.rpartition(".")[0])
-    if isinstance(parent, _OPAQUE):
+    if isinstance(parent, OPAQUE):
         why = (
             f"inside {type(parent).__name__}, whose eager fast path bypasses it (no activation QAT)"
         )

@@ -25,7 +25,6 @@ kernel). 2 and 3 bits are not offered.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,23 +32,13 @@ from typing import Any, ClassVar
 from torch import nn
 
 from autocompress.errors import AutoCompressError
-from autocompress.measure.timing import count_macs, count_params
 from autocompress.targets import _ov_runtime as rt
 from autocompress.targets._cpu import cpu_info, cpu_record
-from autocompress.targets._lowered import LoweredTarget
+from autocompress.targets._lowered import LoweredJob, LoweredTarget, qdq_mode
 from autocompress.targets._matmul import NBITS_BLOCK
 from autocompress.targets.modes import LayerMode
-from autocompress.techniques.fold import (
-    concat_folds,
-    fold_batchnorm,
-    fold_concat_batchnorm_,
-    foldable_pairs,
-)
 
 FORMAT = "autocompress-openvino/1"
-_LINEARS = (nn.Linear,)
-_CONVS = (nn.Conv1d, nn.Conv2d)
-_OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 @dataclass(frozen=True)
@@ -57,21 +46,15 @@ class OpenVinoTarget(LoweredTarget):
     name: str = "openvino"
     artifact_name: str = "model.xml"
     bits: tuple[int, ...] = (4, 8, 16, 32)
-    calibration_batches: int = 8
     quant_scopes: ClassVar[dict[str, str]] = {
         "weight": "int8/int4 weights dequantized into f32 Convolution/FullyConnected, or u4 "
         "compressed FullyConnected weights",
         "weight+activation": "uint8 activations with the fine-tuning scales: u8 "
         "Convolution/FullyConnected kernels at 8 bits",
     }
-    default_scope: ClassVar[str] = "weight+activation"
-
-    def require(self) -> None:
-        """Raise a one-line error naming the extra when OpenVINO is not installed."""
-        rt.require()
+    require = staticmethod(rt.require)  # one line naming the extra when OpenVINO is missing
 
     def describe(self) -> list[str]:
-        """What this target resolves to on this machine (``inspect`` prints it)."""
         cpu, flags = cpu_record(), cpu_info()[1]
         bf16 = any(f in flags for f in ("avx512_bf16", "amx_bf16"))
         return [
@@ -83,40 +66,15 @@ class OpenVinoTarget(LoweredTarget):
         ]
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
-        if bits == 32 or isinstance(parent, _OPAQUE):
-            return LayerMode.FLOAT
-        if bits == 8 and isinstance(module, _CONVS + _LINEARS):
-            return LayerMode.INT_COMPUTE
-        return LayerMode.WEIGHT_ONLY
+        return qdq_mode(module, bits, parent)
 
-    def save(
-        self,
-        model: nn.Module,
-        path: Path,
-        *,
-        task: Any,
-        bits: Mapping[str, int],
-        structure: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[str, Any],
-        activations: Mapping[str, tuple[float, int]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
+    def lower(self, job: LoweredJob) -> dict[str, dict[str, Any]]:
         from autocompress.targets import _embedding, _qdq
-        from autocompress.targets._ort_build import Builder
+        from autocompress.targets._ort_build import builder_for
 
-        rt.require()
-        float_model, folded, split = self.float_for_export(model, bits)
-        scopes = meta.get("quant_scope")
-        builder = Builder(
-            float_model,
-            task,
-            bits=bits,
-            activations=dict(activations or {}),
-            calibration_batches=self.calibration_batches,
-            int8=set(self.activation_layers(float_model, bits, scopes)),
-            quantize_outputs=set(meta.get("quant_outputs", ())),
-        )
+        builder = builder_for(self, job)
         blob = builder.variant(builder.int8)
-        records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
+        records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in job.bits.items()}
         _embedding.table_records_(blob, builder.tables, records)
         for table in builder.tables:  # a lookup, not a compute node: recorded from the graph
             records[table].setdefault("mode", LayerMode.WEIGHT_ONLY)
@@ -126,22 +84,15 @@ class OpenVinoTarget(LoweredTarget):
             onnx_path.write_bytes(blob)
             model_ov = rt.core().read_model(str(onnx_path))
             compiled = rt.compile_model(model_ov)
-            _check_output_shape(compiled, float_model, task.example_inputs)
+            _check_output_shape(compiled, job.model, job.task.example_inputs)
             users = _qdq.consumers(builder.float)
             inits = {i.name for i in builder.float.graph.initializer}
             nodes = {p: rt.layer_names(ln.node, users, inits) for p, ln in builder.layers.items()}
             rt.read_records_(compiled, nodes, records, group_size=NBITS_BLOCK)
-            header = dict(
-                meta,
-                format=FORMAT,
-                structure=structure,
-                layers=records,
-                folded=folded,
-                split=split,
-                inference_precision=rt.inference_precision(compiled),
-                cpu=cpu_record(),
+            precision = rt.inference_precision(compiled)
+            rt.write_ir(
+                model_ov, job.path, job.header(FORMAT, records, inference_precision=precision)
             )
-            rt.write_ir(model_ov, path, header)
         return records
 
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
@@ -163,13 +114,6 @@ class OpenVinoTarget(LoweredTarget):
 
     def files(self, path: Path) -> list[Path]:
         return [path, path.with_suffix(".bin")]
-
-    def count(
-        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
-    ) -> dict[str, int]:
-        folded = fold_batchnorm(student, foldable_pairs(student))
-        fold_concat_batchnorm_(folded, concat_folds(folded))
-        return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}
 
 
 def _check_output_shape(compiled: Any, model: nn.Module, example_inputs: tuple) -> None:

@@ -37,34 +37,19 @@ from typing import Any, ClassVar
 from torch import nn
 
 from autocompress.errors import AutoCompressError
-from autocompress.measure.timing import count_macs, count_params
-from autocompress.targets._base import TargetBase
 from autocompress.targets._cpu import cpu_record, has_vnni
-from autocompress.targets._ort_graph import (
-    OrtModule,
-    optimized_graph,
-)
+from autocompress.targets._lowered import LINEARS, LoweredJob, LoweredTarget, qdq_mode
+from autocompress.targets._ort_graph import OrtModule, optimized_graph
 from autocompress.targets.modes import LayerMode
-from autocompress.techniques.fold import (
-    concat_folds,
-    fold_batchnorm,
-    fold_concat_batchnorm_,
-    foldable_pairs,
-)
 
 FORMAT = "autocompress-onnx/1"
-_LINEARS = (nn.Linear,)
-_CONVS = (nn.Conv1d, nn.Conv2d)
-_OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 @dataclass(frozen=True)
-class OnnxRuntimeTarget(TargetBase):
+class OnnxRuntimeTarget(LoweredTarget):
     name: str = "onnxruntime"
     artifact_name: str = "model.onnx"
     bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
-    export_format: ClassVar[str] = "onnx"
-    calibration_batches: int = 8
     max_layer_drop: float | None = None
     reduce_range: str | bool = "auto"  # auto: 7-bit integer-compute weights without VNNI
     linear: str = "static"  # 8-bit Linear: static QDQ or dynamic (DynamicQuantizeMatMul)
@@ -74,7 +59,7 @@ class OnnxRuntimeTarget(TargetBase):
         "fine-tuning): QLinearConv/QGemm integer kernels at 8 bits; a graph output a "
         "layer set explicitly to it is quantized and dequantized too",
     }
-    default_scope: ClassVar[str] = "weight+activation"
+    export_format: ClassVar[str] = "onnx"
 
     def __post_init__(self) -> None:
         choice = {"auto": "auto", "true": True, "false": False, True: True, False: False}
@@ -101,7 +86,6 @@ class OnnxRuntimeTarget(TargetBase):
         return not has_vnni() if self.reduce_range == "auto" else bool(self.reduce_range)
 
     def describe(self) -> list[str]:
-        """What this target's options resolve to on this machine (``inspect`` prints it)."""
         cpu = cpu_record()
         why = "option" if self.reduce_range != "auto" else ("VNNI" if cpu["vnni"] else "no VNNI")
         codes = "7-bit codes (|q| <= 63)" if self.reduces_range else "full int8 codes (|q| <= 127)"
@@ -112,11 +96,8 @@ class OnnxRuntimeTarget(TargetBase):
         ]
 
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
-        if bits == 32 or isinstance(parent, _OPAQUE):
-            return LayerMode.FLOAT
-        if bits == 8 and isinstance(module, _CONVS + _LINEARS):
-            return LayerMode.INT_COMPUTE
-        if bits in (2, 3, 4) and isinstance(module, _LINEARS):
+        mode = qdq_mode(module, bits, parent)
+        if mode == LayerMode.WEIGHT_ONLY and bits in (2, 3, 4) and isinstance(module, LINEARS):
             from autocompress.targets._matmul import nbits_int8
 
             # MatMulNBits, accuracy_level 4: int8 activations where this CPU's MLAS has the kernel
@@ -125,14 +106,12 @@ class OnnxRuntimeTarget(TargetBase):
                 if nbits_int8(2 if bits == 2 else 4, 4)
                 else LayerMode.WEIGHT_ONLY
             )
-        return LayerMode.WEIGHT_ONLY
+        return mode
 
     def activation_layers(
-        self,
-        model: nn.Module,
-        bits: Mapping[str, int],
-        scopes: Mapping[str, str] | None = None,
+        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
     ) -> list[str]:
+        """The 8-bit integer-compute layers with static activation scales (not ``dynamic``)."""
         dynamic = set(self.dynamic_layers(model, bits, scopes))
         return [p for p in self._int8(model, bits, scopes) if p not in dynamic]
 
@@ -143,7 +122,7 @@ class OnnxRuntimeTarget(TargetBase):
         if self.linear != "dynamic":
             return []
         modules = dict(model.named_modules())
-        return [p for p in self._int8(model, bits, scopes) if isinstance(modules[p], _LINEARS)]
+        return [p for p in self._int8(model, bits, scopes) if isinstance(modules[p], LINEARS)]
 
     def code_bits(
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
@@ -157,52 +136,16 @@ class OnnxRuntimeTarget(TargetBase):
         self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None
     ) -> list[str]:
         """8-bit integer-compute layers whose scope quantizes activations."""
-        from autocompress.targets import int8_activation_layers
+        return super().activation_layers(model, bits, scopes)
 
-        return int8_activation_layers(self, model, bits, scopes)
+    def lower(self, job: LoweredJob) -> dict[str, dict[str, Any]]:
+        from autocompress.targets._ort_build import builder_for
 
-    def save(
-        self,
-        model: nn.Module,
-        path: Path,
-        *,
-        task: Any,
-        bits: Mapping[str, int],
-        structure: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[str, Any],
-        activations: Mapping[str, tuple[float, int]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        from autocompress.targets._ort_build import Builder
-
-        folded = foldable_pairs(model)
-        float_model = fold_batchnorm(model, folded)
-        split = concat_folds(float_model)  # a BatchNorm after a concat: over the branches
-        fold_concat_batchnorm_(float_model, split)
-        scopes = meta.get("quant_scope")
-        builder = Builder(
-            float_model,
-            task,
-            bits=bits,
-            activations=dict(activations or {}),
-            calibration_batches=self.calibration_batches,
-            int8=set(self.activation_layers(float_model, bits, scopes)),
-            quantize_outputs=set(meta.get("quant_outputs", ())),
-            code_bits=self.code_bits(float_model, bits, scopes),
-            dynamic=set(self.dynamic_layers(float_model, bits, scopes)),
-        )
+        dynamic = set(self.dynamic_layers(job.model, job.bits, job.scopes))
+        builder = builder_for(self, job, dynamic=dynamic)
         blob, records = builder.build(self.max_layer_drop)
-        header = dict(
-            meta,
-            format=FORMAT,
-            structure=structure,
-            layers=records,
-            folded=folded,
-            split=split,
-            reduce_range=self.reduces_range,
-            linear=self.linear,
-            cpu=cpu_record(),
-        )
-        builder.write(path, blob, header)
+        header = job.header(FORMAT, records, reduce_range=self.reduces_range, linear=self.linear)
+        builder.write(job.path, blob, header)
         return records
 
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
@@ -231,10 +174,3 @@ class OnnxRuntimeTarget(TargetBase):
     def files(self, path: Path) -> list[Path]:
         extra = [p for p in path.parent.glob(path.name + ".data*")]
         return [path, *extra]
-
-    def count(
-        self, student: nn.Module, deployed: nn.Module, example_inputs: tuple
-    ) -> dict[str, int]:
-        folded = fold_batchnorm(student, foldable_pairs(student))
-        fold_concat_batchnorm_(folded, concat_folds(folded))
-        return {"params": count_params(folded), "macs": count_macs(folded, example_inputs)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,7 +9,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from autocompress.measure.timing import count_macs, count_params
-from autocompress.targets._base import TargetBase
+from autocompress.targets._base import SaveJob, TargetBase
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,8 @@ class TorchTarget(TargetBase):
     export_format: ClassVar[str] = "torch"
     # a float ONNX file, measured in ONNX Runtime (``targets.onnx.export_measured``)
     export_conversions: ClassVar[tuple[str, ...]] = ("onnx",)
-    # Static activation quantization needs torch.ao's deprecated static modules: not offered.
+    # Static activation quantization needs torch.ao's deprecated static modules: not offered
+    # (no ``activation_layers``: dynamic int8 Linear quantizes its inputs on the fly).
     quant_scopes: ClassVar[dict[str, str]] = {
         "weight": "8-bit Linear: dynamic int8 (activations quantized on the fly by fbgemm); "
         "Conv and other bit-widths: packed weights dequantized on load, float compute",
@@ -33,33 +33,12 @@ class TorchTarget(TargetBase):
 
         return layer_mode(module, bits, parent)
 
-    def activation_layers(
-        self,
-        model: nn.Module,
-        bits: Mapping[str, int],
-        scopes: Mapping[str, str] | None = None,
-    ) -> list[str]:
-        return []  # dynamic int8 Linear quantizes its inputs on the fly
-
-    def code_bits(
-        self, model: nn.Module, bits: Mapping[str, int], scopes: Mapping[str, str] | None = None
-    ) -> dict[str, int]:
-        return dict(bits)
-
-    def save(
-        self,
-        model: nn.Module,
-        path: Path,
-        *,
-        task: Any = None,
-        bits: Mapping[str, int],
-        structure: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[str, Any],
-        activations: Mapping[str, tuple[float, int]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
+    def write(self, job: SaveJob) -> dict[str, dict[str, Any]]:
         from autocompress.targets import _torch
 
-        return _torch.save(model, path, bits=bits, structure=structure, meta=meta)
+        return _torch.save(
+            job.model, job.path, bits=job.bits, structure=job.structure, meta=job.meta
+        )
 
     def load(self, path: Path, skeleton: nn.Module, *, threads: int = 1) -> nn.Module:
         from autocompress.targets import _torch

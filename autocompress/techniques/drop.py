@@ -24,6 +24,7 @@ loader replaces the same blocks before filling in the tensors: nothing is pickle
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import operator
 from collections.abc import Iterable, Mapping
@@ -130,7 +131,6 @@ def find_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> d
                     isinstance(mod, nn.ModuleList),
                 )
     seen: dict[str, str] = {}
-    hooks = []
 
     def hook(path: str):
         def fn(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -141,17 +141,13 @@ def find_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> d
 
         return fn
 
-    for path, (mod, _) in candidates.items():
-        hooks.append(mod.register_forward_hook(hook(path), with_kwargs=True))
-    was_training = model.training
-    model.eval()
-    try:
+    with contextlib.ExitStack() as undo:  # the hooks removed, the training mode restored
+        for path, (mod, _) in candidates.items():
+            undo.enter_context(mod.register_forward_hook(hook(path), with_kwargs=True))
+        undo.callback(model.train, model.training)
+        model.eval()
         with torch.no_grad():
             model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
     return {
         path: seen[path]
         for path, (mod, in_list) in candidates.items()
