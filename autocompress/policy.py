@@ -101,6 +101,10 @@ def _per_layer(
 ) -> dict[str, _V]:
     """``<section>.layers``: an object of layer path -> value, each value ``read`` (checked)."""
     layers = given.get("layers", {})
+    if not isinstance(layers, Mapping):
+        raise PolicyError(
+            f"policy key {section}.layers must be an object of layer path -> value, got {layers!r}"
+        )
     _check_keys(f"{section}.layers", layers, tuple(layers))
     return {k: read(f"{section}.layers[{k!r}]", v) for k, v in layers.items()}
 

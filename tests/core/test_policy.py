@@ -39,6 +39,8 @@ def test_json_round_trip_is_lossless():
         ({"prune": {"default": 1.0}}, "prune.default"),
         ({"prune": {"default": -0.1}}, "prune.default"),
         ({"prune": {"layers": {"fc": 1.5}}}, "prune.layers['fc']"),
+        ({"prune": {"layers": 5}}, "prune.layers must be an object"),
+        ({"quant": {"layers": ["fc"]}}, "quant.layers must be an object"),
         ({"quant": {"default": 5}}, "quant.default"),
         ({"quant": {"layers": {"stem": 12}}}, "quant.layers['stem']"),
         ({"distill": {"alpha": 2}}, "distill.alpha"),
