@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from autocompress._lazy import lazy_names
 from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.pipeline._artifact import measure_baseline
 from autocompress.pipeline._compress import (
     CompressResult,
     MeasureSettings,
     compress,
     load_artifact,
-    measure_baseline,
+    measure_teacher,
 )
 from autocompress.pipeline.hooks import TrialHooks
 from autocompress.pipeline.options import CompressOptions
@@ -51,6 +52,7 @@ __all__ = [
     "load_space",
     "load_task",
     "measure_baseline",
+    "measure_teacher",
     "register_importance",
     "report",
     "search",

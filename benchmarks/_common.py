@@ -112,11 +112,11 @@ def our_rows(
     """Ours on ``target`` against the same baseline: ``fp32`` (32 bits), ``int8`` (no pruning,
     no fine-tuning) and, with ``qat_epochs``, ``int8-qat``; name -> (result, first row fields).
     Measured with one thread, 10 warm-up and 30 timed calls."""
-    from autocompress import MeasureSettings, Policy, compress, measure_baseline
+    from autocompress import MeasureSettings, Policy, compress, measure_teacher
 
     settings = MeasureSettings(threads=1, warmup=10, repeats=30)
 
-    baseline = measure_baseline(task, target=target, settings=settings)
+    baseline = measure_teacher(task, target=target, settings=settings)
     policies = {"fp32": {"quant": {"default": 32}}, "int8": {"quant": {"default": 8}}}
     if qat_epochs:
         policies["int8-qat"] = {

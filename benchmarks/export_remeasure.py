@@ -25,7 +25,7 @@ OUT = Path(__file__).parent / "results" / "export_remeasure.json"
 FRESH = r"""
 import json, sys
 from autocompress import load_artifact
-from autocompress import measure_baseline
+from autocompress import measure_teacher
 from autocompress.measure.timing import measure_latency
 from autocompress.targets.runtimes import read_torch_artifact as read
 from autocompress.task import load_task
@@ -35,7 +35,7 @@ meta, _ = read(path)
 task = load_task(meta["task_spec"], base_dir=meta["task_base_dir"])
 model = load_artifact(path, task.model)
 lat = measure_latency(model, task.example_inputs, n_threads=1, repeats=50)
-base = measure_baseline(task)
+base = measure_teacher(task)
 print(json.dumps({"accuracy": task.evaluate(model), "latency_ms": lat.median_ms,
                   "baseline_latency_ms": base["latency_ms"]}))
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 from _common import RESULTS
 from onnxruntime_int8 import SETTINGS, digits_task, round_robin
 
-from autocompress import Policy, compress, measure_baseline
+from autocompress import Policy, compress, measure_teacher
 from autocompress.policy import FINETUNE_SCOPES
 
 OUT = RESULTS / "finetune_scopes.json"
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     task = digits_task()
-    baseline = measure_baseline(task, target="onnxruntime", settings=SETTINGS)
+    baseline = measure_teacher(task, target="onnxruntime", settings=SETTINGS)
     with tempfile.TemporaryDirectory(prefix="finetune-scopes-") as tmp:
         full = full_int8_rows(task, baseline, Path(tmp))
         print(json.dumps(full, indent=1), flush=True)

@@ -197,11 +197,11 @@ def round_robin(
 
 
 def bench(task: Task, policies: dict[str, dict], tmp: Path, rounds: int = ROUNDS) -> dict:
-    from autocompress import measure_baseline
+    from autocompress import measure_teacher
 
     rows: dict[str, dict] = {}
     paths: dict[str, Path] = {}
-    baseline = measure_baseline(task, target="onnxruntime", settings=SETTINGS)
+    baseline = measure_teacher(task, target="onnxruntime", settings=SETTINGS)
     for name, policy in policies.items():
         t0 = time.time()
         res = compress(

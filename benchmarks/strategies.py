@@ -32,7 +32,7 @@ import torch
 from _common import RESULTS, ROOT
 from torch import nn
 
-from autocompress import MeasureSettings, Policy, compress, measure_baseline
+from autocompress import MeasureSettings, Policy, compress, measure_teacher
 from autocompress.measure.timing import threads
 from autocompress.targets import get_target
 from autocompress.targets.runtimes import read_torch_artifact as read
@@ -72,7 +72,7 @@ def weight_bytes(artifact: Path) -> int:
 
 def unstructured(epochs: int, rounds: int) -> dict[str, Any]:
     task = load_task(f"{ROOT / 'examples' / 'digits' / 'task.py'}:build_task")
-    baseline = measure_baseline(task, settings=QUICK)
+    baseline = measure_teacher(task, settings=QUICK)
     common = {
         "quant": {"default": 8},
         "distill": {"alpha": 0.5, "temperature": 4.0},
@@ -149,7 +149,7 @@ def encoder_task(n: int = 2048, seq: int = 16, layers: int = 6, epochs: int = 15
 
 def layer_drop(epochs: int, rounds: int) -> dict[str, Any]:
     task = encoder_task()
-    baseline = measure_baseline(task, settings=QUICK)
+    baseline = measure_teacher(task, settings=QUICK)
     tune = {"distill": {"alpha": 0.3, "temperature": 4.0}, "finetune": {"epochs": epochs}}
     policies = {
         "full, fine-tuned alike": tune,

@@ -70,9 +70,9 @@ def trial_metrics(
         for key in METRICS
         if is_number(metrics.get(key))
     ]
-    baseline = record.get("teacher") or metrics.get("baseline") or {}
+    baseline = record.get("teacher") or metrics.get("teacher") or {}
     out += [
-        Metric(f"baseline.{key}", float(baseline[key]), timestamp, 0)
+        Metric(f"teacher.{key}", float(baseline[key]), timestamp, 0)
         for key in teacher_metrics()
         if is_number(baseline.get(key))
     ]

@@ -292,7 +292,7 @@ class MlflowTracker:  # a Tracker (autocompress.integrations.tracker)
             "state": state,
             "node": str(record.get("node") or "none"),
             "host": str(record.get("host") or "none"),
-            "baseline": str(record.get("baseline") or "none"),
+            "start": str(record.get("start") or "none"),
         }
         error = record.get("error")
         if error:

@@ -235,7 +235,7 @@ def comparable(
     if value is None:
         return None
     metric = METRICS.get(name)
-    own = (record.get("teacher") or metrics.get("baseline") or {}).get(name)
+    own = (record.get("teacher") or metrics.get("teacher") or {}).get(name)
     run = (teacher or {}).get(name)
     if metric is None or not metric.timed or not own or not run:
         return float(value)

@@ -5,12 +5,13 @@ fine-tunes, writes the target's artifact and measures it; :func:`load_artifact` 
 
 from __future__ import annotations
 
+from autocompress.pipeline._artifact import measure_baseline
 from autocompress.pipeline._compress import (
     CompressResult,
     MeasureSettings,
     compress,
     load_artifact,
-    measure_baseline,
+    measure_teacher,
     resolve_policy,
 )
 from autocompress.pipeline.hooks import StageCallback, StopTrial, TrialHooks
@@ -26,5 +27,6 @@ __all__ = [
     "compress",
     "load_artifact",
     "measure_baseline",
+    "measure_teacher",
     "resolve_policy",
 ]

@@ -3,7 +3,7 @@
 ``artifact_meta`` is the header every artifact carries (the policy, the task, what the loader
 rebuilds); ``measure_artifact`` gives a candidate's figures on the loaded artifact: every
 registered metric with a ``measure`` (``autocompress.measure.metrics``: accuracy, bytes, latency,
-params, MACs, speedup, compression, and any metric registered since); ``measure_baseline`` writes the teacher as a float artifact and
+params, MACs, speedup, compression, and any metric registered since); ``measure_teacher`` writes the teacher as a float artifact and
 measures it the same way; ``structure_cost`` measures a pruned structure before training.
 ``teacher_reference`` is the teacher's artifact loaded once per process and target, which a
 candidate is timed interleaved with (``MeasureSettings.paired``).
@@ -121,7 +121,7 @@ def _write_teacher(task: Task, tgt: Target, path: Path) -> None:
     tgt.save(teacher_module(task), path, task=task, bits=bits, structure={}, meta=meta)
 
 
-def measure_baseline(
+def measure_teacher(
     task: Task,
     *,
     options: CompressOptions | None = None,
@@ -141,6 +141,9 @@ def measure_baseline(
         _write_teacher(task, tgt, path)
         deployed = tgt.load(path, teacher_module(task), threads=settings.threads)
         return measure_artifact(task, tgt, teacher_module(task), deployed, path, settings)
+
+
+measure_baseline = measure_teacher  # its name before the teacher/starts naming
 
 
 # teacher model -> {(target, its options, threads): (loaded teacher artifact, its folder)}

@@ -27,7 +27,7 @@ from autocompress.measure.timing import MeasureSettings
 from autocompress.pipeline._artifact import (
     artifact_meta,
     measure_artifact,
-    measure_baseline,
+    measure_teacher,
     structure_cost,
     teacher_reference,
 )
@@ -144,7 +144,7 @@ def compress(
     options: CompressOptions | None = None,
     hooks: TrialHooks | None = None,
     out_dir: str | Path | None = None,
-    baseline: Mapping[str, Any] | None = None,
+    teacher: Mapping[str, Any] | None = None,
     teacher_cache: TeacherCache | None = None,
     target: str | None = None,
     importance: str | Importance | None = None,
@@ -156,6 +156,7 @@ def compress(
     on_structure: StructureCallback | None = None,
     on_epoch: EpochCallback | None = None,
     gate: Gate | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> CompressResult:
     """Apply ``policy`` to ``task.model`` and measure the deployable artifact.
 
@@ -170,7 +171,8 @@ def compress(
     run on the CPU runtime of the target whatever it is (see ``autocompress.device``); a name
     (``"auto"``, ``"cpu"``, ``"cuda:0"``) trains in fp32 on that device. ``hooks``
     (:class:`TrialHooks`), or ``on_stage``, ``on_structure``, ``on_epoch`` and ``gate``, are
-    called as the candidate is built.
+    called as the candidate is built. ``teacher``: the teacher's measured figures on this
+    target (measured here when not given; ``baseline`` is its older name).
     """
     options = CompressOptions.merged(
         options,
@@ -183,7 +185,8 @@ def compress(
     )
     callbacks = dict(on_stage=on_stage, on_structure=on_structure, on_epoch=on_epoch, gate=gate)
     hooks = (hooks or TrialHooks()).replace(**{k: v for k, v in callbacks.items() if v is not None})
-    return _apply(task, policy, options, hooks, out_dir, baseline, teacher_cache)
+    teacher = teacher if teacher is not None else baseline
+    return _apply(task, policy, options, hooks, out_dir, teacher, teacher_cache)
 
 
 def _apply(
@@ -192,7 +195,7 @@ def _apply(
     options: CompressOptions,
     hooks: TrialHooks,
     out_dir: str | Path | None,
-    baseline: Mapping[str, Any] | None,
+    teacher_figures: Mapping[str, Any] | None,
     teacher_cache: TeacherCache | None,
 ) -> CompressResult:
     stage, gate, settings, seed = hooks.on_stage, hooks.gate, options.settings, options.seed
@@ -204,9 +207,9 @@ def _apply(
     scopes, explicit = resolve_quant_scopes(policy, resolved.bits, tgt)
     requests = {name: s.resolve(task, policy, resolved) for name, s in STRATEGIES.items()}
     dropped, sparsity = requests["structure"], requests["weight"]
-    if baseline is None:
-        stage("measure baseline")
-        baseline = measure_baseline(task, options=options)
+    if teacher_figures is None:
+        stage("measure teacher")
+        teacher_figures = measure_teacher(task, options=options)
 
     stage("prune")
     student = copy.deepcopy(task.model)
@@ -301,11 +304,11 @@ def _apply(
     stage("measure")
     reference = teacher_reference(task, tgt, settings) if settings.paired else None
     metrics = measure_artifact(
-        task, tgt, student, deployed, artifact, settings, gate, reference, baseline
+        task, tgt, student, deployed, artifact, settings, gate, reference, teacher_figures
     )
     # the teacher this candidate is compared with: timed interleaved with it when paired
-    teacher = {**baseline, **metrics.get("teacher_paired", {})}
-    metrics["baseline"] = {k: teacher[k] for k in teacher_metrics() if k in teacher}
+    teacher = {**teacher_figures, **metrics.get("teacher_paired", {})}
+    metrics["teacher"] = {k: teacher[k] for k in teacher_metrics() if k in teacher}
     metrics["layers"] = dict(records)
     record_strategies(metrics, run, requests, done)
     _scope_records(metrics, scopes, act_quant)

@@ -16,7 +16,7 @@ from typing import Any
 from autocompress.errors import AutoCompressError
 from autocompress.measure.metrics import METRICS, comparable
 from autocompress.study.records import TrialState
-from autocompress.study.rundir import RunDir, read_jsonl
+from autocompress.study.rundir import RunDir, current_record, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path) -> RunData:
         name=str(pareto.get("name") or rd.path.name),
         objectives=objectives,
         teacher=dict(pareto.get("teacher") or {}),
-        records=sorted(read_jsonl(rd.trials_file), key=lambda r: r["number"]),
+        records=sorted(map(current_record, read_jsonl(rd.trials_file)), key=lambda r: r["number"]),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
     )
@@ -131,8 +131,8 @@ def hover(record: Mapping[str, Any]) -> str:
     metrics = record.get("metrics") or {}
     s = policy_summary(record.get("policy") or {}, metrics)
     head = f"<b>trial #{record['number']}</b>"
-    if record.get("baseline"):
-        head += f" (baseline: {html.escape(str(record['baseline']))})"
+    if record.get("start"):
+        head += f" (start: {html.escape(str(record['start']))})"
     shown = [m for m in METRICS if m in metrics]
     pairs = [f"{m}={fmt(metrics[m], METRICS[m].spec)}{METRICS[m].unit}" for m in shown]
     lines = [

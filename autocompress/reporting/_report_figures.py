@@ -42,7 +42,7 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
     import plotly.graph_objects as go
 
     complete = run.complete()
-    baselines = [r for r in complete if r.get("baseline")]
+    baselines = [r for r in complete if r.get("start")]
     fig = go.Figure()
 
     def trace(name: str, uid: str, records: Sequence[Mapping[str, Any]], **style: Any) -> None:
@@ -75,11 +75,11 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
     )
     if baselines:
         points(
-            "baseline policies",
+            "start policies",
             "baselines",
             baselines,
             mode="markers+text",
-            text=[str(r["baseline"]) for r in baselines],
+            text=[str(r["start"]) for r in baselines],
             textposition="top center",
             marker={"symbol": "diamond", "color": "royalblue", "size": 11},
         )
@@ -138,8 +138,8 @@ def _scatter_3d(run: RunData) -> str:
         ("all complete trials", complete, {"color": "lightgray", "size": 3, "opacity": 0.5}),
         ("Pareto points", run.pareto, {"color": "crimson", "size": 5}),
         (
-            "baseline policies",
-            [r for r in complete if r.get("baseline")],
+            "start policies",
+            [r for r in complete if r.get("start")],
             {"color": "royalblue", "size": 6, "symbol": "diamond"},
         ),
     ):
@@ -244,7 +244,7 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
     y = maximized[0]
     xs = [o for o in run.objectives if o != y]
     complete = run.complete()
-    baselines = [r for r in complete if r.get("baseline")]
+    baselines = [r for r in complete if r.get("start")]
     fig = Figure(figsize=(6 * len(xs), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, x in zip(fig.subplots(1, len(xs), squeeze=False)[0], xs, strict=True):
@@ -281,7 +281,7 @@ def write_pareto_png(run: RunData, path: Path) -> Path:
                 zorder=4,
             )
             for r, bx, by in zip(baselines, bxs, bys, strict=True):
-                ax.annotate(str(r["baseline"]), (bx, by), textcoords="offset points", xytext=(4, 4))
+                ax.annotate(str(r["start"]), (bx, by), textcoords="offset points", xytext=(4, 4))
         if all(run.teacher.get(n) is not None for n in (x[0], y[0])):
             ax.scatter(
                 *_coords(run, _teacher_points(run), x[0], y[0]),

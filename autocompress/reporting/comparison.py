@@ -215,11 +215,11 @@ def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:
                 records=records,
                 front=points,
                 objectives=_objectives_param(parent.data.params.get("objectives")),
-                teacher={  # MLflow metric names keep their "baseline." prefix
-                    key.removeprefix("baseline."): value
+                teacher={  # "teacher.<metric>" (stores written before the rename: "baseline.")
+                    key.split(".", 1)[1]: value
                     for run in kids
                     for key, value in run.data.metrics.items()
-                    if key.startswith("baseline.")
+                    if key.startswith(("teacher.", "baseline."))
                 },
             )
         )
@@ -253,8 +253,8 @@ def _objectives_param(text: str | None) -> list[dict[str, str]]:
 def _teacher_from(metrics: Any) -> dict[str, float]:
     """The teacher figures a trial's metrics carry (a run directory without pareto.json)."""
     for m in metrics:
-        if m.get("baseline"):
-            return dict(m["baseline"])
+        if m.get("teacher"):
+            return dict(m["teacher"])
     return {}
 
 

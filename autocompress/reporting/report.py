@@ -68,7 +68,7 @@ def _pareto_table(run: RunData) -> str:
     names = table_metrics(run)
     metric_heads = "".join(f"<th>{html.escape(axis(n)[0])}</th>" for n in names)
     head = (
-        f"<tr><th>trial</th><th>baseline</th>{metric_heads}"
+        f"<tr><th>trial</th><th>start</th>{metric_heads}"
         "<th>α</th><th>T</th><th>λ</th><th>epochs</th><th>mean prune</th><th>bits</th>"
         "<th>fine-tune scope</th><th>feature w</th><th>quant scope</th></tr>"
     )
@@ -77,7 +77,7 @@ def _pareto_table(run: RunData) -> str:
     for t in run.pareto:
         m = t.get("metrics") or {}
         s = policy_summary(t.get("policy") or {}, m)
-        name = t.get("baseline") or by_number.get(t["number"], {}).get("baseline") or ""
+        name = t.get("start") or by_number.get(t["number"], {}).get("start") or ""
         cells = [
             f"#{t['number']}",
             html.escape(str(name)),

@@ -128,10 +128,10 @@ class Controller:
         names = self.plan.names()
         out: dict[str, float | bool | None] = {}
         for record in self.records.values():
-            if record.get("baseline") in names:
+            if record.get("start") in names:
                 accuracy = (record.get("metrics") or {}).get("accuracy")
                 done = record["state"] == TrialState.COMPLETE and accuracy is not None
-                out[record["baseline"]] = float(accuracy) if done else False
+                out[record["start"]] = float(accuracy) if done else False
         for trial in self.live.values():
             name = trial.user_attrs.get(_START_ATTR)
             if name in names and name not in out:
@@ -176,7 +176,7 @@ class Controller:
 
     def tell(self, proposal: Proposal, record: dict[str, Any]) -> dict[str, Any]:
         """Complete the record, append it to trials.jsonl, then tell the study."""
-        record = {**record, "params": proposal.params, "baseline": proposal.start}
+        record = {**record, "params": proposal.params, "start": proposal.start}
         self.run_dir.append(record)
         self.records[proposal.number] = record
         self._tell(proposal.number, record)
@@ -203,7 +203,7 @@ class Controller:
         if record["state"] == TrialState.PRUNED:
             return states.PRUNED, None, {}
         metrics = record["metrics"]
-        teacher = record.get("teacher") or metrics.get("baseline") or self.teacher
+        teacher = record.get("teacher") or metrics.get("teacher") or self.teacher
         constraints = {
             f"{i}:{c}": self._violation(c, metrics, teacher)
             for i, c in enumerate(self.objectives.constraints)
@@ -247,7 +247,7 @@ class Controller:
                     "number": r["number"],
                     "policy": r["policy"],
                     "metrics": r["metrics"],
-                    "teacher": r.get("teacher") or r["metrics"].get("baseline"),
+                    "teacher": r.get("teacher") or r["metrics"].get("teacher"),
                     "compared": {
                         m: comparable(r, m, self.teacher) for m in self.objectives.metrics
                     },

@@ -138,7 +138,7 @@ def measure_bits(
             policy, finetune=dataclasses.replace(policy.finetune, epochs=0)
         )
         try:
-            m = compress(task, policy, options=options, baseline=teacher).metrics
+            m = compress(task, policy, options=options, teacher=teacher).metrics
         except Exception as exc:  # a bit-width the target cannot build is not a start
             out.append({"bits": bits, "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -147,7 +147,7 @@ def measure_bits(
                 "bits": bits,
                 "accuracy": float(m["accuracy"]),
                 "size_bytes": int(m["size_bytes"]),
-                "latency_ratio": float(m["latency_ms"]) / float(m["baseline"]["latency_ms"]),
+                "latency_ratio": float(m["latency_ms"]) / float(m["teacher"]["latency_ms"]),
             }
         )
     return out

@@ -36,7 +36,7 @@ def run_trial(
     *,
     number: int,
     objectives: ObjectiveSet,
-    baseline: Mapping[str, Any],
+    teacher: Mapping[str, Any],
     out_dir: Path,
     teacher_cache: TeacherCache | None = None,
 ) -> TrialRecord:
@@ -58,7 +58,7 @@ def run_trial(
 
     def check_structure(cost: dict[str, Any]) -> None:
         structure.update(cost)
-        broken = objectives.structural_violation(cost, _teacher(baseline, cost))
+        broken = objectives.structural_violation(cost, _paired_teacher(teacher, cost))
         if broken:
             raise StopTrial(broken)
 
@@ -87,7 +87,7 @@ def run_trial(
                     gate=gate,
                 ),
                 out_dir=out_dir,
-                baseline=baseline,
+                teacher=teacher,
                 teacher_cache=teacher_cache,
             )
     except StopTrial as stop:
@@ -102,17 +102,19 @@ def run_trial(
         )
     else:
         record["metrics"] = result.metrics
-        record.update(_classify(objectives, result.metrics, _teacher(baseline, result.metrics)))
+        record.update(
+            _classify(objectives, result.metrics, _paired_teacher(teacher, result.metrics))
+        )
     if teacher_cache is not None:
         record["teacher_batches_computed"] = teacher_cache.computed_batches - cache_before
     record["duration_s"] = round(time.perf_counter() - start, 3)
     return _finite(record)  # type: ignore[no-any-return]
 
 
-def _teacher(baseline: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
+def _paired_teacher(teacher: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
     """The teacher a measurement is compared with: its timings from the interleaved run when
-    the candidate was timed paired with it, else the baseline's."""
-    return {**baseline, **(measured.get("teacher_paired") or {})}
+    the candidate was timed paired with it, else the teacher's."""
+    return {**teacher, **(measured.get("teacher_paired") or {})}
 
 
 def _finite(value: Any) -> Any:
@@ -127,12 +129,12 @@ def _finite(value: Any) -> Any:
 
 
 def _classify(
-    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], teacher: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``complete``, ``infeasible`` (a constraint broken) or ``failed`` (a value not finite)."""
     try:
         values = objectives.values(metrics)
-        constraints = objectives.constraint_values(metrics, baseline)
+        constraints = objectives.constraint_values(metrics, teacher)
     except (KeyError, TypeError, ValueError) as exc:
         return {
             "state": TrialState.FAILED,
@@ -146,16 +148,16 @@ def _classify(
             "error": f"non-finite objective or constraint values {values + constraints}",
         }
     if max(constraints, default=0.0) > 0:
-        return {"state": TrialState.INFEASIBLE, "error": _broken(objectives, metrics, baseline)}
+        return {"state": TrialState.INFEASIBLE, "error": _broken(objectives, metrics, teacher)}
     return {"state": TrialState.COMPLETE}
 
 
 def _broken(
-    objectives: ObjectiveSet, metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+    objectives: ObjectiveSet, metrics: Mapping[str, Any], teacher: Mapping[str, Any]
 ) -> str:
     msgs = [
-        c.describe_break(metrics, baseline)
+        c.describe_break(metrics, teacher)
         for c in objectives.constraints
-        if c.violation(metrics, baseline) > 0
+        if c.violation(metrics, teacher) > 0
     ]
     return "; ".join(msgs)

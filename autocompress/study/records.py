@@ -50,7 +50,7 @@ class TrialRecord(TypedDict, total=False):
     gpu_ids: list[str]
     teacher: dict[str, Any]  # the teacher the trial was compared with (its own process')
     params: dict[str, Any]  # the sampler's parameter values
-    baseline: str | None  # the start policy's name (``identity``, ``int8``...), None if sampled
+    start: str | None  # the start policy's name (``identity``, ``int8``...), None if sampled
 
 
 def trial_record(

@@ -7,7 +7,9 @@ flushed and fsynced before the sampler is told), ``teacher.json`` (the run's tea
 
 Run directories written before the teacher/starts naming still load: ``baseline.json`` is read
 when there is no ``teacher.json``, ``pareto.json``'s ``baseline`` as its ``teacher``, and the
-config's and identity's ``baselines`` as ``starts``. New files use the new names only.
+config's and identity's ``baselines`` as ``starts``, a trial record's ``baseline`` (the start
+policy's name) as its ``start`` and its metrics' ``baseline`` (the teacher's figures) as their
+``teacher``. New files use the new names only.
 
 Every file but ``trials.jsonl`` is written atomically: a fsynced temporary file renamed over
 the old one, so a killed driver leaves the old or the new file, never half of one. A torn
@@ -42,6 +44,17 @@ def _current_keys(data: dict[str, Any]) -> dict[str, Any]:
         if old in data and new not in data:
             data[new] = data.pop(old)
     return data
+
+
+def current_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A trial record with its legacy keys under their new names (``baseline`` -> ``start``;
+    its metrics' ``baseline`` -> ``teacher``), for records written before the rename."""
+    if "baseline" in record and "start" not in record:
+        record["start"] = record.pop("baseline")
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict) and "baseline" in metrics and "teacher" not in metrics:
+        metrics["teacher"] = metrics.pop("baseline")
+    return record
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -172,7 +185,7 @@ class RunDir:
             return []
         out: dict[int, dict[str, Any]] = {}
         for rec in read_jsonl(self.trials_file):
-            out.setdefault(int(rec["number"]), rec)
+            out.setdefault(int(rec["number"]), current_record(rec))
         return [out[n] for n in sorted(out)]
 
     # -- JSON documents ------------------------------------------------------------------
@@ -203,6 +216,7 @@ class RunDir:
             raise ConfigError(f"{path}: must be an object with a 'trials' list")
         if "teacher" not in doc and "baseline" in doc:  # written before the teacher naming
             doc["teacher"] = doc.pop("baseline")
+        doc["trials"] = [current_record(t) for t in doc.get("trials", [])]
         return doc
 
 

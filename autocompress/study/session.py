@@ -28,7 +28,7 @@ from typing import Any
 from autocompress.errors import AutoCompressError, ConfigError, TaskError
 from autocompress.integrations.tracker import Tracker
 from autocompress.measure.gate import Gate
-from autocompress.pipeline._compress import measure_baseline
+from autocompress.pipeline._compress import measure_teacher
 from autocompress.pipeline.options import CompressOptions
 from autocompress.study._controller import Controller, Proposal
 from autocompress.study._progress import SearchProgress
@@ -172,7 +172,7 @@ def process_teacher(
     target = options.target_name
     if target not in _TEACHERS:
         with gate.exclusive():
-            here = measure_baseline(task, options=options)
+            here = measure_teacher(task, options=options)
         _TEACHERS[target] = {**run, **{k: here[k] for k in _timed(here)}}
     return _TEACHERS[target]
 
@@ -234,7 +234,7 @@ def prepare(
     teacher = run_dir.read_teacher()
     if teacher is None:
         try:
-            teacher = measure_baseline(task, options=options)
+            teacher = measure_teacher(task, options=options)
         except AutoCompressError:
             raise
         except Exception as exc:  # the task's own code (metric, loss, output_fn) failed

@@ -72,10 +72,10 @@ def export_measured(task, deployed: nn.Module, torch_metrics: dict, out: Path, *
         "macs": torch_metrics["macs"],
         "speedup": base["latency_ms"] / measured["latency_ms"],
         "compression": base["size_bytes"] / measured["size_bytes"],
-        "baseline": {
+        "teacher": {
             **base,
-            "params": torch_metrics["baseline"]["params"],
-            "macs": torch_metrics["baseline"]["macs"],
+            "params": torch_metrics["teacher"]["params"],
+            "macs": torch_metrics["teacher"]["macs"],
         },
         "layers": {
             p: {**rec, "mode": LayerMode.FLOAT if rec["bits"] == 32 else LayerMode.WEIGHT_ONLY}

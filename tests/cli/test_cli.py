@@ -24,7 +24,7 @@ METRIC_KEYS = {
     "macs",
     "speedup",
     "compression",
-    "baseline",
+    "teacher",
     "layers",
     "artifact",
     "target",
@@ -73,7 +73,7 @@ def test_apply_writes_artifact_policy_and_metrics(applied):
     metrics = json.loads((applied / "metrics.json").read_text())
     assert set(metrics) - OPTIONAL_KEYS == METRIC_KEYS
     assert metrics["size_bytes"] == (applied / "model.pt").stat().st_size
-    assert set(metrics["baseline"]) == {
+    assert set(metrics["teacher"]) == {
         "accuracy",
         "size_bytes",
         "latency_ms",

@@ -44,7 +44,7 @@ def make_record(number: int, state: str = "complete", **overrides: Any) -> dict[
             "macs": 2_000_000,
             "speedup": 2.1,
             "compression": 5.3,
-            "baseline": {"accuracy": 0.98, "size_bytes": 654_321, "latency_ms": 1.1},
+            "teacher": {"accuracy": 0.98, "size_bytes": 654_321, "latency_ms": 1.1},
             "layers": {
                 "features.0": {"prune": 0.5, "bits": 8, "mode": "int-compute"},
                 "features.2": {"prune": 0.25, "bits": 8, "mode": "int-compute"},
@@ -61,7 +61,7 @@ def make_record(number: int, state: str = "complete", **overrides: Any) -> dict[
         "metrics": metrics,
         "error": "RuntimeError: boom\n" + "x" * 9000 if state == "failed" else None,
         "params": {"distill.alpha": 0.5, "prune.features.*": 0.5},
-        "baseline": None,
+        "start": None,
         "node": None,
         "host": "testhost",
         "duration_s": 1.5,
@@ -148,7 +148,7 @@ def _check_search(uri: str, run_dir: Path) -> None:
     assert complete.params["bits.count.32"] == "1"
     history = client.get_metric_history(children[1].info.run_id, "epoch_accuracy")
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.95)]
-    assert children[0].data.tags["baseline"] == "identity"
+    assert children[0].data.tags["start"] == "identity"
 
     failed = children[2]
     assert failed.data.tags["error"].startswith("RuntimeError: boom")

@@ -41,7 +41,7 @@ def _run_dir(path: Path, metrics: dict, objective: str) -> Path:
     pareto = {
         "name": "contract",
         "objectives": objectives,
-        "baseline": metrics["baseline"],
+        "teacher": metrics["teacher"],
         "trials": [{"number": 0, "policy": {}, "metrics": metrics}],
     }
     (path / "pareto.json").write_text(json.dumps(pareto))
@@ -65,7 +65,7 @@ def test_metric_is_measured_by_compress_on_the_torch_target(name, measured):
         return
     value = measured[name]
     assert isinstance(value, int | float) and value == value  # a number, not NaN
-    assert (name in measured["baseline"]) == metric.teacher
+    assert (name in measured["teacher"]) == metric.teacher
     assert f"{name} {format_value(name, value)}" in summary(measured)
 
 

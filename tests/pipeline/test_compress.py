@@ -32,8 +32,8 @@ def cnn():
 def test_identity_policy_reproduces_the_teacher_exactly(cnn, tmp_path):
     result = compress(cnn, Policy.identity(), out_dir=tmp_path)
     m = result.metrics
-    assert m["accuracy"] == m["baseline"]["accuracy"] == cnn.evaluate(cnn.model)
-    assert m["params"] == m["baseline"]["params"]
+    assert m["accuracy"] == m["teacher"]["accuracy"] == cnn.evaluate(cnn.model)
+    assert m["params"] == m["teacher"]["params"]
     # BatchNorm is folded into the convs of the artifact: same function, one op fewer
     assert result.artifact.exists() and not any(
         isinstance(m, torch.nn.BatchNorm2d) for m in result.model.modules()
@@ -45,11 +45,11 @@ def test_identity_policy_reproduces_the_teacher_exactly(cnn, tmp_path):
 def test_prune_half_and_int8_shrinks_the_resnet(cnn, tmp_path):
     result = compress(cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
     m = result.metrics
-    assert m["baseline"]["params"] / m["params"] >= 3.0
-    assert m["baseline"]["macs"] / m["macs"] >= 3.0
+    assert m["teacher"]["params"] / m["params"] >= 3.0
+    assert m["teacher"]["macs"] / m["macs"] >= 3.0
     assert m["compression"] >= 6.0
     assert m["size_bytes"] == (tmp_path / "model.pt").stat().st_size
-    assert m["speedup"] == pytest.approx(m["baseline"]["latency_ms"] / m["latency_ms"])
+    assert m["speedup"] == pytest.approx(m["teacher"]["latency_ms"] / m["latency_ms"])
     assert m["layers"]["layer1.conv1"] == {
         "prune_requested": 0.5,
         "prune_group": "layer1.conv1",
@@ -131,7 +131,7 @@ def test_mlp_end_to_end(tmp_path):
     task = mlp_task()
     result = compress(task, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path)
     m = result.metrics
-    assert m["params"] < m["baseline"]["params"]
+    assert m["params"] < m["teacher"]["params"]
     assert all(rec["mode"] == "int-compute" for rec in m["layers"].values())
     assert m["compression"] > 3
 
@@ -244,7 +244,7 @@ def test_multihead_attention_at_8_bits_runs_int8_once_unpacked(tmp_path):
         assert layers[f"layer.self_attn.{path}"]["mode"] == "int-compute", path
     assert layers["layer.linear1"]["mode"] == "int-compute"  # no fused fast path any more
     assert layers["head"]["mode"] == "int-compute"
-    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.1
+    assert abs(result.metrics["accuracy"] - result.metrics["teacher"]["accuracy"]) <= 0.1
 
 
 @pytest.mark.parametrize("bits", [3, 8])
@@ -283,8 +283,8 @@ def test_paired_timing_compares_with_the_teacher_timed_beside_the_candidate(cnn,
     ).metrics
     teacher = paired["teacher_paired"]
     assert 0 < teacher["latency_ms"] < 1e3 and teacher["latency_p90_ms"] >= teacher["latency_ms"]
-    assert paired["baseline"]["latency_ms"] == teacher["latency_ms"]
-    assert paired["baseline"]["size_bytes"] == 1  # only the timings come from the pairing
+    assert paired["teacher"]["latency_ms"] == teacher["latency_ms"]
+    assert paired["teacher"]["size_bytes"] == 1  # only the timings come from the pairing
     assert paired["speedup"] == pytest.approx(teacher["latency_ms"] / paired["latency_ms"])
     alone = compress(
         cnn,
@@ -293,7 +293,7 @@ def test_paired_timing_compares_with_the_teacher_timed_beside_the_candidate(cnn,
         baseline=baseline,
         settings=MeasureSettings(paired=False),
     ).metrics
-    assert "teacher_paired" not in alone and alone["baseline"]["latency_ms"] == 1e6
+    assert "teacher_paired" not in alone and alone["teacher"]["latency_ms"] == 1e6
 
 
 def test_measure_paired_times_both_models_interleaved():

@@ -126,7 +126,7 @@ def test_compress_calls_the_hooks_object(tmp_path):
     policy = Policy.from_dict({"prune": {"default": 0.25}, "finetune": {"epochs": 1}})
     options = CompressOptions.of(settings=QUICK, training="cpu")
     result = compress(task, policy, options=options, hooks=hooks, out_dir=tmp_path / "a")
-    assert stages[:2] == ["measure baseline", "prune"] and stages[-2:] == ["convert", "measure"]
+    assert stages[:2] == ["measure teacher", "prune"] and stages[-2:] == ["convert", "measure"]
     assert "fine-tune epoch 1/1" in stages and "measure structure" in stages
     assert epochs and epochs[0][0] == 0 and issubclass(epochs[0][1], nn.Module)
     assert structures[0]["size_bytes"] > 0

@@ -36,7 +36,7 @@ def record(number: int, state: str, measured: tuple[float, int, float] | None = 
             "latency_p90_ms": latency * 1.2,
             "speedup": TEACHER["latency_ms"] / latency,
             "compression": TEACHER["size_bytes"] / size,
-            "baseline": dict(TEACHER),
+            "teacher": dict(TEACHER),
             "layers": {"features.0": {"prune": 0.5, "bits": 8, "mode": "int-compute"}},
             "artifact": "model.pt",
             "target": "torch",
@@ -49,7 +49,7 @@ def record(number: int, state: str, measured: tuple[float, int, float] | None = 
         "metrics": metrics,
         "error": "RuntimeError: boom" if state == "failed" else None,
         "params": {},
-        "baseline": "identity" if number == 0 else None,
+        "start": "identity" if number == 0 else None,
         "node": None,
         "host": "testhost",
         "duration_s": 1.0,
@@ -79,7 +79,7 @@ def write_run_dir(path: Path, name: str, records: list[dict], front: list[int]) 
     pareto = {
         "name": name,
         "objectives": OBJECTIVES,
-        "baseline": TEACHER,
+        "teacher": TEACHER,
         "trials": [
             {"number": r["number"], "policy": r["policy"], "metrics": r["metrics"]}
             for r in records

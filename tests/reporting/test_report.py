@@ -53,7 +53,7 @@ def _complete(
         "macs": size * 10,
         "speedup": TEACHER["latency_ms"] / lat,
         "compression": TEACHER["size_bytes"] / size,
-        "baseline": {**TEACHER, "latency_p90_ms": 1.3, "params": 400000, "macs": 8000000},
+        "teacher": {**TEACHER, "latency_p90_ms": 1.3, "params": 400000, "macs": 8000000},
         "layers": layers,
         "artifact": f"trials/{number}/model.pt",
         "target": "torch",
@@ -72,7 +72,7 @@ def _record(
         "metrics": metrics,
         "error": error,
         "params": {"distill.alpha": policy["distill"]["alpha"]},
-        "baseline": baseline,
+        "teacher": baseline,
         "node": None,
         "host": "testhost",
         "duration_s": 1.5,
@@ -125,7 +125,7 @@ def make_run(run_dir: Path, objectives: list[dict] = OBJECTIVES) -> list[int]:
     pareto = {
         "name": "digits-cnn",
         "objectives": objectives,
-        "baseline": {o["name"]: TEACHER[o["name"]] for o in objectives},
+        "teacher": {o["name"]: TEACHER[o["name"]] for o in objectives},
         "trials": [
             {"number": r["number"], "policy": r["policy"], "metrics": r["metrics"]} for r in front
         ],

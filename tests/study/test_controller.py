@@ -88,7 +88,7 @@ def test_a_running_trial_left_by_a_killed_driver_is_repaired(finished_run, tmp_p
     storage = f"sqlite:///{copy / 'study.db'}"
     study = optuna.load_study(study_name="mlp", storage=storage)
     trial = study.ask()  # a proposal the dead driver had recorded: fake its record
-    record = {**result.trials[0], "number": trial.number, "baseline": None}
+    record = {**result.trials[0], "number": trial.number, "start": None}
     with (copy / "trials.jsonl").open("a") as fh:
         fh.write(json.dumps(record) + "\n")
     resumed = run_search(local_config(copy, trials=4, report_every=0), mlp_task())

@@ -113,8 +113,8 @@ def test_search_starts_from_the_enqueued_uniform_policies(tmp_path):
         report_every=0,
     )
     by_number = {r["number"]: r for r in result.trials}
-    assert by_number[0]["baseline"] == "prune50-int4"
+    assert by_number[0]["start"] == "prune50-int4"
     assert set(by_number[0]["policy"]["quant"]["layers"].values()) == {4}
     assert set(by_number[1]["policy"]["quant"]["layers"].values()) == {8}
-    assert by_number[2]["baseline"] is None and GLOBAL_BITS in by_number[2]["params"]
+    assert by_number[2]["start"] is None and GLOBAL_BITS in by_number[2]["params"]
     assert all(r["state"] == "complete" for r in result.trials)

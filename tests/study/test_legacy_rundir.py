@@ -21,11 +21,34 @@ from autocompress.reporting.comparison import compare
 from autocompress.reporting.export import export_trial, pick_trial
 from autocompress.reporting.report import load_run, write_report
 from autocompress.study.config import SearchConfig
+from autocompress.study.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
 def task():
     return mlp_task()
+
+
+def _old_record(record: dict) -> dict:
+    """A trial record as earlier versions wrote it: the start policy's name under
+    ``baseline``, the teacher's figures in its metrics under ``baseline``."""
+    record = {("baseline" if k == "start" else k): v for k, v in record.items()}
+    metrics = record.get("metrics") or {}
+    if "teacher" in metrics:
+        record["metrics"] = {("baseline" if k == "teacher" else k): v for k, v in metrics.items()}
+    return record
+
+
+def test_old_trial_records_read_under_the_new_names(old_run):
+    run, new = old_run
+    assert '"baseline"' in (run / "trials.jsonl").read_text()
+    records = RunDir(run).records()[: len(new.trials)]
+    assert [r["start"] for r in records] == [r["start"] for r in new.trials]
+    done = [r for r in records if r["state"] == "complete"]
+    assert done and all(r["metrics"]["teacher"] for r in done)
+    assert all("baseline" not in r and "baseline" not in r["metrics"] for r in records)
+    pareto = RunDir(run).read_pareto()
+    assert all("start" in t and "teacher" in t["metrics"] for t in pareto["trials"])
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +63,10 @@ def old_run(task, tmp_path_factory):
 
     (run / "teacher.json").rename(run / "baseline.json")
     pareto = {("baseline" if k == "teacher" else k): v for k, v in pareto.items()}
+    pareto["trials"] = [_old_record(t) for t in pareto["trials"]]
+    trials = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    assert all("start" in r and "baseline" not in r for r in trials)
+    (run / "trials.jsonl").write_text("".join(json.dumps(_old_record(r)) + "\n" for r in trials))
     (run / "pareto.json").write_text(json.dumps(pareto, indent=2))
     for name, text in (("config.yaml", "starts:"), ("identity.json", '"starts":')):
         path = run / name

@@ -93,7 +93,7 @@ def _check_one_teacher_per_comparison(run: Path) -> None:
         if r["state"] == "complete":
             m = r["metrics"]
             assert m["speedup"] == pytest.approx(teacher["latency_ms"] / m["latency_ms"])
-            assert m["baseline"]["latency_ms"] == teacher["latency_ms"]
+            assert m["teacher"]["latency_ms"] == teacher["latency_ms"]
     for t in pareto["trials"]:
         r = records[t["number"]]
         expected = (

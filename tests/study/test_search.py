@@ -47,17 +47,17 @@ def test_local_search_writes_records_and_front(task, tmp_path):
     rd = RunDir(tmp_path / "run")
     records = rd.records()
     assert [r["number"] for r in records] == list(range(6))
-    assert [r["baseline"] for r in records[:3]] == ["identity", "int8", "prune30-int8"]
+    assert [r["start"] for r in records[:3]] == ["identity", "int8", "prune30-int8"]
     for r in records:
         assert r["state"] in ("complete", "infeasible", "failed", "pruned")
         assert set(r) >= {"number", "state", "policy", "metrics", "error", "params"}
     identity = records[0]
     assert identity["state"] == "complete"
-    assert identity["metrics"]["accuracy"] == identity["metrics"]["baseline"]["accuracy"]
+    assert identity["metrics"]["accuracy"] == identity["metrics"]["teacher"]["accuracy"]
     for r in (r for r in records if r["state"] == "complete"):
         # timed interleaved with the teacher: the record compares with that teacher timing
         paired = r["metrics"]["teacher_paired"]["latency_ms"]
-        assert r["teacher"]["latency_ms"] == r["metrics"]["baseline"]["latency_ms"] == paired
+        assert r["teacher"]["latency_ms"] == r["metrics"]["teacher"]["latency_ms"] == paired
         assert r["metrics"]["speedup"] == pytest.approx(paired / r["metrics"]["latency_ms"])
     doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert doc["objectives"][0] == {"name": "accuracy", "direction": "maximize"}
@@ -101,7 +101,7 @@ def test_structure_breaking_a_hard_bound_is_infeasible_without_training(tmp_path
         )
     )
     result = run_search(_config(tmp_path, objectives=str(objectives), trials=4, epochs=2))
-    by_name = {r["baseline"]: r for r in result.trials if r["baseline"]}
+    by_name = {r["start"]: r for r in result.trials if r["start"]}
     identity = by_name["identity"]
     assert identity["state"] == "infeasible"
     assert "size_bytes" in identity["error"]
@@ -206,7 +206,7 @@ def test_nan_metric_with_a_constraint_fails_the_trial_not_the_search(tmp_path):
         trials=4,
     )
     result = run_search(cfg)
-    by_name = {r["baseline"]: r for r in result.trials if r["baseline"]}
+    by_name = {r["start"]: r for r in result.trials if r["start"]}
     assert by_name["prune30-int8"]["state"] == "failed"
     assert "non-finite" in by_name["prune30-int8"]["error"]
     assert by_name["identity"]["state"] == "complete"

@@ -62,7 +62,7 @@ def test_resume_reuses_the_teacher_and_every_record_carries_it(task, tmp_path):
             m = r["metrics"]
             assert m["speedup"] == pytest.approx(r["teacher"]["latency_ms"] / m["latency_ms"])
     identity = result.trials[0]
-    assert identity["baseline"] == "identity"
+    assert identity["start"] == "identity"
     assert identity["metrics"]["size_bytes"] == teacher["size_bytes"]
 
 
@@ -132,4 +132,4 @@ def test_macs_objective_reaches_records_report_study_and_mlflow(task, tmp_path):
         [experiment.experiment_id], filter_string="tags.`trial.number` = '0'"
     )
     assert children[0].data.metrics["macs"] == result.trials[0]["metrics"]["macs"]
-    assert children[0].data.metrics["baseline.macs"] == result.teacher["macs"]
+    assert children[0].data.metrics["teacher.macs"] == result.teacher["macs"]

@@ -108,11 +108,11 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
     assert start["kept_bits"] and start["seconds"] >= 0
     records = RunDir(tmp_path / "run").records()
     first = f"int{start['kept_bits'][0]}"
-    assert [r["baseline"] for r in records[:2]] == ["identity", first]
+    assert [r["start"] for r in records[:2]] == ["identity", first]
     quant = records[1]["policy"]["quant"]
     assert set(quant["layers"].values()) <= {start["kept_bits"][0]}, quant  # uniform
     assert quant["layers"] or quant["default"] == start["kept_bits"][0]
-    starts = [r["baseline"] for r in records[1:] if r["baseline"] is not None]
+    starts = [r["start"] for r in records[1:] if r["start"] is not None]
     assert len(starts) <= 2  # auto2: at most two measured starts
     # resume: the bit-width pass is read back, not measured again; the plan goes on
     before = (tmp_path / "run" / "start.json").read_text()

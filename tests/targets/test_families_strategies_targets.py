@@ -73,4 +73,4 @@ def test_a_two_head_model_is_scored_on_its_first_head_on_every_target(tmp_path):
         for target in ("torch", "onnxruntime", "openvino")
     }
     for target, m in scores.items():
-        assert m["accuracy"] == pytest.approx(m["baseline"]["accuracy"], abs=1e-6), target
+        assert m["accuracy"] == pytest.approx(m["teacher"]["accuracy"], abs=1e-6), target

@@ -195,7 +195,7 @@ def test_dynamic_linear_runs_our_codes_in_dynamicquantizematmul(mlp, tmp_path):
         expected = mlp.model(x)
     got = result.model(x)
     assert torch.allclose(got, expected, atol=0.15 * float(expected.abs().max()))
-    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.03
+    assert abs(result.metrics["accuracy"] - result.metrics["teacher"]["accuracy"]) <= 0.03
 
 
 def test_dynamic_linear_on_a_transformer_encoder(tmp_path):
@@ -207,7 +207,7 @@ def test_dynamic_linear_on_a_transformer_encoder(tmp_path):
     linears = [p for p, m in task.model.named_modules() if isinstance(m, nn.Linear)]
     ints = [p for p in linears if result.metrics["layers"][p]["mode"] == "int-compute"]
     assert ints and sorted(dyn) == sorted(ints)
-    assert abs(result.metrics["accuracy"] - result.metrics["baseline"]["accuracy"]) <= 0.05
+    assert abs(result.metrics["accuracy"] - result.metrics["teacher"]["accuracy"]) <= 0.05
 
 
 def _one_linear_task():

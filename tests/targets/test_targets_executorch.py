@@ -13,7 +13,7 @@ from autocompress import Policy
 from autocompress.pipeline._compress import (
     MeasureSettings,
     compress,
-    measure_baseline,
+    measure_teacher,
 )
 from autocompress.targets import _et_lower
 from autocompress.techniques.fold import fold_batchnorm, foldable_pairs
@@ -135,7 +135,7 @@ def test_every_test_model_runs_on_executorch_or_says_why(family, tmp_path):
     # and timed in the tests above; here its figures would only fill the speedup
     fast = MeasureSettings(repeats=20, warmup=1, paired=False)
     policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 0}})
-    baseline = measure_baseline(task, target="torch", settings=fast)
+    baseline = measure_teacher(task, target="torch", settings=fast)
     result = compress(
         task, policy, target="executorch", out_dir=tmp_path, settings=fast, baseline=baseline
     )

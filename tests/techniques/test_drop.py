@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from autocompress import Policy, Task, compress, load_artifact
 from autocompress.errors import ConfigError, PolicyError
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
+from autocompress.pipeline._compress import MeasureSettings, measure_teacher
 from autocompress.reporting.inspect import describe
 from autocompress.study.space import SearchSpace
 from autocompress.targets import _torch
@@ -139,7 +139,7 @@ def test_a_dropped_block_is_its_identity_path():
 
 
 def test_layer_drop_compresses_reloads_and_records(encoder, tmp_path):
-    baseline = measure_baseline(encoder, settings=QUICK)
+    baseline = measure_teacher(encoder, settings=QUICK)
     policy = Policy.from_dict({"drop": {"blocks": ["layers.1"]}, "quant": {"default": 8}})
     result = compress(encoder, policy, out_dir=tmp_path, baseline=baseline, settings=QUICK)
     m = result.metrics

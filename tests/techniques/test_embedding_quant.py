@@ -16,7 +16,7 @@ from autocompress.pipeline._compress import (
     MeasureSettings,
     compress,
     load_artifact,
-    measure_baseline,
+    measure_teacher,
     resolve_policy,
 )
 from autocompress.reporting.inspect import describe
@@ -38,7 +38,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def baselines(task):
-    return {t: measure_baseline(task, target=t, settings=FAST) for t in ("torch", "onnxruntime")}
+    return {t: measure_teacher(task, target=t, settings=FAST) for t in ("torch", "onnxruntime")}
 
 
 def _fake_quantized(model: nn.Module, bits: int) -> nn.Module:

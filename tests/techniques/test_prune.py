@@ -17,7 +17,7 @@ from _support.models import (
     mha_task,
 )
 
-from autocompress import MeasureSettings, Policy, compress, load_artifact, measure_baseline
+from autocompress import MeasureSettings, Policy, compress, load_artifact, measure_teacher
 from autocompress.analysis.layers import output_layers
 from autocompress.pipeline._compress import resolve_policy
 from autocompress.reporting.inspect import describe
@@ -52,7 +52,7 @@ def test_frozen_teacher_compresses_with_taylor_importance(tmp_path):
     result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=None)
     assert result.metrics["layers"]["res.conv1"]["channels_kept"] == 8
     assert not any(p.requires_grad for p in task.model.parameters())  # teacher untouched
-    assert result.metrics["params"] < result.metrics["baseline"]["params"]
+    assert result.metrics["params"] < result.metrics["teacher"]["params"]
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -72,7 +72,7 @@ def test_bert_heads_and_ffn_neurons(tmp_path):
     policy = Policy.from_dict(
         {"prune": {"layers": {"*.attention.self.query": 0.5, "*.intermediate.dense": 0.5}}}
     )
-    baseline = measure_baseline(task, settings=FAST)
+    baseline = measure_teacher(task, settings=FAST)
     result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=baseline)
     for model in (result.model, load_artifact(tmp_path, task.model)):
         attn = model.bert.encoder.layer[0].attention.self

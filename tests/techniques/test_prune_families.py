@@ -10,7 +10,7 @@ import pytest
 import torch
 from _support.models import FAMILIES
 
-from autocompress import MeasureSettings, Policy, compress, load_artifact, measure_baseline
+from autocompress import MeasureSettings, Policy, compress, load_artifact, measure_teacher
 from autocompress.analysis.layers import _tensors
 from autocompress.pipeline._compress import resolve_policy
 from autocompress.targets import get_target
@@ -102,7 +102,7 @@ def test_every_ratio_runs_reloads_and_exports(task, tmp_path):
 
 
 def test_compress_writes_records_that_match_the_artifact(task, tmp_path):
-    baseline = measure_baseline(task, settings=FAST)
+    baseline = measure_teacher(task, settings=FAST)
     policy = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}})
     result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=baseline)
     layers = result.metrics["layers"]

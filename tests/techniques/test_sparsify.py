@@ -11,7 +11,7 @@ from _support.models import mlp_task
 
 from autocompress import Policy, compress
 from autocompress.errors import PolicyError
-from autocompress.pipeline._compress import MeasureSettings, measure_baseline
+from autocompress.pipeline._compress import MeasureSettings, measure_teacher
 from autocompress.study.space import load_space
 from autocompress.targets._torch import read
 from autocompress.techniques.finetune import finetune_
@@ -38,7 +38,7 @@ def mlp():
 
 @pytest.fixture(scope="module")
 def baseline(mlp):
-    return measure_baseline(mlp, settings=QUICK)
+    return measure_teacher(mlp, settings=QUICK)
 
 
 def test_old_policies_stay_valid_and_unchanged():

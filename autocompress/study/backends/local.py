@@ -28,7 +28,7 @@ def run(session: Session) -> None:
                 TrialHooks(on_stage=lambda s, n=proposal.number: progress.stage(n, s)),
                 number=proposal.number,
                 objectives=session.objectives,
-                baseline=teacher,
+                teacher=teacher,
                 out_dir=session.run_dir.trial_dir(proposal.number),
                 teacher_cache=cache,
             )

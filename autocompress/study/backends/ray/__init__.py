@@ -99,9 +99,9 @@ def trainable(
     config: dict[str, Any],
     *,
     task: Task,
-    teacher: tuple[list, list, list],
+    outputs: tuple[list, list, list],
     objectives: ObjectiveSet,
-    baseline: dict[str, Any],
+    teacher: dict[str, Any],
     options: CompressOptions,
     exclusive_timing: bool,
 ) -> None:
@@ -114,12 +114,12 @@ def trainable(
     where = _where()
     options = options.replace(seed=config["seed"]).check()  # here, on the worker
     cache = TeacherCache(task)
-    cache.load_state(teacher)
+    cache.load_state(outputs)
     policy = Policy.from_dict(config["policy"])
     epochs = policy.finetune.epochs
 
     with trial_gate(exclusive_timing) as gate:
-        teacher = process_teacher(task, options, run=baseline, gate=gate)
+        teacher = process_teacher(task, options, run=teacher, gate=gate)
         where["teacher"] = json.dumps(teacher, default=str)
 
         def on_score(epoch: int, value: float) -> None:
@@ -135,7 +135,7 @@ def trainable(
             TrialHooks(on_score=on_score, gate=gate),
             number=config["number"],
             objectives=objectives,
-            baseline=teacher,
+            teacher=teacher,
             out_dir=Path(config["out_dir"]),
             teacher_cache=cache,
         )
@@ -283,9 +283,9 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
             run = tune.with_parameters(
                 trainable,
                 task=task,
-                teacher=teacher_outputs(task),
+                outputs=teacher_outputs(task),
                 objectives=session.objectives,
-                baseline=session.teacher,
+                teacher=session.teacher,
                 options=session.options,
                 exclusive_timing=exclusive_timing,
             )
