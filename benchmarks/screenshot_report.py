@@ -16,6 +16,38 @@ from pathlib import Path
 
 from autocompress.reporting import write_report
 
+# headless, offline and quiet: no sandbox (containers), GPU, network, first-run or sync
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def run_chromium(
+    binary: str, html_path: Path, profile: Path | str, *flags: str, budget_ms: int = 5000, **run
+) -> subprocess.CompletedProcess:
+    """Open ``html_path`` in headless Chromium (``CHROMIUM_FLAGS``, a fresh ``profile`` folder,
+    ``budget_ms`` of virtual time for its scripts) with ``flags`` saying what to write."""
+    return subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *flags,
+            html_path.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        **run,
+    )
+
 
 def screenshot(
     html_path: Path,
@@ -35,27 +67,15 @@ def screenshot(
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                f"--virtual-time-budget={budget_ms}",
-                f"--window-size={width},{height}",
-                f"--screenshot={out}",
-                html_path.resolve().as_uri(),
-            ],
+        run_chromium(
+            binary,
+            html_path,
+            profile,
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--screenshot={out}",
+            budget_ms=budget_ms,
             check=True,
-            capture_output=True,
-            timeout=180,
         )
     return out
 

@@ -1,5 +1,5 @@
-"""Shared fixtures and helpers: the tiny MLP task, a local search config, a CLI environment,
-the tiny CNN task (``cnn``)."""
+"""Shared fixtures and helpers: the tiny MLP task (its spec, a local search config and a search
+config file), a CLI environment, the tiny CNN task (``cnn``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 from autocompress.study.config import SearchConfig
 
 TESTS = Path(__file__).resolve().parent
-MLP_TASK = f"{TESTS / '_support' / 'tasks.py'}:mlp"
+
+
+def task_spec(entry: str) -> str:
+    """The spec of a task entry point in ``tests/_support/tasks.py`` (``.../tasks.py:mlp``)."""
+    return f"{TESTS / '_support' / 'tasks.py'}:{entry}"
+
+
+MLP_TASK = task_spec("mlp")
 # subprocesses see tests/ (task modules) and whatever the caller put first (e.g. a worktree)
 ENV = {
     **os.environ,
@@ -34,6 +41,14 @@ def local_config(out: Path, **overrides: Any) -> SearchConfig:
         **overrides,
     }
     return SearchConfig.from_dict(data)
+
+
+def write_search(folder: Path, name: str, **keys: Any) -> str:
+    """A search config file for the MLP task (``keys`` added or replacing), written to
+    ``folder / "search.yaml"``; its path."""
+    from _support.study_inputs import write_yaml
+
+    return write_yaml(folder, "search.yaml", {"name": name, "task": MLP_TASK, **keys})
 
 
 @pytest.fixture

@@ -34,14 +34,19 @@ class _WrongWidth(nn.Module):
         return self.head(self.body(x))
 
 
-def fails_on_example_inputs() -> Task:
+def _on_mlp_data(make) -> Task:
+    """``make()``'s model (built after the MLP task) on the MLP task's data."""
     base = mlp_task(epochs=0)
     return Task(
-        model=_WrongWidth(),
+        model=make(),
         train_loader=base.train_loader,
         val_loader=base.val_loader,
         example_inputs=base.example_inputs,
     )
+
+
+def fails_on_example_inputs() -> Task:
+    return _on_mlp_data(_WrongWidth)
 
 
 class _Untraceable(nn.Module):
@@ -58,13 +63,7 @@ class _Untraceable(nn.Module):
 
 
 def untraceable() -> Task:
-    base = mlp_task(epochs=0)
-    return Task(
-        model=_Untraceable(),
-        train_loader=base.train_loader,
-        val_loader=base.val_loader,
-        example_inputs=base.example_inputs,
-    )
+    return _on_mlp_data(_Untraceable)
 
 
 def empty_loader() -> Task:
@@ -81,18 +80,28 @@ def nan_loss() -> Task:
     return task
 
 
-def crash_in_metric() -> Task:
-    """The metric raises for any pruned student (an exception inside a trial)."""
+def metric_failing_when_pruned(fail) -> Task:
+    """The MLP task whose metric, for any pruned student (fewer parameters than the teacher),
+    returns ``fail()`` (which may raise or end the process), and is top-1 accuracy otherwise."""
     task = mlp_task()
     full = count_params(task.model)
 
     def metric(model, val_loader) -> float:
         if count_params(model) < full:
-            raise RuntimeError("metric exploded on a pruned student")
+            return fail()
         return top1_accuracy(model, val_loader)
 
     task.metric = metric
     return task
+
+
+def _explode() -> None:
+    raise RuntimeError("metric exploded on a pruned student")
+
+
+def crash_in_metric() -> Task:
+    """The metric raises for any pruned student (an exception inside a trial)."""
+    return metric_failing_when_pruned(_explode)
 
 
 def always_crash() -> Task:
@@ -124,16 +133,7 @@ def slow() -> Task:
 
 def dies_when_pruned() -> Task:
     """The metric kills its process for any pruned student (a worker killed under a trial)."""
-    task = mlp_task()
-    full = count_params(task.model)
-
-    def metric(model, val_loader) -> float:
-        if count_params(model) < full:
-            os._exit(3)
-        return top1_accuracy(model, val_loader)
-
-    task.metric = metric
-    return task
+    return metric_failing_when_pruned(lambda: os._exit(3))
 
 
 def model_replaced() -> Task:

@@ -145,7 +145,13 @@ def _classification(
     n = int(0.8 * len(x))
     train = _batches(x[:n], y[:n], 32)
     val = _batches(x[n:], y[n:], 64)
-    fit(model, train, epochs, output_fn=task.get("output_fn"))
+    fit(
+        model,
+        train,
+        epochs,
+        output_fn=task.get("output_fn"),
+        loss=task.get("loss", F.cross_entropy),
+    )
     return Task(
         model=model,
         train_loader=train,
@@ -156,29 +162,86 @@ def _classification(
     )
 
 
-def cnn_task(seed: int = 0, width: int = 16, n: int = 512, epochs: int = 3) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 12, 12, generator=g)
-    y = (x[:, 0, :6].mean(dim=(1, 2)) > 0).long() * 5 + (x[:, 0, :, :6].mean(dim=(1, 2)) > 0).long()
+def _fit(seed: int, make, data, n: int, epochs: int, name: str, **task: Any) -> Task:
+    """The task of ``make()``'s model (built after ``torch.manual_seed(seed)``) trained
+    ``epochs`` on ``data(seed, n)``."""
+    x, y = data(seed, n)
     torch.manual_seed(seed)
-    return _classification(ResNetish(width), x, y, epochs, "cnn")
+    return _classification(make(), x, y, epochs, name, **task)
 
 
-def mlp_task(seed: int = 0, n: int = 512, epochs: int = 5) -> Task:
+def _family(name: str, make, data, n: int = 128, epochs: int = 1, **task: Any):
+    """The task builder ``(seed=0, n=n, epochs=epochs) -> Task`` of one model family."""
+
+    def build(seed: int = 0, n: int = n, epochs: int = epochs) -> Task:
+        return _fit(seed, make, data, n, epochs, name, **task)
+
+    return build
+
+
+def _noise(seed: int, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _images(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """12x12 noise images; ten classes from the signs of the top and the left half's means."""
+    x = _noise(seed, n, 1, 12, 12)
+    y = (x[:, 0, :6].mean(dim=(1, 2)) > 0).long() * 5 + (x[:, 0, :, :6].mean(dim=(1, 2)) > 0).long()
+    return x, y
+
+
+def _vectors(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """64-d noise; ten classes from a random linear map."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 64, generator=g)
     w = torch.randn(64, 10, generator=g)
-    y = (x @ w).argmax(dim=1)
-    torch.manual_seed(seed)
-    return _classification(MLP(), x, y, epochs, "mlp")
+    return x, (x @ w).argmax(dim=1)
 
 
-def encoder_task(seed: int = 0, n: int = 256, epochs: int = 4) -> Task:
+def _sequences(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six 8-d tokens; four classes from the largest of the first four summed features."""
+    x = _noise(seed, n, 6, 8)
+    return x, x.sum(dim=1)[:, :4].argmax(dim=1)
+
+
+def _tokens(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight token ids (vocabulary 100); four classes from the first four ids' sum."""
+    x = torch.randint(0, 100, (n, 8), generator=torch.Generator().manual_seed(seed))
+    return x, (x[:, :4].sum(dim=1) % 4).long()
+
+
+def _pixel_masks(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8x8 noise images; three classes per pixel (below -0.5, between, above 0.5)."""
+    x = _noise(seed, n, 1, 8, 8)
+    return x, (x[:, 0] > 0.5).long() + (x[:, 0] > -0.5).long()  # (B, H, W)
+
+
+def _signals(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """64-sample noise signals; four classes from the signs of each half's mean."""
+    x = _noise(seed, n, 1, 64)
+    return x, (x[:, 0, :32].mean(dim=1) > 0).long() * 2 + (x[:, 0, 32:].mean(dim=1) > 0).long()
+
+
+def _patches(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8x8 noise images; four classes from the signs of the top-left and bottom-right sums."""
+    x = _noise(seed, n, 1, 8, 8)
+    y = (x[:, 0, :4, :4].sum(dim=(1, 2)) > 0).long() * 2 + (x[:, 0, 4:, 4:].sum(dim=(1, 2)) > 0)
+    return x, y.long()
+
+
+def _quadrants(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images, the class's quadrant brighter."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, 8, generator=g)
-    y = x.sum(dim=1)[:, :4].argmax(dim=1)
-    torch.manual_seed(seed)
-    return _classification(TinyEncoder(), x, y, epochs, "encoder")
+    x = torch.randn(n, 1, 12, 12, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    for q in range(4):
+        r, c = divmod(q, 2)
+        x[y == q, :, 6 * r : 6 * r + 6, 6 * c : 6 * c + 6] += 0.7
+    return x, y
+
+
+def cnn_task(seed: int = 0, width: int = 16, n: int = 512, epochs: int = 3) -> Task:
+    return _fit(seed, lambda: ResNetish(width), _images, n, epochs, "cnn")
 
 
 class GroupedConcatCNN(nn.Module):
@@ -206,23 +269,6 @@ class GroupedConcatCNN(nn.Module):
         x = F.relu(self.cat_bn(torch.cat([self.grouped(x), self.point(x)], dim=1)))
         x = self.res2(x)
         return self.fc(x.mean(dim=(2, 3)))
-
-
-def _image_task(
-    model: nn.Module, seed: int, n: int, epochs: int, name: str, size: int = 12, **task: Any
-) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, size, size, generator=g)
-    half = size // 2
-    y = (x[:, 0, :half].mean(dim=(1, 2)) > 0).long() * 5 + (
-        x[:, 0, :, :half].mean(dim=(1, 2)) > 0
-    ).long()
-    return _classification(model, x, y, epochs, name, **task)
-
-
-def grouped_concat_task(seed: int = 0, width: int = 16, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(GroupedConcatCNN(width), seed, n, epochs, "grouped-concat")
 
 
 # -- model families the pruner must handle (tiny widths; each with a *_task factory) ----------
@@ -470,74 +516,10 @@ class BertClassifier(nn.Module):
         return self.head(self.bert(input_ids=ids).last_hidden_state.mean(dim=1))
 
 
-def resnet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(ResNet(), seed, n, epochs, "resnet")
-
-
-def resnext_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(ResNeXt(), seed, n, epochs, "resnext")
-
-
-def mobilenet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(MobileNetV2(), seed, n, epochs, "mobilenet-v2-se")
-
-
-def densenet_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(DenseNet(), seed, n, epochs, "densenet")
-
-
-def unet_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=g)
-    y = (x[:, 0] > 0.5).long() + (x[:, 0] > -0.5).long()  # (B, H, W) per-pixel classes
-    torch.manual_seed(seed)
-    return _classification(UNet(), x, y, epochs, "unet", metric=_pixel_accuracy)
-
-
 def _pixel_accuracy(model: nn.Module, val_loader) -> float:
     with torch.inference_mode():
         hits = [(model(x).argmax(dim=1) == y).float().mean() for x, y in val_loader]
     return float(torch.stack(hits).mean())
-
-
-def two_heads_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    torch.manual_seed(seed)
-    return _image_task(TwoHeads(), seed, n, epochs, "two-heads", output_fn=_first)
-
-
-def frozen_teacher_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    """A teacher handed over with ``requires_grad=False`` on every parameter."""
-    task = grouped_concat_task(seed, n=n, epochs=epochs)
-    task.model.requires_grad_(False)
-    return task
-
-
-def audio_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 64, generator=g)
-    y = (x[:, 0, :32].mean(dim=1) > 0).long() * 2 + (x[:, 0, 32:].mean(dim=1) > 0).long()
-    torch.manual_seed(seed)
-    return _classification(AudioCNN(), x, y, epochs, "audio")
-
-
-def mha_task(seed: int = 0, n: int = 128, epochs: int = 1, add_bias_kv: bool = False) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, 8, generator=g)
-    y = x.sum(dim=1)[:, :4].argmax(dim=1)
-    torch.manual_seed(seed)
-    return _classification(MHAEncoder(add_bias_kv=add_bias_kv), x, y, epochs, "mha")
-
-
-def bert_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 100, (n, 8), generator=g)
-    y = (x[:, :4].sum(dim=1) % 4).long()
-    torch.manual_seed(seed)
-    return _classification(BertClassifier(), x, y, epochs, "bert")
 
 
 class TinyViT(nn.Module):
@@ -560,14 +542,6 @@ class TinyViT(nn.Module):
         tokens = self.patch(x).flatten(2).transpose(1, 2)  # (B, 16, dim)
         tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1) + self.pos
         return self.head(self.norm(self.encoder(tokens)[:, 0]))
-
-
-def vit_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=g)
-    y = (x[:, 0, :4, :4].sum(dim=(1, 2)) > 0).long() * 2 + (x[:, 0, 4:, 4:].sum(dim=(1, 2)) > 0)
-    torch.manual_seed(seed)
-    return _classification(TinyViT(), x, y.long(), epochs, "vit")
 
 
 class GPT2Classifier(nn.Module):
@@ -595,25 +569,6 @@ class GPT2Classifier(nn.Module):
         return self.lm(input_ids=ids, use_cache=False).logits[:, -1, :4]
 
 
-def gpt2_task(seed: int = 0, n: int = 64, epochs: int = 1) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 100, (n, 8), generator=g)
-    y = (x[:, :4].sum(dim=1) % 4).long()
-    torch.manual_seed(seed)
-    return _classification(GPT2Classifier(), x, y, epochs, "gpt2")
-
-
-def _quadrants(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images, the class's quadrant brighter."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 12, 12, generator=g)
-    y = torch.randint(0, 4, (n,), generator=g)
-    for q in range(4):
-        r, c = divmod(q, 2)
-        x[y == q, :, 6 * r : 6 * r + 6, 6 * c : 6 * c + 6] += 0.7
-    return x, y
-
-
 def converted_bn_task(seed: int = 0, n: int = 512, epochs: int = 4) -> Task:
     """A teacher as converted from another framework: trained, then every BatchNorm's
     ``momentum`` set to 0 (its running statistics never move again)."""
@@ -626,16 +581,24 @@ def converted_bn_task(seed: int = 0, n: int = 512, epochs: int = 4) -> Task:
     return task
 
 
-class SigmoidTagger(nn.Module):
+class _TwoConvs(nn.Module):
+    """``conv1 -> bn1 -> conv2 -> bn2`` (``width`` channels from one, same padding) and a linear
+    ``fc`` from ``features`` to ``classes``: the trunk of the converted models below."""
+
+    def __init__(self, conv, norm, kernel: int, width: int, features: int, classes: int) -> None:
+        super().__init__()
+        self.conv1 = conv(1, width, kernel, padding=kernel // 2)
+        self.bn1 = norm(width)
+        self.conv2 = conv(width, width, kernel, padding=kernel // 2)
+        self.bn2 = norm(width)
+        self.fc = nn.Linear(features, classes)
+
+
+class SigmoidTagger(_TwoConvs):
     """A converted audio tagger: 1-D convs with BatchNorm, sigmoid multi-label outputs."""
 
     def __init__(self, width: int = 8, labels: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, width, 5, padding=2)
-        self.bn1 = nn.BatchNorm1d(width)
-        self.conv2 = nn.Conv1d(width, width, 5, padding=2)
-        self.bn2 = nn.BatchNorm1d(width)
-        self.fc = nn.Linear(width * 4, labels)
+        super().__init__(nn.Conv1d, nn.BatchNorm1d, 5, width, width * 4, labels)
 
     def forward(self, x):  # (B, 1, T)
         x = F.relu(self.bn1(self.conv1(x)))
@@ -654,40 +617,25 @@ def label_accuracy(model: nn.Module, val_loader) -> float:
     return hits / total
 
 
+def _multi_hot(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """32-sample noise signals; four float labels, each quarter's mean positive."""
+    x = _noise(seed, n, 1, 32)
+    return x, (x.reshape(n, 4, 8).mean(dim=2) > 0).float()  # (B, 4) multi-hot
+
+
 def multilabel_task(seed: int = 0, n: int = 384, epochs: int = 6, **task: Any) -> Task:
     """Four labels per signal (is each quarter's mean positive), float targets, the task's
     own loss (BCE) and metric; distillation BCE against the teacher's probabilities."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 32, generator=g)
-    y = (x.reshape(n, 4, 8).mean(dim=2) > 0).float()  # (B, 4) multi-hot
-    torch.manual_seed(seed)
-    model = SigmoidTagger()
-    cut = int(0.8 * n)
-    train, val = _batches(x[:cut], y[:cut], 32), _batches(x[cut:], y[cut:], 64)
-    fit(model, train, epochs, loss=F.binary_cross_entropy)
     task.setdefault("distill_loss", "bce")
-    return Task(
-        model=model.eval(),
-        train_loader=train,
-        val_loader=val,
-        example_inputs=(x[:1],),
-        metric=label_accuracy,
-        loss=F.binary_cross_entropy,
-        name="multilabel",
-        **task,
-    )
+    own = {"metric": label_accuracy, "loss": F.binary_cross_entropy}
+    return _fit(seed, SigmoidTagger, _multi_hot, n, epochs, "multilabel", **own, **task)
 
 
-class HardCodedWidth(nn.Module):
+class HardCodedWidth(_TwoConvs):
     """The classifier reads a reshape to a hard-coded width: the last conv cannot be pruned."""
 
     def __init__(self, width: int = 8, classes: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.fc = nn.Linear(width * 9, classes)
+        super().__init__(nn.Conv2d, nn.BatchNorm2d, 3, width, width * 9, classes)
         self.flat = width * 9
 
     def forward(self, x):  # (B, 1, 12, 12)
@@ -696,17 +644,12 @@ class HardCodedWidth(nn.Module):
         return self.fc(x.reshape(x.shape[0], self.flat))
 
 
-class TimeMajor(nn.Module):
+class TimeMajor(_TwoConvs):
     """Conv features (B, C, F, T) flattened time-major, ``permute(0, 2, 1, 3)``, into the
     classifier: the classifier's columns are not channel-major."""
 
     def __init__(self, width: int = 8, classes: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.fc = nn.Linear(width * 36, classes)
+        super().__init__(nn.Conv2d, nn.BatchNorm2d, 3, width, width * 36, classes)
 
     def forward(self, x):  # (B, 1, 12, 12)
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
@@ -714,20 +657,39 @@ class TimeMajor(nn.Module):
         return self.fc(x.permute(0, 2, 1, 3).reshape(x.shape[0], -1))
 
 
-def hard_coded_width_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
-    x, y = _quadrants(seed, n)
-    torch.manual_seed(seed)
-    return _classification(HardCodedWidth(), x, y, epochs, "hard-coded-width")
-
-
-def time_major_task(seed: int = 0, n: int = 256, epochs: int = 2) -> Task:
-    x, y = _quadrants(seed, n)
-    torch.manual_seed(seed)
-    return _classification(TimeMajor(), x, y, epochs, "time-major")
-
-
 def _first(outputs):
     return outputs[0]
+
+
+mlp_task = _family("mlp", MLP, _vectors, n=512, epochs=5)
+encoder_task = _family("encoder", TinyEncoder, _sequences, n=256, epochs=4)
+resnet_task = _family("resnet", ResNet, _images)
+resnext_task = _family("resnext", ResNeXt, _images)
+mobilenet_task = _family("mobilenet-v2-se", MobileNetV2, _images)
+densenet_task = _family("densenet", DenseNet, _images)
+unet_task = _family("unet", UNet, _pixel_masks, n=64, metric=_pixel_accuracy)
+two_heads_task = _family("two-heads", TwoHeads, _images, output_fn=_first)
+audio_task = _family("audio", AudioCNN, _signals)
+bert_task = _family("bert", BertClassifier, _tokens, n=64)
+vit_task = _family("vit", TinyViT, _patches)
+gpt2_task = _family("gpt2", GPT2Classifier, _tokens, n=64)
+hard_coded_width_task = _family("hard-coded-width", HardCodedWidth, _quadrants, n=256, epochs=2)
+time_major_task = _family("time-major", TimeMajor, _quadrants, n=256, epochs=2)
+
+
+def grouped_concat_task(seed: int = 0, width: int = 16, n: int = 128, epochs: int = 1) -> Task:
+    return _fit(seed, lambda: GroupedConcatCNN(width), _images, n, epochs, "grouped-concat")
+
+
+def mha_task(seed: int = 0, n: int = 128, epochs: int = 1, add_bias_kv: bool = False) -> Task:
+    return _fit(seed, lambda: MHAEncoder(add_bias_kv=add_bias_kv), _sequences, n, epochs, "mha")
+
+
+def frozen_teacher_task(seed: int = 0, n: int = 128, epochs: int = 1) -> Task:
+    """A teacher handed over with ``requires_grad=False`` on every parameter."""
+    task = grouped_concat_task(seed, n=n, epochs=epochs)
+    task.model.requires_grad_(False)
+    return task
 
 
 FAMILIES = {

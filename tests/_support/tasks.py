@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
+from _support.faulty_tasks import metric_failing_when_pruned
 from _support.models import cnn_task, mlp_task
 from autocompress import Task
-from autocompress.measure.timing import count_params
-from autocompress.task import top1_accuracy
 
 
 def cnn() -> Task:
@@ -20,16 +19,7 @@ def mlp() -> Task:
 
 def mlp_nan_when_pruned() -> Task:
     """An MLP task whose metric is NaN for any pruned student: those trials must fail."""
-    task = mlp_task()
-    full = count_params(task.model)
-
-    def metric(model, val_loader) -> float:
-        if count_params(model) < full:
-            return math.nan
-        return top1_accuracy(model, val_loader)
-
-    task.metric = metric
-    return task
+    return metric_failing_when_pruned(lambda: math.nan)
 
 
 def mlp_padded() -> Task:

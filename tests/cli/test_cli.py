@@ -3,25 +3,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from _support.models import MLP
+from _support.subprocesses import run_python
 
 from autocompress import load_artifact
 from autocompress.techniques.importance import IMPORTANCES
 
 TESTS = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(TESTS)}
-METRIC_KEYS = {
-    "accuracy",
-    "size_bytes",
-    "latency_ms",
-    "latency_p90_ms",
-    "params",
-    "macs",
+TEACHER_KEYS = {"accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "macs"}
+METRIC_KEYS = TEACHER_KEYS | {
     "speedup",
     "compression",
     "teacher",
@@ -38,14 +33,7 @@ OPTIONAL_KEYS = {"latency_retakes"}  # only when a disturbed timing was taken ag
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
+    return run_python("-m", "autocompress.cli", *args, env=ENV, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +61,7 @@ def test_apply_writes_artifact_policy_and_metrics(applied):
     metrics = json.loads((applied / "metrics.json").read_text())
     assert set(metrics) - OPTIONAL_KEYS == METRIC_KEYS
     assert metrics["size_bytes"] == (applied / "model.pt").stat().st_size
-    assert set(metrics["teacher"]) == {
-        "accuracy",
-        "size_bytes",
-        "latency_ms",
-        "latency_p90_ms",
-        "params",
-        "macs",
-    }
+    assert set(metrics["teacher"]) == TEACHER_KEYS
 
 
 def test_artifact_loads_in_fresh_process_from_its_recorded_task(applied):
@@ -89,12 +70,8 @@ def test_artifact_loads_in_fresh_process_from_its_recorded_task(applied):
         f"m = load_artifact(r'{applied}/model.pt'); "
         "x = torch.zeros(1, 64); print(json.dumps(m(x).tolist()))"
     )
-    a = subprocess.run(
-        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True
-    )
-    b = subprocess.run(
-        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True
-    )
+    a = run_python("-c", code, env=ENV, check=True)
+    b = run_python("-c", code, env=ENV, check=True)
     assert json.loads(a.stdout) == json.loads(b.stdout)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _support import faults
+from _support.study_inputs import write_yaml
 from typer.testing import CliRunner
 
 from autocompress.cli import app
@@ -58,15 +59,7 @@ def write_config(tmp: Path, **keys) -> str:
         "out": str(tmp / "run"),
         **keys,
     }
-    path = tmp / "search.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def write_yaml(tmp: Path, name: str, data) -> str:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    return write_yaml(tmp, "search.yaml", data)
 
 
 # -- config keys: a wrong value for every key ------------------------------------------------
@@ -150,10 +143,15 @@ def _malformed_yaml(tmp: Path) -> list[str]:
     return ["search", str(path)]
 
 
-def _json_policy(tmp: Path, policy) -> list[str]:
+def _json_policy(tmp: Path, policy, task: str = MLP) -> list[str]:
     path = tmp / "policy.json"
     path.write_text(policy if isinstance(policy, str) else json.dumps(policy))
-    return ["apply", "--task", MLP, "--policy", str(path), "--out", str(tmp / "out")]
+    return ["apply", "--task", task, "--policy", str(path), "--out", str(tmp / "out")]
+
+
+def _apply(faulty: str, policy: dict) -> Callable[[Path], list[str]]:
+    """``apply`` of ``policy`` to the faulty task ``faulty``."""
+    return lambda tmp: _json_policy(tmp, policy, task=f"{FAULTY}:{faulty}")
 
 
 def _space(tmp: Path, data) -> list[str]:
@@ -222,30 +220,14 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("faulty_tasks.py", "module 'head' (Linear)", "example_inputs"),
     ),
     "model the pruner cannot trace": (
-        lambda t: [
-            "apply",
-            "--task",
-            f"{FAULTY}:untraceable",
-            "--policy",
-            _json_policy(t, {"prune": {"layers": {"fc1": 0.5}}})[4],
-            "--out",
-            str(t / "out"),
-        ],
+        _apply("untraceable", {"prune": {"layers": {"fc1": 0.5}}}),
         # probed once per model: a default ratio keeps the group (recorded), a layer asked
         # explicitly is refused naming its group and the module where the shapes break
         ("prune.layers['fc1']", "group fc1", "module 'head'", "set it to 0"),
     ),
     "empty data loader": (_task(f"{FAULTY}:empty_loader"), ("train_loader is empty",)),
     "a layer asked explicitly whose group cannot be pruned": (
-        lambda t: [
-            "apply",
-            "--task",
-            f"{FAULTY}:hard_coded_width",
-            "--policy",
-            _json_policy(t, {"prune": {"layers": {"conv2": 0.5}}})[4],
-            "--out",
-            str(t / "out"),
-        ],
+        _apply("hard_coded_width", {"prune": {"layers": {"conv2": 0.5}}}),
         ("prune.layers['conv2']", "group conv2", "breaks the shapes", "after 'bn2'"),
     ),
     "model replaced after construction, failing on its example inputs": (
@@ -257,15 +239,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("train_loader yielded no batch", "1 epoch"),
     ),
     "training loader emptied after construction, epochs > 0 (apply)": (
-        lambda t: [
-            "apply",
-            "--task",
-            f"{FAULTY}:train_loader_emptied",
-            "--policy",
-            _json_policy(t, {"finetune": {"epochs": 1}})[4],
-            "--out",
-            str(t / "out"),
-        ],
+        _apply("train_loader_emptied", {"finetune": {"epochs": 1}}),
         ("train_loader yielded no batch", "1 epoch"),
     ),
     "float targets with the default loss and metric": (

@@ -90,13 +90,18 @@ def test_valid_policies_compress(data):
         assert layer["bits"] in SUPPORTED_BITS, path
 
 
+def _rejected(mutate, data: dict, run) -> None:
+    """``data`` made invalid by ``mutate`` is refused by ``run`` with one of our errors."""
+    mutate(data)
+    with pytest.raises(AutoCompressError):
+        run(data)
+
+
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(data=valid_policies())
 def test_invalid_policies_are_rejected_with_our_errors(mutation, data):
-    MUTATIONS[mutation](data)
-    with pytest.raises(AutoCompressError):
-        _compress(data)
+    _rejected(MUTATIONS[mutation], data, _compress)
 
 
 JSON = st.recursive(
@@ -146,17 +151,19 @@ def valid_spaces(draw) -> dict:
     return space
 
 
+# each mutation makes a valid space invalid in one place; rules[-1] is the Linear rule (a
+# specific rule may have been put before it, its prune a plain number)
 SPACE_MUTATIONS = {
-    "low above high": lambda s: s["rules"][0]["prune"].update(low=0.9, high=0.2),
-    "prune high 1.0": lambda s: s["rules"][0]["prune"].update(high=1.0),
-    "bits 5": lambda s: s["rules"][0]["bits"].update(choices=[5, 8]),
-    "empty choices": lambda s: s["rules"][0]["bits"].update(choices=[]),
-    "unknown rule key": lambda s: s["rules"][0].update(prun=0.1),
+    "low above high": lambda s: s["rules"][-1]["prune"].update(low=0.9, high=0.2),
+    "prune high 1.0": lambda s: s["rules"][-1]["prune"].update(high=1.0),
+    "bits 5": lambda s: s["rules"][-1]["bits"].update(choices=[5, 8]),
+    "empty choices": lambda s: s["rules"][-1]["bits"].update(choices=[]),
+    "unknown rule key": lambda s: s["rules"][-1].update(prun=0.1),
     "unknown top key": lambda s: s.update(rulez=[]),
     "unknown type": lambda s: s["rules"].append({"type": ["Conv9d"], "prune": 0.1}),
     "glob matching no layer": lambda s: s["rules"].append({"match": "decoder.*", "prune": 0.1}),
     "rules not a list": lambda s: s.update(rules={"type": "Linear"}),
-    "step as text": lambda s: s["rules"][0]["prune"].update(step="small"),
+    "step as text": lambda s: s["rules"][-1]["prune"].update(step="small"),
     "alpha range upside down": lambda s: s.update(distill={"alpha": [1.0, 0.0]}),
 }
 
@@ -183,9 +190,7 @@ def test_valid_spaces_resolve_and_their_policies_compress(data, seed):
 @settings(max_examples=2, deadline=None, derandomize=True)
 @given(data=valid_spaces())
 def test_invalid_spaces_are_rejected_with_our_errors(mutation, data):
-    SPACE_MUTATIONS[mutation](data)
-    with pytest.raises(AutoCompressError):
-        _resolve_and_compress(data, 0)
+    _rejected(SPACE_MUTATIONS[mutation], data, lambda space: _resolve_and_compress(space, 0))
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

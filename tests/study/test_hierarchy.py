@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 
-import optuna
 import pytest
 from _support.models import cnn_task, encoder_task, mlp_task
+from _support.study_inputs import ask_enqueued
 
 from autocompress.api import search
 from autocompress.errors import ConfigError
@@ -75,12 +74,7 @@ def test_uniform_baselines_enqueue_as_uniform_policies(name, tasks):
         space = _resolve(name, task)
         params = space.params_for_policy(kind)
         assert set(params) == set(space.param_names)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        study.enqueue_trial(params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # Optuna warns about out-of-range enqueued values
-            trial = study.ask()
-            policy = space.suggest(trial)
+        _, policy = ask_enqueued(space, params, seed=0)
         base = start_spec(kind)
         assert set(policy.quant_layers.values()) == {base.bits}
         pruned = {layer.path for layer in space.layers if layer.rule is not None}

@@ -1,27 +1,39 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from _support.study_inputs import check_file_error, check_preset, constraint, write_yaml
 
 from autocompress.errors import ConfigError
 from autocompress.study.objectives import LatencySettings, ObjectiveSet, load_objectives
 
 PRESETS = ["accuracy-size-latency", "accuracy-latency", "accuracy-size", "edge"]
 BASELINE = {"accuracy": 0.90, "size_bytes": 1000, "latency_ms": 10.0, "params": 500, "macs": 9000}
+MAX_DROP = "accuracy max_drop 0.01"
+MAX_LATENCY = "latency_ms max 5.0"
+MAX_RATIO = "size_bytes max_ratio 0.25"
+ACCURACY = "objectives:\n  - {metric: accuracy}\n"  # a valid start for the broken files
+CONSTRAINED = ACCURACY + "constraints:\n  - "
+CONSTRAINT_ERRORS = [  # (the constraint after CONSTRAINED, the key named, the message)
+    ("{metric: latency_ms}", "constraints[0]", "exactly one bound"),
+    ("{metric: latency_ms, max: 1, max_ratio: 2}", "constraints[0]", "exactly one bound"),
+    ("{metric: size_bytes, max_ratio: -1}", "constraints[0].max_ratio", "must be >= 0"),
+    ("{metric: accuracy, max_drop: lots}", "constraints[0].max_drop", "'lots' is not a number"),
+]
 
 
-def _write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "objectives.yaml"
-    path.write_text(text)
-    return str(path)
+def _objective_set(metrics: str, *constraints: str) -> ObjectiveSet:
+    """``metrics`` to optimise (their default directions), constraints ``"metric bound value"``."""
+    return ObjectiveSet.from_dict(
+        {
+            "objectives": [{"metric": m} for m in metrics.split()],
+            "constraints": [constraint(c) for c in constraints],
+        }
+    )
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_load_and_round_trip(name):
-    objs = load_objectives(name)
-    assert objs.source == f"objectives/{name}.yaml"
-    assert ObjectiveSet.from_dict(objs.to_dict()) == objs
+    objs = check_preset(load_objectives, "objectives", name)
     assert objs.metrics[0] == "accuracy" and objs.directions[0] == "maximize"
     assert all(d == "minimize" for d in objs.directions[1:])
     assert objs.latency == LatencySettings(threads=1, batch_size=1, repeats=30, warmup=5)
@@ -37,16 +49,8 @@ def test_edge_preset():
 
 
 def test_values_and_constraint_math():
-    objs = ObjectiveSet.from_dict(
-        {
-            "objectives": [{"metric": "accuracy"}, {"metric": "size_bytes"}],
-            "constraints": [
-                {"metric": "accuracy", "max_drop": 0.01},
-                {"metric": "latency_ms", "max": 5.0},
-                {"metric": "size_bytes", "max_ratio": 0.25},
-                {"metric": "accuracy", "min": 0.5},
-            ],
-        }
+    objs = _objective_set(
+        "accuracy size_bytes", MAX_DROP, MAX_LATENCY, MAX_RATIO, "accuracy min 0.5"
     )
     assert objs.directions == ["maximize", "minimize"]  # defaults per metric
     good = {"accuracy": 0.895, "size_bytes": 200, "latency_ms": 4.0}
@@ -63,16 +67,7 @@ def test_values_and_constraint_math():
 
 
 def test_structural_violation_checks_only_structure():
-    objs = ObjectiveSet.from_dict(
-        {
-            "objectives": [{"metric": "accuracy"}, {"metric": "latency_ms"}],
-            "constraints": [
-                {"metric": "accuracy", "max_drop": 0.01},
-                {"metric": "size_bytes", "max_ratio": 0.25},
-                {"metric": "latency_ms", "max": 5.0},
-            ],
-        }
-    )
+    objs = _objective_set("accuracy latency_ms", MAX_DROP, MAX_RATIO, MAX_LATENCY)
     # accuracy is not known before training: ignored even though it would break
     assert objs.structural_violation({"accuracy": 0.1, "size_bytes": 250}, BASELINE) is None
     message = objs.structural_violation({"size_bytes": 300, "latency_ms": 1.0}, BASELINE)
@@ -94,50 +89,15 @@ def test_structural_violation_checks_only_structure():
             "maximize or minimize",
         ),
         ("objectives:\n  - {metric: accuracy, weight: 1}\n", "objectives[0].weight", "unknown key"),
-        (
-            "objectives:\n  - {metric: accuracy}\n  - {metric: accuracy}\n",
-            "objectives[1].metric",
-            "listed twice",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nconstraints:\n  - {metric: latency_ms}\n",
-            "constraints[0]",
-            "exactly one bound",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nconstraints:\n  - {metric: latency_ms, max: 1, max_ratio: 2}\n",
-            "constraints[0]",
-            "exactly one bound",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nconstraints:\n  - {metric: size_bytes, max_ratio: -1}\n",
-            "constraints[0].max_ratio",
-            "must be >= 0",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nconstraints:\n  - {metric: accuracy, max_drop: lots}\n",
-            "constraints[0].max_drop",
-            "'lots' is not a number",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nlatency: {threads: 0}\n",
-            "latency.threads",
-            "integer >= 1",
-        ),
-        (
-            "objectives:\n  - {metric: accuracy}\nlatency: {repeat: 3}\n",
-            "latency.repeat",
-            "unknown key",
-        ),
-        ("objectives:\n  - {metric: accuracy}\nsampler: tpe\n", "sampler", "unknown key"),
+        (ACCURACY + "  - {metric: accuracy}\n", "objectives[1].metric", "listed twice"),
+        *[(CONSTRAINED + c, key, message) for c, key, message in CONSTRAINT_ERRORS],
+        (ACCURACY + "latency: {threads: 0}\n", "latency.threads", "integer >= 1"),
+        (ACCURACY + "latency: {repeat: 3}\n", "latency.repeat", "unknown key"),
+        (ACCURACY + "sampler: tpe\n", "sampler", "unknown key"),
     ],
 )
 def test_errors_name_file_key_and_value(tmp_path, text, key, message):
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_objectives(path)
-    assert f"{path}: {key}" in str(info.value)
-    assert message in str(info.value)
+    check_file_error(load_objectives, write_yaml(tmp_path, "objectives.yaml", text), key, message)
 
 
 def test_unknown_preset():

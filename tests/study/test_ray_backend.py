@@ -11,14 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from _support.models import mlp_task
-from conftest import ENV
+from _support.faulty_tasks import dies_when_pruned
+from conftest import ENV, write_search
 
 from autocompress.api import prepare, run_search
-from autocompress.measure.timing import count_params
 from autocompress.study.config import SearchConfig
-from autocompress.task import top1_accuracy
 
 ray = pytest.importorskip("ray")
 
@@ -146,23 +143,9 @@ def test_asha_prunes_weak_trials_and_keeps_them_off_the_front(short_tmp):
     assert on_front
 
 
-def _dies_when_pruned():
-    """An MLP task whose metric kills its worker process for any pruned student."""
-    task = mlp_task()
-    full = count_params(task.model)
-
-    def deadly(model, val_loader) -> float:
-        if count_params(model) < full:
-            os._exit(3)
-        return top1_accuracy(model, val_loader)
-
-    task.metric = deadly
-    return task
-
-
 def test_a_dead_worker_becomes_a_failed_record(short_tmp):
     cfg = config(short_tmp / "run", task="<python>", trials=4, max_concurrent=2)
-    result = run_search(cfg, _dies_when_pruned())
+    result = run_search(cfg, dies_when_pruned())
 
     states = {r["number"]: r["state"] for r in result.trials}
     assert len(states) == 4
@@ -175,23 +158,18 @@ def test_a_dead_worker_becomes_a_failed_record(short_tmp):
 
 def test_a_killed_driver_resumes(short_tmp):
     run = short_tmp / "run"
-    cfg_file = short_tmp / "search.yaml"
-    cfg_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "ray-resume",
-                "task": str(TESTS / "_support" / "tasks.py") + ":mlp",
-                "trials": 6,
-                "epochs": 1,
-                "scheduler": "none",
-                "backend": "ray",
-                "report_every": 0,
-                "max_concurrent": 1,
-            }
-        )
+    cfg_file = write_search(
+        short_tmp,
+        "ray-resume",
+        trials=6,
+        epochs=1,
+        scheduler="none",
+        backend="ray",
+        report_every=0,
+        max_concurrent=1,
     )
     env = ENV
-    cmd = [str(CLI), "search", str(cfg_file), "--out", str(run), "--no-tracking"]
+    cmd = [str(CLI), "search", cfg_file, "--out", str(run), "--no-tracking"]
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240  # a loaded 2-core machine: Ray and workers start slowly

@@ -8,16 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from _support.models import mlp_task
-from conftest import ENV
+from _support.study_inputs import write_objectives, write_yaml
+from conftest import ENV, local_config, task_spec, write_search
 
 from autocompress.api import run_search, search
 from autocompress.study.config import SearchConfig
 from autocompress.study.pareto import dominates
 from autocompress.study.rundir import RunDir
-
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +24,8 @@ def task():
 
 
 def _config(tmp_path: Path, **overrides) -> SearchConfig:
-    data = {
-        "name": "mlp",
-        "task": str(TESTS / "_support" / "tasks.py") + ":mlp",
-        "search_space": "default",
-        "objectives": "accuracy-size-latency",
-        "trials": 6,
-        "seed": 0,
-        "backend": "local",
-        "epochs": 1,
-        "tracking": False,
-        "out": str(tmp_path / "run"),
-        **overrides,
-    }
-    return SearchConfig.from_dict(data)
+    """The conftest's local MLP search (default space and objectives), 6 trials, in ``run``."""
+    return local_config(tmp_path / "run", **{"trials": 6, **overrides})
 
 
 def test_local_search_writes_records_and_front(task, tmp_path):
@@ -88,19 +74,10 @@ def test_same_seed_same_policies(tmp_path, sampler):
 
 
 def test_structure_breaking_a_hard_bound_is_infeasible_without_training(tmp_path):
-    objectives = tmp_path / "tight.yaml"
-    objectives.write_text(
-        yaml.safe_dump(
-            {
-                "objectives": [
-                    {"metric": "accuracy", "direction": "maximize"},
-                    {"metric": "size_bytes", "direction": "minimize"},
-                ],
-                "constraints": [{"metric": "size_bytes", "max_ratio": 0.5}],
-            }
-        )
+    objectives = write_objectives(
+        tmp_path, "tight.yaml", "accuracy maximize, size_bytes minimize", "size_bytes max_ratio 0.5"
     )
-    result = run_search(_config(tmp_path, objectives=str(objectives), trials=4, epochs=2))
+    result = run_search(_config(tmp_path, objectives=objectives, trials=4, epochs=2))
     by_name = {r["start"]: r for r in result.trials if r["start"]}
     identity = by_name["identity"]
     assert identity["state"] == "infeasible"
@@ -139,22 +116,17 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_sigkill_mid_search_loses_and_duplicates_nothing(tmp_path):
-    cfg = tmp_path / "search.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "killme",
-                "task": str(TESTS / "_support" / "tasks.py") + ":mlp",
-                "trials": 8,
-                "epochs": 2,
-                "backend": "local",
-                "tracking": False,
-                "out": str(tmp_path / "run"),
-            }
-        )
+    cfg = write_search(
+        tmp_path,
+        "killme",
+        trials=8,
+        epochs=2,
+        backend="local",
+        tracking=False,
+        out=str(tmp_path / "run"),
     )
     trials = tmp_path / "run" / "trials.jsonl"
-    proc = _cli("search", str(cfg))
+    proc = _cli("search", cfg)
     deadline = time.time() + 120
     while time.time() < deadline:
         if trials.exists() and len(trials.read_text().splitlines()) >= 3:
@@ -164,7 +136,7 @@ def test_sigkill_mid_search_loses_and_duplicates_nothing(tmp_path):
     proc.wait()
     before = RunDir(tmp_path / "run").records()
     assert 3 <= len(before) < 8
-    proc = _cli("search", str(cfg), "--resume")
+    proc = _cli("search", cfg, "--resume")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in trials.read_text().splitlines()]
@@ -176,9 +148,8 @@ def test_sigkill_mid_search_loses_and_duplicates_nothing(tmp_path):
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "x", "task": "tasks.py:mlp", "trails": 3}))
-    proc = _cli("search", str(cfg))
+    cfg = write_yaml(tmp_path, "bad.yaml", {"name": "x", "task": "tasks.py:mlp", "trails": 3})
+    proc = _cli("search", cfg)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.strip().count("\n") == 0
@@ -187,30 +158,16 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
 
 
 def test_nan_metric_with_a_constraint_fails_the_trial_not_the_search(tmp_path):
-    objectives = tmp_path / "o.yaml"
-    objectives.write_text(
-        yaml.safe_dump(
-            {
-                "objectives": [
-                    {"metric": "size_bytes", "direction": "minimize"},
-                    {"metric": "latency_ms", "direction": "minimize"},
-                ],
-                "constraints": [{"metric": "accuracy", "max_drop": 0.5}],
-            }
-        )
+    objectives = write_objectives(
+        tmp_path, "o.yaml", "size_bytes minimize, latency_ms minimize", "accuracy max_drop 0.5"
     )
-    cfg = _config(
-        tmp_path,
-        task=str(TESTS / "_support" / "tasks.py") + ":mlp_nan_when_pruned",
-        objectives=str(objectives),
-        trials=4,
-    )
+    cfg = _config(tmp_path, task=task_spec("mlp_nan_when_pruned"), objectives=objectives, trials=4)
     result = run_search(cfg)
     by_name = {r["start"]: r for r in result.trials if r["start"]}
     assert by_name["prune30-int8"]["state"] == "failed"
     assert "non-finite" in by_name["prune30-int8"]["error"]
     assert by_name["identity"]["state"] == "complete"
-    again = run_search(_config(tmp_path, task=cfg.task, objectives=str(objectives), trials=5))
+    again = run_search(_config(tmp_path, task=cfg.task, objectives=objectives, trials=5))
     assert len(again.trials) == 5
 
 

@@ -1,23 +1,24 @@
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from _support.models import cnn_task, encoder_task, mlp_task
+from _support.study_inputs import ask_enqueued, check_file_error, check_preset, write_yaml
 from torch import nn
 from torch.nn import functional as F
 
 from autocompress.errors import ConfigError
 from autocompress.pipeline._compress import resolve_policy
 from autocompress.policy import SUPPORTED_BITS, Policy
-from autocompress.study.space import SearchSpace, load_space
+from autocompress.study.space import load_space
 from autocompress.targets import get_target
 
 PRESETS = ["default", "grouped", "int8", "transformer"]
 GLOBALS = {"distill.alpha", "distill.temperature", "finetune.lambda"}
+LINEAR = "rules:\n  - type: Linear\n"  # a rule for the broken files to break
 
 
 class BasicBlock(nn.Module):
@@ -74,16 +75,12 @@ def encoder():
 
 
 def _write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "space.yaml"
-    path.write_text(text)
-    return str(path)
+    return write_yaml(tmp_path, "space.yaml", text)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_load_and_round_trip(name):
-    space = load_space(name)
-    assert space.source == f"search_spaces/{name}.yaml"
-    assert SearchSpace.from_dict(space.to_dict()) == space
+    space = check_preset(load_space, "search_spaces", name)
     assert (
         load_space(Path(__file__).resolve().parents[2] / "search_spaces" / f"{name}.yaml") == space
     )
@@ -196,12 +193,7 @@ def test_baselines_are_members_of_the_space(kind, name, encoder):
     assert set(params) == set(resolved.param_names)
     for p in resolved.params:
         assert p.contains(params[p.name]), (p, params[p.name])
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    study.enqueue_trial(params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Optuna warns about out-of-range enqueued values
-        trial = study.ask()
-        policy = resolved.suggest(trial)
+    trial, policy = ask_enqueued(resolved, params, seed=1)
     assert trial.params == params
     bits = set(policy.quant_layers.values())
     assert bits == ({32} if kind == "identity" else {8})
@@ -262,32 +254,28 @@ def test_supported_bits_check(cnn):
     ("text", "key", "message"),
     [
         (
-            "rules:\n  - type: Linear\n    bits: {choices: [4, 5]}\n",
+            LINEAR + "    bits: {choices: [4, 5]}\n",
             "rules[0].bits.choices",
             "5 is not a supported bit-width (choose from 2, 3, 4, 8, 16, 32)",
         ),
         (
-            "rules:\n  - type: Linear\n  - type: Conv2d\n  - bits: 5\n",
+            LINEAR + "  - type: Conv2d\n  - bits: 5\n",
             "rules[2].bits",
             "5 is not a supported bit-width",
         ),
         (
-            "rules:\n  - type: Linear\n    prune: {low: 0.0, high: 1.0}\n",
+            LINEAR + "    prune: {low: 0.0, high: 1.0}\n",
             "rules[0].prune.high",
             "outside [0.0, 1.0)",
         ),
         (
-            "rules:\n  - type: Linear\n    prune: {low: 0.5, high: 0.1}\n",
+            LINEAR + "    prune: {low: 0.5, high: 0.1}\n",
             "rules[0].prune",
             "low 0.5 is above high 0.1",
         ),
-        ("rules:\n  - type: Linear\n    prunes: 0.5\n", "rules[0].prunes", "unknown key"),
-        ("rules:\n  - type: Linear\n    group: 'prefix:x'\n", "rules[0].group", "prefix:N"),
-        (
-            "rules:\n  - type: Linear\n    group: '{stage}'\n",
-            "rules[0].group",
-            "unknown template field {stage}",
-        ),
+        (LINEAR + "    prunes: 0.5\n", "rules[0].prunes", "unknown key"),
+        (LINEAR + "    group: 'prefix:x'\n", "rules[0].group", "prefix:N"),
+        (LINEAR + "    group: '{stage}'\n", "rules[0].group", "unknown template field {stage}"),
         ("rules:\n  - role: head\n", "rules[0].role", "unknown role"),
         ("rules:\n  - match: 3\n", "rules[0].match", "must be a string or a list"),
         ("distill:\n  alpha: [0.0, 2.0]\n", "distill.alpha.high", "outside [0.0, 1.0]"),
@@ -300,11 +288,7 @@ def test_supported_bits_check(cnn):
     ],
 )
 def test_errors_name_file_key_and_value(tmp_path, text, key, message):
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_space(path)
-    assert f"{path}: {key}" in str(info.value)
-    assert message in str(info.value)
+    check_file_error(load_space, _write(tmp_path, text), key, message)
 
 
 def test_rule_matching_no_layer_is_an_error_at_resolve(tmp_path, cnn):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -115,15 +116,26 @@ def test_the_first_trials_all_failing_stop_the_search_with_a_summary(tmp_path):
     assert (tmp_path / "run" / "pareto.json").exists()
 
 
+@contextmanager
+def _ray_environ(**extra: str):
+    """This process's environment for a Ray search started here: ENV's Ray settings, no
+    RAY_ADDRESS, and ``extra``; the environment as it was afterwards."""
+    old = dict(os.environ)
+    os.environ.update({k: ENV[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
 @pytest.mark.slow
 def test_ray_trials_fail_by_exception_timeout_and_killed_worker(tmp_path_factory):
     ray = pytest.importorskip("ray")
     short = tmp_path_factory.mktemp("f")
-    old = dict(os.environ)
-    os.environ.update({k: ENV[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ["AC_TEST_STEP_SLEEP"] = "0.1"
-    try:
+    with _ray_environ(AC_TEST_STEP_SLEEP="0.1"):
         timeout = run_search(
             config(short / "t", f"{FAULTY}:slow", backend="ray", trials=3, trial_timeout_s=0.5)
         )
@@ -132,9 +144,6 @@ def test_ray_trials_fail_by_exception_timeout_and_killed_worker(tmp_path_factory
             config(short / "d", f"{FAULTY}:dies_when_pruned", backend="ray", trials=3, epochs=0)
         )
         _check_failing_search(died, "worker-died", "")
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
     assert not ray.is_initialized()
 
 
@@ -147,11 +156,7 @@ def test_ray_trials_whose_actor_cannot_be_reused_are_recorded_not_lost(tmp_path_
     ray = pytest.importorskip("ray")
     short = tmp_path_factory.mktemp("u")
     uri = f"sqlite:///{short}/mlflow.db"
-    old = dict(os.environ)
-    os.environ.update({k: ENV[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "0"
-    try:
+    with _ray_environ(TUNE_FUNCTION_THREAD_TIMEOUT_S="0"):
         from autocompress.api import make_tracker
 
         cfg = config(
@@ -164,9 +169,6 @@ def test_ray_trials_whose_actor_cannot_be_reused_are_recorded_not_lost(tmp_path_
             tracking_uri=uri,
         )
         result = run_search(cfg, tracker=make_tracker(cfg))
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
     assert not ray.is_initialized()
     records = RunDir(result.run_dir).records()
     assert sorted(r["number"] for r in records) == [0, 1, 2, 3]

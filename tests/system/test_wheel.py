@@ -5,24 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _support.subprocesses import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 
 
 def _pip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pip", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_python("-m", "pip", *args, cwd=cwd, timeout=600)
 
 
 @pytest.mark.slow
@@ -50,34 +43,19 @@ def test_wheel_installs_presets_and_inspect_runs_from_another_directory(tmp_path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)])}
-    where = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import autocompress.study.presets as p; print(p.preset_dir('objectives'))",
-        ],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    code = "import autocompress.study.presets as p; print(p.preset_dir('objectives'))"
+    where = run_python("-c", code, cwd=elsewhere, env=env, check=True)
     assert where.stdout.strip().startswith(str(site))
-    inspect = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autocompress.cli",
-            "inspect",
-            "--task",
-            f"{TESTS / '_support' / 'tasks.py'}:mlp",
-            "--space",
-            "grouped",
-        ],
+    inspect = run_python(
+        "-m",
+        "autocompress.cli",
+        "inspect",
+        "--task",
+        f"{TESTS / '_support' / 'tasks.py'}:mlp",
+        "--space",
+        "grouped",
         cwd=elsewhere,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert inspect.returncode == 0, inspect.stderr[-3000:]
