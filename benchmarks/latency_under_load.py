@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, parse_search_args, task_spec
 
-from autocompress.study.backends import local
+from autocompress.study.backends import get_backend
 from autocompress.study.config import SearchConfig
 from autocompress.study.session import finish, prepare
 
@@ -48,11 +48,9 @@ def run(mode: str, out: Path, *, repeats: int, epochs: int, task: str, space: st
     session = prepare(config)
     start = time.perf_counter()
     if mode == "alone":
-        local.run(session)
+        get_backend("local").load().run(session)
     else:
-        from autocompress.study.backends import ray as ray_backend
-
-        ray_backend.run(session, exclusive_timing=mode == "ray+gate")
+        get_backend("ray").load().run(session, exclusive_timing=mode == "ray+gate")
     wall = time.perf_counter() - start
     result = finish(session)
     # an infeasible (accuracy) trial measured its artifact too

@@ -21,12 +21,13 @@ from typing import Any
 from torch import nn
 
 from autocompress.analysis.layers import list_layers
+from autocompress.errors import PolicyError
 from autocompress.measure.gate import Gate, NoGate
 from autocompress.measure.metrics import MeasureContext, measure_all
 from autocompress.measure.timing import MeasureSettings
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
-from autocompress.targets import Target, measure_runtime
+from autocompress.targets import Target, find_artifact, get_target, measure_runtime, target_of
 from autocompress.task import Task
 from autocompress.techniques.drop import live
 from autocompress.techniques.scope import resolve_quant_scopes
@@ -186,3 +187,23 @@ def structure_cost(
         # structure checks read size, latency and params (not the task's metric)
         counts = target.count(student, deployed, task.example_inputs)
         return {**runtime, "params": counts["params"]}
+
+
+def load_artifact(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a deployable model written by ``compress`` without unpickling Python objects.
+
+    ``model`` is the uncompressed architecture (e.g. ``task.model``); when omitted, the task
+    recorded in the artifact is loaded to provide it.
+    """
+    from autocompress.task import load_task
+
+    path = Path(path)
+    if path.is_dir():
+        path = find_artifact(path)
+    tgt = target_of(path)
+    meta = tgt.read_meta(path)
+    if model is None:
+        if not meta.get("task_spec"):
+            raise PolicyError(f"artifact {path} records no task; pass model= to load_artifact")
+        model = load_task(meta["task_spec"], base_dir=meta.get("task_base_dir")).model
+    return get_target(meta.get("target", tgt.name)).load(path, model)

@@ -31,16 +31,14 @@ from autocompress.pipeline._artifact import (
     structure_cost,
     teacher_reference,
 )
+from autocompress.pipeline._artifact import load_artifact as load_artifact  # re-exported
 from autocompress.pipeline.hooks import StageCallback, StructureCallback, TrialHooks
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
 from autocompress.targets import (
     LayerMode,
     Target,
-    find_artifact,
-    get_target,
     structure_diff,
-    target_of,
 )
 from autocompress.task import Task, check_task
 from autocompress.techniques.distill import TeacherCache
@@ -380,23 +378,3 @@ def _staged_epochs(on_epoch, stage, epochs):
         on_epoch(epoch, model)
 
     return callback
-
-
-def load_artifact(path: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """Load a deployable model written by ``compress`` without unpickling Python objects.
-
-    ``model`` is the uncompressed architecture (e.g. ``task.model``); when omitted, the task
-    recorded in the artifact is loaded to provide it.
-    """
-    from autocompress.task import load_task
-
-    path = Path(path)
-    if path.is_dir():
-        path = find_artifact(path)
-    tgt = target_of(path)
-    meta = tgt.read_meta(path)
-    if model is None:
-        if not meta.get("task_spec"):
-            raise PolicyError(f"artifact {path} records no task; pass model= to load_artifact")
-        model = load_task(meta["task_spec"], base_dir=meta.get("task_base_dir")).model
-    return get_target(meta.get("target", tgt.name)).load(path, model)

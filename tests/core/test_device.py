@@ -117,7 +117,7 @@ def test_a_local_search_trains_where_the_config_says(tmp_path):
         trials=2,
         epochs=1,
         scheduler="none",
-        baselines=("identity", "int8"),
+        starts=("identity", "int8"),
         device="cpu",
         finetune={"precision": "bf16"},
         out=str(tmp_path / "run"),

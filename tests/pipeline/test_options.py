@@ -43,7 +43,7 @@ def _ort_config(out: Path, **overrides) -> SearchConfig:
         target_options=dict(ORT_OPTIONS),
         objectives="accuracy-macs",
         trials=1,
-        baselines=["int8"],
+        starts=["int8"],
         epochs=0,
         **overrides,
     )
@@ -189,7 +189,7 @@ def test_trials_and_export_run_with_the_configs_target_options(tmp_path):
 # names (loading reads everything else from the header)
 ALLOWED = {
     ("autocompress.pipeline.options", "CompressOptions.target"): "the one resolution",
-    ("autocompress.pipeline._compress", "load_artifact"): "an artifact's recorded target",
+    ("autocompress.pipeline._artifact", "load_artifact"): "an artifact's recorded target",
 }
 
 

@@ -60,11 +60,11 @@ def _complete(
         "target": "torch",
         "threads": 1,
     }
-    return _record(number, "complete", _policy(0.5, prune, bits), metrics, baseline=baseline)
+    return _record(number, "complete", _policy(0.5, prune, bits), metrics, start=baseline)
 
 
 def _record(
-    number: int, state: str, policy: dict, metrics: dict, *, error=None, baseline=None
+    number: int, state: str, policy: dict, metrics: dict, *, error=None, start=None
 ) -> dict:
     return {
         "number": number,
@@ -73,7 +73,7 @@ def _record(
         "metrics": metrics,
         "error": error,
         "params": {"distill.alpha": policy["distill"]["alpha"]},
-        "teacher": baseline,
+        "start": start,
         "node": None,
         "host": "testhost",
         "duration_s": 1.5,

@@ -36,7 +36,7 @@ def test_sampler_builds_with_and_without_options(name):
 def test_sampler_runs_a_local_search_and_its_config_round_trips(name, tmp_path):
     sampler = {"name": name, **_options(name)} if _options(name) else name
     config = local_config(
-        tmp_path / "run", sampler=sampler, trials=2, epochs=0, baselines=["identity"]
+        tmp_path / "run", sampler=sampler, trials=2, epochs=0, starts=["identity"]
     )
     again = SearchConfig.from_dict(config.to_dict())
     assert again == config and again.sampler == sampler

@@ -113,7 +113,7 @@ def toy_sampler():
 
 def test_a_toy_sampler_proposes_a_search(toy_sampler, tmp_path):
     config = local_config(
-        tmp_path / "run", sampler={"name": "toy", "offset": 3}, trials=2, epochs=0, baselines=[]
+        tmp_path / "run", sampler={"name": "toy", "offset": 3}, trials=2, epochs=0, starts=[]
     )
     result = run_search(config)
     assert len(result.trials) == 2 and CountingSampler.calls > 0
