@@ -280,11 +280,13 @@ def export(
     max_accuracy_drop: float = 0.01,
     by: str = "size",
     format: str = "torch",
+    target: str | None = None,
 ) -> Exported:
     """``autocompress export``: write trial ``trial``'s deployable model (or, with ``trial``
     None, the smallest (``by="size"``) or fastest (``"latency"``) Pareto point within
     ``max_accuracy_drop`` of the teacher) with its policy.json and metrics.json into ``out``.
-    ``format``: torch, onnx, openvino or executorch."""
+    ``format``: torch, onnx, openvino or executorch. ``target``: a search measured on several
+    targets exports that target's artifact (the objective target's when None)."""
     from autocompress.reporting.export import export_trial, pick_trial
     from autocompress.targets import export_formats
 
@@ -294,7 +296,7 @@ def export(
         raise ConfigError(f"--format {format!r}: choose from {', '.join(export_formats())}")
     if trial is None:
         trial = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by)
-    return Exported(trial, export_trial(run_dir, trial, out, fmt=format), out)
+    return Exported(trial, export_trial(run_dir, trial, out, fmt=format, target=target), out)
 
 
 def compare(

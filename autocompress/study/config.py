@@ -72,6 +72,24 @@ def _options(value: Any) -> str | None:
     return None
 
 
+def _target_names(value: Any) -> str | None:
+    """``targets``: registered targets whose runtime is installed (else the extra to install)."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
+        return "must be a non-empty list of target names, e.g. [onnxruntime, openvino]"
+    if len(set(value)) != len(value):
+        return "names a target twice"
+    from autocompress.targets import get_target
+
+    for name in value:
+        try:
+            get_target(name)
+        except AutoCompressError as exc:
+            return f"has {name!r}: {exc}"
+    return None
+
+
 def _sampler(value: Any) -> str | None:
     from autocompress.study.samplers import sampler_problem
 
@@ -155,6 +173,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "objectives": _text,
     "target": _text,
     "target_options": _options,
+    "targets": _target_names,
+    "objective_target": _optional_text,
     "trials": _integer(1),
     "sampler": _sampler,
     "seed": _integer(0),
@@ -216,6 +236,10 @@ class SearchConfig:
     objectives: str = "accuracy-size-latency"
     target: str = "torch"
     target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
+    # several runtimes (``targets: [a, b]``): each trial measured on each; the objectives read
+    # ``objective_target`` (default: the first), which ``target`` then names
+    targets: tuple[str, ...] | None = None
+    objective_target: str | None = None
     trials: int = 24
     sampler: str | dict[str, Any] = "tpe"  # a name, or {name: ..., <option>: ...}
     seed: int = 0
@@ -253,17 +277,59 @@ class SearchConfig:
                         f"{where}: {key}: only the ray backend reads it (backend is "
                         f"{self.backend!r}); remove the key or set backend: ray"
                     )
-        if self.target_options:
-            from autocompress.pipeline.options import CompressOptions
+        self._check_targets(where)
+        for name in self.all_targets:
+            if self.options_for(name):
+                from autocompress.pipeline.options import CompressOptions
 
-            try:
-                _ = CompressOptions.of(
-                    target=self.target, target_options=self.target_options
-                ).target
-            except ConfigError:
-                raise
-            except AutoCompressError as exc:
-                raise ConfigError(f"{where}: target_options: {exc}") from None
+                try:
+                    _ = CompressOptions.of(target=name, target_options=self.options_for(name)).target
+                except ConfigError:
+                    raise
+                except AutoCompressError as exc:
+                    raise ConfigError(f"{where}: target_options: {exc}") from None
+
+    def _check_targets(self, where: str) -> None:
+        """``targets`` set: ``target`` becomes the objective target; with several targets,
+        ``target_options`` maps each target's name to its options."""
+        if self.targets is None:
+            if self.objective_target is not None:
+                raise ConfigError(f"{where}: objective_target: only read with targets: [...]")
+            return
+        objective = self.objective_target or self.targets[0]
+        if objective not in self.targets:
+            raise ConfigError(
+                f"{where}: objective_target: {objective!r} is not one of targets "
+                f"{list(self.targets)}"
+            )
+        object.__setattr__(self, "target", objective)
+        if len(self.targets) > 1:
+            for key, value in self.target_options.items():
+                if key not in self.targets or not isinstance(value, dict):
+                    raise ConfigError(
+                        f"{where}: target_options: with several targets it maps a target's "
+                        f"name to its options, e.g. {{{self.targets[0]}: {{...}}}}; {key!r} "
+                        f"is not one of {list(self.targets)}"
+                        if key not in self.targets
+                        else f"{where}: target_options: {key}: must be a mapping of options"
+                    )
+
+    @property
+    def all_targets(self) -> tuple[str, ...]:
+        """Every target the trials are measured on, the objective target first."""
+        rest = tuple(t for t in self.targets or () if t != self.target)
+        return (self.target, *rest)
+
+    @property
+    def extra_targets(self) -> tuple[str, ...]:
+        """The targets measured besides the objective target."""
+        return self.all_targets[1:]
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """Target ``name``'s options (per target when several targets are given)."""
+        if self.targets is not None and len(self.targets) > 1:
+            return dict(self.target_options.get(name) or {})
+        return dict(self.target_options)
 
     @property
     def precision(self) -> str:
@@ -286,6 +352,12 @@ class SearchConfig:
         data = asdict(self)
         data["starts"] = list(self.starts)
         data.pop("base_dir")
+        if self.targets is None:  # single-target runs write the config as before
+            data.pop("targets")
+            data.pop("objective_target")
+        else:
+            data["targets"] = list(self.targets)
+            data.pop("target")  # the objective target: objective_target, or the first
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
         for key, default in (("finetune", {}), ("resources_per_trial", None), ("budget", None)):
@@ -309,6 +381,13 @@ class SearchConfig:
             if key not in data:
                 raise ConfigError(f"{source}: missing required key {key!r}")
         data, legacy = _renamed(data, source)
+        if "target" in data and "targets" in data:
+            raise ConfigError(
+                f"{source}: both 'target' and 'targets' given; keep one (target: X means "
+                "targets: [X])"
+            )
+        if isinstance(data.get("targets"), list):
+            data["targets"] = tuple(data["targets"])
         if data.get("budget") is not None and "trials" not in data:
             from autocompress.study.budget import MAX_TRIALS
 
