@@ -195,4 +195,7 @@ def _export_on(
     for name in (*files, "policy.json", "metrics.json"):
         shutil.copy2(kept / name, out / name)
     shutil.rmtree(out / "rebuilt", ignore_errors=True)
-    return json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["artifact"] = tgt.artifact_name  # beside metrics.json here
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -94,9 +94,7 @@ def _pareto_table(run: RunData) -> str:
         ]
         tds = "".join(f"<td>{c}</td>" for c in cells)
         rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')
-    teacher = ", ".join(
-        f"{k}={fmt(v)}" for k, v in run.teacher.items() if not isinstance(v, dict)
-    )
+    teacher = ", ".join(f"{k}={fmt(v)}" for k, v in run.teacher.items() if not isinstance(v, dict))
     return (
         f"<p>Teacher: {html.escape(teacher)}</p>"
         f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
@@ -120,7 +118,7 @@ def _target_fronts(run: RunData) -> str:
             for r in rows
         )
         tables.append(
-            f'<div><h3>{html.escape(target)}</h3><p>teacher: accuracy '
+            f"<div><h3>{html.escape(target)}</h3><p>teacher: accuracy "
             f"{fmt(teacher.get('accuracy'))}, latency {fmt(teacher.get('latency_ms'))} ms</p>"
             f'<table class="target-front" id="front-{html.escape(target)}"><thead><tr>'
             f"<th>trial</th>{head}</tr></thead><tbody>{body}</tbody></table></div>"

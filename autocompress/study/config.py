@@ -283,7 +283,9 @@ class SearchConfig:
                 from autocompress.pipeline.options import CompressOptions
 
                 try:
-                    _ = CompressOptions.of(target=name, target_options=self.options_for(name)).target
+                    _ = CompressOptions.of(
+                        target=name, target_options=self.options_for(name)
+                    ).target
                 except ConfigError:
                     raise
                 except AutoCompressError as exc:
