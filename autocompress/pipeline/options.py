@@ -65,9 +65,11 @@ class CompressOptions:
         settings: MeasureSettings = MeasureSettings(),
         training: Training | str = "auto",
         timeout_s: float | None = None,
+        targets: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> CompressOptions:
         """From ``compress``'s keyword arguments, with their defaults. ``training`` is a device
-        name (fp32) or a resolved :class:`~autocompress.device.Training`."""
+        name (fp32) or a resolved :class:`~autocompress.device.Training`; ``targets``: the
+        other targets (name -> options) each candidate is also converted for and measured on."""
         return cls().replace(
             target=target,
             target_options=target_options or {},
@@ -76,6 +78,7 @@ class CompressOptions:
             settings=settings,
             training=training,
             timeout_s=timeout_s,
+            targets={k: dict(v) for k, v in (targets or {}).items()},
         )
 
     @classmethod

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.errors import ConfigError
+from autocompress.study._several import check_options, objective_of, target_names_problem
 from autocompress.study.rundir import LEGACY_KEYS
 
 if TYPE_CHECKING:
@@ -69,24 +70,6 @@ def _seconds(value: Any) -> str | None:
 def _options(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         return "must be a mapping of option names to values"
-    return None
-
-
-def _target_names(value: Any) -> str | None:
-    """``targets``: registered targets whose runtime is installed (else the extra to install)."""
-    if value is None:
-        return None
-    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
-        return "must be a non-empty list of target names, e.g. [onnxruntime, openvino]"
-    if len(set(value)) != len(value):
-        return "names a target twice"
-    from autocompress.targets import get_target
-
-    for name in value:
-        try:
-            get_target(name)
-        except AutoCompressError as exc:
-            return f"has {name!r}: {exc}"
     return None
 
 
@@ -173,7 +156,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "objectives": _text,
     "target": _text,
     "target_options": _options,
-    "targets": _target_names,
+    "targets": target_names_problem,
     "objective_target": _optional_text,
     "trials": _integer(1),
     "sampler": _sampler,
@@ -277,44 +260,12 @@ class SearchConfig:
                         f"{where}: {key}: only the ray backend reads it (backend is "
                         f"{self.backend!r}); remove the key or set backend: ray"
                     )
-        self._check_targets(where)
+        objective = objective_of(where, self.targets, self.objective_target, self.target_options)
+        if objective is not None:
+            object.__setattr__(self, "target", objective)
         for name in self.all_targets:
             if self.options_for(name):
-                from autocompress.pipeline.options import CompressOptions
-
-                try:
-                    _ = CompressOptions.of(
-                        target=name, target_options=self.options_for(name)
-                    ).target
-                except ConfigError:
-                    raise
-                except AutoCompressError as exc:
-                    raise ConfigError(f"{where}: target_options: {exc}") from None
-
-    def _check_targets(self, where: str) -> None:
-        """``targets`` set: ``target`` becomes the objective target; with several targets,
-        ``target_options`` maps each target's name to its options."""
-        if self.targets is None:
-            if self.objective_target is not None:
-                raise ConfigError(f"{where}: objective_target: only read with targets: [...]")
-            return
-        objective = self.objective_target or self.targets[0]
-        if objective not in self.targets:
-            raise ConfigError(
-                f"{where}: objective_target: {objective!r} is not one of targets "
-                f"{list(self.targets)}"
-            )
-        object.__setattr__(self, "target", objective)
-        if len(self.targets) > 1:
-            for key, value in self.target_options.items():
-                if key not in self.targets or not isinstance(value, dict):
-                    raise ConfigError(
-                        f"{where}: target_options: with several targets it maps a target's "
-                        f"name to its options, e.g. {{{self.targets[0]}: {{...}}}}; {key!r} "
-                        f"is not one of {list(self.targets)}"
-                        if key not in self.targets
-                        else f"{where}: target_options: {key}: must be a mapping of options"
-                    )
+                check_options(where, name, self.options_for(name))
 
     @property
     def all_targets(self) -> tuple[str, ...]:
