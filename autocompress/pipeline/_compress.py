@@ -24,7 +24,7 @@ from autocompress.errors import PolicyError
 from autocompress.measure.gate import Gate
 from autocompress.measure.timing import MeasureSettings
 from autocompress.pipeline._artifact import artifact_meta, measure_baseline, structure_cost
-from autocompress.pipeline._runtimes import convert_measure, on_targets, target_entry
+from autocompress.pipeline._runtimes import Trained, convert_measure, on_targets, target_entry
 from autocompress.pipeline.hooks import StageCallback, StructureCallback, TrialHooks
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
@@ -279,19 +279,9 @@ def _apply(
 
     stage("convert")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
+    trained = Trained(task, student, policy, bits, structure, meta, act_quant, code_bits)
     metrics, deployed, artifact = convert_measure(
-        task,
-        tgt,
-        student,
-        out,
-        bits=bits,
-        structure=structure,
-        meta=meta,
-        activations=act_quant.qparams if act_quant is not None else None,
-        settings=settings,
-        gate=gate,
-        baseline=baseline,
-        stage=stage,
+        trained, tgt, out, settings=settings, gate=gate, baseline=baseline, stage=stage
     )
     record_strategies(metrics, run, requests, done)
     _scope_records(metrics, scopes, act_quant)
@@ -308,21 +298,7 @@ def _apply(
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads
     if options.targets:  # the same student on each other runtime (``targets: [...]``)
-        extra = on_targets(
-            task,
-            options,
-            student,
-            out,
-            policy=policy,
-            bits=bits,
-            structure=structure,
-            meta=meta,
-            act_quant=act_quant,
-            code_bits=code_bits,
-            baseline=baseline,
-            stage=stage,
-            gate=gate,
-        )
+        extra = on_targets(trained, options, out, baseline=baseline, stage=stage, gate=gate)
         metrics["targets"] = {tgt.name: target_entry(metrics), **extra}
     (out / "policy.json").write_text(policy.to_json(indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,32 +50,47 @@ W_A = QuantScope.WEIGHT_ACTIVATION
 _ENTRY_KEYS = ("baseline", "teacher_paired", "latency_retakes", "target", "artifact", "modes")
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A student pruned and fine-tuned once, and what each target's artifact is written from."""
+
+    task: Task
+    student: nn.Module
+    policy: Policy
+    bits: Mapping[str, int]
+    structure: Mapping[str, Any]
+    meta: Mapping[str, Any]  # the objective target's artifact header
+    act_quant: ActivationQuant | None  # the activation qparams fine-tuning learnt
+    code_bits: Mapping[str, int]  # the integer code widths fine-tuning simulated
+
+
 def convert_measure(
-    task: Task,
+    trained: Trained,
     tgt: Target,
-    student: nn.Module,
     out: Path,
     *,
-    bits: Mapping[str, int],
-    structure: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    activations: Mapping[str, tuple[float, int]] | None,
     settings: MeasureSettings,
     gate: Gate,
     baseline: Mapping[str, Any],
     stage: Callable[[str], None] = lambda _: None,
+    meta: Mapping[str, Any] | None = None,
+    activations: Mapping[str, tuple[float, int]] | None = None,
 ) -> tuple[dict[str, Any], nn.Module, Path]:
-    """Write ``student`` as ``tgt``'s artifact in ``out``, load it back and measure it against
+    """Write the trained student as ``tgt``'s artifact in ``out`` (with ``meta`` and
+    ``activations``: the trained ones when None), load it back and measure it against
     ``baseline`` (the teacher on ``tgt``): (its metrics, the deployed model, the artifact)."""
+    task, student, act_quant = trained.task, trained.student, trained.act_quant
+    if activations is None and act_quant is not None:
+        activations = act_quant.qparams
     out.mkdir(parents=True, exist_ok=True)
     artifact = out / tgt.artifact_name
     records = tgt.save(
         student,
         artifact,
         task=task,
-        bits=bits,
-        structure=structure,
-        meta=meta,
+        bits=trained.bits,
+        structure=trained.structure,
+        meta=trained.meta if meta is None else meta,
         activations=activations,
     )
     deployed = tgt.load(artifact, task.model, threads=settings.threads)
@@ -104,17 +120,10 @@ def target_entry(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def on_targets(
-    task: Task,
+    trained: Trained,
     options: CompressOptions,
-    student: nn.Module,
     out: Path,
     *,
-    policy: Policy,
-    bits: Mapping[str, int],
-    structure: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    act_quant: ActivationQuant | None,
-    code_bits: Mapping[str, int],
     baseline: Mapping[str, Any],
     stage: Callable[[str], None],
     gate: Gate,
@@ -126,16 +135,9 @@ def on_targets(
         stage(f"convert {name}")
         try:
             metrics = _on_target(
-                task,
+                trained,
                 options.for_target(name),
-                student,
                 out / name,
-                policy=policy,
-                bits=bits,
-                structure=structure,
-                meta=meta,
-                act_quant=act_quant,
-                code_bits=code_bits,
                 baseline=(baseline.get("targets") or {}).get(name),
                 stage=lambda s, n=name: stage(f"{s} {n}"),
                 gate=gate,
@@ -146,29 +148,22 @@ def on_targets(
             entries[name] = {"error": f"target {name}: {type(exc).__name__}: {exc}", "target": name}
             continue
         metrics["trained_for"] = options.target_name
-        (out / name / "policy.json").write_text(policy.to_json(indent=2))
+        (out / name / "policy.json").write_text(trained.policy.to_json(indent=2))
         (out / name / "metrics.json").write_text(json.dumps(metrics, indent=2))
         entries[name] = target_entry(metrics)
     return entries
 
 
 def _on_target(
-    task: Task,
+    trained: Trained,
     options: CompressOptions,
-    student: nn.Module,
     out: Path,
     *,
-    policy: Policy,
-    bits: Mapping[str, int],
-    structure: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    act_quant: ActivationQuant | None,
-    code_bits: Mapping[str, int],
     baseline: Mapping[str, Any] | None,
     stage: Callable[[str], None],
     gate: Gate,
 ) -> dict[str, Any]:
-    tgt = options.target
+    tgt, bits, student = options.target, trained.bits, trained.student
     wrong = sorted({b for b in bits.values() if b not in tgt.bits})
     if wrong:
         layer = next(p for p, b in bits.items() if b == wrong[0])
@@ -176,39 +171,36 @@ def _on_target(
             f"layer {layer}: {wrong[0]} bits cannot run on target {tgt.name!r} "
             f"(bits: {', '.join(map(str, tgt.bits))})"
         )
-    trained = dict(act_quant.qparams) if act_quant is not None else {}
+    learnt = dict(trained.act_quant.qparams) if trained.act_quant is not None else {}
     # the policy's scopes as this target resolves them (its default where the policy sets none)
     try:
-        asked, explicit = resolve_quant_scopes(policy, bits, tgt)
+        asked, explicit = resolve_quant_scopes(trained.policy, bits, tgt)
     except PolicyError:  # a scope this target does not offer (``torch``: weight only)
         asked, explicit = dict.fromkeys(bits, QuantScope.WEIGHT), set()
     scopes = dict(live(asked, student))
-    untrained = [p for p in tgt.activation_layers(student, bits, scopes) if p not in trained]
+    untrained = [p for p in tgt.activation_layers(student, bits, scopes) if p not in learnt]
     scopes.update(dict.fromkeys(untrained, QuantScope.WEIGHT))  # nothing calibrated for them
     outputs = sorted(
-        p for p in live(dict.fromkeys(explicit), student) if scopes.get(p) == W_A and p in trained
+        p for p in live(dict.fromkeys(explicit), student) if scopes.get(p) == W_A and p in learnt
     )
     codes = tgt.code_bits(student, bits, scopes)
     if baseline is None:
         stage("measure baseline")
-        baseline = measure_baseline(task, options=options)
+        baseline = measure_baseline(trained.task, options=options)
     metrics, _, artifact = convert_measure(
-        task,
+        trained,
         tgt,
-        student,
         out,
-        bits=bits,
-        structure=structure,
-        meta={**meta, "target": tgt.name, "quant_scope": scopes, "quant_outputs": outputs},
-        activations={p: q for p, q in trained.items() if scopes.get(p) != QuantScope.WEIGHT},
         settings=options.settings,
         gate=gate,
         baseline=baseline,
         stage=stage,
+        meta={**trained.meta, "target": tgt.name, "quant_scope": scopes, "quant_outputs": outputs},
+        activations={p: q for p, q in learnt.items() if scopes.get(p) != QuantScope.WEIGHT},
     )
     if untrained:
         metrics["weight_only_activations"] = untrained
-    recoded = {p: {"trained": code_bits[p], "stored": c} for p, c in codes.items()}
+    recoded = {p: {"trained": trained.code_bits[p], "stored": c} for p, c in codes.items()}
     recoded = {p: r for p, r in recoded.items() if r["trained"] != r["stored"] and bits[p] < 32}
     if recoded:
         metrics["recoded"] = recoded
@@ -217,4 +209,4 @@ def _on_target(
     return metrics
 
 
-__all__ = ["convert_measure", "on_targets", "target_entry"]
+__all__ = ["Trained", "convert_measure", "on_targets", "target_entry"]
