@@ -218,7 +218,7 @@ def test_objective_target_and_per_target_options():
     assert SearchConfig.from_dict(_config(targets=["onnxruntime"])).target == "onnxruntime"
 
 
-def test_a_target_failing_for_one_trial_is_recorded_against_it(tmp_path):
+def test_a_target_failing_for_one_trial_is_recorded_against_it(tmp_path, capfd):
     """ExecuTorch runs 8 and 32 bits only: the int4 trial's executorch entry is its error, the
     trial completes on torch; the identity trial is measured on both."""
     config = local_config(
@@ -241,5 +241,7 @@ def test_a_target_failing_for_one_trial_is_recorded_against_it(tmp_path):
     fine = by_start["identity"]["metrics"]["targets"]["executorch"]
     assert "error" not in fine and fine["size_bytes"] > 0
     assert (tmp_path / "run" / "trials" / "0" / "executorch" / "model.pte").is_file()
+    printed = capfd.readouterr().err  # the progress line names the target and its error
+    assert f"#{broken['number']} " in printed and "executorch failed: target executorch" in printed
     doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert broken["number"] not in [t["number"] for t in doc["fronts"]["executorch"]]
