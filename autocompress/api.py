@@ -295,7 +295,7 @@ def export(
     if format not in export_formats():
         raise ConfigError(f"--format {format!r}: choose from {', '.join(export_formats())}")
     if trial is None:
-        trial = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by)
+        trial = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by, target=target)
     return Exported(trial, export_trial(run_dir, trial, out, fmt=format, target=target), out)
 
 

@@ -29,9 +29,12 @@ def pick_choices() -> tuple[str, ...]:
     return (*PICK_ALIASES, *METRICS)
 
 
-def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size") -> int:
+def pick_trial(
+    run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size", target: str | None = None
+) -> int:
     """The best Pareto point by ``by`` (a registered metric, in its direction: the smallest,
-    the fastest, ...) within ``max_accuracy_drop`` of the teacher's accuracy."""
+    the fastest, ...) within ``max_accuracy_drop`` of the teacher's accuracy; with ``target``
+    (a several-target search), from that target's front against its teacher on that runtime."""
     name = PICK_ALIASES.get(by, by)
     if name not in METRICS:
         raise ConfigError(f"--by {by!r}: choose from {', '.join(pick_choices())}")
@@ -39,6 +42,8 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
     doc = RunDir(run_dir).read_pareto()
+    if target is not None and target in (doc.get("fronts") or {}):
+        doc = {"teacher": doc["teacher"]["targets"][target], "trials": doc["fronts"][target]}
     teacher = doc["teacher"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:

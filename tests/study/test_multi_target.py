@@ -160,6 +160,15 @@ def test_export_target_copies_or_rebuilds_that_targets_artifact(run, tmp_path):
     rebuilt = api.export(out, out=tmp_path / "rebuilt", trial=n, target="onnxruntime").metrics
     assert rebuilt["accuracy"] == pytest.approx(entry["accuracy"])
     assert rebuilt["size_bytes"] == entry["size_bytes"]
+    # --pick on one target's front, against the teacher on that runtime
+    fastest = min(
+        json.loads((out / "pareto.json").read_text())["fronts"]["onnxruntime"],
+        key=lambda t: t["compared"]["latency_ms"],
+    )
+    picked = api.export(
+        out, out=tmp_path / "p", max_accuracy_drop=1.0, by="latency", target="onnxruntime"
+    )
+    assert picked.trial == fastest["number"] and picked.metrics["target"] == "onnxruntime"
     with pytest.raises(ConfigError, match="measured target"):
         api.export(out, out=tmp_path / "x", trial=n, target="openvino")
 
