@@ -271,6 +271,7 @@ class Controller:
                     {
                         "number": r["number"],
                         "metrics": r["metrics"],
+                        "teacher": r["teacher"],  # on that runtime, timed in its process
                         "compared": {
                             m: comparable(r, m, teachers[name]) for m in self.objectives.metrics
                         },
