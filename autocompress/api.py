@@ -277,11 +277,13 @@ def export(
     max_accuracy_drop: float = 0.01,
     by: str = "size",
     format: str = "torch",
+    target: str | None = None,
 ) -> Exported:
     """``autocompress export``: write trial ``trial``'s deployable model (or, with ``trial``
     None, the smallest (``by="size"``) or fastest (``"latency"``) Pareto point within
     ``max_accuracy_drop`` of the teacher) with its policy.json and metrics.json into ``out``.
-    ``format``: torch, onnx, openvino or executorch."""
+    ``format``: torch, onnx, openvino or executorch. ``target``: a search measured on several
+    targets exports that target's artifact (the objective target's when None)."""
     from autocompress.reporting.export import export_trial, pick_trial
     from autocompress.targets import export_formats
 
@@ -290,8 +292,8 @@ def export(
     if format not in export_formats():
         raise ConfigError(f"--format {format!r}: choose from {', '.join(export_formats())}")
     if trial is None:
-        trial = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by)
-    return Exported(trial, export_trial(run_dir, trial, out, fmt=format), out)
+        trial = pick_trial(run_dir, max_accuracy_drop=max_accuracy_drop, by=by, target=target)
+    return Exported(trial, export_trial(run_dir, trial, out, fmt=format, target=target), out)
 
 
 def compare(

@@ -261,6 +261,10 @@ def export_cmd(
             "--format", help="torch, onnx, openvino, executorch (any registered target's)"
         ),
     ] = "torch",
+    target: Annotated[
+        str | None,
+        typer.Option(help="A several-target search: export the artifact of this target"),
+    ] = None,
 ) -> None:
     """Write a trial's deployable model with its policy.json and metrics.json."""
     from autocompress import api
@@ -269,7 +273,13 @@ def export_cmd(
     if (trial is None) == (not pick):
         raise AutoCompressError("give either --trial N or --pick")
     number, metrics, out = api.export(
-        run_dir, out=out, trial=trial, max_accuracy_drop=max_accuracy_drop, by=by, format=format
+        run_dir,
+        out=out,
+        trial=trial,
+        max_accuracy_drop=max_accuracy_drop,
+        by=by,
+        format=format,
+        target=target,
     )
     typer.echo(
         f"trial {number}: {summary(metrics)} ({metrics['target']}, {metrics['artifact']}) -> {out}"

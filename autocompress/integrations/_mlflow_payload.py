@@ -76,6 +76,15 @@ def trial_metrics(
         for key in teacher_metrics()
         if is_number(baseline.get(key))
     ]
+    objective = metrics.get("target")
+    for name, entry in (metrics.get("targets") or {}).items():
+        if name == objective:  # the objective target's figures are the unprefixed ones
+            continue
+        out += [  # each other runtime's figures under ``<target>.`` (an error: none)
+            Metric(f"{safe_key(name)}.{key}", float(entry[key]), timestamp, 0)
+            for key in METRICS
+            if is_number(entry.get(key))
+        ]
     out += [
         Metric("epoch_accuracy", float(e["accuracy"]), timestamp, int(e["epoch"]))
         for e in epochs

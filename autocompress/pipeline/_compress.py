@@ -22,16 +22,10 @@ from autocompress.analysis.probe import probe_groups
 from autocompress.device import Training, moved, on_device
 from autocompress.errors import PolicyError
 from autocompress.measure.gate import Gate
-from autocompress.measure.metrics import teacher_metrics
 from autocompress.measure.timing import MeasureSettings
-from autocompress.pipeline._artifact import (
-    artifact_meta,
-    measure_artifact,
-    measure_teacher,
-    structure_cost,
-    teacher_reference,
-)
+from autocompress.pipeline._artifact import artifact_meta, measure_teacher, structure_cost
 from autocompress.pipeline._artifact import load_artifact as load_artifact  # re-exported
+from autocompress.pipeline._runtimes import Trained, convert_measure, on_targets, target_entry
 from autocompress.pipeline.hooks import StageCallback, StructureCallback, TrialHooks
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy, QuantScope
@@ -286,28 +280,10 @@ def _apply(
 
     stage("convert")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="autocompress-"))
-    out.mkdir(parents=True, exist_ok=True)
-    artifact = out / tgt.artifact_name
-    records = tgt.save(
-        student,
-        artifact,
-        task=task,
-        bits=bits,
-        structure=structure,
-        meta=meta,
-        activations=act_quant.qparams if act_quant is not None else None,
+    trained = Trained(task, student, policy, bits, structure, meta, act_quant, code_bits)
+    metrics, deployed, artifact = convert_measure(
+        trained, tgt, out, settings=settings, gate=gate, baseline=teacher_figures, stage=stage
     )
-    deployed = tgt.load(artifact, task.model, threads=settings.threads)
-
-    stage("measure")
-    reference = teacher_reference(task, tgt, settings) if settings.paired else None
-    metrics = measure_artifact(
-        task, tgt, student, deployed, artifact, settings, gate, reference, teacher_figures
-    )
-    # the teacher this candidate is compared with: timed interleaved with it when paired
-    teacher = {**teacher_figures, **metrics.get("teacher_paired", {})}
-    metrics["teacher"] = {k: teacher[k] for k in teacher_metrics() if k in teacher}
-    metrics["layers"] = dict(records)
     record_strategies(metrics, run, requests, done)
     _scope_records(metrics, scopes, act_quant)
     metrics["finetune_scope"] = policy.finetune.scope
@@ -315,11 +291,6 @@ def _apply(
     metrics["trained_on"] = training.record(trained=bool(policy.finetune.epochs))
     if feature_layers is not None:
         metrics["feature_layers"] = list(feature_layers)
-    graph = tgt.graph_record(artifact)
-    if graph is not None:
-        metrics["graph"] = graph
-        if "inference_precision" in graph:  # the precision the whole artifact ran in
-            metrics["inference_precision"] = metrics["graph"]["inference_precision"]
     if untied:
         metrics["untied_weights"] = untied
     if bn_record is not None:
@@ -327,6 +298,9 @@ def _apply(
     metrics["artifact"] = artifact.name
     metrics["target"] = tgt.name
     metrics["threads"] = settings.threads
+    if options.targets:  # the same student on each other runtime (``targets: [...]``)
+        extra = on_targets(trained, options, out, baseline=teacher_figures, stage=stage, gate=gate)
+        metrics["targets"] = {tgt.name: target_entry(metrics), **extra}
     (out / "policy.json").write_text(policy.to_json(indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return CompressResult(model=deployed, policy=policy, metrics=metrics, artifact=artifact)

@@ -47,9 +47,12 @@ class CompressOptions:
     device: str = "auto"  # where the student trains: auto, cpu, cuda, cuda:N
     precision: str = "fp32"  # fine-tuning precision: fp32, bf16, fp16
     timeout_s: float | None = None  # a search trial running longer fails with "timeout"
+    # the other targets each trial is converted for and measured on: name -> its options
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_options", dict(self.target_options))
+        object.__setattr__(self, "targets", {k: dict(v) for k, v in self.targets.items()})
 
     @classmethod
     def of(
@@ -62,9 +65,11 @@ class CompressOptions:
         settings: MeasureSettings = MeasureSettings(),
         training: Training | str = "auto",
         timeout_s: float | None = None,
+        targets: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> CompressOptions:
         """From ``compress``'s keyword arguments, with their defaults. ``training`` is a device
-        name (fp32) or a resolved :class:`~autocompress.device.Training`."""
+        name (fp32) or a resolved :class:`~autocompress.device.Training`; ``targets``: the
+        other targets (name -> options) each candidate is also converted for and measured on."""
         return cls().replace(
             target=target,
             target_options=target_options or {},
@@ -73,6 +78,7 @@ class CompressOptions:
             settings=settings,
             training=training,
             timeout_s=timeout_s,
+            targets={k: dict(v) for k, v in (targets or {}).items()},
         )
 
     @classmethod
@@ -89,7 +95,8 @@ class CompressOptions:
         latency = getattr(objectives, "latency", None)
         return cls(
             target_name=config.target,
-            target_options=config.target_options,
+            target_options=config.options_for(config.target),
+            targets={name: config.options_for(name) for name in config.extra_targets},
             importance=config.importance,
             seed=config.seed,
             settings=MeasureSettings()
@@ -128,10 +135,14 @@ class CompressOptions:
         """The training device and precision, resolved once, in this process."""
         return Training.resolve(self.device, precision=self.precision)
 
+    def for_target(self, name: str) -> CompressOptions:
+        """These options on the extra target ``name`` (with its options), alone."""
+        return self.replace(target=name, target_options=self.targets[name], targets={})
+
     def check(self) -> CompressOptions:
-        """The target, then the training device, resolved now: a bad target option or a device
-        that is not here fails in one line before any work."""
-        _ = self.target, self.training
+        """The targets, then the training device, resolved now: a bad target option or a
+        device that is not here fails in one line before any work."""
+        _ = self.target, self.training, [self.for_target(n).target for n in self.targets]
         return self
 
     def __getstate__(self) -> dict[str, Any]:

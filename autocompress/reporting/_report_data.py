@@ -9,7 +9,7 @@ import html
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class RunData:
     records: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
     config_text: str | None
+    # a several-target search: per target, its front on its own figures (pareto.json "fronts")
+    fronts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def complete(self) -> list[dict[str, Any]]:
         """Complete trials that hold every objective metric, by trial number."""
@@ -70,6 +72,7 @@ def load_run(run_dir: str | Path) -> RunData:
         records=sorted(map(current_record, read_jsonl(rd.trials_file)), key=lambda r: r["number"]),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
+        fronts=dict(pareto.get("fronts") or {}),
     )
 
 

@@ -1,7 +1,8 @@
 """Compare searches side by side: a summary table and their Pareto fronts overlaid.
 
 A source is a run directory (``trials.jsonl`` + ``pareto.json``) or an MLflow experiment name
-(read through ``MlflowClient``; one row per search, i.e. per parent run, in it).
+(read through ``MlflowClient``; one row per search, i.e. per parent run, in it). A run directory
+of a search measured on several targets (``targets: [...]``) gives one row per target.
 
 Example::
 
@@ -22,7 +23,13 @@ from autocompress.errors import ConfigError
 from autocompress.measure.metrics import METRICS
 from autocompress.reporting._compare_plots import plot_html, plot_png
 from autocompress.reporting._report_data import axis, table_cell
-from autocompress.study.pareto import default_reference, front, hypervolume, normalize
+from autocompress.study.pareto import (
+    default_reference,
+    front,
+    hypervolume,
+    normalize,
+    on_target,
+)
 from autocompress.study.records import STATES, TrialState
 from autocompress.study.rundir import RunDir, atomic_write_text
 
@@ -137,7 +144,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def _load(source: str, tracking_uri: str | None) -> list[_Search]:
     path = Path(source)
     if (path / "trials.jsonl").is_file():
-        return [_load_run_dir(path)]
+        return _per_target(_load_run_dir(path))
     if path.exists():
         raise ConfigError(
             f"{source} exists but has no trials.jsonl: pass a search's run directory "
@@ -168,6 +175,39 @@ def _load_run_dir(path: Path) -> _Search:
         objectives=list(pareto.get("objectives") or DEFAULT_OBJECTIVES),
         teacher=dict(teacher),
     )
+
+
+def _per_target(search: _Search) -> list[_Search]:
+    """A search measured on several targets: one row per target, labelled ``<name> on <target>``,
+    its records, front and teacher as measured on that target."""
+    pareto = RunDir(search.source).read_pareto()
+    teachers = (pareto.get("teacher") or {}).get("targets") or {}
+    fronts = pareto.get("fronts") or {}
+    if not teachers or not fronts:
+        return [search]
+    out = []
+    for name, points in fronts.items():
+        records = [_on(r, name) for r in search.records]
+        front_points = [{**(t.get("metrics") or {}), **(t.get("compared") or {})} for t in points]
+        out.append(
+            replace(
+                search,
+                label=f"{search.label} on {name}",
+                records=records,
+                front=front_points,
+                teacher={k: v for k, v in teachers[name].items() if not isinstance(v, dict)},
+            )
+        )
+    return out
+
+
+def _on(record: dict[str, Any], name: str) -> dict[str, Any]:
+    """``record`` on target ``name``; failed there when it completed but that target failed."""
+    view = on_target(record, name)
+    if view is not None:
+        return view
+    state = record.get("state", TrialState.COMPLETE)
+    return {**record, "state": TrialState.FAILED if state == TrialState.COMPLETE else state}
 
 
 def _load_experiment(name: str, tracking_uri: str | None) -> list[_Search]:

@@ -29,9 +29,12 @@ def pick_choices() -> tuple[str, ...]:
     return (*PICK_ALIASES, *METRICS)
 
 
-def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size") -> int:
+def pick_trial(
+    run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size", target: str | None = None
+) -> int:
     """The best Pareto point by ``by`` (a registered metric, in its direction: the smallest,
-    the fastest, ...) within ``max_accuracy_drop`` of the teacher's accuracy."""
+    the fastest, ...) within ``max_accuracy_drop`` of the teacher's accuracy; with ``target``
+    (a several-target search), from that target's front against its teacher on that runtime."""
     name = PICK_ALIASES.get(by, by)
     if name not in METRICS:
         raise ConfigError(f"--by {by!r}: choose from {', '.join(pick_choices())}")
@@ -39,6 +42,8 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
     if not path.exists():
         raise ConfigError(f"{run_dir} has no pareto.json; run a search first")
     doc = RunDir(run_dir).read_pareto()
+    if target is not None and target in (doc.get("fronts") or {}):
+        doc = {"teacher": doc["teacher"]["targets"][target], "trials": doc["fronts"][target]}
     teacher = doc["teacher"]["accuracy"]
     ok = [t for t in doc["trials"] if teacher - t["metrics"]["accuracy"] <= max_accuracy_drop]
     if not ok:
@@ -56,7 +61,12 @@ def pick_trial(run_dir: str | Path, *, max_accuracy_drop: float, by: str = "size
 
 
 def export_trial(
-    run_dir: str | Path, number: int, out: str | Path, *, fmt: str = "torch"
+    run_dir: str | Path,
+    number: int,
+    out: str | Path,
+    *,
+    fmt: str = "torch",
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Write the deployable model of trial ``number`` with its policy.json and metrics.json.
 
@@ -66,6 +76,8 @@ def export_trial(
     metric computed with it, the teacher exported and timed the same way) and those figures
     go to ``metrics.onnx.json``, returned. A search on the ``onnxruntime`` target already
     holds its ``model.onnx`` (int8 kernels, measured in the search): ``fmt="onnx"`` copies it.
+    ``target``: a search measured on several targets exports that target's artifact (see
+    :func:`_export_on`); None or the objective target: as above.
     """
     rd = RunDir(run_dir)
     config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
@@ -75,9 +87,16 @@ def export_trial(
     record = records[number]
     if record["state"] != TrialState.COMPLETE:
         raise ConfigError(f"{run_dir}: trial {number} is {record['state']}, not complete")
+    if target is not None and target not in config.all_targets:
+        raise ConfigError(
+            f"{run_dir}: --target {target!r}: the search measured target(s) "
+            f"{', '.join(config.all_targets)}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = CompressOptions.from_config(config)  # latency settings: read below, when measuring
+    if target is not None and target != config.target:
+        return _export_on(rd, config, options, record, target, out, fmt)
     target = options.target
     native = target.native_format  # the format its own artifact is copied under
     if fmt not in export_formats():
@@ -115,13 +134,7 @@ def export_trial(
         deployed = load_artifact(out / target.artifact_name, task.model)
         metrics = json.loads((out / "metrics.json").read_text())
     else:
-        # as in the search: bit-identical re-materialization, on the device it trained on
-        trained = (record.get("metrics") or {}).get("trained_on") or {}
-        options = options.replace(
-            seed=record.get("seed", config.seed + number),
-            device=trained.get("device", "cpu"),
-            precision=trained.get("precision") or "fp32",
-        )
+        options = _as_trained(options, config, record)
         with threads(settings.threads):
             result = compress(
                 task, Policy.from_dict(record["policy"]), options=options, out_dir=out
@@ -131,4 +144,63 @@ def export_trial(
         from autocompress.targets.onnx import export_measured
 
         metrics = export_measured(task, deployed, metrics, out, settings=settings)
+    return metrics
+
+
+def _as_trained(
+    options: CompressOptions, config: SearchConfig, record: dict[str, Any]
+) -> CompressOptions:
+    """As in the search: bit-identical re-materialization, on the device it trained on."""
+    trained = (record.get("metrics") or {}).get("trained_on") or {}
+    return options.replace(
+        seed=record.get("seed", config.seed + record["number"]),
+        device=trained.get("device", "cpu"),
+        precision=trained.get("precision") or "fp32",
+    )
+
+
+def _export_on(
+    rd: RunDir,
+    config: SearchConfig,
+    options: CompressOptions,
+    record: dict[str, Any],
+    target: str,
+    out: Path,
+    fmt: str,
+) -> dict[str, Any]:
+    """Trial ``record``'s artifact on the extra target ``target``: the one the search kept in
+    ``trials/N/<target>/``, else the trial rebuilt (fine-tuned as the search did, for the
+    objective target) and converted for ``target``; with its policy.json and metrics.json."""
+    number, tgt = record["number"], options.for_target(target).target
+    entry = ((record.get("metrics") or {}).get("targets") or {}).get(target) or {}
+    if "error" in entry:
+        raise ConfigError(f"{rd.path}: trial {number} failed on target {target}: {entry['error']}")
+    if fmt not in ("torch", tgt.native_format):
+        raise ConfigError(
+            f"{rd.path}: --target {target} exports that target's artifact: --format "
+            f"{tgt.native_format}"
+        )
+    kept = rd.trial_dir(number) / target
+    if not (kept / tgt.artifact_name).exists():
+        if ":" not in config.task:
+            raise ConfigError(
+                f"{rd.path}: trial {number}'s model was not kept and the search's task was "
+                "given from Python; rebuild it with autocompress.compress(task, policy)"
+            )
+        task = load_task(config.task)
+        settings = MeasureSettings.from_latency(load_objectives(config.objectives).latency)
+        options = _as_trained(options, config, record).replace(
+            settings=settings, targets={target: options.targets[target]}
+        )
+        kept = out / "rebuilt"
+        with threads(settings.threads):
+            compress(task, Policy.from_dict(record["policy"]), options=options, out_dir=kept)
+        kept = kept / target
+    files = [f.name for f in tgt.files(kept / tgt.artifact_name) if f.exists()]
+    for name in (*files, "policy.json", "metrics.json"):
+        shutil.copy2(kept / name, out / name)
+    shutil.rmtree(out / "rebuilt", ignore_errors=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["artifact"] = tgt.artifact_name  # beside metrics.json here
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

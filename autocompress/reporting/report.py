@@ -94,11 +94,36 @@ def _pareto_table(run: RunData) -> str:
         ]
         tds = "".join(f"<td>{c}</td>" for c in cells)
         rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')
-    teacher = ", ".join(f"{k}={fmt(v)}" for k, v in run.teacher.items())
+    teacher = ", ".join(f"{k}={fmt(v)}" for k, v in run.teacher.items() if not isinstance(v, dict))
     return (
         f"<p>Teacher: {html.escape(teacher)}</p>"
         f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
     )
+
+
+def _target_fronts(run: RunData) -> str:
+    """A several-target search: one table per target, its front on its own figures."""
+    if not run.fronts:
+        return ""
+    names = [n for n in table_metrics(run) if n in ("accuracy", "size_bytes", "latency_ms")]
+    names += [n for n in ("speedup", "compression") if n not in names]
+    head = "".join(f"<th>{html.escape(axis(n)[0])}</th>" for n in names)
+    tables = []
+    for target, rows in run.fronts.items():
+        teacher = (run.teacher.get("targets") or {}).get(target) or {}
+        body = "".join(
+            f"<tr><td>#{r['number']}</td>"
+            + "".join(f"<td>{table_cell(n, (r.get('metrics') or {}).get(n))}</td>" for n in names)
+            + "</tr>"
+            for r in rows
+        )
+        tables.append(
+            f"<div><h3>{html.escape(target)}</h3><p>teacher: accuracy "
+            f"{fmt(teacher.get('accuracy'))}, latency {fmt(teacher.get('latency_ms'))} ms</p>"
+            f'<table class="target-front" id="front-{html.escape(target)}"><thead><tr>'
+            f"<th>trial</th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+    return f'<h2>Front per target</h2><div class="plots">{"".join(tables)}</div>'
 
 
 def _counts(run: RunData) -> str:
@@ -167,6 +192,7 @@ def _render_html(run: RunData, *, inline_plotlyjs: bool) -> str:
 {_counts(run)}
 <h2>Pareto points</h2>
 {_pareto_table(run)}
+{_target_fronts(run)}
 <h2>Pareto front</h2>
 <div class="plots">{"".join(f"<div>{p}</div>" for p in plots)}</div>
 {three_d}

@@ -22,7 +22,7 @@ from autocompress.policy import Policy
 from autocompress.study._start import StartPlan
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import ObjectiveSet
-from autocompress.study.pareto import front
+from autocompress.study.pareto import front, target_fronts
 from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir
 from autocompress.study.samplers import build_sampler
@@ -254,6 +254,32 @@ class Controller:
                 }
                 for r in self.pareto()
             ],
+            **self._fronts_document(),
+        }
+
+    def fronts(self) -> dict[str, list[Mapping[str, Any]]]:
+        """A several-target search's front per target, on each target's own figures."""
+        return target_fronts(self.records.values(), self._objectives(), self.teacher)
+
+    def _fronts_document(self) -> dict[str, Any]:
+        teachers = self.teacher.get("targets") or {}
+        if not teachers:
+            return {}  # one target: pareto.json as before
+        return {
+            "fronts": {
+                name: [
+                    {
+                        "number": r["number"],
+                        "metrics": r["metrics"],
+                        "teacher": r["teacher"],  # on that runtime, timed in its process
+                        "compared": {
+                            m: comparable(r, m, teachers[name]) for m in self.objectives.metrics
+                        },
+                    }
+                    for r in rows
+                ]
+                for name, rows in self.fronts().items()
+            }
         }
 
     def write_pareto(self) -> None:

@@ -94,6 +94,7 @@ class SearchProgress:
             f"trial {n}{f'/{self.total}' if self.bounded else ''} #{record['number']} "
             f"{record['state']}"
             + (f" ({record['error']})" if record.get("error") else "")
+            + _targets_note(record)
             + " | "
             + " ".join(f"{s}={states[s]}" for s in STATES)
             + " | best "
@@ -110,3 +111,16 @@ class SearchProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def _targets_note(record: Mapping[str, Any]) -> str:
+    """A several-target search: each other target's latency, or its error, by name."""
+    entries = ((record.get("metrics") or {}).get("targets") or {}).items()
+    parts = [
+        f"{name} failed: {e['error']}"
+        if "error" in e
+        else f"{name} {format_value('latency_ms', e.get('latency_ms'))}"
+        for name, e in entries
+        if name != (record.get("metrics") or {}).get("target")
+    ]
+    return f" | also {'; '.join(parts)}" if parts else ""

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.errors import ConfigError
+from autocompress.study._several import check_options, objective_of, target_names_problem
 from autocompress.study.backends import BACKENDS, foreign_keys
 from autocompress.study.presets import load_yaml
 from autocompress.study.rundir import LEGACY_KEYS
@@ -160,6 +161,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "objectives": _text,
     "target": _text,
     "target_options": _options,
+    "targets": target_names_problem,
+    "objective_target": _optional_text,
     "trials": _integer(1),
     "sampler": _sampler,
     "seed": _integer(0),
@@ -217,6 +220,10 @@ class SearchConfig:
     objectives: str = "accuracy-size-latency"
     target: str = "torch"
     target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
+    # several runtimes (``targets: [a, b]``): each trial measured on each; the objectives read
+    # ``objective_target`` (default: the first), which ``target`` then names
+    targets: tuple[str, ...] | None = None
+    objective_target: str | None = None
     trials: int = 24
     sampler: str | dict[str, Any] = "tpe"  # a name, or {name: ..., <option>: ...}
     seed: int = 0
@@ -255,17 +262,29 @@ class SearchConfig:
                 f"{where}: {key}: only the {owner} backend reads it (backend is "
                 f"{self.backend!r}); remove the key or set backend: {owner}"
             )
-        if self.target_options:
-            from autocompress.pipeline.options import CompressOptions
+        objective = objective_of(where, self.targets, self.objective_target, self.target_options)
+        if objective is not None:
+            object.__setattr__(self, "target", objective)
+        for name in self.all_targets:
+            if self.options_for(name):
+                check_options(where, name, self.options_for(name))
 
-            try:
-                _ = CompressOptions.of(
-                    target=self.target, target_options=self.target_options
-                ).target
-            except ConfigError:
-                raise
-            except AutoCompressError as exc:
-                raise ConfigError(f"{where}: target_options: {exc}") from None
+    @property
+    def all_targets(self) -> tuple[str, ...]:
+        """Every target the trials are measured on, the objective target first."""
+        rest = tuple(t for t in self.targets or () if t != self.target)
+        return (self.target, *rest)
+
+    @property
+    def extra_targets(self) -> tuple[str, ...]:
+        """The targets measured besides the objective target."""
+        return self.all_targets[1:]
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """Target ``name``'s options (per target when several targets are given)."""
+        if self.targets is not None and len(self.targets) > 1:
+            return dict(self.target_options.get(name) or {})
+        return dict(self.target_options)
 
     @property
     def precision(self) -> str:
@@ -288,6 +307,12 @@ class SearchConfig:
         data = asdict(self)
         data["starts"] = list(self.starts)
         data.pop("base_dir")
+        if self.targets is None:  # single-target runs write the config as before
+            data.pop("targets")
+            data.pop("objective_target")
+        else:
+            data["targets"] = list(self.targets)
+            data.pop("target")  # the objective target: objective_target, or the first
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
         for key, default in (("finetune", {}), ("resources_per_trial", None), ("budget", None)):
@@ -311,6 +336,13 @@ class SearchConfig:
             if key not in data:
                 raise ConfigError(f"{source}: missing required key {key!r}")
         data, legacy = _renamed(data, source)
+        if "target" in data and "targets" in data:
+            raise ConfigError(
+                f"{source}: both 'target' and 'targets' given; keep one (target: X means "
+                "targets: [X])"
+            )
+        if isinstance(data.get("targets"), list):
+            data["targets"] = tuple(data["targets"])
         if data.get("budget") is not None and "trials" not in data:
             from autocompress.study.budget import MAX_TRIALS
 

@@ -228,6 +228,36 @@ def front(
     ]
 
 
+def on_target(record: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """``record`` as measured on target ``name`` of a several-target search: that target's
+    figures as its metrics, the teacher timed on that runtime in its process as its teacher;
+    None when the record holds no figures for ``name`` (not measured, or the target failed)."""
+    entry = ((record.get("metrics") or {}).get("targets") or {}).get(name)
+    if not entry or "error" in entry:
+        return None
+    teachers = (record.get("teacher") or {}).get("targets") or {}
+    return {
+        "number": record["number"],
+        "state": record.get("state", TrialState.COMPLETE),
+        "policy": record.get("policy"),
+        "metrics": entry,
+        "teacher": teachers.get(name) or entry.get("teacher"),
+    }
+
+
+def target_fronts(
+    records: Iterable[Mapping[str, Any]], objectives: Sequence[Any], teacher: Mapping[str, Any]
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Per target of a several-target search (``teacher["targets"]``), the front of the records
+    computed on that target's own figures, on the scale of the run's teacher on that target."""
+    rows = list(records)
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for name, own in (teacher.get("targets") or {}).items():
+        views = [v for v in (on_target(r, name) for r in rows) if v is not None]
+        out[name] = front(views, objectives, own)
+    return out
+
+
 def front_2d(
     records: Sequence[Mapping[str, Any]],
     x: tuple[str, str],

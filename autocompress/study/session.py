@@ -53,6 +53,8 @@ STUDY_KEYS = (
     "objectives",
     "target",
     "target_options",
+    "targets",
+    "objective_target",
     "importance",
     "sampler",
     "seed",
@@ -174,7 +176,18 @@ def process_teacher(
         with gate.exclusive():
             here = measure_teacher(task, options=options)
         _TEACHERS[target] = {**run, **{k: here[k] for k in _timed(here)}}
-    return _TEACHERS[target]
+    teacher = dict(_TEACHERS[target])
+    if options.targets:  # the teacher on each runtime, timed here too (``teacher["targets"]``)
+        runs = run.get("targets") or {}
+        own = {k: v for k, v in teacher.items() if k != "targets"}
+        teacher["targets"] = {target: own}
+        for name in options.targets:
+            if name not in _TEACHERS:
+                with gate.exclusive():
+                    here = measure_teacher(task, options=options.for_target(name))
+                _TEACHERS[name] = {**runs.get(name, here), **{k: here[k] for k in _timed(here)}}
+            teacher["targets"][name] = _TEACHERS[name]
+    return teacher
 
 
 def _timed(measured: Mapping[str, Any]) -> list[str]:
@@ -242,6 +255,12 @@ def prepare(
                 f"task {config.task}: measuring the teacher failed: {type(exc).__name__}: {exc}"
             ) from exc
         teacher["host"] = socket.gethostname()
+        if options.targets:  # the teacher on every runtime, the objective target's first
+            teacher["targets"] = {options.target_name: dict(teacher)}
+            for name in options.targets:
+                extra = measure_teacher(task, options=options.for_target(name))
+                teacher["targets"][name] = {**extra, "host": teacher["host"]}
+                _TEACHERS[name] = dict(teacher["targets"][name])
         run_dir.write_teacher(teacher)
         _TEACHERS[options.target_name] = dict(teacher)  # timed here: this process' teacher too
     fixed, plan = start_plan(
@@ -277,6 +296,7 @@ def finish(session: Session) -> SearchResult:
     controller.write_pareto()
     pareto = controller.pareto()
     keep = {r["number"] for r in pareto}
+    keep |= {r["number"] for rows in controller.fronts().values() for r in rows}
     if session.config.keep_models == "pareto":
         trials_dir = session.run_dir.path / "trials"
         for child in trials_dir.iterdir() if trials_dir.exists() else ():

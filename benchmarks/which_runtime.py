@@ -1,0 +1,93 @@
+"""Which runtime: ONE search of the digits example measured on onnxruntime, openvino and
+executorch (``targets: [...]``, the search steered by the first), each trial fine-tuned once and
+converted for each; per target, its front and its fastest artifact within 1 point of the
+teacher's accuracy (the teacher measured on that runtime).
+
+    .venv/bin/python benchmarks/which_runtime.py [--trials 12] [--backend local|ray]
+
+Writes benchmarks/results/which_runtime.json (the CPU named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from _common import RESULTS, ROOT
+
+from autocompress.api import run_search
+from autocompress.study.config import SearchConfig
+from autocompress.targets.runtimes import cpu_record
+
+TARGETS = ["onnxruntime", "openvino", "executorch"]
+FIGURES = ("accuracy", "size_bytes", "latency_ms", "speedup", "compression")
+
+
+def _figures(number: int, entry: dict[str, Any]) -> dict[str, Any]:
+    return {"number": number, **{k: entry.get(k) for k in FIGURES}, "modes": entry.get("modes")}
+
+
+def summarize(result: Any, pareto: dict[str, Any]) -> dict[str, Any]:
+    """Per target: the teacher, the front, the fastest complete trial within 1 point, errors."""
+    out: dict[str, Any] = {}
+    for name in TARGETS:
+        teacher = result.teacher["targets"][name]
+        entries = [
+            (r["number"], r["metrics"]["targets"][name])
+            for r in result.trials
+            if r["state"] == "complete" and name in (r["metrics"].get("targets") or {})
+        ]
+        measured = [(n, e) for n, e in entries if "error" not in e]
+        close = [(n, e) for n, e in measured if teacher["accuracy"] - e["accuracy"] <= 0.01]
+        fastest = min(close, key=lambda t: t[1]["latency_ms"], default=None)
+        out[name] = {
+            "teacher": {k: teacher[k] for k in ("accuracy", "size_bytes", "latency_ms")},
+            "front": [_figures(t["number"], t["metrics"]) for t in pareto["fronts"][name]],
+            "fastest_within_1_point": fastest and _figures(*fastest),
+            "errors": {n: e["error"] for n, e in entries if "error" in e},
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--backend", default="local", choices=("local", "ray"))
+    args = parser.parse_args()
+    folder = ROOT / "examples" / "digits"
+    data = yaml.safe_load((folder / "search-ort.yaml").read_text())
+    data.pop("target")
+    data.update(name="digits-which-runtime", targets=TARGETS, trials=args.trials)
+    data.update(backend=args.backend, tracking=False)
+    with tempfile.TemporaryDirectory(prefix="acw") as tmp:
+        data["out"] = str(Path(tmp) / "run")
+        config = SearchConfig.from_dict(data, source="which_runtime", base_dir=str(folder))
+        result = run_search(config)
+        pareto = json.loads((Path(tmp) / "run" / "pareto.json").read_text())
+    states = [r["state"] for r in result.trials]
+    figures = {
+        "cpu": cpu_record(),
+        "trials": len(result.trials),
+        "states": {s: states.count(s) for s in sorted(set(states))},
+        "objective_target": config.target,
+        "targets": summarize(result, pareto),
+    }
+    for name, got in figures["targets"].items():
+        best = got["fastest_within_1_point"]
+        line = "none within 1 point" if best is None else (
+            f"#{best['number']}: accuracy {best['accuracy']:.4f}, {best['latency_ms']:.3f} ms "
+            f"({best['speedup']:.2f}x), {best['compression']:.1f}x smaller"
+        )  # fmt: skip
+        print(f"{name}: teacher {got['teacher']['latency_ms']:.3f} ms; front of "
+              f"{len(got['front'])}; fastest within 1 point {line}")  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "which_runtime.json").write_text(json.dumps(figures, indent=2))
+    print(f"wrote {RESULTS / 'which_runtime.json'}")
+
+
+if __name__ == "__main__":
+    main()
