@@ -33,8 +33,8 @@ def mlp_padded() -> Task:
 
 
 def mlp_with_toy_importance() -> Task:
-    """``toy_plugins.dead_unit_task``; loading it registers the ``toy`` importance criterion
+    """``toy_plugins.weak_unit_task``; loading it registers the ``toy`` importance criterion
     (the task file imports the plug-in module), so ``apply --importance toy`` can name it."""
     from _support import toy_plugins
 
-    return toy_plugins.dead_unit_task()
+    return toy_plugins.weak_unit_task()

@@ -6,12 +6,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from _support.models import MLP
 from _support.subprocesses import run_python
 
 from autocompress import load_artifact
 from autocompress.techniques.importance import IMPORTANCES
+
+# _support.toy_plugins.WEAK_ROW_SUM: not imported here, importing it registers ``toy`` in this
+# process (the test shows the CLI's own process registers it when the task loads)
+WEAK_ROW_SUM = 0.1
 
 TESTS = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(TESTS)}
@@ -241,16 +244,16 @@ def test_apply_with_a_plug_in_criterion_the_task_module_registers(toy_policy, tm
     assert metrics["layers"]["net.0"]["channels_kept"] == 48
     pruned = load_artifact(tmp_path / "toy", model=MLP())  # the architecture, not the task
     rows = pruned.net[0].weight.detach()
-    # toy (inverse magnitude) keeps the dead unit 0 that magnitude and taylor drop first
-    assert rows.shape == (48, 64) and torch.equal(rows[0], torch.zeros(64))
-    assert (rows[1:].abs().sum(dim=1) > 0).all()
+    # toy (inverse magnitude) keeps the weak unit 0 that magnitude and taylor drop first
+    assert rows.shape == (48, 64) and rows[0].abs().sum() < WEAK_ROW_SUM
+    assert (rows[1:].abs().sum(dim=1) > WEAK_ROW_SUM).all()
 
 
-def test_apply_with_magnitude_drops_the_dead_unit(toy_policy, tmp_path):
+def test_apply_with_magnitude_drops_the_weak_unit(toy_policy, tmp_path):
     done = _apply(toy_policy, tmp_path / "magnitude", "magnitude")
     assert done.returncode == 0, done.stderr
     rows = load_artifact(tmp_path / "magnitude", model=MLP()).net[0].weight.detach()
-    assert rows.shape == (48, 64) and (rows.abs().sum(dim=1) > 0).all()
+    assert rows.shape == (48, 64) and (rows.abs().sum(dim=1) > WEAK_ROW_SUM).all()
 
 
 def test_an_unknown_importance_is_one_line_naming_the_flag_and_the_known_names(

@@ -1,6 +1,7 @@
 """The metric contract, over every registered metric: a direction, a display format, measured by
 a real ``compress()`` on the ``torch`` target (or declared not measured there), and shown by the
-report's table, ``compare``'s columns and ``export --by``."""
+report's table, ``compare``'s columns and ``export --by``. The toy metric of
+``_support.toy_registries`` (registered for this module) is checked like the built-ins."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _support.models import mlp_task
+from _support.toy_registries import TOY_METRIC, toy_metric
 
 from autocompress.measure.metrics import METRICS, format_value, summary
 from autocompress.measure.timing import MeasureSettings
@@ -18,7 +20,17 @@ from autocompress.reporting._report_data import load_run, table_metrics
 from autocompress.reporting.comparison import compare, format_table
 from autocompress.reporting.export import pick_choices, pick_trial
 
-NAMES = sorted(METRICS)
+NAMES = sorted({*METRICS, TOY_METRIC})  # the built-ins and a plug-in registered from a test
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy_registered():
+    with toy_metric():
+        yield
+
+
+def test_the_toy_metric_is_covered():
+    assert TOY_METRIC in NAMES and TOY_METRIC in METRICS
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,7 @@ def test_metric_is_measured_by_compress_on_the_torch_target(name, measured):
     assert f"{name} {format_value(name, value)}" in summary(measured)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if METRICS[n].measure is not None])
+@pytest.mark.parametrize("name", [n for n in NAMES if n == TOY_METRIC or METRICS[n].measure])
 def test_metric_appears_in_report_compare_and_export(name, measured, tmp_path):
     run = _run_dir(tmp_path / "run", measured, name)
     assert name in table_metrics(load_run(run))

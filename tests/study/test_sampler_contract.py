@@ -8,6 +8,7 @@ import inspect
 
 import optuna
 import pytest
+from _support.toy_registries import TOY_SAMPLER, toy_sampler
 from conftest import local_config
 
 from autocompress.api import run_search
@@ -15,7 +16,17 @@ from autocompress.errors import ConfigError
 from autocompress.study.config import SearchConfig
 from autocompress.study.samplers import SAMPLERS, SCHEDULERS, build_sampler, options_of
 
-NAMES = sorted(SAMPLERS)
+NAMES = sorted({*SAMPLERS, TOY_SAMPLER})  # the built-ins and a plug-in registered from a test
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy_registered():
+    with toy_sampler():
+        yield
+
+
+def test_the_toy_sampler_is_covered():
+    assert TOY_SAMPLER in NAMES and TOY_SAMPLER in SAMPLERS
 
 
 def _options(name: str) -> dict:

@@ -6,40 +6,22 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
+from _support import toy_registries as toy_plugins
 from conftest import local_config
 
 from autocompress.api import run_search
 from autocompress.errors import ConfigError
-from autocompress.measure.metrics import METRICS, Metric, register
 from autocompress.reporting.comparison import compare, format_table
 from autocompress.reporting.export import export_trial, pick_trial
 from autocompress.reporting.report import write_report
 from autocompress.study.objectives import load_objectives
-from autocompress.study.samplers import SAMPLERS, register_sampler
-
-
-def _weights_k(ctx) -> float:
-    """Parameters of the deployed module, in thousands."""
-    return sum(p.numel() for p in ctx.deployed.parameters()) / 1000
 
 
 @pytest.fixture
 def toy_metric():
-    register(
-        Metric(
-            "weight_count_k",
-            "minimize",
-            "k",
-            "parameters of the deployed module / 1000",
-            label="weights (k)",
-            spec=".3f",
-            measure=_weights_k,
-        )
-    )
-    yield "weight_count_k"
-    METRICS.pop("weight_count_k")
+    with toy_plugins.toy_metric() as name:
+        yield name
 
 
 def test_a_toy_metric_is_optimized_reported_compared_and_exported(toy_metric, tmp_path):
@@ -89,26 +71,10 @@ def test_an_unknown_metric_in_objectives_is_one_line_naming_file_and_key(tmp_pat
     assert "weight_count_k" in text and "size_bytes" in text  # the known metrics
 
 
-class CountingSampler(optuna.samplers.RandomSampler):
-    """Optuna's random sampler, counting the values it proposed."""
-
-    calls = 0
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        CountingSampler.calls += 1
-        return super().sample_independent(study, trial, param_name, param_distribution)
-
-
-def _toy(seed, startup, *, offset: int = 0):
-    return CountingSampler(seed=None if seed is None else seed + offset)
-
-
 @pytest.fixture
 def toy_sampler():
-    register_sampler("toy", _toy)
-    CountingSampler.calls = 0
-    yield "toy"
-    SAMPLERS.pop("toy")
+    with toy_plugins.toy_sampler() as name:
+        yield name
 
 
 def test_a_toy_sampler_proposes_a_search(toy_sampler, tmp_path):
@@ -116,6 +82,6 @@ def test_a_toy_sampler_proposes_a_search(toy_sampler, tmp_path):
         tmp_path / "run", sampler={"name": "toy", "offset": 3}, trials=2, epochs=0, starts=[]
     )
     result = run_search(config)
-    assert len(result.trials) == 2 and CountingSampler.calls > 0
+    assert len(result.trials) == 2 and toy_plugins.CountingSampler.calls > 0
     with pytest.raises(ConfigError, match=r"sampler\.seed_offset; toy takes offset"):
         local_config(tmp_path / "x", sampler={"name": "toy", "seed_offset": 3})

@@ -19,7 +19,25 @@ from autocompress.techniques import importance as registry
 from autocompress.techniques.prune import prune_
 from autocompress.techniques.sparsify import sparsify_
 
-NAMES = sorted(registry.IMPORTANCES)
+NAMES = sorted({*registry.IMPORTANCES, "toy"})  # the built-ins and a plug-in from a test
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy_registered():
+    """The toy criterion of ``_support.toy_plugins``, registered for this module (imported here,
+    not at collection: other tests check the registry without it)."""
+    from _support import toy_plugins
+
+    register_importance("toy", toy_plugins.InverseMagnitude)
+    yield toy_plugins
+    registry.unregister_importance("toy")
+
+
+def test_the_toy_criterion_is_covered(_toy_registered):
+    assert "toy" in NAMES
+    assert isinstance(registry.get_importance("toy"), _toy_registered.InverseMagnitude)
+
+
 DEAD_UNIT = 5  # the hidden unit of net.0 zeroed in the MLP
 DEAD_HEAD = 2  # the head of layers.0.attn zeroed in the encoder
 
