@@ -92,6 +92,8 @@ WRONG_VALUES = {
     "finetune": {"precisio": "bf16"},
     "resources_per_trial": {"cpu": -1},
     "budget": "3 weeks",
+    "targets": ["torch", "nosuch"],
+    "objective_target": 7,
 }
 
 

@@ -85,7 +85,7 @@ CONFIG = {
     "backend": "local",
 }
 RECORDS = [
-    make_record(0, baseline="identity"),
+    make_record(0, start="identity"),
     make_record(1),
     make_record(2, "failed"),
     make_record(3, "pruned"),

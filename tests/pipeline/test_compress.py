@@ -279,7 +279,7 @@ def test_paired_timing_compares_with_the_teacher_timed_beside_the_candidate(cnn,
         "macs": 1,
     }  # a stale, absurd teacher timing: paired replaces it
     paired = compress(
-        cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path / "p", baseline=baseline
+        cnn, Policy.from_dict(PRUNE_INT8), out_dir=tmp_path / "p", teacher=baseline
     ).metrics
     teacher = paired["teacher_paired"]
     assert 0 < teacher["latency_ms"] < 1e3 and teacher["latency_p90_ms"] >= teacher["latency_ms"]
@@ -290,7 +290,7 @@ def test_paired_timing_compares_with_the_teacher_timed_beside_the_candidate(cnn,
         cnn,
         Policy.from_dict(PRUNE_INT8),
         out_dir=tmp_path / "a",
-        baseline=baseline,
+        teacher=baseline,
         settings=MeasureSettings(paired=False),
     ).metrics
     assert "teacher_paired" not in alone and alone["teacher"]["latency_ms"] == 1e6

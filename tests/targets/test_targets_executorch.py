@@ -137,7 +137,7 @@ def test_every_test_model_runs_on_executorch_or_says_why(family, tmp_path):
     policy = Policy.from_dict({"quant": {"default": 8}, "finetune": {"epochs": 0}})
     baseline = measure_teacher(task, target="torch", settings=fast)
     result = compress(
-        task, policy, target="executorch", out_dir=tmp_path, settings=fast, baseline=baseline
+        task, policy, target="executorch", out_dir=tmp_path, settings=fast, teacher=baseline
     )
     modules = dict(task.model.named_modules())
     for path, rec in result.metrics["layers"].items():

@@ -141,7 +141,7 @@ def test_a_dropped_block_is_its_identity_path():
 def test_layer_drop_compresses_reloads_and_records(encoder, tmp_path):
     baseline = measure_teacher(encoder, settings=QUICK)
     policy = Policy.from_dict({"drop": {"blocks": ["layers.1"]}, "quant": {"default": 8}})
-    result = compress(encoder, policy, out_dir=tmp_path, baseline=baseline, settings=QUICK)
+    result = compress(encoder, policy, out_dir=tmp_path, teacher=baseline, settings=QUICK)
     m = result.metrics
     assert m["dropped_blocks"] == ["layers.1"]
     assert not any(p.startswith("layers.1.") for p in m["layers"])

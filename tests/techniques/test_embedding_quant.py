@@ -58,7 +58,7 @@ def _ids(task) -> torch.Tensor:
 def _compress(task, baselines, target, bits, tmp_path):
     policy = Policy.from_dict({"quant": {"layers": {"bert.embeddings.*": bits}}})
     return compress(
-        task, policy, target=target, out_dir=tmp_path, settings=FAST, baseline=baselines[target]
+        task, policy, target=target, out_dir=tmp_path, settings=FAST, teacher=baselines[target]
     )
 
 
@@ -112,7 +112,7 @@ def test_uniform_int8_policy_quantizes_tables_and_linears_on_onnxruntime(task, b
     policy = Policy.from_dict({"quant": {"default": 8}})
     result = compress(
         task, policy, target="onnxruntime", out_dir=tmp_path, settings=FAST,
-        baseline=baselines["onnxruntime"],
+        teacher=baselines["onnxruntime"],
     )  # fmt: skip
     layers = result.metrics["layers"]
     assert all(layers[p]["mode"] == "weight-only" and layers[p]["bits"] == 8 for p in TABLES)
@@ -127,10 +127,10 @@ def test_embedding_tables_take_bits_but_no_prune_ratio(task, baselines):
     with pytest.raises(PolicyError, match="embedding table"):
         compress(
             task, Policy.from_dict({"prune": {"layers": {WORD: 0.5}}}),
-            settings=FAST, baseline=baselines["torch"],
+            settings=FAST, teacher=baselines["torch"],
         )  # fmt: skip
     policy = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"layers": {WORD: 8}}})
-    result = compress(task, policy, settings=FAST, baseline=baselines["torch"])
+    result = compress(task, policy, settings=FAST, teacher=baselines["torch"])
     assert result.model.get_submodule(WORD).num_embeddings == 100
     assert "prune" not in result.metrics["layers"][WORD]
     assert result.metrics["layers"]["bert.encoder.layer.0.intermediate.dense"]["channels_kept"]

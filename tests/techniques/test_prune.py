@@ -49,7 +49,9 @@ def test_every_layer_feeding_an_output_is_protected():
 def test_frozen_teacher_compresses_with_taylor_importance(tmp_path):
     task = frozen_teacher_task()
     policy = Policy.from_dict({"prune": {"default": 0.5}})
-    result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=None)
+    result = compress(
+        task, policy, out_dir=tmp_path, settings=FAST, baseline=None
+    )  # the older keyword of teacher= still works
     assert result.metrics["layers"]["res.conv1"]["channels_kept"] == 8
     assert not any(p.requires_grad for p in task.model.parameters())  # teacher untouched
     assert result.metrics["params"] < result.metrics["teacher"]["params"]
@@ -73,7 +75,7 @@ def test_bert_heads_and_ffn_neurons(tmp_path):
         {"prune": {"layers": {"*.attention.self.query": 0.5, "*.intermediate.dense": 0.5}}}
     )
     baseline = measure_teacher(task, settings=FAST)
-    result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=baseline)
+    result = compress(task, policy, out_dir=tmp_path, settings=FAST, teacher=baseline)
     for model in (result.model, load_artifact(tmp_path, task.model)):
         attn = model.bert.encoder.layer[0].attention.self
         assert attn.num_attention_heads == 2 and attn.all_head_size == 16

@@ -104,7 +104,7 @@ def test_every_ratio_runs_reloads_and_exports(task, tmp_path):
 def test_compress_writes_records_that_match_the_artifact(task, tmp_path):
     baseline = measure_teacher(task, settings=FAST)
     policy = Policy.from_dict({"prune": {"default": 0.5}, "quant": {"default": 8}})
-    result = compress(task, policy, out_dir=tmp_path, settings=FAST, baseline=baseline)
+    result = compress(task, policy, out_dir=tmp_path, settings=FAST, teacher=baseline)
     layers = result.metrics["layers"]
     check_records(layers, tmp_path / "model.pt", task.model)
     tables = {p for p, m in task.model.named_modules() if isinstance(m, torch.nn.Embedding)}

@@ -118,7 +118,7 @@ def _decode(tensors, base):
 
 def test_artifact_stores_sparse_layers_as_bitmask_and_kept_values(mlp, baseline, tmp_path):
     result = compress(
-        mlp, Policy.from_dict(SPARSE), out_dir=tmp_path, baseline=baseline, settings=QUICK
+        mlp, Policy.from_dict(SPARSE), out_dir=tmp_path, teacher=baseline, settings=QUICK
     )
     m = result.metrics
     assert m["sparsity"] == "storage-only" and m["size_bytes"] == result.artifact.stat().st_size
@@ -160,7 +160,7 @@ def test_artifact_stores_sparse_layers_as_bitmask_and_kept_values(mlp, baseline,
         mlp,
         Policy.from_dict({"quant": SPARSE["quant"], "finetune": {"epochs": 1}}),
         out_dir=tmp_path / "dense",
-        baseline=baseline,
+        teacher=baseline,
         settings=QUICK,
     )
     assert "sparsity" not in dense.metrics
@@ -177,7 +177,7 @@ def test_artifact_stores_sparse_layers_as_bitmask_and_kept_values(mlp, baseline,
 
 def test_low_sparsity_stays_dense_where_the_bitmask_costs_more(mlp, baseline, tmp_path):
     policy = Policy.from_dict({"prune": {"sparsity": {"default": 0.05}}, "quant": {"default": 8}})
-    result = compress(mlp, policy, out_dir=tmp_path, baseline=baseline, settings=QUICK)
+    result = compress(mlp, policy, out_dir=tmp_path, teacher=baseline, settings=QUICK)
     rec = result.metrics["layers"]["net.0"]
     assert rec["encoding"] == "dense" and rec["sparsity_achieved"] >= 0.05 - 1e-3
     _, tensors = read(result.artifact)
