@@ -249,7 +249,8 @@ def format_value(name: str, value: Any) -> str:
     metric = METRICS.get(name)
     if metric is None or isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    return format(value * metric.scale, metric.spec) + metric.suffix
+    scaled = value if metric.scale == 1 else value * metric.scale  # a count stays an int
+    return format(scaled, metric.spec) + metric.suffix
 
 
 def summary(metrics: Mapping[str, Any]) -> str:
