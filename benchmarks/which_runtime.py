@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +68,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="acw") as tmp:
         data["out"] = str(Path(tmp) / "run")
         config = SearchConfig.from_dict(data, source="which_runtime", base_dir=str(folder))
+        load_before = os.getloadavg()
+        began = time.perf_counter()
         result = run_search(config)
+        wall = time.perf_counter() - began
         pareto = json.loads((Path(tmp) / "run" / "pareto.json").read_text())
     states = [r["state"] for r in result.trials]
     figures = {
         "cpu": cpu_record(),
         "trials": len(result.trials),
+        "wall_seconds": round(wall, 1),
+        "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "backend": args.backend,
         "states": {s: states.count(s) for s in sorted(set(states))},
         "objective_target": config.target,
         "targets": summarize(result, pareto),
@@ -86,7 +94,40 @@ def main() -> None:
               f"{len(got['front'])}; fastest within 1 point {line}")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "which_runtime.json").write_text(json.dumps(figures, indent=2))
-    print(f"wrote {RESULTS / 'which_runtime.json'}")
+    (RESULTS / "which_runtime.md").write_text(markdown(figures))
+    print(f"wrote {RESULTS / 'which_runtime.json'} and which_runtime.md")
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    """The README's "which runtime" table: per target, the fastest artifact within 1 point of
+    that runtime's own teacher, and the size of its front."""
+    cpu = figures["cpu"]
+    lines = [
+        f"One search of the digits example ({figures['trials']} trials, "
+        f"{figures['backend']} backend, {figures['wall_seconds']:.0f} s wall) measured on every "
+        f"runtime; CPU: {cpu.get('model', '?')} (AVX-512 VNNI: {cpu.get('vnni')}, AVX2: "
+        f"{cpu.get('avx2')}), "
+        "one thread, batch 1; speedup and compression against the fp32 teacher on the same runtime.",
+        "",
+        "| runtime | teacher ms | front size | fastest within 1 point | accuracy (teacher) | size | ms | speedup | smaller |",
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]  # fmt: skip
+    for name, got in figures["targets"].items():
+        t, best = got["teacher"], got["fastest_within_1_point"]
+        head = f"| {name} | {t['latency_ms']:.3f} | {len(got['front'])} |"
+        if best is None:
+            lines.append(head + " none | | | | | |")
+            continue
+        lines.append(
+            f"{head} trial #{best['number']} | {best['accuracy']:.4f} ({t['accuracy']:.4f}) | "
+            f"{_kib(best['size_bytes'])} | {best['latency_ms']:.3f} | {best['speedup']:.2f}x | "
+            f"{best['compression']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
