@@ -17,10 +17,10 @@ fixed list, in two steps:
    first). A trial *holds* when it completes within the accuracy drop the objectives allow
    (their accuracy ``max_drop`` constraint; ``ACCURACY_TOLERANCE`` without one) of the same
    bit-width's unpruned, undropped trial (``int<B>``, run first); it fails when it does not
-   (or failed, or broke a constraint). Where the space searches depth (``global.depth``, see
-   ``space.hierarchy``), the depth levels 1, 2, 4, ... (blocks dropped per stage, up to the
-   largest stage) are tried unpruned in turn until one fails: the deepest that holds is the
-   most aggressive cheap point. Then the prune ratio is bisected along the space's ratios
+   (or failed, or broke a constraint). Where the space searches dropping blocks
+   (``global.depth``, see ``space.hierarchy``, or per-block ``drop.<block>``), the depth
+   levels 1, 2, 4, ... (blocks dropped per stage, up to the largest stage) are tried unpruned
+   in turn until one fails: the deepest that holds is the most aggressive cheap point. Then the prune ratio is bisected along the space's ratios
    (0, 0.1, ..., 0.7 in the presets) at that depth, then at each shallower one: the middle of
    the ratios not yet decided, up when it holds, down when it fails. Holding and failing carry
    over between depths (a policy that drops fewer blocks at no higher ratio than one that
@@ -53,7 +53,7 @@ from autocompress.pipeline.options import CompressOptions
 from autocompress.study.objectives import ObjectiveSet
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace
-from autocompress.study.space.hierarchy import GLOBAL_BITS, GLOBAL_DEPTH, GLOBAL_PRUNE, _choices
+from autocompress.study.space.hierarchy import GLOBAL_BITS, GLOBAL_PRUNE, _choices
 from autocompress.task import Task
 
 AUTO = re.compile(r"auto([1-9]\d?)?")
@@ -101,9 +101,8 @@ def space_levels(space: ResolvedSpace) -> tuple[list[float], list[int]]:
 
 def space_depths(space: ResolvedSpace) -> list[int]:
     """The start's depth levels: 0, then 1, 2, 4, ... up to the most blocks a stage can drop
-    (only 0 where the space does not search depth)."""
-    if GLOBAL_DEPTH not in set(space.param_names):
-        return [0]
+    (only 0 where the space does not search dropping blocks; a flat ``drop.<block>`` space
+    takes depth too, see ``ResolvedSpace.params_for_policy``)."""
     top, out = space.max_depth, [0]
     while out[-1] < top:
         out.append(min(max(1, 2 * out[-1]), top))

@@ -127,3 +127,11 @@ def test_a_sampled_depth_policy_compresses_and_reloads_without_its_blocks(resnet
     assert not any(n.startswith("layer2.1.") for n, _ in again.named_parameters())
     x = resnet.val_loader[0][0]
     assert torch.allclose(again(x), result.model(x), atol=1e-5)
+
+
+def test_the_flat_layerdrop_space_takes_depth_starts_too(resnet):
+    space = load_space("layerdrop").resolve(resnet.model, resnet.example_inputs)
+    assert GLOBAL_DEPTH not in space.param_names and space_depths(space) == [0, 1, 2]
+    params = space.params_for_policy("drop1-int8")
+    first = space.stages[0].blocks[0]
+    assert set(space.policy_from_params(params).drop_blocks) == {first, "layer2.1"}
