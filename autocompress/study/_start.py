@@ -20,16 +20,17 @@ fixed list, in two steps:
    (or failed, or broke a constraint). Where the space searches dropping blocks
    (``global.depth``, see ``space.hierarchy``, or per-block ``drop.<block>``), the depth
    levels 1, 2, 4, ... (blocks dropped per stage, up to the largest stage) are tried unpruned
-   in turn until one fails: the deepest that holds is the most aggressive cheap point. Then the prune ratio is bisected along the space's ratios
-   (0, 0.1, ..., 0.7 in the presets) at that depth, then at each shallower one: the middle of
-   the ratios not yet decided, up when it holds, down when it fails. Holding and failing carry
+   in turn until one fails: the deepest that holds is the most aggressive cheap point. Then
+   the prune ratio is bisected along the space's ratios (0, 0.1, ..., 0.7 in the presets) at
+   that depth, then at each shallower one: the middle of the ratios not yet decided, up when
+   it holds, down when it fails. Holding and failing carry
    over between depths (a policy that drops fewer blocks at no higher ratio than one that
    holds, holds; one that drops more at no lower ratio than one that fails, fails), so the
    shallower bisections start narrowed. The probes on the way (0.4, 0.6, 0.5, ...) are points
    of the front themselves. Names say all three: ``drop1-prune50-int4``. ``auto<K>`` runs K
-   such trials; ``auto`` 6, plus one per depth level above 0. A bit-width whose search has
-   converged, or whose next step waits for a running trial, gives its turn to the next one,
-   and when none can step the sampler proposes.
+   such trials; ``auto`` 6, plus one per depth level above 0 (at most 2 more). A bit-width
+   whose search has converged, or whose next step waits for a running trial, gives its turn
+   to the next one, and when none can step the sampler proposes.
 
 Step 1 is recorded in the run directory's ``start.json`` (every bit-width's measurements, the
 kept ones, the seconds it took, the depth levels and the stages' drop order); a resumed search
@@ -58,6 +59,7 @@ from autocompress.task import Task
 
 AUTO = re.compile(r"auto([1-9]\d?)?")
 DEFAULT_K = 6
+DEPTH_EXTRA = 2  # ``auto``'s extra starts where the space searches depth
 # how far below its bit-width's unpruned trial a pruned start may fall and still count as
 # holding: the accuracy drop the objectives allow (their accuracy ``max_drop`` constraint),
 # else this; the fronts the search is judged by reach down to that edge
@@ -294,7 +296,7 @@ def start_plan(
     depths = space_depths(space)
     k = max(ks)
     if "auto" in starts:  # the default count leaves the bit-widths their turns beside depth
-        k = max(k, DEFAULT_K + len(depths) - 1)
+        k = max(k, DEFAULT_K + min(len(depths) - 1, DEPTH_EXTRA))
     path = run_dir.path / START_FILE
     record = run_dir.read_json(START_FILE) if path.is_file() else None
     if record is None:
