@@ -198,13 +198,25 @@ def describe(
     console.print(table)
     for line in group_lines(resolved):
         console.print(line)
-    from autocompress.techniques.drop import find_blocks
+    from autocompress.techniques.drop import block_stages, find_blocks
 
     blocks = find_blocks(task.model, task.example_inputs)
     console.print(
         f"droppable blocks ({len(blocks)}; a policy's drop.blocks or a space's drop: takes them): "
         + (", ".join(blocks) or "none")
     )
+    stages = resolved.stages or block_stages(task.model, task.example_inputs, blocks)
+    if stages:
+        console.print(
+            f"stages ({len(stages)}; blocks sharing a parent and an input shape, in drop order: "
+            "least relative residual change ||block(x) - x|| / ||x|| first; global.depth = D "
+            "drops the first D of each):"
+        )
+    for stage in stages:
+        console.print(
+            f"  {stage.name}: "
+            + ", ".join(f"{b} ({c:.2f})" for b, c in zip(stage.blocks, stage.change, strict=True))
+        )
     for p in resolved.params:
         if not p.name.startswith(_layer_prefixes()):
             console.print(f"{p.name}: {_values(p)}")

@@ -13,18 +13,29 @@ fixed list, in two steps:
    PyTorch's dynamic int8 kernels slower than float, and whose 4-bit weights lose no accuracy,
    8 bits go too. Pruning cannot be judged this way: a pruned network is at chance before it
    is fine-tuned, so its ratio is found by training.
-2. **Prune ratio, by bisection** along the space's ratios (0, 0.1, ..., 0.7 in the presets), for
-   each remaining bit-width in turn (smallest first): ratio 0, then the middle of the ratios
-   not yet decided, going up when a trial completes within the accuracy drop the objectives
-   allow (their accuracy ``max_drop`` constraint; ``ACCURACY_TOLERANCE`` without one) of the
-   same bit-width's unpruned trial, and down when it does not (or failed, or broke a
-   constraint). The probes on the way (0.4, 0.6, 0.5, ...) are points of the front themselves. ``auto`` runs 6 such trials,
-   ``auto<K>`` K; a bit-width whose search has converged, or whose next step waits for a
-   running trial, gives its turn to the next one, and when none can step the sampler proposes.
+2. **Depth × prune ratio, by bisection**, for each remaining bit-width in turn (smallest
+   first). A trial *holds* when it completes within the accuracy drop the objectives allow
+   (their accuracy ``max_drop`` constraint; ``ACCURACY_TOLERANCE`` without one) of the same
+   bit-width's unpruned, undropped trial (``int<B>``, run first); it fails when it does not
+   (or failed, or broke a constraint). Where the space searches dropping blocks
+   (``global.depth``, see ``space.hierarchy``, or per-block ``drop.<block>``), the depth
+   levels 1, 2, 4, ... (blocks dropped per stage, up to the largest stage) are tried unpruned
+   in turn until one fails: the deepest that holds is the most aggressive cheap point. Then
+   the prune ratio is bisected along the space's ratios (0, 0.1, ..., 0.7 in the presets) at
+   that depth, then at each shallower one: the middle of the ratios not yet decided, up when
+   it holds, down when it fails. Holding and failing carry
+   over between depths (a policy that drops fewer blocks at no higher ratio than one that
+   holds, holds; one that drops more at no lower ratio than one that fails, fails), so the
+   shallower bisections start narrowed. The probes on the way (0.4, 0.6, 0.5, ...) are points
+   of the front themselves. Names say all three: ``drop1-prune50-int4``. ``auto<K>`` runs K
+   such trials; ``auto`` 6, plus one per depth level above 0 (at most 2 more). A bit-width
+   whose search has converged, or whose next step waits for a running trial, gives its turn
+   to the next one, and when none can step the sampler proposes.
 
 Step 1 is recorded in the run directory's ``start.json`` (every bit-width's measurements, the
-kept ones, the seconds it took); a resumed search reads it back. Step 2 is a function of the
-finished trials, so a resumed search continues it where it stopped.
+kept ones, the seconds it took, the depth levels and the stages' drop order); a resumed search
+reads it back. Step 2 is a function of the finished trials, so a resumed search continues it
+where it stopped.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from autocompress.task import Task
 
 AUTO = re.compile(r"auto([1-9]\d?)?")
 DEFAULT_K = 6
+DEPTH_EXTRA = 2  # ``auto``'s extra starts where the space searches depth
 # how far below its bit-width's unpruned trial a pruned start may fall and still count as
 # holding: the accuracy drop the objectives allow (their accuracy ``max_drop`` constraint),
 # else this; the fronts the search is judged by reach down to that edge
@@ -67,9 +79,11 @@ def auto_count(name: str) -> int | None:
     return int(found.group(1) or DEFAULT_K)
 
 
-def uniform_name(ratio: float, bits: int) -> str:
+def uniform_name(ratio: float, bits: int, depth: int = 0) -> str:
+    """``int8``, ``prune30-int8``, ``drop1-prune30-int8`` (see ``space.start_spec``)."""
     pct = int(round(ratio * 100))
-    return f"prune{pct}-int{bits}" if pct else f"int{bits}"
+    name = f"prune{pct}-int{bits}" if pct else f"int{bits}"
+    return f"drop{depth}-{name}" if depth else name
 
 
 def space_levels(space: ResolvedSpace) -> tuple[list[float], list[int]]:
@@ -85,6 +99,16 @@ def space_levels(space: ResolvedSpace) -> tuple[list[float], list[int]]:
     ratios = sorted({round(float(v), 6) for p in prune for v in _choices(p) if v < 1} | {0.0})
     widths = sorted({int(v) for p in bits for v in _choices(p)} or {32})
     return ratios, widths
+
+
+def space_depths(space: ResolvedSpace) -> list[int]:
+    """The start's depth levels: 0, then 1, 2, 4, ... up to the most blocks a stage can drop
+    (only 0 where the space does not search dropping blocks; a flat ``drop.<block>`` space
+    takes depth too, see ``ResolvedSpace.params_for_policy``)."""
+    top, out = space.max_depth, [0]
+    while out[-1] < top:
+        out.append(min(max(1, 2 * out[-1]), top))
+    return out
 
 
 # -- step 1: bit-widths, measured before training ------------------------------------------
@@ -153,19 +177,21 @@ def measure_bits(
     return out
 
 
-# -- step 2: prune ratio by bisection ------------------------------------------------------
+# -- step 2: depth and prune ratio by bisection ---------------------------------------------
 @dataclass(frozen=True)
 class StartPlan:
-    """The uniform line search: per bit-width, bisection over the ratios for the largest one
-    whose trial stays within ``tolerance`` of the teacher's accuracy."""
+    """The uniform line search: per bit-width, the deepest depth level that holds unpruned,
+    then bisection over the ratios at that depth and each shallower one, for the largest ratio
+    whose trial stays within ``tolerance`` of that bit-width's unpruned, undropped trial."""
 
     bits: tuple[int, ...]
     ratios: tuple[float, ...]
     k: int = DEFAULT_K
     tolerance: float = ACCURACY_TOLERANCE
+    depths: tuple[int, ...] = (0,)  # blocks dropped per stage; 0 first
 
     def names(self) -> set[str]:
-        return {uniform_name(r, b) for b in self.bits for r in self.ratios}
+        return {uniform_name(r, b, d) for b in self.bits for r in self.ratios for d in self.depths}
 
     def next(self, results: Mapping[str, float | bool | None], asked: int) -> str | None:
         """The next start, given each start asked so far: its accuracy when complete, False
@@ -180,35 +206,64 @@ class StartPlan:
         return None
 
     def _step(self, bits: int, results: Mapping[str, float | bool | None]) -> str | None:
-        """Bisection for one bit-width: a ratio is good when its trial stays within
-        ``tolerance`` of the same bit-width's unpruned trial (ratio 0 is good when complete)."""
-        first = results.get(uniform_name(self.ratios[0], bits), "unseen")
+        """One step for one bit-width (see the module docstring)."""
+        depths, ratios = range(len(self.depths)), range(len(self.ratios))
+
+        def name(d: int, r: int) -> str:
+            return uniform_name(self.ratios[r], bits, self.depths[d])
+
+        first = results.get(name(0, 0), "unseen")
         if first == "unseen":
-            return uniform_name(self.ratios[0], bits)
+            return name(0, 0)
         if first is None or first is False:
             return None  # still running, or even unpruned this bit-width does not hold
-        lo, hi = 0, len(self.ratios)  # largest index known good, smallest known bad
-        for i, r in enumerate(self.ratios[1:], start=1):
-            seen = results.get(uniform_name(r, bits), "unseen")
-            if seen is None:
-                return None  # wait for it: the next step depends on it
-            if seen == "unseen":
-                continue
-            if seen is not False and float(seen) >= float(first) - self.tolerance:
-                lo = max(lo, i)
-            else:
-                hi = min(hi, i)
-        if hi - lo <= 1:
-            return None
-        return uniform_name(self.ratios[(lo + hi) // 2], bits)
+        seen = {(d, r): results.get(name(d, r), "unseen") for d in depths for r in ratios}
+        if any(v is None for v in seen.values()):
+            return None  # wait for it: the next step depends on it
+        done = {cell: v for cell, v in seen.items() if v != "unseen"}
+        floor = float(first) - self.tolerance
+        holds = {c for c, v in done.items() if v is not False and float(v) >= floor}  # type: ignore[arg-type]
+        fails = set(done) - holds
+
+        def good(d: int, r: int) -> bool:
+            return any(hd >= d and hr >= r for hd, hr in holds)
+
+        def bad(d: int, r: int) -> bool:
+            return any(fd <= d and fr <= r for fd, fr in fails)
+
+        top = 0
+        for d in depths[1:]:  # the deepest depth level that holds unpruned
+            if bad(d, 0):
+                break
+            if not good(d, 0):
+                return name(d, 0)
+            top = d
+        for d in range(top, -1, -1):
+            lo = max((r for r in ratios if good(d, r)), default=0)
+            hi = min((r for r in ratios if bad(d, r)), default=len(self.ratios))
+            if hi - lo > 1:
+                return name(d, (lo + hi) // 2)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bits": list(self.bits),
             "ratios": list(self.ratios),
+            "depths": list(self.depths),
             "k": self.k,
             "tolerance": self.tolerance,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StartPlan:
+        """As written in ``start.json`` (one written before depth was planned: depth 0 only)."""
+        return cls(
+            tuple(data["bits"]),
+            tuple(data["ratios"]),
+            k=data["k"],
+            tolerance=data["tolerance"],
+            depths=tuple(data.get("depths", [0])),
+        )
 
 
 def allowed_drop(objectives: ObjectiveSet) -> float:
@@ -238,6 +293,10 @@ def start_plan(
     if not ks:
         return fixed, None
     ratios, widths = space_levels(space)
+    depths = space_depths(space)
+    k = max(ks)
+    if "auto" in starts:  # the default count leaves the bit-widths their turns beside depth
+        k = max(k, DEFAULT_K + min(len(depths) - 1, DEPTH_EXTRA))
     path = run_dir.path / START_FILE
     record = run_dir.read_json(START_FILE) if path.is_file() else None
     if record is None:
@@ -257,8 +316,13 @@ def start_plan(
             "bit_widths": measured,
             "kept_bits": bits,
             "plan": StartPlan(
-                tuple(bits), tuple(ratios), k=max(ks), tolerance=allowed_drop(objectives)
+                tuple(bits),
+                tuple(ratios),
+                k=k,
+                tolerance=allowed_drop(objectives),
+                depths=tuple(depths),
             ).to_dict(),
+            "stages": {st.name: list(st.blocks) for st in space.stages} if depths[1:] else {},
         }
         run_dir.write_json(START_FILE, record)
         if not quiet:
@@ -266,14 +330,16 @@ def start_plan(
                 f"\rstart: bit-widths {', '.join(map(str, bits))} kept of "
                 f"{', '.join(map(str, widths))} (measured without training in "
                 f"{record['seconds']:.0f} s); prune ratios by bisection over "
-                f"{ratios[0]:g}..{ratios[-1]:g}",
+                f"{ratios[0]:g}..{ratios[-1]:g}"
+                + (
+                    f" at depths {', '.join(map(str, depths))} (blocks dropped per stage)"
+                    if depths[1:]
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )
-    plan = record["plan"]
-    return fixed, StartPlan(
-        tuple(plan["bits"]), tuple(plan["ratios"]), k=plan["k"], tolerance=plan["tolerance"]
-    )
+    return fixed, StartPlan.from_dict(record["plan"])
 
 
 __all__ = [
@@ -281,6 +347,7 @@ __all__ = [
     "auto_count",
     "kept_bits",
     "measure_bits",
+    "space_depths",
     "space_levels",
     "start_plan",
     "uniform_name",

@@ -20,6 +20,12 @@ style layer dropping does. Which modules are blocks (the documented rule):
 A block whose output was a tuple (older Hugging Face layers return ``(hidden_states, ...)``)
 is replaced by a module returning ``(x,)``. The artifact records ``{path: kind}`` and the
 loader replaces the same blocks before filling in the tensors: nothing is pickled.
+
+Depth (``block_stages``): a **stage** is the droppable blocks that share a parent module and an
+input shape (a ResNet stage's identity blocks, an encoder's layer stack). Within a stage, blocks
+go in **drop order**: the block whose residual branch changes its input least, relative to the
+input (``||block(x) - x|| / ||x||`` on the example inputs, the model in eval mode), first; equal
+changes, the later block first. "Drop ``d`` blocks per stage" drops the first ``d`` of each.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import fnmatch
 import operator
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -155,6 +162,68 @@ def find_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> d
     }
 
 
+@dataclass(frozen=True)
+class Stage:
+    """Droppable blocks sharing a parent module and an input shape, in drop order, each with
+    its relative residual change (``||block(x) - x|| / ||x||``)."""
+
+    name: str
+    blocks: tuple[str, ...]
+    change: tuple[float, ...]
+
+    def first(self, depth: int) -> tuple[str, ...]:
+        """The blocks ``depth`` drops in this stage (all of them when it has fewer)."""
+        return self.blocks[: max(depth, 0)]
+
+
+def block_stages(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], blocks: Iterable[str]
+) -> tuple[Stage, ...]:
+    """``blocks`` (paths of droppable blocks) grouped into stages, in drop order (see the
+    module docstring); stages in module order of their first block."""
+    paths = list(blocks)
+    seen: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    def hook(path: str):
+        def fn(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            x = _first_tensor(args) if args else _first_tensor(tuple(kwargs.values()))
+            y = _first_tensor(output)
+            if x is None or y is None or path in seen:
+                return
+            x, y = x.detach().double(), y.detach().double()
+            change = float((y - x).norm() / x.norm().clamp_min(1e-12))
+            seen[path] = (tuple(x.shape[1:]), round(change, 6))
+
+        return fn
+
+    with contextlib.ExitStack() as undo:  # the hooks removed, the training mode restored
+        for path in paths:
+            mod = model.get_submodule(path)
+            undo.enter_context(mod.register_forward_hook(hook(path), with_kwargs=True))
+        undo.callback(model.train, model.training)
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs)
+    grouped: dict[tuple[str, tuple[int, ...]], list[tuple[int, str]]] = {}
+    for index, path in enumerate(paths):
+        shape, _ = seen.get(path, ((), 0.0))
+        grouped.setdefault((path.rpartition(".")[0], shape), []).append((index, path))
+    stages: list[Stage] = []
+    parents: dict[str, int] = {}
+    for (parent, _), members in grouped.items():
+        parents[parent] = parents.get(parent, 0) + 1
+        name = (parent or "<model>") + (f"#{parents[parent]}" if parents[parent] > 1 else "")
+        order = sorted(members, key=lambda m: (seen.get(m[1], ((), 0.0))[1], -m[0]))
+        stages.append(
+            Stage(
+                name=name,
+                blocks=tuple(p for _, p in order),
+                change=tuple(seen.get(p, ((), 0.0))[1] for _, p in order),
+            )
+        )
+    return tuple(stages)
+
+
 def resolve_blocks(keys: Iterable[str], blocks: Mapping[str, str]) -> dict[str, str]:
     """The blocks a policy's ``drop.blocks`` (paths or globs) names; errors name the key."""
     chosen: dict[str, str] = {}
@@ -194,6 +263,8 @@ def live(values: Mapping[str, V], model: nn.Module) -> dict[str, V]:
 
 __all__ = [
     "DroppedBlock",
+    "Stage",
+    "block_stages",
     "drop_blocks_",
     "find_blocks",
     "has_identity_path",

@@ -3,6 +3,7 @@ prune ratios by bisection, the plan continued on resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from autocompress.errors import ConfigError
 from autocompress.study._start import StartPlan, auto_count, kept_bits, space_levels, uniform_name
 from autocompress.study.config import SearchConfig
 from autocompress.study.rundir import RunDir
-from autocompress.study.space import load_space
+from autocompress.study.space import load_space, start_spec
 from autocompress.targets import get_target
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -57,6 +58,52 @@ def test_a_running_start_makes_its_bit_width_wait_and_the_next_one_step():
     assert plan.next({"int4": None}, asked=1) == "int8"
     assert plan.next({"int4": None, "int8": None}, asked=2) is None  # the sampler proposes
     assert plan.next({"int4": False, "int8": 0.9}, asked=2) == "prune40-int8"  # int4 failed
+
+
+def _depth_accuracy(name: str) -> float | bool:
+    """Two blocks per stage drop too many; one holds up to 50 % pruning, none up to 70 %."""
+    spec = start_spec(name)
+    if spec.depth >= 2:
+        return False
+    return 0.95 if spec.prune <= (0.5 if spec.depth else 0.7) + 1e-9 else 0.5
+
+
+def test_the_start_crosses_depth_with_bits_deepest_holding_depth_first():
+    plan = StartPlan(bits=(4, 8), ratios=RATIOS, k=8, tolerance=0.05, depths=(0, 1, 2))
+    assert _walk(plan, _depth_accuracy) == [
+        "int4",  # the reference: unpruned, undropped
+        "drop1-int4",  # holds: one deeper
+        "drop2-int4",  # fails: drop1 is the deepest that holds
+        "drop1-prune40-int4",
+        "drop1-prune60-int4",
+        "drop1-prune50-int4",
+        "prune60-int4",  # depth 0 starts above 0.5: what holds at depth 1 holds here
+        "prune70-int4",
+    ]
+    assert len(_walk(dataclasses.replace(plan, k=30), _depth_accuracy)) == 16  # then int8
+    assert "drop2-prune50-int8" in plan.names() and len(plan.names()) == 2 * 8 * 3
+
+
+def test_depth_is_judged_against_the_unpruned_undropped_trial():
+    plan = StartPlan(bits=(4,), ratios=RATIOS, k=10, tolerance=0.05, depths=(0, 1))
+    results = {"int4": 0.95, "drop1-int4": 0.91, "drop1-prune40-int4": 0.89}
+    # 0.89 is within 0.05 of drop1-int4 but not of int4: it fails, so the ratio goes down
+    assert plan.next(results, asked=3) == "drop1-prune20-int4"
+    assert plan.next({"int4": 0.95, "drop1-int4": None}, asked=2) is None  # waits for it
+    assert plan.next({"int4": 0.95, "drop1-int4": 0.80}, asked=2) == "prune40-int4"
+
+
+def test_a_plan_written_before_depth_reads_back_as_depth_zero():
+    old = {"bits": [4], "ratios": list(RATIOS), "k": 6, "tolerance": 0.05}
+    plan = StartPlan.from_dict(old)
+    assert plan.depths == (0,) and StartPlan.from_dict(plan.to_dict()) == plan
+    assert _walk(plan, lambda name: 0.9)[0] == "int4"
+    assert uniform_name(0.5, 4, 1) == "drop1-prune50-int4" and uniform_name(0.0, 8, 2) == (
+        "drop2-int8"
+    )
+    spec = start_spec("drop1-prune50-int4")
+    assert (spec.depth, spec.prune, spec.bits) == (1, 0.5, 4)
+    assert start_spec("prune50-int4").depth == 0
 
 
 def test_kept_bits_drops_what_a_smaller_bit_width_matches():
@@ -106,6 +153,9 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
     for point in start["bit_widths"]:
         assert point["size_bytes"] > 0 and 0.0 <= point["accuracy"] <= 1.0
     assert start["kept_bits"] and start["seconds"] >= 0
+    # the cnn's two plain-attribute residual blocks, one per stage: depth levels 0 and 1
+    assert start["plan"]["depths"] == [0, 1]
+    assert start["stages"] == {"<model>": ["layer1"], "<model>#2": ["layer2"]}
     records = RunDir(tmp_path / "run").records()
     first = f"int{start['kept_bits'][0]}"
     assert [r["start"] for r in records[:2]] == ["identity", first]

@@ -9,7 +9,9 @@ Two more pruning strategies (see ``policy``): a rule's ``sparsity`` range search
 ``weight`` strategy's per-layer sparsity (``sparsity.<group>``; output layers included, as
 no output is removed), and a top-level ``drop`` section searches the ``structure`` strategy:
 ``drop: {blocks: auto}`` (every droppable block, see ``drop``) or a list of globs on block
-paths, ``choices: [keep, drop]`` (the default) giving one categorical ``drop.<block>`` each.
+paths, ``choices: [keep, drop]`` (the default) giving one categorical ``drop.<block>`` each
+(``optional: true``: a model with none gets no drop parameters). With a ``hierarchy`` too, those
+become depth: ``global.depth`` (blocks dropped per stage) plus ``offset.drop.<block>``.
 
 >>> space = load_space("default")
 >>> resolved = space.resolve(model, example_inputs)  # doctest: +SKIP
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from autocompress.study.space.hierarchy import (
     GLOBAL_BITS,
+    GLOBAL_DEPTH,
     GLOBAL_PRUNE,
     HierarchicalSpace,
     Hierarchy,
@@ -41,6 +44,7 @@ from autocompress.study.space.written import SearchSpace, load_space
 __all__ = [
     "STARTS",
     "GLOBAL_BITS",
+    "GLOBAL_DEPTH",
     "GLOBAL_PRUNE",
     "HierarchicalSpace",
     "Hierarchy",

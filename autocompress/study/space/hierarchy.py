@@ -9,8 +9,15 @@ front and spends the remaining trials refining it rather than sampling 12 dimens
     hierarchy:
       prune_offsets: [-0.2, -0.1, 0.0, 0.1, 0.2]
       bits_offsets: [-1, 0, 1]
+      drop_offsets: [-1, 0, 1]
 
 Every value still lands on a value its group's rule allows (the nearest one).
+
+Depth: where the space also searches dropping blocks (a ``drop`` section that finds some), the
+per-block ``drop.<block>`` choices become ``global.depth`` (blocks dropped per stage, 0 up to
+the largest stage; which ones: each stage's drop order, see ``techniques.drop``) plus, per
+block, ``offset.drop.<block>``: -1 keeps the block whatever the depth, 0 follows the depth,
++1 drops it. A model without droppable blocks gets no depth parameters.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from autocompress.study.space.values import Number
 
 GLOBAL_PRUNE = "global.prune"
 GLOBAL_BITS = "global.bits"
-_HIERARCHY_KEYS = ("prune_offsets", "bits_offsets")
+GLOBAL_DEPTH = "global.depth"
+_HIERARCHY_KEYS = ("prune_offsets", "bits_offsets", "drop_offsets")
 
 
 @dataclass(frozen=True)
@@ -36,9 +44,14 @@ class Hierarchy:
 
     prune_offsets: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
     bits_offsets: tuple[int, ...] = (-1, 0, 1)
+    drop_offsets: tuple[int, ...] = (-1, 0, 1)  # -1 keep, 0 follow global.depth, +1 drop
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prune_offsets": list(self.prune_offsets), "bits_offsets": list(self.bits_offsets)}
+        return {
+            "prune_offsets": list(self.prune_offsets),
+            "bits_offsets": list(self.bits_offsets),
+            "drop_offsets": list(self.drop_offsets),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> Hierarchy:
@@ -60,9 +73,16 @@ class Hierarchy:
             cast = int if integer else float
             return tuple(sorted({cast(v) for v in values}))
 
+        drop = offsets("drop_offsets", cls.drop_offsets, True)
+        if not set(drop) <= {-1, 0, 1}:
+            raise ConfigError(
+                f"{source}: hierarchy.drop_offsets: {list(drop)}: use -1 (keep), 0 (follow the "
+                "depth) and/or 1 (drop)"
+            )
         return cls(
             prune_offsets=offsets("prune_offsets", cls.prune_offsets, False),
             bits_offsets=offsets("bits_offsets", cls.bits_offsets, True),
+            drop_offsets=drop,
         )
 
 
@@ -94,18 +114,26 @@ class HierarchicalSpace(ResolvedSpace):
     def build(cls, base: ResolvedSpace, hierarchy: Hierarchy) -> ResolvedSpace:
         prune = [p for p in base.params if p.name.startswith("prune.")]
         bits = [p for p in base.params if p.name.startswith("bits.")]
-        if not prune and not bits:
+        searched = {f"drop.{b}" for s in base.stages for b in s.blocks}
+        drop = [p for p in base.params if p.name in searched]
+        if not prune and not bits and not drop:
             return base
-        params = [p for p in base.params if not p.name.startswith(("prune.", "bits."))]
+        lifted = {p.name for p in (*prune, *bits, *drop)}
+        params = [p for p in base.params if p.name not in lifted]
         for level, group, offsets in (
             (GLOBAL_PRUNE, prune, hierarchy.prune_offsets),
             (GLOBAL_BITS, bits, hierarchy.bits_offsets),
+            (GLOBAL_DEPTH, drop, hierarchy.drop_offsets),
         ):
             if not group:
                 continue
-            levels = sorted({v for p in group for v in _choices(p)})
+            if level == GLOBAL_DEPTH:
+                levels = list(range(base.max_depth + 1))
+            else:
+                levels = sorted({v for p in group for v in _choices(p)})
             params.append(Param(name=level, kind="categorical", choices=tuple(levels)))
-            params += [Param(f"offset.{p.name}", "categorical", choices=offsets) for p in group]
+            if len(offsets) > 1:
+                params += [Param(f"offset.{p.name}", "categorical", choices=offsets) for p in group]
         return cls(
             **_resolved_fields(base, tuple(params)), base_params=base.params, hierarchy=hierarchy
         )
@@ -116,11 +144,16 @@ class HierarchicalSpace(ResolvedSpace):
                 return p
         raise KeyError(name)
 
-    def base_values(self, params: Mapping[str, Any]) -> dict[str, Number]:
+    def base_values(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Per-group values of the underlying space for sampled level/offset values."""
-        out: dict[str, Number] = {}
+        out: dict[str, Any] = {}
+        depth = self.depth_drops(int(params[GLOBAL_DEPTH])) if GLOBAL_DEPTH in params else None
         for p in self.base_params:
-            if p.name.startswith("prune."):
+            if depth is not None and p.name.startswith("drop."):
+                step = int(params.get(f"offset.{p.name}", 0))
+                drop = step > 0 or (step == 0 and p.name[len("drop.") :] in depth)
+                out[p.name] = "drop" if drop else "keep"
+            elif p.name.startswith("prune."):
                 if GLOBAL_PRUNE not in params:
                     continue
                 ratio = params[GLOBAL_PRUNE] + params.get(f"offset.{p.name}", 0.0)
@@ -149,6 +182,8 @@ class HierarchicalSpace(ResolvedSpace):
                 out[p.name] = p.nearest(base.prune)
             elif p.name == GLOBAL_BITS:
                 out[p.name] = p.nearest(base.bits)
+            elif p.name == GLOBAL_DEPTH:
+                out[p.name] = p.nearest(base.depth)
             elif p.name.startswith("offset."):
                 out[p.name] = p.nearest(0)
             else:

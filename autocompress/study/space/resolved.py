@@ -2,7 +2,8 @@
 
 ``Param`` is one searched hyperparameter; ``LayerSpace`` what each layer uses (a parameter or
 a fixed value); ``ResolvedSpace`` turns sampled values into a ``Policy`` and places the
-uniform start policies (``identity``, ``int8``, ``prune<NN>-int<B>``) in the space.
+uniform start policies (``identity``, ``int8``, ``prune<NN>-int<B>``, ``drop<D>-...``) in the
+space.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from autocompress.errors import ConfigError
 from autocompress.policy import SUPPORTED_BITS, Distill, Finetune, Policy, QuantScope
 from autocompress.study.space.units import PruneUnit
 from autocompress.study.space.values import GLOBAL_DEFAULTS, Number, Values
+from autocompress.techniques.drop import Stage
 from autocompress.techniques.strategies import strategy_of_param
 
 
@@ -96,12 +98,14 @@ class LayerSpace(LayerInfo):
 
 @dataclass(frozen=True)
 class UniformStart:
-    """A uniform policy enqueued before the search: per-layer targets and global values."""
+    """A uniform policy enqueued before the search: per-layer targets and global values;
+    ``depth`` blocks dropped per stage (where the space searches dropping)."""
 
     prune: float
     bits: int
     globals: Mapping[str, Number] = field(default_factory=dict)
     max_epochs: bool = True
+    depth: int = 0
 
 
 STARTS: dict[str, UniformStart] = {
@@ -114,21 +118,27 @@ STARTS: dict[str, UniformStart] = {
     "int8": UniformStart(prune=0.0, bits=8),
     "prune30-int8": UniformStart(prune=0.3, bits=8),
 }
-_UNIFORM_NAME = re.compile(r"(?:prune(\d{1,2})-)?int(\d{1,2})")
+_UNIFORM_NAME = re.compile(r"(?:drop(\d{1,2})-)?(?:prune(\d{1,2})-)?int(\d{1,2})")
 
 
 def start_spec(kind: str) -> UniformStart:
     """A named start policy, or a uniform one spelled ``int<B>`` / ``prune<NN>-int<B>`` (e.g.
-    ``prune50-int4``: 50 % of every prunable layer pruned, every layer at 4 bits)."""
+    ``prune50-int4``: 50 % of every prunable layer pruned, every layer at 4 bits), optionally
+    behind ``drop<D>-`` (``drop1-prune50-int4``: also the first droppable block of every stage
+    dropped, in the space's drop order; ignored where the space does not search dropping)."""
     if kind in STARTS:
         return STARTS[kind]
     found = _UNIFORM_NAME.fullmatch(kind)
-    if found is None or int(found.group(2)) not in SUPPORTED_BITS:
+    if found is None or int(found.group(3)) not in SUPPORTED_BITS:
         raise ConfigError(
             f"unknown start policy {kind!r}; choose from {', '.join(STARTS)} or spell a uniform "
-            f"one prune<NN>-int<B> with B in {', '.join(map(str, SUPPORTED_BITS))}"
+            f"one [drop<D>-]prune<NN>-int<B> with B in {', '.join(map(str, SUPPORTED_BITS))}"
         )
-    return UniformStart(prune=int(found.group(1) or 0) / 100, bits=int(found.group(2)))
+    return UniformStart(
+        prune=int(found.group(2) or 0) / 100,
+        bits=int(found.group(3)),
+        depth=int(found.group(1) or 0),
+    )
 
 
 # Globals of the training start policies: mid-range distillation, light regularization.
@@ -153,6 +163,7 @@ class ResolvedSpace:
     units: tuple[PruneUnit, ...] = ()  # the model's coupled prune groups, in module order
     dropped: tuple[str, ...] = ()  # blocks the space always drops (drop choices [drop])
     left_out: Mapping[str, str] = field(default_factory=dict)  # globals the task cannot use
+    stages: tuple[Stage, ...] = ()  # the searched droppable blocks by stage, in drop order
 
     @property
     def dimension(self) -> int:
@@ -167,6 +178,15 @@ class ResolvedSpace:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    @property
+    def max_depth(self) -> int:
+        """The most blocks one stage can drop (0: the space searches no dropping)."""
+        return max((len(s.blocks) for s in self.stages), default=0)
+
+    def depth_drops(self, depth: int) -> set[str]:
+        """The blocks ``depth`` blocks dropped per stage drop."""
+        return {b for s in self.stages for b in s.first(depth)}
 
     def suggest(self, trial: Any) -> Policy:
         """Ask an Optuna trial for every parameter (in a fixed order) and build the policy."""
@@ -231,9 +251,12 @@ class ResolvedSpace:
         each snapped to the nearest value the parameter allows."""
         base = start_spec(kind)
         targets = {**_BASELINE_GLOBALS, **base.globals}
+        dropped = self.depth_drops(base.depth)
         out: dict[str, Number] = {}
         for p in self.params:
-            if p.name == "finetune.epochs" and base.max_epochs:
+            if p.name.startswith("drop.") and p.name[len("drop.") :] in dropped:
+                out[p.name] = "drop"
+            elif p.name == "finetune.epochs" and base.max_epochs:
                 out[p.name] = max(p.choices) if p.choices else p.nearest(p.high or 0)
             elif p.name.startswith("bits."):
                 out[p.name] = p.nearest(base.bits)

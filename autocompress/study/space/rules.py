@@ -162,34 +162,39 @@ DROP_CHOICES = ("keep", "drop")
 
 @dataclass(frozen=True)
 class DropRule:
-    """The ``drop`` section: which droppable blocks are searched (``auto``: all) and how."""
+    """The ``drop`` section: which droppable blocks are searched (``auto``: all) and how;
+    ``optional: true`` lets it match none (the model then gets no drop parameters)."""
 
     blocks: tuple[str, ...] = ("*",)
     choices: tuple[str, ...] = DROP_CHOICES
+    optional: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         blocks = "auto" if self.blocks == ("*",) else list(self.blocks)
-        return {"blocks": blocks, "choices": list(self.choices)}
+        return {"blocks": blocks, "choices": list(self.choices)} | set_parts(self, ("optional",))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> DropRule:
-        check_keys(source, "drop", data, ("blocks", "choices"))
+        check_keys(source, "drop", data, ("blocks", "choices", "optional"))
         blocks = data.get("blocks", "auto")
         globs = ("*",) if blocks == "auto" else _strings(source, "drop.blocks", blocks)
         choices = _strings(source, "drop.choices", data.get("choices", list(DROP_CHOICES)))
         if not set(choices) <= set(DROP_CHOICES):
             raise ConfigError(f"{source}: drop.choices: {list(choices)}: use keep and/or drop")
-        return cls(blocks=globs, choices=tuple(dict.fromkeys(choices)))
+        optional = data.get("optional", False)
+        if not isinstance(optional, bool):
+            raise ConfigError(f"{source}: drop.optional: must be true or false, got {optional!r}")
+        return cls(blocks=globs, choices=tuple(dict.fromkeys(choices)), optional=optional)
 
     def blocks_of(self, model: nn.Module, example_inputs: tuple, source: str) -> list[str]:
         from autocompress.techniques.drop import find_blocks
 
         found = list(find_blocks(model, example_inputs))
         hits = [b for b in found if any(fnmatch.fnmatchcase(b, g) for g in self.blocks)]
-        if not hits:
+        if not hits and not self.optional:
             raise ConfigError(
                 f"{source}: drop.blocks: {self.to_dict()['blocks']!r} matches no droppable "
-                f"block (residual blocks in a Sequential, layers in a ModuleList); "
-                f"found: {', '.join(found) or 'none'}"
+                f"block (a module whose output is its input plus a residual branch); "
+                f"found: {', '.join(found) or 'none'} (add optional: true to allow none)"
             )
         return hits

@@ -23,6 +23,7 @@ from autocompress.study.space.resolved import LayerSpace, Param, ResolvedSpace
 from autocompress.study.space.rules import DropRule, Rule, _LayerContext
 from autocompress.study.space.units import PruneUnit, _attention_of, prune_units
 from autocompress.study.space.values import FIELDS, Number, Values, set_parts
+from autocompress.techniques.drop import block_stages
 
 _TOP_KEYS = ("distill", "finetune", "rules", "drop", "hierarchy")
 _GLOBAL_KEYS = {
@@ -218,10 +219,12 @@ class SearchSpace:
                     f"layers are: {shown}"
                 )
         dropped: list[str] = []
+        searched: list[str] = []
         if self.drop is not None:
             for block in self.drop.blocks_of(model, example_inputs, self.source):
                 if len(self.drop.choices) > 1:
                     add(Param(f"drop.{block}", "categorical", choices=self.drop.choices), -1)
+                    searched.append(block)
                 elif self.drop.choices == ("drop",):
                     dropped.append(block)
         resolved = ResolvedSpace(
@@ -232,6 +235,7 @@ class SearchSpace:
             units=tuple(dict.fromkeys(units.values())),
             dropped=tuple(dropped),
             left_out=left_out,
+            stages=block_stages(model, example_inputs, searched) if searched else (),
         )
         if self.hierarchy is not None:
             return HierarchicalSpace.build(resolved, self.hierarchy)
