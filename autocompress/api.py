@@ -65,7 +65,12 @@ def run_search(
     )
     if task is None:
         check_task(session.task, epochs=epochs)  # load_task checked what needs no epochs
+    from autocompress.study._polish_plan import POLISH_BUDGET_SHARE
+    from autocompress.study.polish import polish_stage, with_budget_share
+
+    with_budget_share(session, POLISH_BUDGET_SHARE)  # with a budget: a share kept for it
     backend.load().run(session)
+    polish_stage(session, backend.load())  # after the trials: re-train the picked candidates
     result = finish(session)
     session.failures.raise_if_aborted()
     return result
