@@ -69,8 +69,9 @@ def run_search(
     from autocompress.study.polish import polish_stage, with_budget_share
 
     with_budget_share(session, POLISH_BUDGET_SHARE)  # with a budget: a share kept for it
-    backend.load().run(session)
-    polish_stage(session, backend.load())  # after the trials: re-train the picked candidates
+    module = backend.load()
+    module.run(session)
+    polish_stage(session, getattr(module, "polish", None))  # re-train the picked candidates
     result = finish(session)
     session.failures.raise_if_aborted()
     return result

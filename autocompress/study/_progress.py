@@ -120,6 +120,7 @@ class SearchProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
 
 
 def _targets_note(record: Mapping[str, Any]) -> str:

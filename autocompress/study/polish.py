@@ -1,6 +1,7 @@
 """The polish stage: after the search, the picked candidates re-trained with the full budget.
 
-:func:`polish_stage` runs once the backend's trial loop ended (``api.run_search``). It picks
+:func:`polish_stage` runs once the backend's trial loop ended (the ``ray`` backend calls it
+still connected to its cluster; ``api.run_search`` then calls it for any backend). It picks
 the candidates (``study._polish_plan``), skips those ``polish.jsonl`` already holds (a driver
 killed during the polish and resumed redoes none), and hands the rest to the backend's
 ``polish(session, jobs, may_start)``: ``local`` runs them here one after another, ``ray`` as
@@ -25,7 +26,6 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from autocompress.integrations.tracker import PolishTracker
@@ -85,17 +85,19 @@ def polish_jobs(session: Session) -> tuple[list[PolishJob], int]:
     return jobs, len(picked)
 
 
-def polish_stage(session: Session, backend: ModuleType) -> None:
-    """Polish what is left to polish with ``backend.polish`` (serially here without one)."""
+def polish_stage(session: Session, execute: Execute | None = None) -> None:
+    """Polish what is left to polish with the backend's ``execute`` (None: the local
+    backend's, here one after another). Called again when all is polished, it does nothing
+    but hand the tracker what it may not have logged yet."""
     jobs, picked = polish_jobs(session)
     if jobs:
-        # a backend without its own polish: the local backend's, here one after another
-        execute: Execute = getattr(backend, "polish", None) or get_backend("local").load().polish
+        execute = execute or get_backend("local").load().polish
         budget = session.budget
 
         def may_start() -> bool:
             return budget is None or budget.left() > 0
 
+        session.stop()  # the search's progress ends here
         session.progress = SearchProgress(
             picked,
             session.objectives.metrics,
@@ -106,7 +108,7 @@ def polish_stage(session: Session, backend: ModuleType) -> None:
         )
         done = [dict(r) for r in session.controller.polishes.values()]
         try:
-            for job, trial, teacher in execute(session, jobs, may_start):
+            for job, trial, teacher in execute(session, jobs, may_start):  # type: ignore[misc]
                 record = _polish_record(session, job, trial, teacher)
                 session.controller.add_polish(record)
                 session.controller.write_pareto()
