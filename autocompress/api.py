@@ -322,4 +322,7 @@ def sync(run_dir: str | Path, *, tracking_uri: str | None = None) -> tuple[int, 
     cfg = cfg.with_overrides(out=str(run_dir))
     tracker = make_tracker(cfg, tracking_uri)
     tracker.start_search(cfg.to_dict())
-    return tracker.sync(rd.records()), tracker.tracking_uri
+    uploaded = tracker.sync(rd.records())
+    for record in rd.polishes().values():  # each polished trial once (the tracker's ledger)
+        tracker.log_polish(record)
+    return uploaded, tracker.tracking_uri

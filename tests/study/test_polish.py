@@ -5,6 +5,7 @@ export use the polished figures; search and polish costs kept apart; a resume re
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from _support.models import mlp_task
@@ -15,6 +16,7 @@ from autocompress.pipeline._artifact import load_artifact
 from autocompress.policy import Policy
 from autocompress.reporting.export import export_trial
 from autocompress.study._polish_plan import PolishSettings, pick_candidates, with_polish
+from autocompress.study.budget import Budget
 from autocompress.study.objectives import load_objectives
 from autocompress.study.pareto import front
 from autocompress.study.rundir import RunDir, read_jsonl
@@ -146,3 +148,10 @@ def test_schedule_fields_are_written_only_when_set():
     scheduled = Policy.from_dict({"finetune": {"schedule": "cosine", "warmup": 0.1}})
     assert Policy.from_dict(scheduled.to_dict()) == scheduled
     assert scheduled.to_dict()["finetune"]["schedule"] == "cosine"
+
+
+def test_a_budget_keeps_a_share_for_the_polish():
+    twenty_left = time.monotonic() - 80.0  # a 100 s budget started 80 s ago
+    assert not Budget(100.0, started=twenty_left).spent
+    kept = Budget(100.0, started=twenty_left, reserve=25.0)
+    assert kept.spent and kept.left() > 0  # the search's part is spent, the polish's is not
