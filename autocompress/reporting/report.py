@@ -115,7 +115,8 @@ def _polish_note(run: RunData) -> str:
         f"{fmt((r.get('metrics') or {}).get('accuracy'))}</li>"
         for r in rows
     )
-    return f'<p>Polished after the search (re-trained from the teacher):</p><ul id="polish">{items}</ul>'
+    head = "<p>Polished after the search (re-trained from the teacher):</p>"
+    return f'{head}<ul id="polish">{items}</ul>'
 
 
 def _target_fronts(run: RunData) -> str:
