@@ -111,8 +111,10 @@ def _polish_note(run: RunData) -> str:
         f"<li>#{r['number']}: {html.escape(str(r['polish'].get('state')))}, "
         f"{fmt(r['polish'].get('epochs'))} epochs in {fmt(r['polish'].get('duration_s'), '.1f')} s"
         f" (search-time trial {fmt(r.get('duration_s'), '.1f')} s); accuracy "
-        f"{fmt(((r.get('search') or {}).get('metrics') or {}).get('accuracy'))} → "
-        f"{fmt((r.get('metrics') or {}).get('accuracy'))}</li>"
+        f"{fmt(((r.get('search') or r).get('metrics') or {}).get('accuracy'))} → "
+        f"{fmt(r['polish'].get('accuracy'))}"
+        + (" (the search-time figures kept)" if r["polish"].get("kept") else "")
+        + "</li>"
         for r in rows
     )
     head = "<p>Polished after the search (re-trained from the teacher):</p>"

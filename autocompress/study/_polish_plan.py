@@ -17,8 +17,9 @@ Which trials (:func:`pick_candidates`), deterministic from the records:
    extremes first (the smallest, the fastest), then each time the point farthest from those
    taken, on each cost's log-ratio to the teacher scaled to [0, 1]: not the most accurate.
 
-A polished trial's figures replace its search-time ones on the front (:func:`with_polish`);
-the search-time figures stay in ``trials.jsonl`` and under the point's ``search`` key.
+A polished trial's figures replace its search-time ones on the front (:func:`with_polish`)
+unless the polish lost accuracy (both artifacts are real; the better one stands); the
+search-time figures stay in ``trials.jsonl`` and under the point's ``search`` key.
 """
 
 from __future__ import annotations
@@ -247,6 +248,13 @@ def pick_candidates(
 _SEARCH_KEYS = ("state", "policy", "teacher", "epochs", "duration_s", "error")
 
 
+def _lost_accuracy(record: Mapping[str, Any], polished: Mapping[str, Any]) -> bool:
+    """The polish ended less accurate than the search-time trial (same policy, less training)."""
+    before = (record.get("metrics") or {}).get("accuracy")
+    after = (polished.get("metrics") or {}).get("accuracy")
+    return before is not None and after is not None and float(after) < float(before)
+
+
 def with_polish(
     records: Iterable[Mapping[str, Any]], polishes: Mapping[int, Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -255,7 +263,8 @@ def with_polish(
     A polished record has ``polished: True``, its search-time figures under ``search`` (the
     metrics without the per-layer table) and the polish under ``polish`` (its cost in seconds,
     artifact folder, epochs); ``duration_s`` stays the search-time trial's cost. A polish that
-    failed leaves the search-time record, with the failure under ``polish``."""
+    failed, or ended less accurate than the trial, leaves the search-time record, with the
+    polish under ``polish`` (``kept: "search"`` when it lost accuracy)."""
     out = []
     for record in records:
         done = polishes.get(int(record["number"]))
@@ -267,11 +276,15 @@ def with_polish(
             "duration_s": done.get("duration_s"),
             "artifact": done.get("artifact"),
             "epochs": ((done.get("policy") or {}).get("finetune") or {}).get("epochs"),
+            "accuracy": (done.get("metrics") or {}).get("accuracy"),
         }
         if done.get("error"):
             link["error"] = done["error"]
         if done.get("state") == TrialState.FAILED or not done.get("metrics"):
             out.append({**record, "polish": link})
+            continue
+        if _lost_accuracy(record, done):  # both artifacts are real: the better one stands
+            out.append({**record, "polish": {**link, "kept": "search"}})
             continue
         search = {k: record.get(k) for k in _SEARCH_KEYS}
         search["metrics"] = {

@@ -155,3 +155,15 @@ def test_a_budget_keeps_a_share_for_the_polish():
     assert not Budget(100.0, started=twenty_left).spent
     kept = Budget(100.0, started=twenty_left, reserve=25.0)
     assert kept.spent and kept.left() > 0  # the search's part is spent, the polish's is not
+
+
+def test_a_polish_that_lost_accuracy_leaves_the_search_time_point():
+    trial = _record(7, 0.95, 500.0, 0.5)
+    better = {**_record(7, 0.97, 500.0, 0.52), "duration_s": 9.0, "artifact": "trials/7/polish"}
+    worse = {**better, "metrics": {**better["metrics"], "accuracy": 0.94}}
+    [polished] = with_polish([trial], {7: better})
+    assert polished["polished"] and polished["metrics"]["accuracy"] == 0.97
+    assert polished["search"]["metrics"]["accuracy"] == 0.95
+    [kept] = with_polish([trial], {7: worse})
+    assert not kept.get("polished") and kept["metrics"]["accuracy"] == 0.95
+    assert kept["polish"]["kept"] == "search" and kept["polish"]["accuracy"] == 0.94
