@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.integrations.tracker import PolishTracker
+from autocompress.measure.metrics import format_value
 from autocompress.policy import Policy
 from autocompress.study._polish_plan import pick_candidates, polish_settings, polished_policy
 from autocompress.study._progress import SearchProgress
@@ -114,7 +115,8 @@ def polish_stage(session: Session, execute: Execute | None = None) -> None:
                 session.controller.write_pareto()
                 done.append(record)
                 search = session.controller.records[job.number]
-                note = f"search-time accuracy {search['metrics'].get('accuracy')}"
+                before = (search.get("metrics") or {}).get("accuracy")
+                note = f"search-time accuracy {format_value('accuracy', before)}"
                 session.progress.finished(done, record, note=note)
         finally:
             session.stop()
