@@ -65,7 +65,13 @@ def run_search(
     )
     if task is None:
         check_task(session.task, epochs=epochs)  # load_task checked what needs no epochs
-    backend.load().run(session)
+    from autocompress.study._polish_plan import POLISH_BUDGET_SHARE
+    from autocompress.study.polish import polish_stage, with_budget_share
+
+    with_budget_share(session, POLISH_BUDGET_SHARE)  # with a budget: a share kept for it
+    module = backend.load()
+    module.run(session)
+    polish_stage(session, getattr(module, "polish", None))  # re-train the picked candidates
     result = finish(session)
     session.failures.raise_if_aborted()
     return result
@@ -316,4 +322,7 @@ def sync(run_dir: str | Path, *, tracking_uri: str | None = None) -> tuple[int, 
     cfg = cfg.with_overrides(out=str(run_dir))
     tracker = make_tracker(cfg, tracking_uri)
     tracker.start_search(cfg.to_dict())
-    return tracker.sync(rd.records()), tracker.tracking_uri
+    uploaded = tracker.sync(rd.records())
+    for record in rd.polishes().values():  # each polished trial once (the tracker's ledger)
+        tracker.log_polish(record)
+    return uploaded, tracker.tracking_uri

@@ -204,7 +204,8 @@ def search_cmd(
     from autocompress.measure.metrics import summary
 
     for rec in result.pareto:
-        typer.echo(f"  #{rec['number']}: {summary(rec['metrics'])}")
+        polished = " (polished)" if rec.get("polished") else ""
+        typer.echo(f"  #{rec['number']}{polished}: {summary(rec['metrics'])}")
     typer.echo(f"wrote {result.run_dir / 'pareto.json'} and {result.run_dir / 'report.html'}")
     unmet = no_feasible_trial(result.trials)
     if unmet:

@@ -54,6 +54,9 @@ class QuantScope(StrEnum):
 
 QUANT_SCOPES = tuple(QuantScope)
 FINETUNE_SCOPES = ("full", "pruned-only", "head", "norm-and-head")
+# learning-rate schedules of fine-tuning (``techniques.finetune``): constant, or a linear
+# warm-up over ``warmup`` of the steps then a cosine / linear decay to zero
+LR_SCHEDULES = ("constant", "cosine", "linear")
 _V = TypeVar("_V")
 
 
@@ -134,6 +137,8 @@ class Finetune:
     epochs: int = 0
     lr: float = 1e-3
     scope: str = "full"
+    schedule: str = "constant"  # one of LR_SCHEDULES
+    warmup: float = 0.0  # the fraction of the steps the learning rate warms up over
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,10 @@ class Policy:
             out["distill"]["feature_weight"] = self.distill.feature_weight
         if self.finetune.scope != "full":
             out["finetune"]["scope"] = self.finetune.scope
+        if self.finetune.schedule != "constant":  # written only when set: old records unchanged
+            out["finetune"]["schedule"] = self.finetune.schedule
+        if self.finetune.warmup:
+            out["finetune"]["warmup"] = self.finetune.warmup
         if self.quant_scope_default is not None or self.quant_scope_layers:
             scope: dict[str, Any] = {"layers": dict(self.quant_scope_layers)}
             if self.quant_scope_default is not None:
@@ -225,7 +234,7 @@ class Policy:
             scope_default = _word("quant.scope.default", scope_default, QUANT_SCOPES)
 
         f = data.get("finetune", {})
-        _check_keys("finetune", f, ("lambda", "epochs", "lr", "scope"))
+        _check_keys("finetune", f, ("lambda", "epochs", "lr", "scope", "schedule", "warmup"))
         lam = _number("finetune.lambda", f.get("lambda", 0.0))
         if lam < 0:
             raise PolicyError(f"policy key finetune.lambda = {lam} must be >= 0")
@@ -235,6 +244,9 @@ class Policy:
         lr = _number("finetune.lr", f.get("lr", 1e-3))
         if lr <= 0:
             raise PolicyError(f"policy key finetune.lr = {lr} must be > 0")
+        warmup = _number("finetune.warmup", f.get("warmup", 0.0))
+        if not 0.0 <= warmup < 1.0:
+            raise PolicyError(f"policy key finetune.warmup = {warmup} is outside [0, 1)")
 
         return cls(
             distill=Distill(alpha=alpha, temperature=temperature, feature_weight=feature_weight),
@@ -247,6 +259,8 @@ class Policy:
                 epochs=epochs,
                 lr=lr,
                 scope=_word("finetune.scope", f.get("scope", "full"), FINETUNE_SCOPES),
+                schedule=_word("finetune.schedule", f.get("schedule", "constant"), LR_SCHEDULES),
+                warmup=warmup,
             ),
             sparsity_default=_ratio("prune.sparsity.default", s.get("default", 0.0)),
             sparsity_layers=sparsity_layers,

@@ -4,6 +4,6 @@
 ``mlflow.MlflowTracker`` is the tracker shipped.
 """
 
-from autocompress.integrations.tracker import STATES, Tracker, TrialState
+from autocompress.integrations.tracker import STATES, PolishTracker, Tracker, TrialState
 
-__all__ = ["STATES", "Tracker", "TrialState"]
+__all__ = ["STATES", "PolishTracker", "Tracker", "TrialState"]

@@ -312,6 +312,26 @@ class MlflowTracker:  # a Tracker (autocompress.integrations.tracker)
         self._write_ledger()
         return run_id
 
+    def log_polish(self, record: Mapping[str, Any]) -> str | None:
+        """A polished trial (``polish.jsonl``): a nested run under the trial's run and
+        ``polish.*`` metrics on it, once (the ledger); left for later while the trial's own
+        run is not logged or the store is unreachable."""
+        from autocompress.integrations._mlflow_polish import log_polished
+
+        number, polishes = int(record["number"]), self._ledger.setdefault("polishes", {})
+        trial_run = self.logged().get(number)
+        if str(number) in polishes or trial_run is None or not self._online():
+            return polishes.get(str(number))
+        try:
+            with self._request_settings():
+                run_id = log_polished(self.client, str(self.experiment_id_), trial_run, record)
+        except _TRACKING_ERRORS as error:
+            self._tracking_failed(f"logging the polish of trial {number}", error)
+            return None
+        polishes[str(number)] = run_id
+        self._write_ledger()
+        return run_id
+
     def sync(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Log every record not yet in the ledger; return how many were uploaded now."""
         self._offline = probe(self.tracking_uri, timeout_s=5) is not None

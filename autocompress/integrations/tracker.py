@@ -11,6 +11,10 @@ is the one shipped. The driver calls them in this order, from one thread:
 - ``finish(pareto_numbers, files, models)`` last: the front's trial numbers, the report files,
   and the trial directories of the front's models.
 
+A tracker that also has ``log_polish(record)`` (:class:`PolishTracker`, as the MLflow one) hears
+each finished polish (a ``polish.jsonl`` record, ``number`` its trial's) after the polish
+stage, before ``finish``; it must log each one once (a resumed search hands them all again).
+
 A record is one ``trials.jsonl`` object (:class:`autocompress.study.records.TrialRecord`, read
 through the ``Mapping`` interface); its ``state`` is a :class:`TrialState`. A tracker must not
 raise for its own service's failures: a search goes on without tracking.
@@ -59,4 +63,13 @@ class Tracker(Protocol):
         ...
 
 
-__all__ = ["STATES", "Tracker", "TrialState"]
+@runtime_checkable
+class PolishTracker(Protocol):
+    """A tracker that also logs the polish stage's results (optional)."""
+
+    def log_polish(self, record: Mapping[str, Any]) -> Any:
+        """One polished trial (``polish.jsonl``'s record); called again on a resume."""
+        ...
+
+
+__all__ = ["STATES", "PolishTracker", "Tracker", "TrialState"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from autocompress.errors import AutoCompressError
 from autocompress.measure.metrics import METRICS, comparable
+from autocompress.study._polish_plan import with_polish
 from autocompress.study.records import TrialState
 from autocompress.study.rundir import RunDir, current_record, read_jsonl
 
@@ -69,7 +70,10 @@ def load_run(run_dir: str | Path) -> RunData:
         name=str(pareto.get("name") or rd.path.name),
         objectives=objectives,
         teacher=dict(pareto.get("teacher") or {}),
-        records=sorted(map(current_record, read_jsonl(rd.trials_file)), key=lambda r: r["number"]),
+        records=with_polish(  # a polished trial shown with its polished figures
+            sorted(map(current_record, read_jsonl(rd.trials_file)), key=lambda r: r["number"]),
+            rd.polishes(),
+        ),
         pareto=sorted(pareto.get("trials", []), key=lambda t: t["number"]),
         config_text=config_path.read_text() if config_path.is_file() else None,
         fronts=dict(pareto.get("fronts") or {}),
@@ -134,6 +138,9 @@ def hover(record: Mapping[str, Any]) -> str:
     metrics = record.get("metrics") or {}
     s = policy_summary(record.get("policy") or {}, metrics)
     head = f"<b>trial #{record['number']}</b>"
+    if record.get("polished"):
+        search = (record.get("search") or {}).get("metrics") or {}
+        head += f" polished (search-time accuracy {fmt(search.get('accuracy'))})"
     if record.get("start"):
         head += f" (start: {html.escape(str(record['start']))})"
     shown = [m for m in METRICS if m in metrics]

@@ -13,6 +13,7 @@ from autocompress.measure.timing import threads
 from autocompress.pipeline._compress import MeasureSettings, compress, load_artifact
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
+from autocompress.study._polish_plan import with_polish
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import load_objectives
 from autocompress.study.records import TrialState
@@ -81,7 +82,8 @@ def export_trial(
     """
     rd = RunDir(run_dir)
     config = SearchConfig.from_dict(rd.read_config(), source=str(rd.path / "config.yaml"))
-    records = {r["number"]: r for r in rd.records()}
+    # a polished trial exports its polished artifact (trials/N/polish/) and figures
+    records = {r["number"]: r for r in with_polish(rd.records(), rd.polishes())}
     if number not in records:
         raise ConfigError(f"{run_dir}: no trial {number} in trials.jsonl")
     record = records[number]
@@ -113,7 +115,7 @@ def export_trial(
             f"{run_dir}: the search ran on target {target.name!r}, whose artifact is "
             f"{target.artifact_name}; export it with --format {native}"
         )
-    kept = rd.trial_dir(number)
+    kept = _kept(rd, record)
     if (kept / target.artifact_name).exists():
         files = [f.name for f in target.files(kept / target.artifact_name) if f.exists()]
         for name in (*files, "policy.json", "metrics.json"):
@@ -145,6 +147,12 @@ def export_trial(
 
         metrics = export_measured(task, deployed, metrics, out, settings=settings)
     return metrics
+
+
+def _kept(rd: RunDir, record: dict[str, Any]) -> Path:
+    """Where the search kept the trial's artifact: its polished one when it was polished."""
+    number = record["number"]
+    return rd.polish_dir(number) if record.get("polished") else rd.trial_dir(number)
 
 
 def _as_trained(
@@ -180,7 +188,7 @@ def _export_on(
             f"{rd.path}: --target {target} exports that target's artifact: --format "
             f"{tgt.native_format}"
         )
-    kept = rd.trial_dir(number) / target
+    kept = _kept(rd, record) / target
     if not (kept / tgt.artifact_name).exists():
         if ":" not in config.task:
             raise ConfigError(

@@ -78,8 +78,9 @@ def _pareto_table(run: RunData) -> str:
         m = t.get("metrics") or {}
         s = policy_summary(t.get("policy") or {}, m)
         name = t.get("start") or by_number.get(t["number"], {}).get("start") or ""
+        polished = " polished" if t.get("polished") else ""
         cells = [
-            f"#{t['number']}",
+            f"#{t['number']}{polished}",
             html.escape(str(name)),
             *(table_cell(n, m.get(n)) for n in names),
             fmt(s["alpha"]),
@@ -96,9 +97,28 @@ def _pareto_table(run: RunData) -> str:
         rows.append(f'<tr class="pareto-row" id="pareto-row-{t["number"]}">{tds}</tr>')
     teacher = ", ".join(f"{k}={fmt(v)}" for k, v in run.teacher.items() if not isinstance(v, dict))
     return (
-        f"<p>Teacher: {html.escape(teacher)}</p>"
+        f"<p>Teacher: {html.escape(teacher)}</p>{_polish_note(run)}"
         f'<table id="pareto-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
     )
+
+
+def _polish_note(run: RunData) -> str:
+    """The polish stage: which trials, their search-time and polished accuracy, and costs."""
+    rows = [r for r in run.records if r.get("polish")]
+    if not rows:
+        return ""
+    items = "".join(
+        f"<li>#{r['number']}: {html.escape(str(r['polish'].get('state')))}, "
+        f"{fmt(r['polish'].get('epochs'))} epochs in {fmt(r['polish'].get('duration_s'), '.1f')} s"
+        f" (search-time trial {fmt(r.get('duration_s'), '.1f')} s); accuracy "
+        f"{fmt(((r.get('search') or r).get('metrics') or {}).get('accuracy'))} → "
+        f"{fmt(r['polish'].get('accuracy'))}"
+        + (" (the search-time figures kept)" if r["polish"].get("kept") else "")
+        + "</li>"
+        for r in rows
+    )
+    head = "<p>Polished after the search (re-trained from the teacher):</p>"
+    return f'{head}<ul id="polish">{items}</ul>'
 
 
 def _target_fronts(run: RunData) -> str:

@@ -19,6 +19,7 @@ import optuna
 from autocompress.measure.directions import Direction
 from autocompress.measure.metrics import comparable
 from autocompress.policy import Policy
+from autocompress.study._polish_plan import with_polish
 from autocompress.study._start import StartPlan
 from autocompress.study.config import SearchConfig
 from autocompress.study.objectives import ObjectiveSet
@@ -79,6 +80,7 @@ class Controller:
                 self.study.set_metric_names(list(objectives.metrics))
         self.live: dict[int, optuna.trial.Trial] = {}
         self.records: dict[int, dict[str, Any]] = {r["number"]: r for r in run_dir.records()}
+        self.polishes: dict[int, dict[str, Any]] = run_dir.polishes()  # after the search
         if not self.study.trials:
             for name in config.starts:
                 self.study.enqueue_trial(
@@ -234,8 +236,18 @@ class Controller:
         return 10.0 * float(self.teacher.get(metric, 1.0))
 
     # -- results ---------------------------------------------------------------------------
+    def add_polish(self, record: dict[str, Any]) -> None:
+        """A finished polish: appended to polish.jsonl; the study is not told (its trials
+        stay what the sampler saw)."""
+        self.run_dir.append_polish(record)
+        self.polishes[int(record["number"])] = record
+
+    def final_records(self) -> list[dict[str, Any]]:
+        """The records with each polished trial's figures in place of its search-time ones."""
+        return with_polish(self.records.values(), self.polishes)
+
     def pareto(self) -> list[Mapping[str, Any]]:
-        return front(self.records.values(), self._objectives(), self.teacher)
+        return front(self.final_records(), self._objectives(), self.teacher)
 
     def pareto_document(self) -> dict[str, Any]:
         return {
@@ -251,15 +263,33 @@ class Controller:
                     "compared": {
                         m: comparable(r, m, self.teacher) for m in self.objectives.metrics
                     },
+                    "polished": bool(r.get("polished")),
+                    **{k: r[k] for k in ("search", "polish") if k in r},
                 }
                 for r in self.pareto()
             ],
             **self._fronts_document(),
+            **self._polish_document(),
+        }
+
+    def _polish_document(self) -> dict[str, Any]:
+        """The polish stage at a glance: which trials, and search and polish costs apart."""
+        if not self.polishes:
+            return {}
+        cost = [float(r.get("duration_s") or 0.0) for r in self.records.values()]
+        return {
+            "polish": {
+                "trials": sorted(self.polishes),
+                "search_s": round(sum(cost), 3),
+                "polish_s": round(
+                    sum(float(p.get("duration_s") or 0.0) for p in self.polishes.values()), 3
+                ),
+            }
         }
 
     def fronts(self) -> dict[str, list[Mapping[str, Any]]]:
         """A several-target search's front per target, on each target's own figures."""
-        return target_fronts(self.records.values(), self._objectives(), self.teacher)
+        return target_fronts(self.final_records(), self._objectives(), self.teacher)
 
     def _fronts_document(self) -> dict[str, Any]:
         teachers = self.teacher.get("targets") or {}

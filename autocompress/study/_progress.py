@@ -1,4 +1,8 @@
-"""Progress of a search: trial i/N, states so far, best per objective, elapsed and ETA."""
+"""Progress of a search: trial i/N, states so far, best per objective, elapsed and ETA.
+
+The stage leads each line: ``trial i/N`` while searching, ``polish i/K`` in the polish stage
+(``study.polish``), where each line also gives the candidate's search-time accuracy.
+"""
 
 from __future__ import annotations
 
@@ -41,8 +45,10 @@ class SearchProgress:
         *,
         done: int = 0,
         budget: Budget | None = None,
+        stage: str = "search",
     ) -> None:
         self.total = total
+        self.noun = "trial" if stage == "search" else stage
         self.budget = budget
         self.bounded = total < MAX_TRIALS  # else only the budget bounds the search
         self.metrics = list(metrics)
@@ -61,9 +67,9 @@ class SearchProgress:
 
             self._bar = Progress(
                 TextColumn(
-                    "[bold]trial {task.completed}/{task.total}"
+                    f"[bold]{self.noun} {{task.completed}}/{{task.total}}"
                     if self.bounded
-                    else "[bold]trial {task.completed} (budget)"
+                    else f"[bold]{self.noun} {{task.completed}} (budget)"
                 ),
                 BarColumn(),
                 TimeElapsedColumn(),
@@ -81,7 +87,9 @@ class SearchProgress:
         if self._bar is not None:
             self._bar.update(self._task, description=f"trial #{number}: {stage}")
 
-    def finished(self, records: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
+    def finished(
+        self, records: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *, note: str = ""
+    ) -> str:
         states, best = summarize(records, self.metrics, self.directions)
         n = len(records)
         elapsed = time.monotonic() - self.start
@@ -91,9 +99,10 @@ class SearchProgress:
         if self.budget is not None:
             timing += f" | budget left {format_seconds(self.budget.left())}"
         line = (
-            f"trial {n}{f'/{self.total}' if self.bounded else ''} #{record['number']} "
+            f"{self.noun} {n}{f'/{self.total}' if self.bounded else ''} #{record['number']} "
             f"{record['state']}"
             + (f" ({record['error']})" if record.get("error") else "")
+            + (f" | {note}" if note else "")
             + _targets_note(record)
             + " | "
             + " ".join(f"{s}={states[s]}" for s in STATES)
@@ -111,6 +120,7 @@ class SearchProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
 
 
 def _targets_note(record: Mapping[str, Any]) -> str:

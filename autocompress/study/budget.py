@@ -3,7 +3,8 @@
 ``budget`` is an alternative to ``trials:``: the search asks no new trial once the budget is
 spent (the trials running then finish), counted from the moment the search is prepared, so
 the measured start's time counts too; the first trial runs whatever the start took. A
-resumed search gets the budget again.
+resumed search gets the budget again. With a polish stage (``polish:``), ``reserve`` seconds
+of it are kept for the polish: the search stops asking when only those are left.
 
 >>> parse_budget("1h30m")
 5400.0
@@ -63,6 +64,7 @@ class Budget:
 
     seconds: float
     started: float = field(default_factory=time.monotonic)
+    reserve: float = 0.0  # seconds kept for the polish stage: the search's part ends before
 
     @classmethod
     def of(cls, value: object) -> Budget | None:
@@ -73,7 +75,8 @@ class Budget:
 
     @property
     def spent(self) -> bool:
-        return self.left() <= 0
+        """The search's part is spent (``left()`` is the whole budget's, polish included)."""
+        return self.left() <= self.reserve
 
 
 __all__ = ["MAX_TRIALS", "Budget", "budget_problem", "format_seconds", "parse_budget"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autocompress.errors import ConfigError
+from autocompress.study._polish_plan import DEFAULT_POLISH, polish_problem
 from autocompress.study._several import check_options, objective_of, target_names_problem
 from autocompress.study.backends import BACKENDS, foreign_keys
 from autocompress.study.presets import load_yaml
@@ -185,6 +186,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "finetune": _finetune,
     "resources_per_trial": _resources,
     "budget": _budget,
+    "polish": polish_problem,
 }
 
 
@@ -246,6 +248,8 @@ class SearchConfig:
     finetune: dict[str, Any] = field(default_factory=dict)  # {precision: fp32 | bf16 | fp16}
     resources_per_trial: dict[str, float] | None = None  # ray: e.g. {cpu: 1, gpu: 0.25}
     budget: str | None = None  # wall-clock time for the start and the trials, e.g. 30m
+    # after the search: re-train K candidates with the full budget (``study._polish_plan``)
+    polish: bool | dict[str, Any] = DEFAULT_POLISH
     base_dir: str = field(default=".", compare=False)
 
     def __post_init__(self) -> None:
@@ -315,7 +319,8 @@ class SearchConfig:
             data.pop("target")  # the objective target: objective_target, or the first
         if not self.target_options:  # runs recorded before the key existed stay resumable
             data.pop("target_options")
-        for key, default in (("finetune", {}), ("resources_per_trial", None), ("budget", None)):
+        unset = (("finetune", {}), ("resources_per_trial", None), ("budget", None))
+        for key, default in (*unset, ("polish", DEFAULT_POLISH)):
             if data[key] == default:  # written only when set, like target_options
                 data.pop(key)
         return data

@@ -3,7 +3,9 @@
 ``config.yaml`` (resolved config), ``identity.json`` (what makes the study this study),
 ``study.db`` (Optuna), ``trials.jsonl`` (append-only, one JSON object per finished trial,
 flushed and fsynced before the sampler is told), ``teacher.json`` (the run's teacher),
-``pareto.json``, the report files, and ``trials/<n>/`` with each trial's artifact.
+``pareto.json``, the report files, and ``trials/<n>/`` with each trial's artifact;
+after a polish stage, ``polish.jsonl`` (append-only, one record per polished trial, its
+``number`` the trial's) and ``trials/<n>/polish/`` with the polished artifact.
 
 Run directories written before the teacher/starts naming still load: ``baseline.json`` is read
 when there is no ``teacher.json``, ``pareto.json``'s ``baseline`` as its ``teacher``, and the
@@ -187,6 +189,29 @@ class RunDir:
         for rec in read_jsonl(self.trials_file):
             out.setdefault(int(rec["number"]), current_record(rec))
         return [out[n] for n in sorted(out)]
+
+    # -- polishes (``study.polish``) -------------------------------------------------------
+    @property
+    def polish_file(self) -> Path:
+        return self.path / "polish.jsonl"
+
+    def polish_dir(self, number: int) -> Path:
+        return self.trial_dir(number) / "polish"
+
+    def append_polish(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False, default=str)
+        with self.polish_file.open("a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def polishes(self) -> dict[int, dict[str, Any]]:
+        """Finished polishes by trial number (the first record of a number wins)."""
+        out: dict[int, dict[str, Any]] = {}
+        if self.polish_file.exists():
+            for rec in read_jsonl(self.polish_file):
+                out.setdefault(int(rec["number"]), rec)
+        return out
 
     # -- JSON documents ------------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> Path:

@@ -1,8 +1,14 @@
-"""Fine-tuning: L = L_task (or the distillation loss) + λ·L2, fake-quant at the policy's bits."""
+"""Fine-tuning: L = L_task (or the distillation loss) + λ·L2, fake-quant at the policy's bits.
+
+The learning rate follows ``policy.finetune.schedule``: ``constant`` (the search's short
+fine-tunes), or a linear warm-up over ``finetune.warmup`` of the steps then a ``cosine`` or
+``linear`` decay to zero (the polish stage's long fine-tune), stepped once per batch.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
@@ -85,6 +91,7 @@ def finetune_(
         unfreeze = Freeze(student, trained, train_modules)
         act_hooks = act_quant.attach(student) if act_quant is not None else []
         optimizer = None
+        scheduler = None
         try:
             for epoch in range(epochs):
                 student.train()
@@ -102,6 +109,7 @@ def finetune_(
                         criterion.to(device)
                         params = trained + list(criterion.parameters())
                         optimizer = torch.optim.Adam(params, lr=policy.finetune.lr)
+                        scheduler = lr_schedule(optimizer, policy, _steps(task, epochs))
                     feats = {p: t_feats[p] for p in tap.outputs}
                     if not training.on_cpu or training.precision != "fp32":
                         # the loss in fp32 outside autocast (BCE refuses autocast on CUDA)
@@ -124,6 +132,8 @@ def finetune_(
                         scaler.scale(loss).backward()
                         scaler.step(optimizer)
                         scaler.update()
+                    if scheduler is not None:
+                        scheduler.step()
                     if masks:
                         apply_masks_(student, masks)
                     if on_step is not None:
@@ -146,6 +156,44 @@ def finetune_(
     return student
 
 
+def lr_factor(step: int, total: int, *, schedule: str, warmup: float) -> float:
+    """The learning rate's multiplier at ``step`` of ``total``: a linear warm-up over the
+    first ``warmup`` of the steps, then a ``cosine`` or ``linear`` decay to zero.
+
+    >>> [round(lr_factor(s, 4, schedule="cosine", warmup=0.25), 3) for s in range(4)]
+    [0.5, 1.0, 0.75, 0.25]
+    """
+    if schedule == "constant":
+        return 1.0
+    ramp = max(0, math.ceil(warmup * total))
+    if step < ramp:
+        return (step + 1) / (ramp + 1)
+    progress = (step - ramp) / max(1, total - ramp)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, policy: Policy, total: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The policy's schedule over ``total`` optimizer steps (None: a constant rate)."""
+    schedule, warmup = policy.finetune.schedule, policy.finetune.warmup
+    if schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, schedule=schedule, warmup=warmup)
+    )
+
+
+def _steps(task: Task, epochs: int) -> int:
+    """Optimizer steps in ``epochs`` (a loader without a length: 1000 a epoch, a guess)."""
+    try:
+        return max(1, epochs * len(task.train_loader))
+    except TypeError:
+        return max(1, epochs * 1000)
+
+
 def _float(value):
     """Tensors (in tuples, lists, dicts) as fp32, for a loss computed outside autocast."""
     if isinstance(value, torch.Tensor):
@@ -157,4 +205,4 @@ def _float(value):
     return value
 
 
-__all__ = ["DivergedError", "finetune_"]
+__all__ = ["DivergedError", "finetune_", "lr_factor", "lr_schedule"]

@@ -94,6 +94,7 @@ WRONG_VALUES = {
     "budget": "3 weeks",
     "targets": ["torch", "nosuch"],
     "objective_target": 7,
+    "polish": {"candidates": 0},
 }
 
 
@@ -105,6 +106,13 @@ def test_the_catalogue_covers_every_config_key():
 def test_wrong_type_for_a_config_key(tmp_path, key):
     cfg = write_config(tmp_path, **{key: WRONG_VALUES[key]})
     answer(["search", cfg], "search.yaml", f"{key}:")
+
+
+def test_bad_polish_settings_name_the_key(tmp_path):
+    answer(["search", write_config(tmp_path, polish={"candidates": 0})], "polish.candidates")
+    answer(["search", write_config(tmp_path, polish={"epoch": 3})], "polish.epoch", "allowed")
+    answer(["search", write_config(tmp_path, polish={"schedule": "step"})], "polish.schedule")
+    answer(["search", write_config(tmp_path, polish="yes")], "polish:", "mapping")
 
 
 def test_unknown_target_option_in_a_config(tmp_path):

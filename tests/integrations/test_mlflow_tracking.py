@@ -113,6 +113,11 @@ def _check_search(uri: str, run_dir: Path) -> None:
     parent = tracker.start_search(CONFIG)
     for record in RECORDS:
         assert tracker.log_trial(record) is not None
+    # trial 1 polished after the search: a nested run under its run, polish.* on its run
+    polish = {**RECORDS[1], "metrics": {**RECORDS[1]["metrics"], "accuracy": 0.97}}
+    polish |= {"stage": "polish", "duration_s": 4.5, "artifact": "trials/1/polish"}
+    nested = tracker.log_polish(polish)
+    assert nested is not None and tracker.log_polish(polish) == nested  # logged once
     assert tracker.finish({0, 1}, [run_dir / "pareto.json"], {1: model_dir}) is True
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -159,10 +164,19 @@ def _check_search(uri: str, run_dir: Path) -> None:
     assert failed.data.params["prune.max"] == "0.5"
     assert failed.data.params["bits.count.32"] == "1"
 
+    polished = client.get_run(nested)
+    assert polished.data.tags["mlflow.parentRunId"] == children[1].info.run_id
+    assert polished.data.tags["polish.of"] == "1"
+    assert polished.data.metrics["accuracy"] == pytest.approx(0.97)
+    assert complete.metrics["polish.accuracy"] == pytest.approx(0.97)
+    assert complete.metrics["polish.duration_s"] == pytest.approx(4.5)
+    assert complete.tags["polished"] == "true"
+
     # Resume: the same run directory reuses the parent and logs nothing twice.
     again = MlflowTracker(tracking_uri=uri, experiment=None, run_dir=run_dir)
     assert again.start_search(CONFIG) == parent
     assert again.sync(RECORDS) == 0
+    assert again.log_polish(polish) == nested
     assert len(_children(uri, parent)) == 4
 
 

@@ -15,7 +15,9 @@ from _support.faulty_tasks import dies_when_pruned
 from conftest import ENV, write_search
 
 from autocompress.api import prepare, run_search
+from autocompress.study._polish_plan import with_polish
 from autocompress.study.config import SearchConfig
+from autocompress.study.rundir import RunDir
 
 ray = pytest.importorskip("ray")
 
@@ -53,7 +55,7 @@ def config(out: Path, task: str = "tests/_support/tasks.py:mlp", **kw) -> Search
 
 
 def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, capfd):
-    result = run_search(config(short_tmp / "run"))
+    result = run_search(config(short_tmp / "run", polish={"candidates": 2, "epochs": 2}))
     out, err = capfd.readouterr()
     # Ray Tune's own console output stays hidden without verbose
     assert "Configuration for experiment" not in out + err
@@ -70,6 +72,15 @@ def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, ca
         assert r["teacher_batches_computed"] == 0, r
     assert any(r["state"] == "complete" for r in records)
     assert (short_tmp / "run" / "pareto.json").exists()
+    # then the polish stage: each candidate a Ray task on a worker, with the shared outputs
+    polishes = [json.loads(line) for line in (short_tmp / "run" / "polish.jsonl").open()]
+    assert len(polishes) == 2 and len({p["number"] for p in polishes}) == 2
+    for p in polishes:
+        assert p["node"] and p["state"] in ("complete", "infeasible"), p
+        assert p["teacher_batches_computed"] == 0 and p["policy"]["finetune"]["epochs"] == 2
+        assert (short_tmp / "run" / p["artifact"] / "model.pt").exists() or p["number"] not in {
+            t["number"] for t in result.pareto
+        }
     # Ray's temp folder was inside the run directory (short path, explicit, nothing in ~) and
     # is removed when the search ends: sockets, logs and Tune's driver artifacts go with it
     assert not (short_tmp / "run" / "ray" / "tmp").exists()
@@ -81,7 +92,9 @@ def _check_one_teacher_per_comparison(run: Path) -> None:
     run_teacher = json.loads((run / "teacher.json").read_text())
     pareto = json.loads((run / "pareto.json").read_text())
     assert pareto["teacher"] == run_teacher
-    records = {r["number"]: r for r in map(json.loads, (run / "trials.jsonl").open())}
+    trials = list(map(json.loads, (run / "trials.jsonl").open()))
+    # a polished point on the front: its polished figures and teacher (study._polish_plan)
+    records = {r["number"]: r for r in with_polish(trials, RunDir(run).polishes())}
     for r in records.values():
         teacher = r["teacher"]
         assert teacher["accuracy"] == run_teacher["accuracy"]

@@ -213,7 +213,7 @@ def _mlflow_trials(uri: str, experiment: str) -> tuple[Counter, int]:
     numbers: Counter = Counter()
     running = 0
     for run in runs:
-        if run.data.tags.get("autocompress.role") == "search":
+        if run.data.tags.get("autocompress.role") in ("search", "polish"):
             continue
         number = run.data.tags.get("trial.number") or run.info.run_name.removeprefix("trial-")
         numbers[int(number)] += 1
@@ -355,6 +355,40 @@ def test_ray_driver_killed_at_random_points_resumes_losing_and_duplicating_nothi
 ):
     pytest.importorskip("ray")
     _kill_and_resume(tmp_path_factory.mktemp("k"), "ray", kills=5, seed=12, window=4.0)
+
+
+@pytest.mark.slow
+def test_a_driver_killed_during_the_polish_resumes_without_redoing_finished_polishes(tmp_path):
+    run, cfg = tmp_path / "run", tmp_path / "s.yaml"
+    keys = {"name": "kill-polish", "task": f"{TESTS}/_support/tasks.py:mlp", "backend": "local"}
+    keys |= {"epochs": 1, "trials": 3, "report_every": 0, "keep_models": "all", "out": str(run)}
+    cfg.write_text(yaml.safe_dump({**keys, "polish": {"candidates": 2, "epochs": 40}}))
+    polishes = run / "polish.jsonl"
+    proc = _start(["search", str(cfg), "--no-tracking"])  # MLflow: tests/integrations
+    try:
+        assert _wait_for(proc, polishes, 1), proc.communicate()[1][-3000:]
+    finally:
+        _kill_group(proc)  # killed while the second candidate trains
+    first = polishes.read_text()
+    assert len(first.splitlines()) == 1, "the driver finished both polishes before its kill"
+    number = json.loads(first)["number"]
+    artifact = run / "trials" / str(number) / "polish" / "model.pt"
+    stamp = artifact.stat().st_mtime_ns
+    proc = _start(["search", str(cfg), "--no-tracking", "--resume"])
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        _kill_group(proc)
+    resumed = proc.returncode == 0
+    lines = polishes.read_text().splitlines()
+    numbers = Counter(json.loads(line)["number"] for line in lines)
+    duplicated = sum(c - 1 for c in numbers.values())
+    faults.kills("local", count=1, lost=2 - len(numbers), duplicated=duplicated, resumed=resumed)
+    assert resumed, err[-3000:]
+    assert len(numbers) == 2 and duplicated == 0, lines
+    assert polishes.read_text().startswith(first)  # the finished polish kept, not redone
+    assert artifact.stat().st_mtime_ns == stamp
+    assert json.loads((run / "pareto.json").read_text())["polish"]["trials"] == sorted(numbers)
 
 
 # -- the fail-fast rule itself ---------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Where trials run: the backend registry (``local``: this process; ``ray``: Ray Tune workers).
 
 A backend is a module with ``run(session)`` (the loop itself is
-:mod:`autocompress.study.session`) plus the config keys only it reads. Each backend validates its
-own keys: a key another backend reads (``address`` on ``backend: local``) is a one-line error,
-not silently ignored. Modules are imported on use, so Ray loads only for ``backend: ray``.
+:mod:`autocompress.study.session`) plus the config keys only it reads, and optionally
+``polish(session, jobs, may_start)`` for the polish stage (:mod:`autocompress.study.polish`;
+without one, the local backend's runs the polishes in the driver, one after another). Each
+backend validates its own keys: a key another backend reads (``address`` on ``backend:
+local``) is a one-line error, not silently ignored. Modules are imported on use, so Ray
+loads only for ``backend: ray``.
 
 >>> sorted(BACKENDS)
 ['local', 'ray']

@@ -1,8 +1,10 @@
-"""The ``local`` backend: trials in this process, one after another."""
+"""The ``local`` backend: trials in this process, one after another; so are the polishes."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autocompress.measure.gate import NoGate
 from autocompress.pipeline.hooks import TrialHooks
@@ -10,6 +12,9 @@ from autocompress.study._trial import run_trial
 from autocompress.study.records import new_record
 from autocompress.study.session import Session, process_teacher
 from autocompress.techniques.distill import TeacherCache
+
+if TYPE_CHECKING:
+    from autocompress.study.polish import PolishJob
 
 
 def run(session: Session) -> None:
@@ -42,3 +47,28 @@ def run(session: Session) -> None:
             session.complete(proposal, record)
     finally:
         session.stop()
+
+
+def polish(
+    session: Session, jobs: list[PolishJob], may_start: Callable[[], bool]
+) -> Iterator[tuple[PolishJob, Mapping[str, Any], Mapping[str, Any]]]:
+    """The polish stage's candidates here, one after another (``study.polish``)."""
+    options = session.options.check()
+    teacher = process_teacher(session.task, options, run=session.teacher, gate=NoGate())
+    cache = TeacherCache(session.task)
+    progress = session.progress
+    for job in jobs:
+        if not may_start():
+            return
+        outcome = run_trial(
+            session.task,
+            job.policy,
+            options.replace(seed=job.seed, timeout_s=job.timeout_s),
+            TrialHooks(on_stage=lambda s, n=job.number: progress.stage(n, s) if progress else None),
+            number=job.number,
+            objectives=session.objectives,
+            teacher=teacher,
+            out_dir=job.out_dir,
+            teacher_cache=cache,
+        )
+        yield job, outcome, teacher

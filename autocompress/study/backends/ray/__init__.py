@@ -76,6 +76,8 @@ from autocompress.study.backends._tune_outcome import (
     report_value,
 )
 from autocompress.study.backends.ray._driver import ControllerSearcher, TrialStopper, TrialWatch
+from autocompress.study.backends.ray._polish import polish  # the polish stage, as Ray tasks
+from autocompress.study.polish import polish_stage
 from autocompress.study.samplers import make_ray_scheduler
 from autocompress.study.session import Session, process_teacher
 from autocompress.techniques.distill import TeacherCache
@@ -317,6 +319,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 watch.close()
             searcher.flush_errors()  # errors whose text never came
             searcher.flush_live()
+            polish_stage(session, polish)  # on this cluster (``study.polish``)
     finally:
         session.stop()
 
@@ -324,6 +327,7 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
 __all__ = [
     "connect",
     "make_scheduler",
+    "polish",
     "run",
     "teacher_outputs",
     "trainable",
