@@ -166,7 +166,8 @@ class LadderRun:
     def _stop(self, stop: Stop, *, why: str) -> None:
         number = stop.number
         entry = self.rungs[number][-1]
-        where = f"rung {stop.rung} ({entry['epochs']} epochs, {entry.get('estimator')})"
+        epochs = f"{entry['epochs']} epoch" + ("" if entry["epochs"] == 1 else "s")
+        where = f"rung {stop.rung} ({epochs}, {entry.get('estimator')})"
         if why == "budget":
             error = f"stopped by successive halving at {where}: budget spent before it went up"
         else:

@@ -140,3 +140,5 @@ def test_local_halving_search_front_holds_only_fully_trained_trials(tmp_path):
     front = {t["number"] for t in pareto["trials"]}
     assert front and front <= {r["number"] for r in climbed} | {0}
     assert front.isdisjoint(r["number"] for r in stopped)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert '<table id="halving">' in report and "stopped there" in report

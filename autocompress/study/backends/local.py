@@ -61,7 +61,7 @@ def _run_ladder(
     session, progress = ladder.session, ladder.session.progress
     while (job := ladder.next_job()) is not None:
         number = job.proposal.number
-        rung = f"rung {job.rung} ({job.policy.finetune.epochs} epochs)"
+        rung = f"rung {job.rung} ({job.policy.finetune.epochs} ep)"
         outcome = run_rung(
             session.task,
             job.policy,
