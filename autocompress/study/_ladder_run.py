@@ -74,9 +74,10 @@ class LadderRun:
             promoted = self.ladder.next_job()
             if promoted is not None:
                 number, rung = promoted
-                if self._spent() or self.session.failures.aborted is not None:
+                ended = "budget" if self._spent() else self.session.failures.aborted and "abort"
+                if ended:
                     self.ladder.withdraw(number)
-                    self._stop(Stop(number, rung - 1, -1, 0, 0, 0), why="budget")
+                    self._stop(Stop(number, rung - 1, -1, 0, 0, 0), why=ended)
                     continue
                 return self._job(self.proposals[number], rung)
             if self._can_propose():
@@ -170,6 +171,8 @@ class LadderRun:
         where = f"rung {stop.rung} ({epochs}, {entry.get('estimator')})"
         if why == "budget":
             error = f"stopped by successive halving at {where}: budget spent before it went up"
+        elif why == "abort":
+            error = f"stopped at {where}: the search stopped (its first trials all failed)"
         else:
             error = (
                 f"stopped by successive halving at {where}: non-dominated rank {stop.rank}, "
@@ -184,6 +187,7 @@ class LadderRun:
         record["ranked_by"] = ranked_by
         record["duration_s"] = round(sum(e.get("seconds") or 0.0 for e in record["rungs"]), 3)
         self.last.pop(number, None)
+        self.tops.pop(number, None)
         self.session.complete(self.proposals.pop(number), record)
 
 
