@@ -5,7 +5,7 @@ pruning, so this is the zero-shot estimate), then the best ``1/eta`` of them at 
 fine-tune, and so on up to the trial's full epochs (``rungs: [0, 1, full]``). Size and latency
 are exact at every rung (they do not depend on fine-tuning): only accuracy improves. So a rung
 ranks its trials by **non-dominated rank** on all the objectives, crowding distance breaking
-ties (NSGA-II's order), not by accuracy alone: a small, fast, less accurate policy survives
+ties (NSGA-II's order; then exclusive hypervolume, for a front's ends), not by accuracy alone: a small, fast, less accurate policy survives
 beside a big, slow, accurate one.
 
 Trials enter in brackets of ``eta ** (len(rungs) - 1)`` (synchronous successive halving): once
@@ -30,6 +30,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from autocompress.study.pareto import hypervolume
 
 FULL = "full"  # the last rung: the trial's own fine-tuning epochs
 DEFAULT_RUNGS: tuple[int | str, ...] = (0, 1, FULL)
@@ -122,13 +124,30 @@ def crowding(points: Mapping[int, Point], front: Sequence[int]) -> dict[int, flo
     return distance
 
 
+def contribution(points: Mapping[int, Point], front: Sequence[int]) -> dict[int, float]:
+    """Each member's exclusive hypervolume in ``front``, each axis scaled to the front's range
+    (reference 1.1): it orders the ends of a front, whose crowding distances are all infinite
+    (with three objectives and a few trials, often the whole front)."""
+    axes = range(len(points[front[0]]))
+    low = [min(points[k][a] for k in front) for a in axes]
+    span = [max(points[k][a] for k in front) - low[a] for a in axes]
+    scaled = {
+        k: tuple((points[k][a] - low[a]) / span[a] if span[a] else 0.0 for a in axes) for k in front
+    }
+    reference = (1.1,) * len(low)
+    whole = hypervolume(scaled.values(), reference)
+    return {
+        k: whole - hypervolume([p for j, p in scaled.items() if j != k], reference) for k in front
+    }
+
+
 def ranked(points: Mapping[int, Point]) -> list[tuple[int, int]]:
     """``(key, non-dominated rank)`` best first: by rank, then larger crowding distance, then
-    key (the earlier trial)."""
+    larger exclusive hypervolume, then key (the earlier trial)."""
     order = []
     for rank, front in enumerate(nondominated_fronts(points)):
-        spread = crowding(points, front)
-        order += [(k, rank) for k in sorted(front, key=lambda k: (-spread[k], k))]
+        spread, volume = crowding(points, front), contribution(points, front)
+        order += [(k, rank) for k in sorted(front, key=lambda k: (-spread[k], -volume[k], k))]
     return order
 
 
@@ -266,6 +285,7 @@ __all__ = [
     "HalvingLadder",
     "HalvingSpec",
     "Stop",
+    "contribution",
     "crowding",
     "nondominated_fronts",
     "ranked",

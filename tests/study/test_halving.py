@@ -48,9 +48,14 @@ def test_crowding_distance_breaks_ties_within_a_front():
     line = {0: (-0.90, 100.0), 1: (-0.85, 60.0), 2: (-0.84, 58.0), 3: (-0.70, 20.0)}
     spread = crowding(line, [0, 1, 2, 3])
     assert spread[0] == spread[3] == float("inf") and spread[2] > spread[1]
-    assert [k for k, _ in ranked(line)] == [0, 3, 2, 1]
+    assert [k for k, _ in ranked(line)] == [3, 0, 2, 1]  # the ends by exclusive hypervolume
     promoted, stopped = _climb(HalvingSpec(rungs=(0, 1, "full"), eta=2), line)  # bracket of 4
     assert sorted(promoted) == [(0, 1), (3, 1)] and sorted(stopped) == [1, 2]
+    # three objectives, three points, each an end of the front (crowding infinite for all):
+    # the largest exclusive hypervolume goes first, not the earliest trial
+    ends = {0: (0.0, 1.0, 1.0), 1: (1.0, 0.0, 1.0), 2: (0.2, 0.2, 0.0)}
+    assert set(crowding(ends, [0, 1, 2]).values()) == {float("inf")}
+    assert ranked(ends)[0] == (2, 0)
 
 
 def test_brackets_decide_once_every_member_reported_and_climb_to_the_top():
