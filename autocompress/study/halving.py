@@ -5,8 +5,8 @@ pruning, so this is the zero-shot estimate), then the best ``1/eta`` of them at 
 fine-tune, and so on up to the trial's full epochs (``rungs: [0, 1, full]``). Size and latency
 are exact at every rung (they do not depend on fine-tuning): only accuracy improves. So a rung
 ranks its trials by **non-dominated rank** on all the objectives, crowding distance breaking
-ties (NSGA-II's order; then exclusive hypervolume, for a front's ends), not by accuracy alone: a small, fast, less accurate policy survives
-beside a big, slow, accurate one.
+ties (NSGA-II's order; then exclusive hypervolume, for a front's ends), not by accuracy alone:
+a small, fast, less accurate policy survives beside a big, slow, accurate one.
 
 Trials enter in brackets of ``eta ** (len(rungs) - 1)`` (synchronous successive halving): once
 every member of a bracket has reported at a rung, the top ``ceil(n / eta)`` of the ``n`` that
@@ -184,8 +184,9 @@ class HalvingLadder:
     ``enter(number, top)`` a new trial at rung 0; ``add(number, rung, point)`` its result there
     (``point`` None: it failed or broke an exact constraint: it goes no higher);
     ``next_job()`` a promoted ``(number, rung)`` to run (``withdraw(number)`` one that will not
-    run after all); ``take_stopped()`` the trials stopped since the last call. A trial whose ``rung`` is its ``top`` is fully trained: it is ranked
-    with its bracket at that rung but needs no job.
+    run after all); ``take_stopped()`` the trials stopped since the last call. A trial whose
+    ``rung`` is its ``top`` is fully trained: it is ranked with its bracket at that rung (and
+    may take a place at the top) but needs no job.
     """
 
     def __init__(self, spec: HalvingSpec) -> None:
@@ -273,9 +274,7 @@ class HalvingLadder:
                 self._jobs.append((n, rung + 1))
             for place, (n, rank) in enumerate(order, start=1):
                 if n in climbing - chosen:
-                    self._stopped.append(
-                        Stop(n, rung, rank, place, len(results), len(chosen & set(points)))
-                    )
+                    self._stopped.append(Stop(n, rung, rank, place, len(results), len(chosen)))
 
 
 __all__ = [
