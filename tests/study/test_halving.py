@@ -147,3 +147,17 @@ def test_local_halving_search_front_holds_only_fully_trained_trials(tmp_path):
     assert front.isdisjoint(r["number"] for r in stopped)
     report = (tmp_path / "run" / "report.html").read_text()
     assert '<table id="halving">' in report and "stopped there" in report
+
+
+def test_a_withdrawn_promotion_lets_its_rung_decide_without_it():
+    ladder = HalvingLadder(HalvingSpec(rungs=(0, 1, "full"), eta=2))
+    for n, point in enumerate([(-0.9, 9.0), (-0.8, 1.0), (-0.1, 9.0), (-0.2, 9.5)]):
+        ladder.enter(n, top=2)
+        ladder.add(n, 0, point)
+    assert sorted([ladder.next_job(), ladder.next_job()]) == [(0, 1), (1, 1)]
+    ladder.take_stopped()
+    ladder.withdraw(1)  # e.g. the budget is spent: #1 will not run at rung 1
+    ladder.add(0, 1, (-0.95, 9.0))
+    assert ladder.next_job() == (0, 2) and not ladder.take_stopped()
+    ladder.add(0, 2, (-0.97, 9.0))
+    assert not ladder.busy
