@@ -34,7 +34,7 @@ class TrialState(StrEnum):
     COMPLETE = "complete"  # measured, every constraint met
     INFEASIBLE = "infeasible"  # measured (or cut short by its structure), a constraint broken
     FAILED = "failed"  # raised, timed out, or a value not finite
-    PRUNED = "pruned"  # stopped early by the scheduler (ASHA)
+    PRUNED = "pruned"  # stopped early by the scheduler (ASHA; halving: ``stopped_at_rung``)
 
 
 STATES = tuple(TrialState)

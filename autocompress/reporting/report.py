@@ -158,7 +158,39 @@ def _counts(run: RunData) -> str:
         for r in failed
     )
     errors_html = f'<h3>Errors of failed trials</h3><ul id="errors">{errors}</ul>' if failed else ""
-    return f'<ul id="counts">{items}</ul>{errors_html}'
+    return f'<ul id="counts">{items}</ul>{errors_html}{_halving(run)}'
+
+
+def _halving(run: RunData) -> str:
+    """Successive halving (``scheduler: halving``): per rung, the trials that reached it and
+    those stopped there (state ``pruned``); the front holds fully trained trials only."""
+    reached: Counter = Counter()
+    stopped: Counter = Counter()
+    epochs: dict[int, set[str]] = {}
+    estimators: dict[int, set[str]] = {}
+    for r in run.records:
+        sampled = r.get("start") is None  # a start runs its full epochs outside the ladder
+        for e in (r.get("rungs") or []) if sampled else []:
+            rung = int(e["rung"])
+            reached[rung] += 1
+            epochs.setdefault(rung, set()).add(str(e.get("epochs")))
+            estimators.setdefault(rung, set()).add(str(e.get("estimator")))
+        if r.get("stopped_at_rung") is not None:
+            stopped[int(r["stopped_at_rung"])] += 1
+    if not reached:
+        return ""
+    body = "".join(
+        f"<tr><td>{rung}</td><td>{', '.join(sorted(epochs[rung]))}</td>"
+        f"<td>{html.escape(', '.join(sorted(estimators[rung])))}</td>"
+        f"<td>{reached[rung]}</td><td>{stopped[rung]}</td></tr>"
+        for rung in sorted(reached)
+    )
+    return (
+        "<h3>Successive halving</h3><p>A stopped trial (state pruned) keeps the figures of the "
+        "rung that ranked it; the Pareto front holds fully trained trials only.</p>"
+        '<table id="halving"><thead><tr><th>rung</th><th>epochs</th><th>ranked by</th>'
+        f"<th>reached</th><th>stopped there</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 _CSS = """

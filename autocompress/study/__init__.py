@@ -19,6 +19,7 @@ __getattr__, __all__ = lazy_names(
         ".budget": ("Budget", "MAX_TRIALS", "parse_budget"),
         ".config": ("SearchConfig",),
         ".failures": ("FailureMonitor", "SearchAborted", "no_feasible_trial"),
+        ".halving": ("HalvingLadder", "HalvingSpec"),
         ".objectives": ("LatencySettings", "ObjectiveSet", "load_objectives"),
         ".pareto": (
             "default_reference",

@@ -104,6 +104,7 @@ class SearchProgress:
             + (f" ({record['error']})" if record.get("error") else "")
             + (f" | {note}" if note else "")
             + _targets_note(record)
+            + _rungs_note(record)
             + " | "
             + " ".join(f"{s}={states[s]}" for s in STATES)
             + " | best "
@@ -121,6 +122,15 @@ class SearchProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _rungs_note(record: Mapping[str, Any]) -> str:
+    """Successive halving: the accuracy that ranked the trial at each rung it reached."""
+    entries = record.get("rungs") or []
+    if len(entries) < 2:
+        return ""
+    steps = [f"{e.get('epochs')} ep {format_value('accuracy', e.get('accuracy'))}" for e in entries]
+    return f" | rungs {' -> '.join(steps)}"
 
 
 def _targets_note(record: Mapping[str, Any]) -> str:

@@ -240,7 +240,8 @@ class SearchConfig:
     experiment: str | None = None
     address: str | None = None
     max_concurrent: int | None = None
-    scheduler: str = "auto"  # ray: "auto" (ASHA when epochs >= 2), "asha", "none" (see samplers)
+    # ray: "auto" (ASHA when epochs >= 2), "asha", "none"; both: "halving" (see samplers)
+    scheduler: str | dict[str, Any] = "auto"
     out: str | None = None
     trial_timeout_s: float | None = None  # a trial running longer fails with "timeout"
     fail_fast_after: int = 5  # stop when the first K trials all fail (0: never)

@@ -51,6 +51,11 @@ class TrialRecord(TypedDict, total=False):
     teacher: dict[str, Any]  # the teacher the trial was compared with (its own process')
     params: dict[str, Any]  # the sampler's parameter values
     start: str | None  # the start policy's name (``identity``, ``int8``...), None if sampled
+    # successive halving (``scheduler: halving``, autocompress.study.halving):
+    rung: dict[str, Any]  # the rung one run of the trial was at (moved into ``rungs``)
+    rungs: list[dict[str, Any]]  # {"rung", "epochs", "accuracy", "estimator", "seconds", "state"}
+    ranked_by: dict[str, Any] | None  # the rung entry whose estimate last ranked the trial
+    stopped_at_rung: int  # a trial the ladder stopped (state ``pruned``): its last rung
 
 
 def trial_record(

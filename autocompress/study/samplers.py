@@ -9,6 +9,11 @@ the measured start when there is one) and imports Optuna only when called; a sch
 as ``factory(epochs, metric=..., time_attr=...)`` and imports Ray only when called. Adding one
 is ``register_sampler(name, factory)`` / ``register_scheduler(name, factory)``.
 
+A scheduler registered with ``ladder=True`` is not a Tune scheduler but a successive-halving
+ladder (:class:`autocompress.study.halving.HalvingSpec`) that the session drives on every
+backend: ``scheduler: halving`` or ``{name: halving, rungs: [0, 1, full], eta: 3}``; its options
+are the factory's keyword-only parameters besides ``metric`` and ``time_attr``.
+
 >>> sorted(SAMPLERS)
 ['nsga2', 'random', 'tpe']
 """
@@ -19,10 +24,13 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from autocompress.study.halving import DEFAULT_ETA, DEFAULT_RUNGS, HalvingSpec
+
 __all__ = [
     "SAMPLERS",
     "SCHEDULERS",
     "build_sampler",
+    "halving_spec",
     "make_ray_scheduler",
     "register_sampler",
     "register_scheduler",
@@ -36,6 +44,7 @@ SchedulerFactory = Callable[..., Any]  # (epochs, *, metric, time_attr) -> Tune 
 
 SAMPLERS: dict[str, SamplerFactory] = {}
 SCHEDULERS: dict[str, SchedulerFactory] = {}
+LADDERS: set[str] = set()  # schedulers the session drives itself, on every backend
 
 
 def register_sampler(name: str, factory: SamplerFactory) -> SamplerFactory:
@@ -44,9 +53,13 @@ def register_sampler(name: str, factory: SamplerFactory) -> SamplerFactory:
     return factory
 
 
-def register_scheduler(name: str, factory: SchedulerFactory) -> SchedulerFactory:
-    """Make ``scheduler: name`` (ray backend) build ``factory(epochs, metric=, time_attr=)``."""
+def register_scheduler(
+    name: str, factory: SchedulerFactory, *, ladder: bool = False
+) -> SchedulerFactory:
+    """Make ``scheduler: name`` (ray backend) build ``factory(epochs, metric=, time_attr=)``;
+    ``ladder=True``: the factory returns a halving ladder's spec, run on every backend."""
     SCHEDULERS[name] = factory
+    (LADDERS.add if ladder else LADDERS.discard)(name)
     return factory
 
 
@@ -162,9 +175,64 @@ register_scheduler("asha", _ray("asha"))
 register_scheduler("none", _ray("none"))  # FIFO: no early stopping
 
 
+def _halving(
+    epochs: int | None = None,
+    *,
+    metric: str = "accuracy",
+    time_attr: str = "epoch",
+    rungs: Any = DEFAULT_RUNGS,
+    eta: Any = DEFAULT_ETA,
+) -> HalvingSpec:
+    """Successive halving over fine-tuning epochs, promoting by non-dominated rank."""
+    return HalvingSpec(rungs=rungs, eta=eta)
+
+
+register_scheduler("halving", _halving, ladder=True)  # local and ray
+
+
+_TUNE_ARGS = ("metric", "time_attr")
+
+
 def scheduler_problem(value: Any) -> str | None:
-    return None if value in SCHEDULERS else f"is not one of {', '.join(SCHEDULERS)}"
+    """What is wrong with a config's ``scheduler`` value, or None."""
+    name, options = _split(value)
+    if isinstance(value, Mapping) and "name" not in value:
+        return f"needs scheduler.name, one of {', '.join(SCHEDULERS)}"
+    if not isinstance(name, str) or name not in SCHEDULERS:
+        return f"is not one of {', '.join(SCHEDULERS)}"
+    known = [o for o in options_of(SCHEDULERS[name]) if o not in _TUNE_ARGS]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        takes = ", ".join(known) or "no options"
+        return f"has unknown option scheduler.{unknown[0]}; {name} takes {takes}"
+    if name in LADDERS:
+        from autocompress.errors import ConfigError
+
+        try:
+            SCHEDULERS[name](None, metric="accuracy", time_attr="epoch", **options)
+        except (ConfigError, TypeError, ValueError) as exc:
+            return f"has a bad option: {exc}"
+    return None
 
 
-def make_ray_scheduler(name: str, epochs: int, *, metric: str, time_attr: str) -> Any:
-    return SCHEDULERS[name](epochs, metric=metric, time_attr=time_attr)
+def scheduler_name(value: Any) -> str:
+    """The scheduler's name, whichever way the config wrote it."""
+    return str(_split(value)[0])
+
+
+def halving_spec(value: Any) -> Any:
+    """The ladder a config's ``scheduler`` names (a ``HalvingSpec``), or None for a Ray Tune
+    scheduler (``auto``, ``asha``, ``none``)."""
+    name, options = _split(value)
+    if name not in LADDERS:
+        return None
+    return SCHEDULERS[name](None, metric="accuracy", time_attr="epoch", **options)
+
+
+def make_ray_scheduler(value: Any, epochs: int, *, metric: str, time_attr: str) -> Any:
+    """The Tune scheduler of a config's ``scheduler`` (None for a ladder: Tune runs FIFO and the
+    session's ladder decides)."""
+    name, options = _split(value)
+    if name in LADDERS:
+        return None
+    return SCHEDULERS[name](epochs, metric=metric, time_attr=time_attr, **options)

@@ -115,6 +115,15 @@ def test_bad_polish_settings_name_the_key(tmp_path):
     answer(["search", write_config(tmp_path, polish="yes")], "polish:", "mapping")
 
 
+def test_bad_halving_rungs_or_eta(tmp_path):
+    bad_rungs = {"name": "halving", "rungs": [0, "full", 1]}
+    answer(
+        ["search", write_config(tmp_path, scheduler=bad_rungs)], "search.yaml", "scheduler.rungs"
+    )
+    bad_eta = {"name": "halving", "eta": 1.5}
+    answer(["search", write_config(tmp_path, scheduler=bad_eta)], "search.yaml", "scheduler.eta")
+
+
 def test_unknown_target_option_in_a_config(tmp_path):
     cfg = write_config(tmp_path, target="onnxruntime", target_options={"reduce_rang": True})
     answer(["search", cfg], "search.yaml", "target_options", "'reduce_rang'")

@@ -249,3 +249,30 @@ def test_resources_no_node_has_are_one_line_not_a_hang(short_tmp):
     cfg = config(short_tmp / "run", trials=2, resources_per_trial={"cpu": 1, "gpu": 0.5})
     with pytest.raises(ConfigError, match=r"resources_per_trial: gpu: 0.5 but no node .* has more"):
         run_search(cfg)
+
+
+def test_halving_climbs_rungs_on_ray_and_keeps_stopped_trials_off_the_front(short_tmp):
+    cfg = config(
+        short_tmp / "run",
+        trials=5,
+        epochs=2,
+        starts=("identity",),
+        max_concurrent=2,
+        scheduler={"name": "halving", "rungs": [0, 1, "full"], "eta": 3},
+    )
+    result = run_search(cfg)
+    records = {r["number"]: r for r in result.trials}
+    assert sorted(records) == [0, 1, 2, 3, 4]  # one record per proposal
+    sampled = [r for r in records.values() if r["start"] is None]
+    assert all(r["rungs"][0]["epochs"] == 0 and r["node"] for r in sampled)
+    stopped = [r for r in sampled if r["state"] == "pruned"]
+    climbed = [r for r in sampled if [e["epochs"] for e in r["rungs"]] == [0, 1, 2]]
+    assert stopped and climbed, [(r["state"], r["rungs"]) for r in sampled]
+    for r in stopped:
+        assert "successive halving" in r["error"] and r["stopped_at_rung"] < 2
+    on_front = {
+        t["number"] for t in json.loads((short_tmp / "run" / "pareto.json").read_text())["trials"]
+    }
+    assert on_front and on_front.isdisjoint(r["number"] for r in stopped)
+    tune_dirs = {p.name for p in (short_tmp / "run" / "ray").glob("search-*/trial_*")}
+    assert {f"trial_{r['number']}_rung2" for r in climbed} <= tune_dirs

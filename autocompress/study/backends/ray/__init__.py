@@ -13,6 +13,9 @@ The task (teacher, data) and the teacher's outputs on every training batch are p
 object store once per search (``tune.with_parameters``); each trial runs with one CPU and one
 intra-op thread. ASHA stops weak trials after their first epochs; those become ``pruned``
 records, never on the Pareto front. Baselines and the measured start are never stopped.
+With ``scheduler: halving`` Tune runs FIFO and the searcher hands out the session's ladder
+jobs (``autocompress.study._ladder_run``): one Tune trial per (trial, rung), named
+``trial_<n>_rung<r>``, as many as the ladder asks for.
 
 What Tune checkpoints (``experiment_state-*.json``, ``search_gen_state-*.json``,
 ``tuner.pkl``) holds no session, task or teacher: the searcher, the stopper and the callback
@@ -41,6 +44,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -61,6 +65,7 @@ from autocompress.measure.gate import trial_gate
 from autocompress.pipeline.hooks import TrialHooks
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Policy
+from autocompress.study._rungs import run_rung
 from autocompress.study._trial import run_trial
 from autocompress.study.backends._ray_env import (
     environ,
@@ -130,7 +135,11 @@ def trainable(
                 with gate.released():  # the driver may be slow to take it: don't hold others
                     tune.report({METRIC: report_value(value), TIME_ATTR: epoch, **where})
 
-        record = run_trial(
+        if config.get("rung") is None:
+            runner = run_trial
+        else:  # a job of the session's halving ladder
+            runner = functools.partial(run_rung, rung=config["rung"], final=config["final"])
+        record = runner(
             task,
             policy,
             options,
@@ -256,10 +265,17 @@ def trial_resources(session: Session) -> dict[str, float]:
 
 def make_scheduler(session: Session) -> ASHAScheduler | FIFOScheduler:
     """The config's registered scheduler (``autocompress.study.samplers``): ASHA on the
-    per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs), else FIFO."""
-    return make_ray_scheduler(
+    per-epoch accuracy for ``scheduler: asha`` (or ``auto`` with >= 2 epochs), else FIFO
+    (``halving``: the session's ladder decides, Tune runs what it is given)."""
+    scheduler = make_ray_scheduler(
         session.config.scheduler, session.max_epochs(), metric=METRIC, time_attr=TIME_ATTR
     )
+    return FIFOScheduler() if scheduler is None else scheduler
+
+
+def _trial_name(trial: Any) -> str:
+    rung = trial.config.get("rung")
+    return f"trial_{trial.config['number']}" + ("" if rung is None else f"_rung{rung}")
 
 
 def run(session: Session, *, exclusive_timing: bool = True) -> None:
@@ -299,10 +315,11 @@ def run(session: Session, *, exclusive_timing: bool = True) -> None:
                 tune_config=tune.TuneConfig(
                     search_alg=limiter,
                     scheduler=make_scheduler(session),
-                    num_samples=remaining,
+                    # a ladder asks for jobs until it says FINISHED
+                    num_samples=-1 if searcher.ladder is not None else remaining,
                     reuse_actors=True,
-                    trial_name_creator=lambda t: f"trial_{t.config['number']}",
-                    trial_dirname_creator=lambda t: f"trial_{t.config['number']}",
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
                     name=time.strftime("search-%Y%m%d-%H%M%S"),

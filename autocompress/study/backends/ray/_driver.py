@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from autocompress.study._controller import Proposal
+from autocompress.study._ladder_run import Job, LadderRun
 from autocompress.study.backends._tune_outcome import (
     METRIC,
     TIME_ATTR,
@@ -29,6 +30,7 @@ from autocompress.study.backends._tune_outcome import (
     outcome,
 )
 from autocompress.study.records import TrialState, new_record
+from autocompress.study.samplers import halving_spec
 from autocompress.study.session import Session
 
 
@@ -45,6 +47,9 @@ class ControllerSearcher(Searcher):
         self.last: dict[str, dict[str, Any]] = {}
         self.started: dict[str, float] = {}
         self.kept: dict[str, dict[str, Any]] = {}  # big result values, kept out of Tune's state
+        spec = halving_spec(session.config.scheduler)
+        self.ladder = LadderRun(session, spec) if spec is not None else None
+        self.jobs: dict[str, Job] = {}  # the ladder's job each Tune trial runs
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # the controller owns the space
@@ -54,6 +59,7 @@ class ControllerSearcher(Searcher):
         data), and without the live tables, which only the driver that runs them can use."""
         state = dict(self.__dict__)
         state.update(session=None, live={}, errored={}, epochs={}, last={}, started={}, kept={})
+        state.update(ladder=None, jobs={})
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -66,6 +72,8 @@ class ControllerSearcher(Searcher):
         return self.session.controller.n_finished + len(self.live) + len(self.errored)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.ladder is not None:
+            return self._suggest_job(trial_id)
         session = self.session
         spent = session.budget is not None and session.budget.spent and self._budget_used() > 0
         if session.failures.aborted or spent or self._budget_used() >= session.config.trials:
@@ -81,6 +89,27 @@ class ControllerSearcher(Searcher):
             "out_dir": str(self.session.run_dir.trial_dir(proposal.number).resolve()),
             # a start's final accuracy steers the bisection: ASHA judges proposals only
             "full": proposal.start is not None,
+        }
+
+    def _suggest_job(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The ladder's next job; None (ask again later) while it waits for results."""
+        assert self.ladder is not None
+        job = self.ladder.next_job()
+        if job is None:
+            return Searcher.FINISHED if self.ladder.finished else None
+        self.live[trial_id] = job.proposal
+        self.jobs[trial_id] = job
+        self.epochs[trial_id] = []
+        self.started[trial_id] = time.perf_counter()
+        number = job.proposal.number
+        return {
+            "number": number,
+            "policy": job.policy.to_dict(),
+            "seed": job.proposal.seed,
+            "out_dir": str(self.session.run_dir.trial_dir(number).resolve()),
+            "full": True,  # one result per job: the ladder ranks the rung's record
+            "rung": job.rung,
+            "final": job.final,
         }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -156,6 +185,10 @@ class ControllerSearcher(Searcher):
     def _record(self, trial_id: str, proposal: Proposal, record: dict[str, Any]) -> None:
         for table in (self.epochs, self.last, self.started, self.kept):
             table.pop(trial_id, None)
+        job = self.jobs.pop(trial_id, None)
+        if job is not None and self.ladder is not None:
+            self.ladder.done(job, record)  # type: ignore[arg-type]
+            return
         self.session.complete(proposal, record)
 
 

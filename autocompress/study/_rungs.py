@@ -1,0 +1,104 @@
+"""One rung of successive halving in the process that runs it: the policy at the rung's epochs,
+its trial, and the accuracy that ranks it (at rung 0, :func:`rung0_estimate`).
+
+Every rung is a whole trial (:func:`autocompress.study._trial.run_trial`): prune, fine-tune for
+the rung's epochs, convert, measure the artifact. So size and latency are the artifact's at
+every rung, and a promoted trial re-runs from the teacher with more epochs (it does not resume
+from the lower rung's weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autocompress.pipeline.hooks import TrialHooks
+from autocompress.pipeline.options import CompressOptions
+from autocompress.policy import Policy
+from autocompress.study._trial import run_trial
+from autocompress.study.objectives import ObjectiveSet
+from autocompress.study.records import TrialRecord, TrialState
+from autocompress.task import Task
+from autocompress.techniques.distill import TeacherCache
+
+FINE_TUNED = "fine-tuned"  # ranked by the fine-tuned artifact's own accuracy
+NOT_TRAINED = "not fine-tuned"  # a trial whose full budget is 0 epochs: its artifact's accuracy
+
+
+def at_epochs(policy: Policy, epochs: int) -> Policy:
+    """``policy`` with ``epochs`` fine-tuning epochs."""
+    return dataclasses.replace(policy, finetune=dataclasses.replace(policy.finetune, epochs=epochs))
+
+
+def rung0_estimate(
+    task: Task,
+    policy: Policy,
+    options: CompressOptions,
+    teacher: Mapping[str, Any],
+    *,
+    measured: Mapping[str, Any] | None = None,
+) -> tuple[float | None, str]:
+    """The accuracy that ranks ``policy`` at rung 0, and the estimator's name.
+
+    The one hook for a rung-0 proxy: ``measured`` holds the figures of the policy's artifact
+    built with no fine-tuning (the pipeline recalibrated its BatchNorm statistics after
+    pruning), so today the estimate is that artifact's own accuracy: the zero-shot accuracy,
+    BatchNorm recalibrated where the model has BatchNorm. A proxy replacing it (e.g. a short
+    distillation where there is no BatchNorm) computes its own value from ``task`` and
+    ``policy`` and names itself; size and latency stay the artifact's.
+    """
+    metrics = measured or {}
+    accuracy = metrics.get("accuracy")
+    name = "zero-shot, BatchNorm recalibrated" if metrics.get("bn_recalibrated") else "zero-shot"
+    return (None if accuracy is None else float(accuracy)), name
+
+
+def run_rung(
+    task: Task,
+    policy: Policy,
+    options: CompressOptions,
+    hooks: TrialHooks = TrialHooks(),
+    *,
+    rung: int,
+    final: bool,
+    number: int,
+    objectives: ObjectiveSet,
+    teacher: Mapping[str, Any],
+    out_dir: Path,
+    teacher_cache: TeacherCache | None = None,
+) -> TrialRecord:
+    """The trial of ``policy`` (already at the rung's epochs) with its ``rung`` entry:
+    ``{"rung", "epochs", "accuracy", "estimator", "seconds", "state"}``, where ``accuracy`` is
+    what ranks it (the artifact's, or at rung 0 below the top the estimator's)."""
+    record = run_trial(
+        task,
+        policy,
+        options,
+        hooks,
+        number=number,
+        objectives=objectives,
+        teacher=teacher,
+        out_dir=out_dir,
+        teacher_cache=teacher_cache,
+    )
+    metrics = record.get("metrics") or {}
+    accuracy, estimator = metrics.get("accuracy"), FINE_TUNED
+    measured = record["state"] in (TrialState.COMPLETE, TrialState.INFEASIBLE)
+    if not policy.finetune.epochs:
+        estimator = NOT_TRAINED
+        if rung == 0 and not final and measured and accuracy is not None:
+            accuracy, estimator = rung0_estimate(task, policy, options, teacher, measured=metrics)
+    record["rung"] = {
+        "rung": rung,
+        "epochs": policy.finetune.epochs,
+        "accuracy": accuracy,
+        "estimator": estimator,
+        "seconds": record.get("duration_s"),
+        "state": str(record["state"]),
+    }
+    return record
+
+
+__all__ = ["FINE_TUNED", "NOT_TRAINED", "at_epochs", "rung0_estimate", "run_rung"]
