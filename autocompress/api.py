@@ -80,7 +80,7 @@ def run_search(
 def search(
     task: Task,
     *,
-    space: str = "default",
+    space: str = "refine",
     objectives: str = "accuracy-size-latency",
     n_trials: int = 24,
     seed: int = 0,
@@ -90,7 +90,7 @@ def search(
     out: str | Path | None = None,
     target: str = "torch",
     epochs: int | None = None,
-    starts: tuple[str, ...] = ("identity", "int8", "prune30-int8"),
+    starts: tuple[str, ...] = ("identity", "auto"),
     tracking_uri: str | None = None,
     verbose: bool = False,
     **options: Any,
@@ -244,7 +244,7 @@ def apply(
 def inspect(
     task: Task | str,
     *,
-    space: SearchSpace | str | Path = "default",
+    space: SearchSpace | str | Path = "refine",
     target: str = "torch",
     target_options: Mapping[str, Any] | None = None,
 ) -> str:

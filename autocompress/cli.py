@@ -216,7 +216,7 @@ def search_cmd(
 @_user_errors
 def inspect_cmd(
     task: Annotated[str, typer.Option(help="Task spec: path/to/file.py:function")],
-    space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "default",
+    space: Annotated[str, typer.Option(help="Search-space preset name or YAML path")] = "refine",
     target: Annotated[str, typer.Option(help="Deployment target (modes per bit-width)")] = "torch",
     target_option: Annotated[list[str] | None, _TARGET_OPTION] = None,
 ) -> None:

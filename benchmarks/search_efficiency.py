@@ -40,7 +40,7 @@ MODELS = {
 }
 GRID = [f"prune{p}-int{b}" if p else f"int{b}" for p in (0, 30, 50, 70) for b in (4, 8, 16, 32)]
 DEMO = SearchConfig.from_yaml(ROOT / "examples" / "digits" / "search.yaml")
-STANDARD = SearchConfig(name="x", task="x").starts
+STANDARD = ("identity", "int8", "prune30-int8")  # the fixed starts random and NSGA-II get
 METHODS: dict[str, dict[str, Any]] = {
     "default": {"search_space": DEMO.search_space, "sampler": DEMO.sampler, "baselines": None},
     "random": {"search_space": DEMO.search_space, "sampler": "random", "baselines": STANDARD},

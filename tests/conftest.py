@@ -29,7 +29,10 @@ ENV = {
 
 def local_config(out: Path, **overrides: Any) -> SearchConfig:
     """A small local search of the MLP task: 1 epoch, no tracking, run dir ``out``."""
+    from _support.study_inputs import QUICK_SEARCH
+
     data: dict[str, Any] = {
+        **QUICK_SEARCH,
         "name": "mlp",
         "task": MLP_TASK,
         "trials": 4,
@@ -40,15 +43,20 @@ def local_config(out: Path, **overrides: Any) -> SearchConfig:
         "out": str(out),
         **overrides,
     }
+    if "baselines" in overrides:  # the older name of starts
+        data.pop("starts")
     return SearchConfig.from_dict(data)
 
 
 def write_search(folder: Path, name: str, **keys: Any) -> str:
     """A search config file for the MLP task (``keys`` added or replacing), written to
     ``folder / "search.yaml"``; its path."""
-    from _support.study_inputs import write_yaml
+    from _support.study_inputs import QUICK_SEARCH_YAML, write_yaml
 
-    return write_yaml(folder, "search.yaml", {"name": name, "task": MLP_TASK, **keys})
+    data = {**QUICK_SEARCH_YAML, "name": name, "task": MLP_TASK, **keys}
+    if "baselines" in keys:  # the older name of starts
+        data.pop("starts")
+    return write_yaml(folder, "search.yaml", data)
 
 
 @pytest.fixture

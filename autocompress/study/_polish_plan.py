@@ -44,7 +44,8 @@ class PolishSettings:
     """``polish: {candidates, epochs, lr, warmup, schedule, margin}``."""
 
     candidates: int = 3  # how many trials are polished
-    epochs: int = 12  # each one's fine-tuning epochs
+    # each one's fine-tuning epochs; None: EPOCHS_FACTOR x the candidate's own search epochs
+    epochs: int | None = None
     lr: float | None = None  # None: each candidate's own learning rate
     warmup: float = 0.05  # fraction of the steps the learning rate warms up over
     schedule: str = "cosine"  # then decays: cosine or linear (constant: no schedule)
@@ -52,7 +53,9 @@ class PolishSettings:
 
 
 # The config's default for ``polish:`` (False: no polish stage; True: PolishSettings()).
-DEFAULT_POLISH: bool | dict[str, Any] = False
+DEFAULT_POLISH: bool | dict[str, Any] = True
+# ``epochs: null`` (the default): a candidate is polished this many times its search epochs
+EPOCHS_FACTOR = 8
 # With a ``budget:``, the share of it kept for the polish (the search stops asking earlier).
 POLISH_BUDGET_SHARE = 0.25
 
@@ -64,6 +67,8 @@ def _number(value: Any) -> bool:
 
 
 def _key_problem(key: str, value: Any) -> str | None:
+    if key == "epochs" and value is None:
+        return None
     if key in ("candidates", "epochs"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             return "must be an integer >= 1"
@@ -109,11 +114,18 @@ def polish_settings(value: Any) -> PolishSettings | None:
     return PolishSettings(**dict(value))
 
 
+def polish_epochs(policy: Policy, settings: PolishSettings) -> int:
+    """The polish's epochs for a candidate searched with ``policy``."""
+    if settings.epochs is not None:
+        return settings.epochs
+    return EPOCHS_FACTOR * max(1, policy.finetune.epochs)
+
+
 def polished_policy(policy: Policy, settings: PolishSettings) -> Policy:
     """``policy`` with the polish's fine-tuning: its epochs, schedule and warm-up."""
     finetune = dataclasses.replace(
         policy.finetune,
-        epochs=settings.epochs,
+        epochs=polish_epochs(policy, settings),
         lr=settings.lr if settings.lr is not None else policy.finetune.lr,
         schedule=settings.schedule,
         warmup=settings.warmup if settings.schedule != "constant" else 0.0,

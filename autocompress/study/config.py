@@ -218,7 +218,7 @@ class SearchConfig:
 
     name: str
     task: str
-    search_space: str = "default"
+    search_space: str = "refine"  # the benchmarked space (global level + per-group offsets, depth)
     objectives: str = "accuracy-size-latency"
     target: str = "torch"
     target_options: dict[str, Any] = field(default_factory=dict)  # the target's own options
@@ -230,7 +230,7 @@ class SearchConfig:
     sampler: str | dict[str, Any] = "tpe"  # a name, or {name: ..., <option>: ...}
     seed: int = 0
     backend: str = "ray"
-    starts: tuple[str, ...] = ("identity", "int8", "prune30-int8")  # the first policies
+    starts: tuple[str, ...] = ("identity", "auto")  # the first policies: the measured start
     importance: str = "taylor"
     epochs: int | None = None  # overrides the space's finetune.epochs when set
     keep_models: str = "pareto"  # "pareto" or "all"

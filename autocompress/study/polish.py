@@ -31,7 +31,12 @@ from typing import Any
 from autocompress.integrations.tracker import PolishTracker
 from autocompress.measure.metrics import format_value
 from autocompress.policy import Policy
-from autocompress.study._polish_plan import pick_candidates, polish_settings, polished_policy
+from autocompress.study._polish_plan import (
+    pick_candidates,
+    polish_epochs,
+    polish_settings,
+    polished_policy,
+)
 from autocompress.study._progress import SearchProgress
 from autocompress.study.backends import get_backend
 from autocompress.study.records import new_record
@@ -73,7 +78,7 @@ def polish_jobs(session: Session) -> tuple[list[PolishJob], int]:
         policy = Policy.from_dict(record["policy"])
         timeout = session.options.timeout_s
         if timeout is not None:
-            timeout *= max(1.0, settings.epochs / max(1, policy.finetune.epochs))
+            timeout *= max(1.0, polish_epochs(policy, settings) / max(1, policy.finetune.epochs))
         jobs.append(
             PolishJob(
                 number=int(record["number"]),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from _support.models import cnn_task
+from _support.study_inputs import QUICK_SEARCH
 from autocompress import Policy
 from autocompress.api import run_search
 from autocompress.errors import AutoCompressError
@@ -110,6 +111,7 @@ def tiny_search(tmp_path: Path, target: str, space: str, artifact: str) -> list[
     infeasible: measured, then found to break a constraint, not a failure)."""
     cfg = SearchConfig.from_dict(
         {
+            **QUICK_SEARCH,
             "name": f"cnn-{target}",
             "task": CNN,
             "search_space": space,

@@ -15,6 +15,23 @@ import yaml
 
 from autocompress.errors import ConfigError
 
+# What the test searches run with: the plain per-layer space, fixed starts and no polish stage,
+# so each search stays seconds long. The product's defaults (the ``refine`` space with depth,
+# the measured start ``auto``, the polish stage) are searched in tests/study/test_defaults.py.
+QUICK_SEARCH: dict[str, Any] = {
+    "search_space": "default",
+    "starts": ("identity", "int8", "prune30-int8"),
+    "polish": False,
+}
+# the same, as ``autocompress.search(...)`` keywords
+QUICK_API: dict[str, Any] = {
+    "space": QUICK_SEARCH["search_space"],
+    "starts": QUICK_SEARCH["starts"],
+    "polish": False,
+}
+# the same, as a YAML file writes it
+QUICK_SEARCH_YAML: dict[str, Any] = {**QUICK_SEARCH, "starts": list(QUICK_SEARCH["starts"])}
+
 
 def write_yaml(folder: Path, name: str, data: Any) -> str:
     """``data`` (text as it is, anything else dumped as YAML) in ``folder / name``; its path."""

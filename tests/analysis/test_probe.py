@@ -10,6 +10,7 @@ import functools
 import pytest
 import torch
 from _support.models import TimeMajor, hard_coded_width_task, time_major_task
+from _support.study_inputs import QUICK_API
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
@@ -120,7 +121,9 @@ def test_a_hard_coded_width_is_left_out_of_spaces_and_named(hard_coded, tmp_path
     assert "prune.conv1" in space.param_names
     with pytest.raises(PolicyError, match=r"prune.layers\['conv2'\]: group conv2: pruning"):
         compress(hard_coded, Policy.from_dict({"prune": {"layers": {"conv2": 0.5}}}))
-    result = search(hard_coded, n_trials=6, seed=0, epochs=0, out=tmp_path / "run", name="hc")
+    result = search(
+        hard_coded, n_trials=6, seed=0, epochs=0, out=tmp_path / "run", name="hc", **QUICK_API
+    )
     assert [r["state"] for r in result.trials if r["state"] == "failed"] == []
 
 

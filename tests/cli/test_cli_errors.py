@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _support import faults
-from _support.study_inputs import write_yaml
+from _support.study_inputs import QUICK_SEARCH_YAML, write_yaml
 from typer.testing import CliRunner
 
 from autocompress.cli import app
@@ -49,6 +49,7 @@ def answer(args: list[str], *expected: str) -> str:
 
 def write_config(tmp: Path, **keys) -> str:
     data = {
+        **QUICK_SEARCH_YAML,
         "name": "bad",
         "task": MLP,
         "backend": "local",
@@ -59,6 +60,8 @@ def write_config(tmp: Path, **keys) -> str:
         "out": str(tmp / "run"),
         **keys,
     }
+    if "baselines" in keys:  # the older name of starts
+        data.pop("starts")
     return write_yaml(tmp, "search.yaml", data)
 
 

@@ -118,6 +118,8 @@ def test_a_local_search_trains_where_the_config_says(tmp_path):
         epochs=1,
         scheduler="none",
         starts=("identity", "int8"),
+        search_space="default",
+        polish=False,
         device="cpu",
         finetune={"precision": "bf16"},
         out=str(tmp_path / "run"),

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 import pytest
+from _support.study_inputs import QUICK_SEARCH
 
 from autocompress.errors import ConfigError
 from autocompress.integrations.mlflow import MlflowTracker, resolve_tracking_uri
@@ -377,6 +378,7 @@ def test_real_search_over_http(server: Server, tmp_path: Path) -> None:
 
     config = SearchConfig.from_dict(
         {
+            **QUICK_SEARCH,
             "name": "e2e-http",
             "task": str(Path(__file__).resolve().parents[1] / "_support" / "tasks.py") + ":mlp",
             "trials": 4,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from _support.study_inputs import QUICK_SEARCH, QUICK_SEARCH_YAML
 from typer.testing import CliRunner
 
 from autocompress.api import run_search
@@ -34,6 +35,7 @@ def test_a_spent_budget_asks_no_new_trial(tmp_path, capfd):
     budget = 6.0
     cfg = SearchConfig.from_dict(
         {
+            **QUICK_SEARCH,
             "name": "budget",
             "task": "tests/_support/tasks.py:mlp",
             "backend": "local",
@@ -74,7 +76,8 @@ def test_cli_budget_flag_and_summary(tmp_path):
                 "backend": "local",
                 "epochs": 0,
                 "report_every": 0,
-                "baselines": ["identity"],
+                **QUICK_SEARCH_YAML,
+                "starts": ["identity"],
             }
         )
     )

@@ -105,6 +105,7 @@ def test_search_starts_from_the_enqueued_uniform_policies(tmp_path):
         out=tmp_path / "run",
         epochs=0,
         report_every=0,
+        polish=False,
     )
     by_number = {r["number"]: r for r in result.trials}
     assert by_number[0]["start"] == "prune50-int4"

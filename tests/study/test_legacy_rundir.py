@@ -13,6 +13,7 @@ import shutil
 import pytest
 import yaml
 from _support.models import mlp_task
+from _support.study_inputs import QUICK_SEARCH
 from conftest import local_config
 
 from autocompress.api import run_search
@@ -78,7 +79,7 @@ def old_run(task, tmp_path_factory):
 
 
 def new_starts() -> tuple[str, ...]:
-    return SearchConfig(name="x", task="x").starts
+    return QUICK_SEARCH["starts"]  # what local_config searches with
 
 
 def test_an_old_run_directory_reports(old_run):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _support.faulty_tasks import dies_when_pruned
+from _support.study_inputs import QUICK_SEARCH
 from conftest import ENV, write_search
 
 from autocompress.api import prepare, run_search
@@ -41,7 +42,7 @@ def short_tmp(tmp_path_factory):
 
 
 def config(out: Path, task: str = "tests/_support/tasks.py:mlp", **kw) -> SearchConfig:
-    kw = {"trials": 5, "epochs": 1, "scheduler": "none", **kw}
+    kw = {**QUICK_SEARCH, "trials": 5, "epochs": 1, "scheduler": "none", **kw}
     return SearchConfig(
         name="ray-test",
         task=task,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _support.models import mlp_task
-from _support.study_inputs import write_objectives, write_yaml
+from _support.study_inputs import QUICK_API, write_objectives, write_yaml
 from conftest import ENV, local_config, task_spec, write_search
 
 from autocompress.api import run_search, search
@@ -29,7 +29,9 @@ def _config(tmp_path: Path, **overrides) -> SearchConfig:
 
 
 def test_local_search_writes_records_and_front(task, tmp_path):
-    result = search(task, n_trials=6, seed=0, epochs=1, out=tmp_path / "run", name="mlp")
+    result = search(
+        task, n_trials=6, seed=0, epochs=1, out=tmp_path / "run", name="mlp", **QUICK_API
+    )
     rd = RunDir(tmp_path / "run")
     records = rd.records()
     assert [r["number"] for r in records] == list(range(6))

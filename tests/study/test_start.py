@@ -145,6 +145,7 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
         "tracking": False,
         "report_every": 0,
         "baselines": ["identity", "auto2"],
+        "polish": False,
         "out": str(tmp_path / "run"),
     }
     run_search(SearchConfig.from_dict(data))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from _support.runs import same_trials, timing_free
+from _support.study_inputs import QUICK_SEARCH
 
 from autocompress.api import run_search
 from autocompress.study.config import SearchConfig
@@ -14,6 +15,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def _config(out: Path, backend: str, **kw) -> SearchConfig:
+    kw = {**QUICK_SEARCH, **kw}
     return SearchConfig(
         name="det",
         task=str(TESTS / "_support" / "tasks.py") + ":mlp",

@@ -20,6 +20,7 @@ import optuna
 import pytest
 import yaml
 from _support import faults
+from _support.study_inputs import QUICK_SEARCH
 from typer.testing import CliRunner
 
 from autocompress.api import run_search
@@ -44,6 +45,7 @@ ENV = {
 
 def config(out: Path, task: str, **kw) -> SearchConfig:
     data = {
+        **QUICK_SEARCH,
         "name": "faults",
         "task": task,
         "backend": "local",

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 from _support.models import mlp_task
+from _support.study_inputs import QUICK_SEARCH
 from onnx import numpy_helper
 from torch import nn
 
@@ -134,10 +135,11 @@ def test_a_search_config_passes_its_target_options_to_every_trial(tmp_path):
 
     cfg = SearchConfig.from_dict(
         {
+            **QUICK_SEARCH,
             "name": "mlp-ort-options",
             "task": str(Path(__file__).resolve().parents[1] / "_support" / "tasks.py") + ":mlp",
             "trials": 1,
-            "baselines": ["int8"],
+            "starts": ["int8"],
             "backend": "local",
             "epochs": 0,
             "tracking": False,

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from _support.models import encoder_task, mlp_task
+from _support.study_inputs import QUICK_SEARCH
 from onnx import numpy_helper
 from torch import nn
 
@@ -175,6 +176,7 @@ def test_a_module_that_will_not_export_is_named():
 def test_tiny_local_search_on_onnxruntime(tmp_path):
     cfg = SearchConfig.from_dict(
         {
+            **QUICK_SEARCH,
             "name": "mlp-ort",
             "task": str(TESTS / "_support" / "tasks.py") + ":mlp",
             "search_space": "default",

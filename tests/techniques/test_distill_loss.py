@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from _support.models import mlp_task, multilabel_task
+from _support.study_inputs import QUICK_API
 from torch.nn import functional as F
 
 from autocompress import MeasureSettings, Policy, compress
@@ -107,6 +108,8 @@ def test_the_space_leaves_out_the_temperature_without_a_kl_term(tagger, tmp_path
     assert _globals(resolved) == _globals(with_kl) - {"distill.temperature"}
     text = describe(tagger, "default", width=200)
     assert "distill.temperature: left out (the task's distillation ('bce') uses no" in text
-    result = search(tagger, n_trials=2, seed=0, epochs=0, out=tmp_path / "run", name="tagger")
+    result = search(
+        tagger, n_trials=2, seed=0, epochs=0, out=tmp_path / "run", name="tagger", **QUICK_API
+    )
     for record in result.trials:
         assert not any("temperature" in name for name in record["params"]), record["params"]

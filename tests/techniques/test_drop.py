@@ -261,7 +261,7 @@ def test_a_search_over_drop_and_sparsity_records_what_it_did(encoder, tmp_path):
     )
     result = search(
         encoder, space=str(space), n_trials=4, seed=1, sampler="random", epochs=1,
-        out=tmp_path / "run", name="enc", starts=("identity",),
+        out=tmp_path / "run", name="enc", starts=("identity",), polish=False,
     )  # fmt: skip
     # infeasible = trained and measured, but below the preset's accuracy floor
     records = [r for r in result.trials if r["state"] in ("complete", "infeasible")]
