@@ -1,0 +1,108 @@
+"""Issue #20's floor: the default search (with its polish stage) against the hand-written expert
+policy, on the digits example, per target.
+
+For each target (``torch``: ``examples/digits/search.yaml``, what ``make demo`` runs;
+``onnxruntime``: ``examples/digits/search-ort.yaml``), both configs naming no space, start,
+sampler or polish (the defaults): the search runs from scratch, its wall time (start, trials and
+polish) is measured, then ``benchmarks/compression.py`` times, in one process, round-robin, the
+search's smallest point within 1 point of the teacher beside ``policy-drop-p50-int4`` applied
+with ``compress`` on the same target, the fp32 teachers and ORT's ``quantize_static``. The floor:
+the search's point is at least as small **and** at least as fast as the hand policy, within 1
+point of the teacher, with search + polish <= 20 minutes wall on this machine.
+
+    .venv/bin/python benchmarks/expert_gap.py [--targets torch onnxruntime] [--rounds 30]
+
+Writes benchmarks/results/expert_gap.json (the CPU named) and prints the verdict per target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, ROOT
+
+from autocompress.targets.runtimes import cpu_record
+
+CONFIGS = {"torch": "examples/digits/search.yaml", "onnxruntime": "examples/digits/search-ort.yaml"}
+HAND = "policy-drop-p50-int4"
+WALL_LIMIT_S = 20 * 60
+MAX_DROP = 0.01
+
+
+def _search(target: str, out: Path) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    began = time.perf_counter()
+    cmd = [str(ROOT / ".venv/bin/autocompress"), "search", CONFIGS[target], "--out", str(out)]
+    subprocess.run([*cmd, "--no-tracking"], cwd=ROOT, check=True)
+    return time.perf_counter() - began
+
+
+def _compare(target: str, out: Path, rounds: int) -> dict[str, Any]:
+    name = f"expert_gap_{target}"
+    cmd = [sys.executable, str(ROOT / "benchmarks/compression.py"), "--examples", "digits"]
+    cmd += ["--targets", target, "--run", f"digits:{target}={out}", "--by", "size"]
+    subprocess.run([*cmd, "--rounds", str(rounds), "--name", name], cwd=ROOT, check=True)
+    return json.loads((RESULTS / f"{name}.json").read_text())["digits"]
+
+
+def verdict(target: str, rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """The search's row against the hand policy's, from one compression.py run."""
+    search = next((r for r in rows if r["kind"] == "search"), None)
+    hand = next(r for r in rows if r["kind"] == "policy" and HAND in r["name"])
+    figures = ("accuracy", "accuracy_drop", "size_bytes", "size_reduction", "latency_ms", "speedup")
+    out: dict[str, Any] = {
+        "target": target,
+        "search_and_polish_wall_s": round(wall_s, 1),
+        "hand": {k: hand[k] for k in figures},
+    }
+    if search is None:
+        return {**out, "search": None, "holds": False, "why": "no search point within 1 point"}
+    out["search"] = {k: search[k] for k in figures} | {"trial": search.get("trial")}
+    checks = {
+        "within_1_point": search["accuracy_drop"] <= MAX_DROP,
+        "at_least_as_small": search["size_bytes"] <= hand["size_bytes"],
+        "at_least_as_fast": search["latency_ms"] <= hand["latency_ms"],
+        "within_20_minutes": wall_s <= WALL_LIMIT_S,
+    }
+    return {**out, "checks": checks, "holds": all(checks.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--runs", default=str(ROOT / "runs"), help="where the searches write")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"cpu": cpu_record(), "load_before": os.getloadavg()[0]}
+    for target in args.targets:
+        out = Path(args.runs) / f"expert-gap-{target}"
+        wall = _search(target, out)
+        compared = _compare(target, out, args.rounds)
+        pareto = json.loads((out / "pareto.json").read_text())
+        got = verdict(target, compared["rows"], wall)
+        got["polish"] = pareto.get("polish")
+        got["machine"] = compared.get("machine")
+        got["load_average_1min"] = compared.get("load_average_1min")
+        results[target] = got
+        s, h = got.get("search") or {}, got["hand"]
+        print(
+            f"{target}: search #{s.get('trial')} {s.get('size_reduction', 0):.1f}x smaller, "
+            f"{s.get('speedup', 0):.2f}x faster, drop {s.get('accuracy_drop', 0):+.4f} | hand "
+            f"{h['size_reduction']:.1f}x, {h['speedup']:.2f}x, drop {h['accuracy_drop']:+.4f} | "
+            f"search + polish {wall:.0f} s | floor {'holds' if got['holds'] else 'MISSED'}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "expert_gap.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'expert_gap.json'}")
+
+
+if __name__ == "__main__":
+    main()
