@@ -139,6 +139,7 @@ class Finetune:
     scope: str = "full"
     schedule: str = "constant"  # one of LR_SCHEDULES
     warmup: float = 0.0  # the fraction of the steps the learning rate warms up over
+    steps: int | None = None  # at most this many optimizer steps in all (None: every batch)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class Policy:
             out["finetune"]["schedule"] = self.finetune.schedule
         if self.finetune.warmup:
             out["finetune"]["warmup"] = self.finetune.warmup
+        if self.finetune.steps is not None:
+            out["finetune"]["steps"] = self.finetune.steps
         if self.quant_scope_default is not None or self.quant_scope_layers:
             scope: dict[str, Any] = {"layers": dict(self.quant_scope_layers)}
             if self.quant_scope_default is not None:
@@ -234,7 +237,9 @@ class Policy:
             scope_default = _word("quant.scope.default", scope_default, QUANT_SCOPES)
 
         f = data.get("finetune", {})
-        _check_keys("finetune", f, ("lambda", "epochs", "lr", "scope", "schedule", "warmup"))
+        _check_keys(
+            "finetune", f, ("lambda", "epochs", "lr", "scope", "schedule", "warmup", "steps")
+        )
         lam = _number("finetune.lambda", f.get("lambda", 0.0))
         if lam < 0:
             raise PolicyError(f"policy key finetune.lambda = {lam} must be >= 0")
@@ -247,6 +252,11 @@ class Policy:
         warmup = _number("finetune.warmup", f.get("warmup", 0.0))
         if not 0.0 <= warmup < 1.0:
             raise PolicyError(f"policy key finetune.warmup = {warmup} is outside [0, 1)")
+        steps = f.get("steps")
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+        ):
+            raise PolicyError(f"policy key finetune.steps = {steps!r} must be an integer >= 1")
 
         return cls(
             distill=Distill(alpha=alpha, temperature=temperature, feature_weight=feature_weight),
@@ -261,6 +271,7 @@ class Policy:
                 scope=_word("finetune.scope", f.get("scope", "full"), FINETUNE_SCOPES),
                 schedule=_word("finetune.schedule", f.get("schedule", "constant"), LR_SCHEDULES),
                 warmup=warmup,
+                steps=steps,
             ),
             sparsity_default=_ratio("prune.sparsity.default", s.get("default", 0.0)),
             sparsity_layers=sparsity_layers,

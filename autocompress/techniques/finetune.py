@@ -60,6 +60,7 @@ def finetune_(
     epochs = policy.finetune.epochs
     if epochs == 0:
         return student
+    limit, done = policy.finetune.steps, 0  # finetune.steps: at most that many optimizer steps
     use_teacher = policy.distill.alpha < 1.0
     paths = tuple(task.feature_layers if feature_layers is None else feature_layers)
     if policy.distill.feature_weight == 0 or not use_teacher:
@@ -94,9 +95,14 @@ def finetune_(
         scheduler = None
         try:
             for epoch in range(epochs):
+                if limit is not None and done >= limit:
+                    break
                 student.train()
                 unfreeze.fix_norms()
                 for index, (inputs, targets) in enumerate(task.train_loader):
+                    if limit is not None and done >= limit:
+                        break  # a partial epoch: on_epoch still sees it
+                    done += 1
                     tap.outputs.clear()
                     batch = (inputs, targets)  # on the CPU: what the teacher cache checks
                     if not training.on_cpu:

@@ -30,6 +30,18 @@ def test_json_round_trip_is_lossless():
     assert json.loads(policy.to_json()) == EXAMPLE
 
 
+def test_finetune_steps_round_trip_only_when_set():
+    """``finetune.steps`` (the distillation proxy's step limit) is written only when set, so
+    a policy written before it reads and writes back unchanged."""
+    data = {**EXAMPLE, "finetune": {**EXAMPLE["finetune"], "steps": 40}}
+    policy = Policy.from_dict(data)
+    assert policy.finetune.steps == 40
+    assert policy.to_dict() == data
+    assert Policy.from_json(policy.to_json()) == policy
+    assert Policy.from_dict(EXAMPLE).finetune.steps is None
+    assert "steps" not in Policy.from_dict(EXAMPLE).to_dict()["finetune"]
+
+
 @pytest.mark.parametrize(
     ("data", "named"),
     [
@@ -45,6 +57,8 @@ def test_json_round_trip_is_lossless():
         ({"quant": {"layers": {"stem": 12}}}, "quant.layers['stem']"),
         ({"distill": {"alpha": 2}}, "distill.alpha"),
         ({"finetune": {"epochs": -1}}, "finetune.epochs"),
+        ({"finetune": {"steps": 0}}, "finetune.steps"),
+        ({"finetune": {"steps": 2.5}}, "finetune.steps"),
     ],
 )
 def test_bad_policy_names_the_key(data, named):
