@@ -60,7 +60,7 @@ from autocompress.techniques.strategies import STRATEGIES, StrategyRun, apply_st
 from autocompress.unpack import untie_linear_weights_
 
 ESTIMATORS = ("zero-shot", "distill")
-DISTILL_STEPS = 50
+DISTILL_STEPS = 20
 TRUST_RHO = 0.8  # the least rank correlation with full accuracy at which the proxy ranks
 TRUST_PAIRS = 6  # the fewest finished trials the correlation is computed on
 
