@@ -115,7 +115,9 @@ def finetune_(
                         criterion.to(device)
                         params = trained + list(criterion.parameters())
                         optimizer = torch.optim.Adam(params, lr=policy.finetune.lr)
-                        scheduler = lr_schedule(optimizer, policy, _steps(task, epochs))
+                        total = _steps(task, epochs)  # decays over finetune.steps when fewer
+                        total = total if limit is None else min(total, limit)
+                        scheduler = lr_schedule(optimizer, policy, total)
                     feats = {p: t_feats[p] for p in tap.outputs}
                     if not training.on_cpu or training.precision != "fp32":
                         # the loss in fp32 outside autocast (BCE refuses autocast on CUDA)
