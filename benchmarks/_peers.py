@@ -107,15 +107,17 @@ def _input_names(path: Path) -> list[str]:
 
 @dataclass
 class Contender:
-    """One model in the comparison: how it runs, and the file whose bytes are its size."""
+    """One model in the comparison: how it runs, and the artifact whose files are its size;
+    or, where its runtime refused it, no model and the one-line ``error``."""
 
     name: str
-    runtime: str  # "torch" or "onnxruntime": speedups are against the teacher on the same one
-    model: nn.Module
-    artifact: Path
-    kind: str  # "reference", "peer" or "search"
+    runtime: str  # a target's name: speedups are against the teacher on the same one
+    model: nn.Module | None
+    artifact: Path | None
+    kind: str  # "reference", "peer", "search" or "policy"
     info: dict[str, Any] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)
+    error: str | None = None
 
 
 def round_robin(

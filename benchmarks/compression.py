@@ -1,19 +1,31 @@
 """Compression results against what a user would do instead, measured in one process.
 
-For each example (digits, minilm) and each target (torch, onnxruntime): the best Pareto point
-of a finished search within the example's accuracy budget of the teacher (1 point of accuracy
-for digits, 0.02 WordSim-353 Spearman for MiniLM), exported from its run directory, beside
-ONNX Runtime ``quantize_static`` (QDQ, U8S8, per-channel, MinMax-calibrated on the task's
-training batches) of the teacher's fp32 ONNX export, ``quantize_dynamic`` for the transformer,
-and the fp32 ORT and eager torch teachers. All are timed round-robin in this process (batch 1,
-one thread); size is the artifact's bytes; accuracy is the task metric computed with it.
-Speedup and size reduction are against the teacher on the same runtime.
+For each example (digits, minilm) and each target (``--targets``: torch, onnxruntime, openvino,
+executorch): the best Pareto point of a finished search within the example's accuracy budget of
+the teacher (1 point of accuracy for digits, 0.02 WordSim-353 Spearman for MiniLM), exported
+from its run directory (a several-target search gives each target's own front), beside the
+teacher fp32 on that runtime and that runtime's own peer, the tool its users would run on the
+teacher instead:
+
+- onnxruntime: ``quantize_static`` (QDQ, U8S8, per-channel, MinMax-calibrated on the task's
+  training batches) of the teacher's fp32 ONNX export; ``quantize_dynamic`` for the transformer;
+- openvino: ``nncf.quantize`` of the teacher's fp32 IR (CNN), ``nncf.compress_weights`` (int8
+  weights) for the transformer; every IR compiled as the target compiles (one thread, one
+  stream, ``INFERENCE_PRECISION_HINT=f32``);
+- executorch: the XNNPACK quantizer's post-training flow (pt2e, static per-channel; the
+  dynamic-activation config for the transformer if the static one fails), lowered to XNNPACK.
+
+The rows of one runtime are timed round-robin in this process (batch 1, one thread); size is
+the artifact's bytes (all its files); accuracy is the task metric computed with it. Accuracy
+drop, speedup and size reduction are against the teacher on the same runtime. A row a runtime
+refuses (a model it cannot lower, bits it does not offer) holds the one-line reason.
 
 Beside the search points, each example's hand-written policies (``Example.policies``, or
 ``--policy EXAMPLE[:TARGET]=FILE``) are applied with ``compress`` (no search) on their target:
 what our artifact gives for a policy a user would write by hand.
 
-    .venv/bin/python benchmarks/compression.py                      # every example and target
+    .venv/bin/python benchmarks/compression.py                      # every example, torch + ORT
+    .venv/bin/python benchmarks/compression.py --targets onnxruntime openvino executorch --name x
     .venv/bin/python benchmarks/compression.py --examples minilm --run minilm:torch=runs/x
     .venv/bin/python benchmarks/compression.py --examples minilm --policy minilm:torch=my.json
 
@@ -39,7 +51,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT  # noqa: E402
+from _common import RESULTS, ROOT, int8_machine  # noqa: E402
 from _peers import (  # noqa: E402
     Contender,
     Session,
@@ -49,17 +61,26 @@ from _peers import (  # noqa: E402
     round_robin,
 )
 from _points import policy_point, search_point  # noqa: E402
+from _target_peers import nncf_compress_weights, nncf_quantize, xnnpack_ptq  # noqa: E402
 
+from autocompress import compress, measure_teacher  # noqa: E402
 from autocompress.analysis.layers import list_layers  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
-from autocompress.targets import get_target  # noqa: E402
+from autocompress.targets import TARGETS, get_target  # noqa: E402
 from autocompress.targets.onnx import export_onnx  # noqa: E402
 from autocompress.targets.runtimes import cpu_record  # noqa: E402
+from autocompress.targets.runtimes import openvino_runtime as ov_rt  # noqa: E402
 from autocompress.task import Task, load_task  # noqa: E402
 
 MD_OUT = RESULTS / "compression.md"
 TARGET_NAMES = ("torch", "onnxruntime")
-REFERENCE = {"torch": "teacher (eager torch fp32)", "onnxruntime": "teacher (ORT fp32)"}
+REFERENCE = {
+    "torch": "teacher (eager torch fp32)",
+    "onnxruntime": "teacher (ORT fp32)",
+    "openvino": "teacher (OpenVINO fp32, f32 hint)",
+    "executorch": "teacher (ExecuTorch XNNPACK fp32)",
+}
+IDENTITY = {"finetune": {"epochs": 0}, "quant": {"default": 32}}  # the teacher as an artifact
 
 
 Evaluator = Callable[[torch.nn.Module], dict[str, float]]
@@ -96,9 +117,15 @@ EXAMPLES: dict[str, Example] = {
         runs={"torch": "runs/digits-cnn", "onnxruntime": "runs/digits-ort"},
         # the second block of each stage dropped, half of every prune group, 4-bit weights,
         # 25 epochs of distillation (2-3 s each): what the searches' 1-2 epochs cannot recover
+        # (int4 on openvino is weight compression; int8 is its and XNNPACK's integer path)
         policies={
             "torch": ("examples/digits/policy-drop-p50-int4.json",),
             "onnxruntime": ("examples/digits/policy-drop-p50-int4.json",),
+            "openvino": (
+                "examples/digits/policy-drop-p50-int4.json",
+                "examples/digits/policy-drop-p50-int8.json",
+            ),
+            "executorch": ("examples/digits/policy-drop-p50-int8.json",),
         },
     ),
     "minilm": Example(
@@ -119,56 +146,143 @@ EXAMPLES: dict[str, Example] = {
                 "examples/minilm/policy-int8.json",
                 "examples/minilm/policy-drop2-ffn50-int8.json",
             ),
+            "openvino": (
+                "examples/minilm/policy-int8.json",
+                "examples/minilm/policy-drop2-ffn50-int8.json",
+            ),
+            "executorch": (
+                "examples/minilm/policy-int8.json",
+                "examples/minilm/policy-drop2-ffn50-int8.json",
+            ),
         },
     ),
 }
 
 
-def references(task: Task, work: Path) -> list[Contender]:
-    torch_target = get_target("torch")
-    pt = work / "teacher.pt"
-    bits = {i.path: 32 for i in list_layers(task.model)}
-    torch_target.save(task.model, pt, bits=bits, structure={}, meta={"policy": Policy().to_dict()})
-    onnx_path = export_onnx(task.model, task.example_inputs, work / "teacher.onnx")
-    return [
-        Contender(REFERENCE["torch"], "torch", task.model, pt, "reference"),
-        Contender(
-            REFERENCE["onnxruntime"], "onnxruntime", Session(onnx_path), onnx_path, "reference"
-        ),
-    ]
+def guarded(name: str, runtime: str, kind: str, build: Callable[[], Contender]) -> Contender:
+    """``build()``, or where the runtime refuses (any error), a row holding the one-line reason."""
+    try:
+        return build()
+    except Exception as exc:  # a refusal is a row of the table, never a crash of the benchmark
+        text = " ".join(str(exc).split()) or "no message"
+        reason = f"{type(exc).__name__}: {text[:300]}"
+        print(f"refused: {name} on {runtime}: {reason}", flush=True)
+        return Contender(name, runtime, None, None, kind, error=reason)
 
 
-def peers(task: Task, example: Example, fp32: Path, work: Path) -> list[Contender]:
-    static = quantize_static_peer(fp32, work / "static.onnx", task.train_loader)
-    out = [
-        Contender(
-            "ORT quantize_static (QDQ U8S8 per-channel)",
-            "onnxruntime",
-            Session(static),
-            static,
-            "peer",
-        )
-    ]
-    if example.transformer:
-        dynamic = quantize_dynamic_peer(fp32, work / "dynamic.onnx")
-        out.append(Contender("ORT quantize_dynamic (int8 per-channel)", "onnxruntime", Session(dynamic), dynamic, "peer"))  # fmt: skip
+def references(
+    task: Task, targets: list[str], work: Path, figures: dict[str, dict[str, Any]]
+) -> list[Contender]:
+    """The teacher fp32 on each target's runtime: the eager model, its ONNX export, and for the
+    lowered targets the target's own artifact of the teacher (``IDENTITY``: 32 bits, nothing
+    removed, no fine-tuning; the same bytes as ``measure_teacher``'s)."""
+    out = []
+    if "torch" in targets:
+        pt = work / "teacher.pt"
+        bits = {i.path: 32 for i in list_layers(task.model)}
+        meta = {"policy": Policy().to_dict()}
+        get_target("torch").save(task.model, pt, bits=bits, structure={}, meta=meta)
+        out.append(Contender(REFERENCE["torch"], "torch", task.model, pt, "reference"))
+    if "onnxruntime" in targets:
+        onnx_path = export_onnx(task.model, task.example_inputs, work / "teacher.onnx")
+        out.append(Contender(REFERENCE["onnxruntime"], "onnxruntime", Session(onnx_path), onnx_path, "reference"))  # fmt: skip
+    for target in (t for t in targets if t not in ("torch", "onnxruntime")):
+        name = REFERENCE.get(target, f"teacher ({target} fp32)")
+
+        def lowered(target: str = target, name: str = name) -> Contender:
+            figures[target] = measure_teacher(task, target=target)
+            result = compress(
+                task,
+                Policy.from_dict(IDENTITY),
+                target=target,
+                out_dir=work / f"teacher-{target}",
+                teacher=figures[target],
+            )
+            model = get_target(target).load(result.artifact, task.model)
+            info = {"graph": result.metrics["graph"]} if "graph" in result.metrics else {}
+            return Contender(name, target, model, result.artifact, "reference", info)
+
+        out.append(guarded(name, target, "reference", lowered))
     return out
+
+
+def peers(task: Task, example: Example, teachers: dict[str, Contender], work: Path) -> list[Contender]:  # fmt: skip
+    """Each runtime's own post-training peer of the teacher (where its teacher was built)."""
+    out = []
+    if "onnxruntime" in teachers:
+        fp32 = teachers["onnxruntime"].artifact
+        names = {"static": "ORT quantize_static (QDQ U8S8 per-channel)", "dynamic": "ORT quantize_dynamic (int8 per-channel)"}  # fmt: skip
+
+        def static() -> Contender:
+            path = quantize_static_peer(fp32, work / "static.onnx", task.train_loader)
+            return Contender(names["static"], "onnxruntime", Session(path), path, "peer")
+
+        def dynamic() -> Contender:
+            path = quantize_dynamic_peer(fp32, work / "dynamic.onnx")
+            return Contender(names["dynamic"], "onnxruntime", Session(path), path, "peer")
+
+        out.append(guarded(names["static"], "onnxruntime", "peer", static))
+        if example.transformer:
+            out.append(guarded(names["dynamic"], "onnxruntime", "peer", dynamic))
+    if "openvino" in teachers:
+        ir, nncf_out = teachers["openvino"].artifact, work / "nncf" / "model.xml"
+        if example.transformer:
+            name = "NNCF compress_weights (int8 weights)"
+            build = lambda: nncf_compress_weights(ir, nncf_out)  # noqa: E731
+        else:
+            name = "NNCF quantize (int8, 300 calibration samples)"
+            build = lambda: nncf_quantize(task, ir, nncf_out)  # noqa: E731
+
+        def openvino() -> Contender:
+            path = build()
+            return Contender(name, "openvino", ov_rt.OvModule(path), path, "peer")
+
+        out.append(guarded(name, "openvino", "peer", openvino))
+    if "executorch" in teachers:
+        out.append(_xnnpack_peer(task, example, work))
+    return out
+
+
+def _xnnpack_peer(task: Task, example: Example, work: Path) -> Contender:
+    """XNNPACK PTQ, static; for a transformer whose static flow fails, the dynamic config."""
+    from autocompress.targets.runtimes import executorch_runtime as et_rt
+
+    def build(dynamic: bool, why: str | None = None) -> Contender:
+        path, record = xnnpack_ptq(task, work / f"xnnpack-{'dynamic' if dynamic else 'static'}", dynamic=dynamic)  # fmt: skip
+        info = {"graph": record, **({"static_refused": why} if why else {})}
+        name = f"XNNPACK PTQ ({'dynamic' if dynamic else 'static'} int8 per-channel, pt2e)"
+        return Contender(name, "executorch", et_rt.EtModule(path, threads=1), path, "peer", info)
+
+    static = guarded("XNNPACK PTQ (static int8 per-channel, pt2e)", "executorch", "peer", lambda: build(False))  # fmt: skip
+    if static.error is None or not example.transformer:
+        return static
+    return guarded("XNNPACK PTQ (dynamic int8 per-channel, pt2e)", "executorch", "peer", lambda: build(True, static.error))  # fmt: skip
 
 
 def measure(
     task: Task, example: Example, contenders: list[Contender], *, rounds: int, per_round: int
 ) -> list[dict[str, Any]]:
-    round_robin(contenders, task.example_inputs, rounds=rounds, per_round=per_round)
+    """Per runtime, its rows timed round-robin; then each row's task metric, size (all the
+    artifact's files), runtime records and ratios against the teacher on its runtime."""
+    live = [c for c in contenders if c.error is None]
+    for runtime in dict.fromkeys(c.runtime for c in live):
+        group = [c for c in live if c.runtime == runtime]
+        print(f"timing {len(group)} {runtime} rows round-robin", flush=True)
+        round_robin(group, task.example_inputs, rounds=rounds, per_round=per_round)
     extra = example.extra() if example.extra is not None else None
     rows = []
     for c in contenders:
+        if c.error is not None:
+            rows.append({"name": c.name, "kind": c.kind, "runtime": c.runtime, "error": c.error, **c.info})  # fmt: skip
+            continue
         print(f"evaluating {c.name}", flush=True)
+        files = get_target(c.runtime).files(c.artifact) if c.runtime in TARGETS else [c.artifact]
         row: dict[str, Any] = {
             "name": c.name,
             "kind": c.kind,
             "runtime": c.runtime,
             "accuracy": task.evaluate(c.model),
-            "size_bytes": c.artifact.stat().st_size,
+            "size_bytes": sum(f.stat().st_size for f in files if f.exists()),
             **latency(c),
             **c.info,
         }
@@ -176,11 +290,16 @@ def measure(
             row["extra"] = extra(c.model)
         if isinstance(c.model, Session):
             row["ort_ops"] = c.model.ops
+        if isinstance(c.model, ov_rt.OvModule):  # the precision it ran in, its runtime ops
+            row.update(ov_rt.graph_record(c.model.compiled))
         rows.append(row)
-    teacher = {r["runtime"]: r for r in rows if r["kind"] == "reference"}
+    teacher = {r["runtime"]: r for r in rows if r["kind"] == "reference" and "error" not in r}
     for row in rows:
-        ref = teacher[row["runtime"]]
-        row["accuracy_drop"] = teacher["torch"]["accuracy"] - row["accuracy"]
+        ref = teacher.get(row["runtime"])
+        if "error" in row or ref is None:
+            continue
+        row["teacher_accuracy"] = ref["accuracy"]
+        row["accuracy_drop"] = ref["accuracy"] - row["accuracy"]
         row["size_reduction"] = ref["size_bytes"] / row["size_bytes"]
         row["speedup"] = ref["latency_ms"] / row["latency_ms"]
         row["vs"] = ref["name"]
@@ -195,12 +314,15 @@ def run_example(
 ) -> dict[str, Any]:
     example = EXAMPLES[name]
     print(f"== {name}", flush=True)
+    load_before = _loadavg()
     task = load_task(f"{ROOT / 'examples' / name / 'task.py'}:build_task")
     notes: list[str] = []
+    figures: dict[str, dict[str, Any]] = {}  # target -> the teacher's figures compress compares to
     with tempfile.TemporaryDirectory(prefix=f"compression-{name}-") as tmp:
         work = Path(tmp)
-        refs = references(task, work)
-        contenders = refs + peers(task, example, refs[1].artifact, work)
+        refs = references(task, args.targets, work, figures)
+        teachers = {c.runtime: c for c in refs if c.error is None}
+        contenders = refs + peers(task, example, teachers, work)
         for target in args.targets:
             point = search_point(
                 task, example.max_drop, target, runs[target], work, by=args.by, notes=notes
@@ -208,7 +330,14 @@ def run_example(
             if point is not None:
                 contenders.append(point)
         for target, policy_file in policies:
-            point = policy_point(task, target, policy_file, work, notes=notes)
+            label = f"ours: {policy_file.stem} policy on {target}"
+
+            def ours(target: str = target, policy_file: Path = policy_file) -> Contender | None:
+                return policy_point(
+                    task, target, policy_file, work, notes=notes, teacher=figures.get(target)
+                )
+
+            point = guarded(label, target, "policy", ours)
             if point is not None:
                 contenders.append(point)
         rows = measure(task, example, contenders, rounds=args.rounds, per_round=args.per_round)
@@ -216,23 +345,45 @@ def run_example(
         "metric": example.metric,
         "max_accuracy_drop": example.max_drop,
         "latency_inputs": [list(t.shape) for t in task.example_inputs],
+        "targets": list(args.targets),
         "rows": rows,
         "notes": notes,
         "machine": _machine(),
+        "cpu": _cpu(),
         "load_average_1min": os.getloadavg()[0],
+        "loadavg_before": load_before,  # /proc/loadavg: other processes on the cores
+        "loadavg_after": _loadavg(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", "benchmarks/compression.py", *sys.argv[1:]]),
     }
 
 
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else ""
+
+
+def _cpu() -> dict[str, Any]:
+    """The CPU record with its int8/bf16 features and the runtimes' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("onnxruntime", "openvino", "nncf", "executorch", "torchao"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return int8_machine(torch=torch.__version__, **versions)
+
+
 def _machine() -> str:
-    """The machine, with what decides ORT's int8 speed: VNNI or AVX2-only."""
+    """The machine, with what decides int8 speed: VNNI or AVX2-only, and the int8/bf16 flags."""
     cpu = cpu_record()
     model = cpu["model"] or platform.processor() or platform.machine()
     isa = "AVX-512 VNNI" if cpu["vnni"] else ("AVX2, no VNNI" if cpu["avx2"] else "no AVX2")
+    features = ", ".join(_cpu()["int8_features"]) or "none"
     return (
-        f"{os.cpu_count()} vCPU {model} ({isa}), Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
+        f"{os.cpu_count()} vCPU {model} ({isa}; int8/bf16 features: {features}), "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
     )
 
 
@@ -243,49 +394,65 @@ def _mb(n: int) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     for name, res in results.items():
+        load = (
+            f"; /proc/loadavg before {res['loadavg_before']!r}, after {res['loadavg_after']!r}"
+            if res.get("loadavg_before")
+            else ""
+        )
         lines += [
             f"### {name}: {res['metric']}, batch 1, one thread",
             "",
             f"`{res['command']}` — {res['machine']}, {res['date']}, 1-minute load average "
-            f"{res.get('load_average_1min', float('nan')):.1f} at the end. Speedup and size reduction "
-            "are against the teacher on the same runtime; all rows timed round-robin in one process.",
+            f"{res.get('load_average_1min', float('nan')):.1f} at the end{load}. Accuracy drop, "
+            "speedup and size reduction are against the teacher on the same runtime; the rows "
+            "of one runtime are timed round-robin in one process.",
             "",
             f"| model | runtime | {res['metric']} | drop | size | × smaller | latency (median) | × faster |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in res["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['name']} | {r['runtime']} | refused: {r['error']} | | | | | |")
+                continue
             extra = "".join(f" / {k} {v:.3f}" for k, v in r.get("extra", {}).items())
             lines.append(
                 f"| {r['name']} | {r['runtime']} | {r['accuracy']:.4f}{extra} | "
-                f"{r['accuracy_drop']:+.4f} | {_mb(r['size_bytes'])} | {r['size_reduction']:.2f}× | "
-                f"{r['latency_ms']:.3f} ms | {r['speedup']:.2f}× |"
+                f"{r.get('accuracy_drop', float('nan')):+.4f} | {_mb(r['size_bytes'])} | "
+                f"{r.get('size_reduction', float('nan')):.2f}× | "
+                f"{r['latency_ms']:.3f} ms | {r.get('speedup', float('nan')):.2f}× |"
             )
         lines += ["", *_verdict(res), *(f"- note: {n}" for n in res["notes"]), ""]
     return "\n".join(lines)
 
 
 def _verdict(res: dict[str, Any]) -> list[str]:
-    """Per column (size, latency): does our best point (a search point or a hand policy)
-    within budget beat every peer?"""
+    """Per runtime and column (size, latency): does our best point (a search point or a hand
+    policy) within budget of that runtime's teacher beat every peer on that runtime, and at
+    what accuracy?"""
     budget = res["max_accuracy_drop"]
-    ours = ("search", "policy")
-    search = [r for r in res["rows"] if r["kind"] in ours and r["accuracy_drop"] <= budget]
-    peers = [r for r in res["rows"] if r["kind"] == "peer"]
-    if not search:
-        return [f"- no point of ours within {budget} of the teacher in this table"]
+    rows = [r for r in res["rows"] if "error" not in r and "accuracy_drop" in r]
     out = []
-    for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
-        best = min(search, key=lambda r: r[column])
-        winners = [p for p in peers if p[column] < best[column]]
-        for p in winners:
-            within = (
-                ""
-                if p["accuracy_drop"] <= budget
-                else f", {p['accuracy_drop']:.4f} below the teacher"
-            )
-            out.append(f"- **a peer wins {label}**: {p['name']}{within}")
-        if not winners:
-            out.append(f"- {label}: {best['name']} beats every peer")
+    for runtime in dict.fromkeys(r["runtime"] for r in rows):
+        ours = [r for r in rows if r["runtime"] == runtime and r["kind"] in ("search", "policy")]
+        peers = [r for r in rows if r["runtime"] == runtime and r["kind"] == "peer"]
+        within = [r for r in ours if r["accuracy_drop"] <= budget]
+        if not peers and not ours:
+            continue
+        if not within:
+            out.append(f"- {runtime}: no point of ours within {budget} of the teacher")
+            continue
+        for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
+            best = min(within, key=lambda r: r[column])
+            winners = [p for p in peers if p[column] < best[column]]
+            for p in winners:
+                acc = "" if p["accuracy_drop"] <= budget else f", {p['accuracy_drop']:.4f} below the teacher"  # fmt: skip
+                out.append(f"- **{runtime}: a peer wins {label}**: {p['name']}{acc}")
+            if not winners:
+                than = "; ".join(f"{p['name']} {res['metric']} {p['accuracy']:.4f}" for p in peers)
+                out.append(
+                    f"- {runtime} {label}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) "
+                    f"beats every peer" + (f" ({than})" if than else "")
+                )
     return out
 
 

@@ -27,48 +27,12 @@ from pathlib import Path
 
 import _common as common
 import torch
+from _target_peers import xnnpack_ptq
 
 from autocompress import Task
-from autocompress.targets.runtimes import executorch_lowering as _et_lower
 from autocompress.targets.runtimes import executorch_runtime as rt
 
 OUT = common.RESULTS / "executorch_int8.json"
-CALIBRATION = 300  # images for the pt2e peer (as NNCF's default subset in openvino_int8.py)
-
-
-def _pt2e(task: Task, out: Path) -> tuple[Path, dict]:
-    """The XNNPACK quantizer's post-training flow on the teacher, lowered like ours."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torch.export import export
-    from torch.utils._pytree import tree_structure, treespec_dumps
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    example = tuple(task.example_inputs)
-    model = task.model.eval()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(True))
-    prepared = prepare_pt2e(export(model, example).module(), quantizer)
-    images = [x[i : i + 1] for x, _ in task.train_loader for i in range(len(x))]
-    with torch.no_grad():
-        for image in images[:CALIBRATION]:
-            prepared(image)
-    converted = convert_pt2e(prepared)
-    header = {"batch": 1, "out_spec": treespec_dumps(tree_structure(model(*example)))}
-    methods = {rt.HEADER_METHOD: rt.header_tensor(header)}
-    edge, program = _et_lower.lower(converted, example, methods)
-    ops = rt.program_ops(program)  # before to_executorch, which rewrites ops to out variants
-    path = out / "pt2e" / "model.pte"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(edge.to_executorch().buffer)
-    int8 = sum(1 for rec in ops["layers"].values() if rec["int8"] and rec["runs"] == "XNNPACK")
-    row = {
-        "size_bytes": path.stat().st_size,
-        "int_compute_layers": f"{int8}/{len(ops['layers'])}",
-        **{k: ops[k] for k in ("partitions", "delegated_ops", "portable_ops")},
-    }
-    return path, row
 
 
 def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> dict:
@@ -76,7 +40,7 @@ def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> di
     paths = {name: res.artifact for name, (res, _) in ours.items()}
     rows = {name: {**row, **res.metrics["graph"]} for name, (res, row) in ours.items()}
     if peer:
-        paths["pt2e"], rows["pt2e"] = _pt2e(task, tmp)
+        paths["pt2e"], rows["pt2e"] = xnnpack_ptq(task, tmp / "pt2e")
     runs = {name: rt.EtModule(path, threads=1) for name, path in paths.items()}
     common.measure_runs(rows, runs, task, rounds)
     return rows

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import _common as common
 import torch
+from _target_peers import nncf_quantize
 
 from autocompress import Task
 from autocompress.targets import get_target
@@ -33,20 +34,6 @@ from autocompress.targets.runtimes import openvino_runtime as rt
 
 OUT = common.RESULTS / "openvino_int8.json"
 FLOOR = 2.5  # int8 vs OpenVINO fp32, no pruning, on an AVX-512 VNNI CPU
-CALIBRATION = 300  # images for nncf.quantize (its default subset size)
-
-
-def _nncf(task: Task, teacher: Path, out: Path) -> Path:
-    import nncf
-    import openvino as ov
-
-    images = [x[i : i + 1].numpy() for x, _ in task.train_loader for i in range(len(x))]
-    dataset = nncf.Dataset(images[:CALIBRATION])
-    model = nncf.quantize(rt.core().read_model(str(teacher)), dataset, subset_size=CALIBRATION)
-    path = out / "nncf" / "model.xml"
-    path.parent.mkdir(parents=True)
-    ov.save_model(model, str(path), compress_to_fp16=False)
-    return path
 
 
 def _compiled(path: Path, default_hint: bool = False):
@@ -64,7 +51,7 @@ def bench(task: Task, tmp: Path, rounds: int, qat_epochs: int, peer: bool) -> di
         layers = res.metrics["layers"].values()
         row["runtime_precisions"] = sorted({r.get("runtime_precision", "?") for r in layers})
     if peer:
-        paths["nncf"] = _nncf(task, paths["fp32"], tmp)
+        paths["nncf"] = nncf_quantize(task, paths["fp32"], tmp / "nncf" / "model.xml")
         files = get_target("openvino").files(paths["nncf"])
         rows["nncf"] = {"size_bytes": sum(f.stat().st_size for f in files)}
     runs = {name: rt.OvModule(_compiled(path)) for name, path in paths.items()}
