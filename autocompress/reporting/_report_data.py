@@ -9,7 +9,7 @@ import html
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,25 @@ def load_run(run_dir: str | Path) -> RunData:
         config_text=config_path.read_text() if config_path.is_file() else None,
         fronts=dict(pareto.get("fronts") or {}),
     )
+
+
+def target_runs(run: RunData) -> dict[str, RunData]:
+    """A several-target search seen from each target: its trials on that target's own figures
+    (each timing paired with the teacher on that runtime; a trial whose conversion failed there
+    is left out), its front and its teacher, for that target's figures."""
+    views = {}
+    for target, front in run.fronts.items():
+        records = []
+        for r in run.records:
+            entry = ((r.get("metrics") or {}).get("targets") or {}).get(target)
+            if entry is not None and "error" not in entry:
+                keep = {k: r[k] for k in ("number", "state", "start", "policy") if k in r}
+                records.append({**keep, "metrics": entry})
+        teacher = (run.teacher.get("targets") or {}).get(target) or {}
+        views[target] = replace(
+            run, teacher=dict(teacher), records=records, pareto=front, fronts={}
+        )
+    return views
 
 
 def table_metrics(run: RunData) -> list[str]:

@@ -38,7 +38,11 @@ def _figure_html(
     )
 
 
-def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: str) -> str:
+def _scatter_2d(
+    run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: str, *, title: str = ""
+) -> str:
+    """``y`` against ``x``: all complete trials, the front, the starts, the teacher; ``title``
+    goes before the axes' names (a target's name)."""
     import plotly.graph_objects as go
 
     complete = run.complete()
@@ -96,7 +100,7 @@ def _scatter_2d(run: RunData, x: tuple[str, str], y: tuple[str, str], div_id: st
             hovertext=[_teacher_hover(run)],
         )
     fig.update_layout(
-        title=f"{axis(y[0])[0]} vs {axis(x[0])[0]}",
+        title=f"{title + ': ' if title else ''}{axis(y[0])[0]} vs {axis(x[0])[0]}",
         xaxis_title=f"{axis(x[0])[0]} ({x[1]})",
         yaxis_title=f"{axis(y[0])[0]} ({y[1]})",
     )

@@ -24,6 +24,7 @@ from autocompress.reporting._report_data import (
     policy_summary,
     table_cell,
     table_metrics,
+    target_runs,
 )
 from autocompress.reporting._report_figures import (
     PARETO_DIV_ID,
@@ -146,6 +147,22 @@ def _target_fronts(run: RunData) -> str:
     return f'<h2>Front per target</h2><div class="plots">{"".join(tables)}</div>'
 
 
+def _target_figures(run: RunData, pairs: list[tuple[tuple[str, str], tuple[str, str]]]) -> str:
+    """A several-target search: per target, the front plots of the Pareto section drawn on
+    that target's own figures (its trials, its front, its teacher)."""
+    views = target_runs(run)
+    if not views:
+        return ""
+    rows = []
+    for target, view in views.items():
+        plots = "".join(
+            f"<div>{_scatter_2d(view, x, y, f'front-{target}-{x[0]}-{y[0]}', title=target)}</div>"
+            for x, y in pairs
+        )
+        rows.append(f'<h3>{html.escape(target)}</h3><div class="plots">{plots}</div>')
+    return f"<h2>Figures per target</h2>{''.join(rows)}"
+
+
 def _counts(run: RunData) -> str:
     counts = Counter(r.get("state") for r in run.records)
     items = "".join(
@@ -248,6 +265,7 @@ def _render_html(run: RunData, *, inline_plotlyjs: bool) -> str:
 <h2>Pareto front</h2>
 <div class="plots">{"".join(f"<div>{p}</div>" for p in plots)}</div>
 {three_d}
+{_target_figures(run, pairs)}
 <h2>Hypervolume over trials</h2>
 {_hypervolume_plot(run)}
 <h2>Per-layer policy of the Pareto points</h2>

@@ -10,6 +10,7 @@ Real searches of the tiny MLP (tests/_support/tasks.py), real ONNX Runtime / Exe
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from autocompress import api
 from autocompress.errors import ConfigError
 from autocompress.integrations._mlflow_payload import trial_metrics
 from autocompress.pipeline import CompressOptions, load_artifact
+from autocompress.reporting._report_data import axis
 from autocompress.study.config import SearchConfig
 from autocompress.study.pareto import front
 from autocompress.study.records import TrialState
@@ -137,6 +139,27 @@ def test_report_compare_and_mlflow_show_every_target(run, tmp_path):
     assert logged["onnxruntime.latency_ms"] == entry["latency_ms"]
     assert logged["accuracy"] == record["metrics"]["accuracy"]
     assert not any(k.startswith("torch.") for k in logged)
+
+
+def _traces(page: str, div_id: str) -> list[dict]:
+    """The plotly traces the report draws into ``div_id``."""
+    start = re.search(rf'Plotly\.newPlot\(\s*"{re.escape(div_id)}",\s*', page)
+    assert start is not None, f"no plot {div_id} in the report"
+    return json.JSONDecoder().raw_decode(page, start.end())[0]
+
+
+def test_the_report_draws_each_targets_front_from_its_own_figures(run):
+    out, result = run
+    page = (out / "report.html").read_text()
+    fronts = json.loads((out / "pareto.json").read_text())["fronts"]
+    scale = axis("size_bytes")[1]
+    for name in TARGETS:
+        traces = {t["uid"]: t for t in _traces(page, f"front-{name}-size_bytes-accuracy")}
+        own = [p["metrics"]["size_bytes"] * scale for p in fronts[name]]
+        assert traces["pareto"]["x"] == pytest.approx(own)
+        assert traces["pareto"]["y"] == pytest.approx([p["metrics"]["accuracy"] for p in fronts[name]])  # fmt: skip
+        teacher = result.teacher["targets"][name]["size_bytes"] * scale
+        assert traces["teacher"]["x"] == pytest.approx([teacher])
 
 
 def test_export_target_copies_or_rebuilds_that_targets_artifact(run, tmp_path):

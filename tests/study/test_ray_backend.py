@@ -16,14 +16,17 @@ from _support.study_inputs import QUICK_SEARCH
 from conftest import ENV, write_search
 
 from autocompress.api import prepare, run_search
+from autocompress.pipeline import load_artifact
 from autocompress.study._polish_plan import with_polish
 from autocompress.study.config import SearchConfig
 from autocompress.study.rundir import RunDir
+from autocompress.task import load_task
 
 ray = pytest.importorskip("ray")
 
 TESTS = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("autocompress")
+TARGETS = ("torch", "onnxruntime")
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +59,11 @@ def config(out: Path, task: str = "tests/_support/tasks.py:mlp", **kw) -> Search
 
 
 def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, capfd):
-    result = run_search(config(short_tmp / "run", polish={"candidates": 2, "epochs": 2}))
+    """Measured on two runtimes (``targets``): the objective target's figures as in a
+    one-target search, and per target a front from the workers' own artifacts."""
+    result = run_search(
+        config(short_tmp / "run", targets=TARGETS, polish={"candidates": 2, "epochs": 2})
+    )
     out, err = capfd.readouterr()
     # Ray Tune's own console output stays hidden without verbose
     assert "Configuration for experiment" not in out + err
@@ -82,9 +89,32 @@ def test_search_runs_all_trials_on_ray_with_shared_teacher_outputs(short_tmp, ca
         assert (short_tmp / "run" / p["artifact"] / "model.pt").exists() or p["number"] not in {
             t["number"] for t in result.pareto
         }
+    _check_each_target_from_its_own_artifact(short_tmp / "run", records)
     # Ray's temp folder was inside the run directory (short path, explicit, nothing in ~) and
     # is removed when the search ends: sockets, logs and Tune's driver artifacts go with it
     assert not (short_tmp / "run" / "ray" / "tmp").exists()
+
+
+def _check_each_target_from_its_own_artifact(run: Path, records: list[dict]) -> None:
+    """Each target has its front; a kept trial's ONNX Runtime figures are its own model.onnx's
+    (its bytes, the task metric computed with it), not the torch artifact's."""
+    doc = json.loads((run / "pareto.json").read_text())
+    assert set(doc["fronts"]) == set(TARGETS) and all(doc["fronts"].values())
+    task = load_task(str(TESTS / "_support" / "tasks.py") + ":mlp")
+    checked = 0
+    for r in records:
+        if r["state"] != "complete":
+            continue
+        entries = r["metrics"]["targets"]
+        assert list(entries) == list(TARGETS) and entries["torch"]["size_bytes"] == r["metrics"]["size_bytes"]  # fmt: skip
+        onnx = run / "trials" / str(r["number"]) / "onnxruntime" / "model.onnx"
+        if onnx.is_file():  # kept: a Pareto trial
+            assert entries["onnxruntime"]["size_bytes"] == onnx.stat().st_size
+            assert entries["onnxruntime"]["size_bytes"] != entries["torch"]["size_bytes"]
+            deployed = load_artifact(onnx, task.model)
+            assert task.evaluate(deployed) == pytest.approx(entries["onnxruntime"]["accuracy"])
+            checked += 1
+    assert checked
 
 
 def _check_one_teacher_per_comparison(run: Path) -> None:
