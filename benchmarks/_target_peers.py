@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from autocompress.targets.runtimes import executorch_lowering as et_lower
 from autocompress.targets.runtimes import executorch_runtime as et_rt
@@ -65,8 +66,9 @@ def nncf_compress_weights(teacher_ir: Path, out: Path) -> Path:
 def xnnpack_ptq(task: Task, out: Path, *, dynamic: bool = False) -> tuple[Path, dict[str, Any]]:
     """The XNNPACK quantizer's post-training flow on the teacher: ``prepare_pt2e`` /
     ``convert_pt2e`` (torchao) with ``XNNPACKQuantizer`` and
-    ``get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)``, calibrated
-    on ``CALIBRATION`` training samples (static), lowered to XNNPACK. Returns the ``.pte`` and
+    ``get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)`` (global when
+    static; on the ``nn.Linear`` layers when dynamic), calibrated on ``CALIBRATION`` training
+    samples (static), lowered to XNNPACK. Returns the ``.pte`` and
     its record (size, int8 layers on XNNPACK, partitions, delegated and portable ops)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -79,7 +81,8 @@ def xnnpack_ptq(task: Task, out: Path, *, dynamic: bool = False) -> tuple[Path, 
     example = tuple(task.example_inputs)
     model = task.model.eval()
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    quantizer = XNNPACKQuantizer()  # dynamic: the Linear layers only (ExecuTorch's LLM recipe)
+    quantizer = quantizer.set_module_type(nn.Linear, config) if dynamic else quantizer.set_global(config)  # fmt: skip
     prepared = prepare_pt2e(export(model, example).module(), quantizer)
     with torch.no_grad():
         for sample in samples(task, 32 if dynamic else CALIBRATION):
