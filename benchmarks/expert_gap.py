@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {"cpu": cpu_record(), "load_before": os.getloadavg()[0]}
     for target in args.targets:
-        out = Path(args.runs) / f"expert-gap-{target}"
+        out = Path(args.runs) / f"gap-{target}"
         wall = _search(target, out)
         compared = _compare(target, out, args.rounds)
         pareto = json.loads((out / "pareto.json").read_text())

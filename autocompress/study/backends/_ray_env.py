@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from autocompress.task import Task
 
-# Ray puts AF_UNIX sockets (limit 107 bytes) ~60 characters below its temp folder
-_MAX_TEMP_DIR = 48
+# Ray puts AF_UNIX sockets (limit 107 bytes) up to 64 characters below its temp folder
+# ("/session_<date>_<time>_<microseconds>_<pid of up to 7 digits>/sockets/plasma_store")
+_MAX_TEMP_DIR = 107 - 64
 
 
 def ray_temp_dir(run_dir: Path) -> Path:
