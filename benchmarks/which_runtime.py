@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--backend", default="local", choices=("local", "ray"))
+    parser.add_argument("--out", help="keep the run directory here (default: a temporary one)")
     args = parser.parse_args()
     folder = ROOT / "examples" / "digits"
     data = yaml.safe_load((folder / "search-ort.yaml").read_text())
@@ -66,13 +67,13 @@ def main() -> None:
     data.update(name="digits-which-runtime", targets=TARGETS, trials=args.trials)
     data.update(backend=args.backend, tracking=False)
     with tempfile.TemporaryDirectory(prefix="acw") as tmp:
-        data["out"] = str(Path(tmp) / "run")
+        data["out"] = args.out or str(Path(tmp) / "run")
         config = SearchConfig.from_dict(data, source="which_runtime", base_dir=str(folder))
         load_before = os.getloadavg()
         began = time.perf_counter()
         result = run_search(config)
         wall = time.perf_counter() - began
-        pareto = json.loads((Path(tmp) / "run" / "pareto.json").read_text())
+        pareto = json.loads((Path(data["out"]) / "pareto.json").read_text())
     states = [r["state"] for r in result.trials]
     figures = {
         "cpu": cpu_record(),

@@ -28,7 +28,7 @@ fixed list, in two steps:
    holds, holds; one that drops more at no lower ratio than one that fails, fails), so the
    shallower bisections start narrowed. The probes on the way (0.4, 0.6, 0.5, ...) are points
    of the front themselves. Names say all three: ``drop1-prune50-int4``. ``auto<K>`` runs K
-   such trials; ``auto`` 6, plus one per depth level above 0 (at most 2 more). A bit-width
+   such trials; ``auto`` 8, plus one per depth level above 0 (at most 2 more). A bit-width
    whose search has converged, or whose next step waits for a running trial, gives its turn
    to the next one, and when none can step the sampler proposes.
 
@@ -58,7 +58,7 @@ from autocompress.study.space.hierarchy import GLOBAL_BITS, GLOBAL_PRUNE, _choic
 from autocompress.task import Task
 
 AUTO = re.compile(r"auto([1-9]\d?)?")
-DEFAULT_K = 6
+DEFAULT_K = 8  # enough for a bisection over 8 ratios to end at two bit-widths and depths
 DEPTH_EXTRA = 2  # ``auto``'s extra starts where the space searches depth
 # how far below its bit-width's unpruned trial a pruned start may fall and still count as
 # holding: the accuracy drop the objectives allow (their accuracy ``max_drop`` constraint),

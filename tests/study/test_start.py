@@ -119,7 +119,7 @@ def test_kept_bits_drops_what_a_smaller_bit_width_matches():
 
 
 def test_auto_names_and_levels_of_the_refine_space():
-    assert auto_count("auto") == 6 and auto_count("auto3") == 3 and auto_count("int8") is None
+    assert auto_count("auto") == 8 and auto_count("auto3") == 3 and auto_count("int8") is None
     with pytest.raises(ConfigError, match="auto0"):
         SearchConfig.from_dict({"name": "x", "task": "t.py:f", "baselines": ["auto0"]})
     SearchConfig.from_dict({"name": "x", "task": "t.py:f", "baselines": ["identity", "auto4"]})
