@@ -23,6 +23,7 @@ from autocompress.errors import ConfigError
 from autocompress.measure.metrics import METRICS
 from autocompress.reporting._compare_plots import plot_html, plot_png
 from autocompress.reporting._report_data import axis, table_cell
+from autocompress.study._polish_plan import with_polish
 from autocompress.study.pareto import (
     default_reference,
     front,
@@ -155,7 +156,8 @@ def _load(source: str, tracking_uri: str | None) -> list[_Search]:
 
 def _load_run_dir(path: Path) -> _Search:
     rd = RunDir(path)
-    records = rd.records()
+    # the polished figures where a trial was polished, as on the front read from pareto.json
+    records = with_polish(rd.records(), rd.polishes())
     pareto: dict[str, Any] = {}
     if (path / "pareto.json").is_file():
         pareto = rd.read_pareto()

@@ -295,7 +295,10 @@ def with_polish(
         if done.get("state") == TrialState.FAILED or not done.get("metrics"):
             out.append({**record, "polish": link})
             continue
-        if _lost_accuracy(record, done):  # both artifacts are real: the better one stands
+        # both artifacts are real: the better one stands (the trial's when the polish lost
+        # accuracy, or broke a constraint the trial met)
+        regressed = record.get("state") == TrialState.COMPLETE != done.get("state")
+        if regressed or _lost_accuracy(record, done):
             out.append({**record, "polish": {**link, "kept": "search"}})
             continue
         search = {k: record.get(k) for k in _SEARCH_KEYS}

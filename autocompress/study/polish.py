@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from autocompress.study._polish_plan import (
 )
 from autocompress.study._progress import SearchProgress
 from autocompress.study.backends import get_backend
-from autocompress.study.records import new_record
+from autocompress.study.records import TrialState, new_record
 from autocompress.study.session import Session
 
 
@@ -71,9 +72,12 @@ def polish_jobs(session: Session) -> tuple[list[PolishJob], int]:
     picked = pick_candidates(
         controller.records.values(), session.objectives, controller.teacher, settings
     )
+    if settings.epochs is None:  # a search without fine-tuning (post-training) stays one
+        picked = [r for r in picked if Policy.from_dict(r["policy"]).finetune.epochs > 0]
     jobs = []
     for record in picked:
-        if int(record["number"]) in controller.polishes:
+        earlier = controller.polishes.get(int(record["number"]))
+        if earlier is not None and earlier.get("state") != TrialState.FAILED:
             continue
         policy = Policy.from_dict(record["policy"])
         timeout = session.options.timeout_s
@@ -96,6 +100,16 @@ def polish_stage(session: Session, execute: Execute | None = None) -> None:
     backend's, here one after another). Called again when all is polished, it does nothing
     but hand the tracker what it may not have logged yet."""
     jobs, picked = polish_jobs(session)
+    if jobs and session.budget is not None and session.budget.left() <= 0:
+        if not getattr(session, "polish_skip_told", False):  # the stage may be called twice
+            session.polish_skip_told = True  # type: ignore[attr-defined]
+            print(
+                f"polish: the budget is spent; {len(jobs)} of {picked} candidates not polished "
+                "(resume with a budget to polish them)",
+                file=sys.stderr,
+                flush=True,
+            )
+        jobs = []
     if jobs:
         execute = execute or get_backend("local").load().polish
         budget = session.budget

@@ -206,11 +206,12 @@ class RunDir:
             os.fsync(fh.fileno())
 
     def polishes(self) -> dict[int, dict[str, Any]]:
-        """Finished polishes by trial number (the first record of a number wins)."""
+        """Finished polishes by trial number (the latest record of a number: a polish that
+        failed is tried again by a resumed search)."""
         out: dict[int, dict[str, Any]] = {}
         if self.polish_file.exists():
             for rec in read_jsonl(self.polish_file):
-                out.setdefault(int(rec["number"]), rec)
+                out[int(rec["number"])] = rec
         return out
 
     # -- JSON documents ------------------------------------------------------------------

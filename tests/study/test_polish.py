@@ -167,3 +167,17 @@ def test_a_polish_that_lost_accuracy_leaves_the_search_time_point():
     [kept] = with_polish([trial], {7: worse})
     assert not kept.get("polished") and kept["metrics"]["accuracy"] == 0.95
     assert kept["polish"]["kept"] == "search" and kept["polish"]["accuracy"] == 0.94
+    # a polish that broke a constraint the trial met (here: re-timed too slow) leaves it too
+    infeasible = {**better, "state": "infeasible", "error": "constraint latency broken"}
+    [kept] = with_polish([trial], {7: infeasible})
+    assert not kept.get("polished") and kept["state"] == "complete"
+    assert kept["polish"]["kept"] == "search"
+
+
+def test_a_search_without_fine_tuning_is_not_polished_by_default(tmp_path):
+    """A post-training search (epochs 0) stays one: the default polish (8x the trial's
+    epochs) has nothing to multiply; an explicit polish.epochs still polishes."""
+    run_search(local_config(tmp_path / "ptq", epochs=0, trials=3, polish=True))
+    assert not (tmp_path / "ptq" / "polish.jsonl").exists()
+    pareto = json.loads((tmp_path / "ptq" / "pareto.json").read_text())
+    assert not any(t.get("polished") for t in pareto["trials"])
