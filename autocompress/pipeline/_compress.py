@@ -181,6 +181,36 @@ def compress(
     return _apply(task, policy, options, hooks, out_dir, teacher, teacher_cache)
 
 
+@dataclass
+class PrunedCopy:
+    """The teacher's copy with a policy's pruning applied (:func:`prune_copy`)."""
+
+    student: nn.Module
+    untied: Any  # the Linear weights untied from their embeddings
+    work: Task  # the task on the training device
+    run: StrategyRun
+    done: dict[str, Any]  # each strategy's outcome; ``done["weight"]``: the sparsity masks
+
+
+def prune_copy(
+    task: Task, options: CompressOptions, resolved: ResolvedPolicy, requests: Mapping[str, Any]
+) -> PrunedCopy:
+    """A copy of the teacher with the structure, unit and weight pruning ``requests`` applied,
+    seeded (the caller's generators stay as they were), on the training device: what
+    ``compress`` and the recovery proxy (``pipeline.proxy``) both start from."""
+    training = options.training
+    student = copy.deepcopy(task.model)
+    untied = untie_linear_weights_(student)
+    work = on_device(task, training.device)  # the task itself on the CPU
+    cuda = [training.device] if training.device.type == "cuda" else []
+    run = StrategyRun(work, student, options.importance, resolved.protected)
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(options.seed)
+        with moved(student, training.device):  # structure, then unit, then weight pruning
+            done = apply_strategies(run, requests)
+    return PrunedCopy(student, untied, work, run, done)
+
+
 def _apply(
     task: Task,
     policy: Policy,
@@ -204,15 +234,10 @@ def _apply(
         teacher_figures = measure_teacher(task, options=options)
 
     stage("prune")
-    student = copy.deepcopy(task.model)
-    untied = untie_linear_weights_(student)
-    work = on_device(task, training.device)  # the task itself on the CPU
-    cuda = [training.device] if training.device.type == "cuda" else []
-    run = StrategyRun(work, student, options.importance, resolved.protected)
-    with torch.random.fork_rng(devices=cuda):  # the caller's generators stay as they were
-        torch.manual_seed(seed)
-        with moved(student, training.device):  # structure, then unit, then weight pruning
-            done = apply_strategies(run, requests)
+    pruned = prune_copy(task, options, resolved, requests)
+    student, untied, work, run, done = (
+        pruned.student, pruned.untied, pruned.work, pruned.run, pruned.done
+    )  # fmt: skip
     masks = done["weight"]
     protected = tuple(live(dict.fromkeys(resolved.protected), student))
     structure = _structure(task.model, student)

@@ -31,7 +31,6 @@ halving's rung 0 is the BatchNorm-recalibrated zero-shot artifact, ranked on all
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -41,9 +40,9 @@ from typing import Any
 
 import torch
 
-from autocompress.device import moved, on_device
+from autocompress.device import moved
 from autocompress.errors import ConfigError
-from autocompress.pipeline._compress import _activation_quant, resolve_policy
+from autocompress.pipeline._compress import _activation_quant, prune_copy, resolve_policy
 from autocompress.pipeline.options import CompressOptions
 from autocompress.policy import Distill, Policy
 from autocompress.targets import structure_diff
@@ -59,8 +58,7 @@ from autocompress.techniques.recalibrate import (
     tracked_norms,
 )
 from autocompress.techniques.scope import resolve_quant_scopes
-from autocompress.techniques.strategies import STRATEGIES, StrategyRun, apply_strategies
-from autocompress.unpack import untie_linear_weights_
+from autocompress.techniques.strategies import STRATEGIES
 
 ESTIMATORS = ("zero-shot", "distill")
 DISTILL_STEPS = 20
@@ -122,16 +120,8 @@ def estimate_recovery(
     scopes, _ = resolve_quant_scopes(policy, resolved.bits, tgt)
     requests = {name: s.resolve(task, policy, resolved) for name, s in STRATEGIES.items()}
 
-    student = copy.deepcopy(task.model)
-    untie_linear_weights_(student)
-    work = on_device(task, training.device)
-    cuda = [training.device] if training.device.type == "cuda" else []
-    run = StrategyRun(work, student, options.importance, resolved.protected)
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        with moved(student, training.device):
-            done = apply_strategies(run, requests)
-    masks = done["weight"]
+    pruned = prune_copy(task, options, resolved, requests)
+    student, work, masks = pruned.student, pruned.work, pruned.done["weight"]
     records = []
     if recalibrate:
         structure = structure_diff(task.model, student)
