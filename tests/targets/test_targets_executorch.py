@@ -157,3 +157,76 @@ def test_tiny_local_search_on_executorch(tmp_path):
     done = lowered.tiny_search(tmp_path, "executorch", "int8", "model.pte")
     names = lowered.export_complete_trial(tmp_path, "executorch", done)
     assert names == ["metrics.json", "model.pte", "policy.json"]
+
+
+class _MaskedAttention(torch.nn.Module):
+    """One attention block the way Hugging Face writes it: the padding mask becomes an additive
+    ``finfo.min`` bias on the scores, and a post-LayerNorm residual stream with an outlier
+    channel (BERT's residual streams have a few)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.q, self.k, self.v = (torch.nn.Linear(16, 16) for _ in range(3))
+        with torch.no_grad():  # sharp attention: the scores span several units
+            self.q.weight.mul_(4.0)
+        self.out = torch.nn.Linear(16, 16)
+        self.norm = torch.nn.LayerNorm(16)
+        self.head = torch.nn.Linear(16, 4)
+        self.register_buffer("outlier", torch.tensor([8.0] + [0.0] * 15))
+
+    def forward(self, x, mask):  # (B, T, 16), (B, T) ints
+        bias = (1.0 - mask[:, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        scores = self.q(x) @ self.k(x).transpose(1, 2) / 4.0 + bias
+        h = self.norm(x + self.outlier + self.out(scores.softmax(-1) @ self.v(x)))
+        return self.head(h[:, 0])  # the first token's output: its attention pattern shows
+
+
+def test_arithmetic_that_feeds_no_int8_layer_stays_fp32():
+    """Only ops whose int8 output feeds an 8-bit layer are quantized: an int8 grid over the
+    mask's finfo.min and the scores, or over a residual stream with an outlier before a
+    LayerNorm, wrecks the output (MiniLM on XNNPACK: WordSim-353 -0.05 against 0.72 on ONNX
+    Runtime's int8 artifact before this rule)."""
+    model = _MaskedAttention().eval()
+    x = torch.randn(8, 6, 16)
+    mask = torch.ones(8, 6, dtype=torch.long)
+    mask[:, 4:] = 0  # padded tokens
+    paths = ["q", "k", "v", "out", "head"]
+    codes = _et_lower.set_codes_(model, paths)
+    graph, pinned = _et_lower.quantize(
+        model, (x[:1], mask[:1]), codes=codes, activations={}, batches=[(x, mask)]
+    )
+    assert set(pinned) == set(paths)
+    with torch.no_grad():
+        want, got = model(x, mask), graph(x, mask)
+    # int8 Linears alone move the logits by ~1 % of their scale; with the mask add and the
+    # residual add quantized too, by ~9 % (measured on this model)
+    assert (got - want).abs().max() < 0.03 * want.abs().max()
+    quantized = {
+        n.args[0].name
+        for n in graph.graph.nodes
+        if "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)
+    }
+    adds = [n.name for n in graph.graph.nodes if str(n.target).startswith("aten.add")]
+    assert adds and not quantized & set(adds)
+
+
+def test_residual_adds_that_feed_int8_convs_stay_int8(cnn):
+    """The CNN's residual adds feed the next int8 convolution: the quantizer keeps them int8."""
+    folded = fold_batchnorm(cnn.model, foldable_pairs(cnn.model))
+    paths = [p for p, m in folded.named_modules() if isinstance(m, lowered.COMPUTE)]
+    codes = _et_lower.set_codes_(folded, paths)
+    graph, _ = _et_lower.quantize(
+        folded, cnn.example_inputs, codes=codes, activations={}, batches=[cnn.train_loader[0][0]]
+    )
+    quantized = {
+        n.args[0].name
+        for n in graph.graph.nodes
+        if "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)
+    }
+    adds = [n for n in graph.graph.nodes if str(n.target).startswith("aten.add")]
+    # an add's int8 output: quantized itself, or after the ReLU it is fused with
+    outs = [n.name if not n.users or len(n.users) > 1 else next(iter(n.users)).name for n in adds]
+    assert adds and all(
+        n.name in quantized or o in quantized for n, o in zip(adds, outs, strict=True)
+    )
