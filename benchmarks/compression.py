@@ -44,7 +44,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +313,8 @@ def run_example(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     example = EXAMPLES[name]
+    if args.max_drop is not None:
+        example = replace(example, max_drop=args.max_drop)
     print(f"== {name}", flush=True)
     load_before = _loadavg()
     task = load_task(f"{ROOT / 'examples' / name / 'task.py'}:build_task")
@@ -470,6 +472,11 @@ def main() -> None:
         "one); repeatable; replaces the example's own; EXAMPLE=none: no policy rows",
     )  # fmt: skip
     parser.add_argument("--by", choices=("size", "latency"), default="latency")
+    parser.add_argument(
+        "--max-drop", type=float, default=None,
+        help="the search point's accuracy budget (default: the example's: 0.01 digits, "
+        "0.02 MiniLM)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=5)
     parser.add_argument(
