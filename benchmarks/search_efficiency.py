@@ -2,6 +2,7 @@
 NSGA-II and the uniform grid (manual practice), on the digits CNN and a transformer encoder.
 
     .venv/bin/python benchmarks/search_efficiency.py [--jobs 4] [--seeds 3] [--epochs 1]
+    .venv/bin/python benchmarks/search_efficiency.py --wall digits=240,encoder=60 [--jobs 2]
 
 The default search is what examples/digits/search.yaml (``make demo``) uses: its space, sampler
 and baselines (``identity, auto``: the measured start of autocompress/study/_start.py). Random and NSGA-II search the same space with the standard
@@ -11,7 +12,15 @@ baselines. The uniform grid is one prune ratio from {0, .3, .5, .7} and one bit-
 (so the 8- and 16-trial budgets are prefixes of the longer runs); hypervolume is that of the
 complete trials among them, each normalized to its run's teacher, against one reference
 (0 accuracy, 1.1x teacher size and latency) for every run. Runs are resumable: a run directory
-that already holds its trials is not run again (``--aggregate`` only reads them).
+that already holds its trials is not run again (``--aggregate`` only reads them). In this mode
+no method is polished (only trial records count).
+
+``--wall MODEL=SECONDS,...``: equal wall time instead of equal trials. Every run gets the same
+``budget:`` (the start, the trials and, for the default, its polish stage share it), as many
+trials as fit; the default runs exactly as a config naming no space, start or polish does
+(polish on), the others as before with no polish. Hypervolume is that of everything the run
+measured: its complete trials and its polished candidates (``polish.jsonl``). Runs go to
+``runs/search_efficiency_wall``; results to ``search_efficiency_wall.json``.
 
 Writes benchmarks/results/search_efficiency.json and .png and prints a Markdown table.
 """
@@ -29,9 +38,11 @@ from typing import Any
 
 from _common import RESULTS, ROOT
 
+from autocompress.study.budget import MAX_TRIALS
 from autocompress.study.config import SearchConfig
 from autocompress.study.pareto import default_reference, hypervolume, normalize
 from autocompress.study.rundir import RunDir
+from autocompress.targets.runtimes import cpu_record
 
 OBJECTIVES = (("accuracy", "maximize"), ("size_bytes", "minimize"), ("latency_ms", "minimize"))
 MODELS = {
@@ -52,15 +63,26 @@ TOLERANCE = 0.01
 
 
 def _config(
-    model: str, method: str, seed: int, trials: int, epochs: int, work: Path
+    model: str,
+    method: str,
+    seed: int,
+    trials: int,
+    epochs: int,
+    work: Path,
+    wall_s: float | None = None,
 ) -> SearchConfig:
     spec = METHODS[method]
     baselines = spec["baselines"]
+    if wall_s is not None:
+        trials = MAX_TRIALS  # the budget bounds the run
     if baselines is None:
         baselines = DEMO.starts
     elif baselines == "grid":
         baselines = tuple(random.Random(seed).sample(GRID, len(GRID)))
         trials = min(trials, len(GRID))
+    # equal wall time: the default as a user gets it (its polish inside the budget); equal
+    # trials: trial records only, so nobody is polished
+    polish = {"polish": DEMO.polish} if wall_s is not None and method == "default" else {}
     return SearchConfig(
         name=f"{model}-{method}-s{seed}",
         task=MODELS[model],
@@ -75,6 +97,8 @@ def _config(
         report_every=0,
         keep_models="pareto",
         out=str(work / model / f"{method}-s{seed}"),
+        budget=None if wall_s is None else f"{int(wall_s)}s",
+        **({"polish": False} | polish),
     )
 
 
@@ -87,9 +111,67 @@ def _run(config: SearchConfig) -> tuple[str, float]:
     path = Path(config.out or "")
     done = len((path / "trials.jsonl").read_text().splitlines()) if path.exists() else 0
     start = time.perf_counter()
-    if done < config.trials:
+    if config.budget is not None:
+        if not (path / "pareto.json").exists():  # a finished budgeted run is not run again
+            run_search(config, resume=done > 0)
+    elif done < config.trials:
         run_search(config, resume=done > 0)
     return config.name, time.perf_counter() - start
+
+
+def aggregate_wall(work: Path, seeds: int) -> dict[str, Any]:
+    """Per model and method, over the seeds: the hypervolume of everything each budgeted run
+    measured (complete trials and complete polishes), with its trial and polish counts."""
+    out: dict[str, Any] = {}
+    for model in MODELS:
+        for method in METHODS:
+            per = []
+            for seed in range(seeds):
+                path = work / model / f"{method}-s{seed}"
+                run = RunDir(path)
+                if not (path / "pareto.json").exists() or not run.read_teacher():
+                    continue
+                records, teacher = _load(path)
+                done = [r["metrics"] for r in records if r["state"] == "complete"]
+                polished = [
+                    p["metrics"] for p in run.polishes().values() if p.get("state") == "complete"
+                ]
+                points = normalize(done + polished, OBJECTIVES, teacher)
+                pareto = run.read_pareto()
+                per.append(
+                    {
+                        "seed": seed,
+                        "hypervolume": hypervolume(points, default_reference(OBJECTIVES)),
+                        "trials_complete": len(done),
+                        "polished": len(polished),
+                        "search_s": (pareto.get("polish") or {}).get("search_s"),
+                        "polish_s": (pareto.get("polish") or {}).get("polish_s"),
+                    }
+                )
+            if per:
+                out.setdefault(model, {})[method] = {
+                    "hypervolume": _summary([p["hypervolume"] for p in per]),
+                    "per_seed": per,
+                }
+    return out
+
+
+def wall_table(results: dict[str, Any], wall: dict[str, float]) -> str:
+    lines = [
+        "| model | budget per run | method | seeds | hypervolume (acc-size-latency) mean ± std "
+        "| min–max | trials complete (per seed) | polished |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, methods in results.items():
+        for method, entry in methods.items():
+            hv, per = entry["hypervolume"], entry["per_seed"]
+            lines.append(
+                f"| {model} | {wall[model]:.0f} s | {method} | {len(per)} | "
+                f"{hv['mean']:.3f} ± {hv['std']:.3f} | {hv['min']:.3f}–{hv['max']:.3f} | "
+                f"{', '.join(str(p['trials_complete']) for p in per)} | "
+                f"{', '.join(str(p['polished']) for p in per)} |"
+            )
+    return "\n".join(lines)
 
 
 def _load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -251,7 +333,14 @@ def main() -> None:
     parser.add_argument(
         "--phase", type=int, default=None, help="cap every run at this many trials first"
     )
+    parser.add_argument(
+        "--wall", default=None, metavar="MODEL=SECONDS,...",
+        help="equal wall time: every run gets this budget (default polished inside it)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.wall:
+        wall_main(args)
+        return
     work = Path(args.work)
     trials = {k: int(v) for k, v in (kv.split("=") for kv in args.trials.split(","))}
     if not args.aggregate:
@@ -292,6 +381,39 @@ def main() -> None:
     (RESULTS / "search_efficiency.json").write_text(json.dumps(document, indent=2))
     plot(results, RESULTS / "search_efficiency.png")
     print(table(results))
+
+
+def wall_main(args: argparse.Namespace) -> None:
+    wall = {k: float(v) for k, v in (kv.split("=") for kv in args.wall.split(","))}
+    work = Path(args.work.replace("search_efficiency", "search_efficiency_wall"))
+    if not args.aggregate:
+        configs = [
+            _config(m, method, s, 0, args.epochs, work, wall_s=wall[m])
+            for m in wall
+            for method in METHODS
+            for s in range(args.seeds)
+            if args.only_seed in (None, s)
+        ]
+        order = ("default", "uniform", "random", "nsga2")
+        configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for name, seconds in pool.map(_run, configs):
+                print(f"{name}: {seconds:.0f} s", flush=True)
+    results = aggregate_wall(work, args.seeds)
+    document = {
+        "command": f"benchmarks/search_efficiency.py --wall {args.wall} --jobs {args.jobs} "
+        f"--seeds {args.seeds} --epochs {args.epochs}",
+        "wall_s_per_run": wall,
+        "jobs": args.jobs,
+        "epochs_per_trial": args.epochs,
+        "cpu": cpu_record(),
+        "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
+        "reference": list(default_reference(OBJECTIVES)),
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "search_efficiency_wall.json").write_text(json.dumps(document, indent=2) + "\n")
+    print(wall_table(results, wall))
 
 
 if __name__ == "__main__":

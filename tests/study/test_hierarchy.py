@@ -113,3 +113,17 @@ def test_search_starts_from_the_enqueued_uniform_policies(tmp_path):
     assert set(by_number[1]["policy"]["quant"]["layers"].values()) == {8}
     assert by_number[2]["start"] is None and GLOBAL_BITS in by_number[2]["params"]
     assert all(r["state"] == "complete" for r in result.trials)
+
+
+def test_refine_quantizes_embedding_tables_with_the_global_bit_width():
+    """A transformer's embedding tables (most of a small one's bytes) follow global.bits: 8 when
+    the level is 4, 8 or 16 (their choices are 8 and 32), float at 32; never pruned."""
+    from _support.models import bert_task
+
+    space = _resolve("refine", bert_task(epochs=0))
+    assert "offset.bits.bert.embeddings" in space.param_names
+    tables = ("bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings")
+    for level, want in ((4, 8), (8, 8), (16, 8), (32, 32)):
+        policy = space.policy_from_params({GLOBAL_PRUNE: 0.3, GLOBAL_BITS: level})
+        assert {policy.quant_layers[t] for t in tables} == {want}, level
+        assert {policy.prune_layers.get(t, 0.0) for t in tables} == {0.0}
