@@ -185,6 +185,20 @@ def graph_record(compiled: Any) -> dict[str, Any]:
     }
 
 
+def convert_onnx(path: Path, *, simplify: bool = True) -> Any:
+    """The ONNX file as an OpenVINO model; with ``simplify``, passed through OpenVINO's offline
+    (MOC) transformations without constant folding, as ``ovc`` runs them: the QDQ graph's shape
+    subgraphs and reshapes are simplified, the int8 weight constants stay int8. Not for a graph
+    with 16-bit layers: there the transformations turn the f16 weights into f32 constants
+    (measured: the IR's weights as large as the fp32 model's), so it is saved as read."""
+    model = core().read_model(str(path))
+    if simplify:
+        from openvino._offline_transformations import apply_moc_transformations
+
+        apply_moc_transformations(model, cf=False)
+    return model
+
+
 def write_ir(model: Any, path: Path, header: Mapping[str, Any]) -> None:
     """``model`` as ``path`` (.xml) + its .bin, the header in the IR's rt_info, weights as
     stored (no fp16 compression)."""

@@ -4,8 +4,12 @@ The IR is converted from the same QDQ ONNX graph the ``onnxruntime`` target buil
 ``_ort_build.Builder``): int8 weight codes and scales from our quantizer (the ones fine-tuning
 trained, no re-calibration), uint8 activations with the fine-tuning scales. OpenVINO's ONNX
 frontend reads that graph and its low-precision transformations run the 8-bit Conv/Linear
-layers as u8 Convolution / FullyConnected kernels. The IR is saved as read
-(``compress_to_fp16=False``), its header in the IR's rt_info.
+layers as u8 Convolution / FullyConnected kernels. The graph read by the frontend goes through
+OpenVINO's offline (MOC) transformations without constant folding (``_ov_runtime.convert_onnx``:
+shape subgraphs simplified, int8 weight constants kept; on the digits CNN the IR's XML went
+from 229 to 108 KB, its weights 81 KB either way; a graph with 16-bit layers is saved as read,
+since the transformations would store its f16 weights as f32) and is saved with its weights as
+stored (``compress_to_fp16=False``), its header in the IR's rt_info.
 
 Every artifact, the fp32 teacher included, is compiled for ``CPU`` with the objective set's
 threads (``INFERENCE_NUM_THREADS``), one stream, the latency hint and
@@ -82,7 +86,7 @@ class OpenVinoTarget(LoweredTarget):
         with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             onnx_path.write_bytes(blob)
-            model_ov = rt.core().read_model(str(onnx_path))
+            model_ov = rt.convert_onnx(onnx_path, simplify=16 not in job.bits.values())
             compiled = rt.compile_model(model_ov)
             _check_output_shape(compiled, job.model, job.task.example_inputs)
             users = _qdq.consumers(builder.float)
