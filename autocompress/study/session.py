@@ -263,7 +263,7 @@ def prepare(
                 _TEACHERS[name] = dict(teacher["targets"][name])
         run_dir.write_teacher(teacher)
         _TEACHERS[options.target_name] = dict(teacher)  # timed here: this process' teacher too
-    fixed, plan = start_plan(
+    fixed, plan, lr = start_plan(
         config.starts,
         run_dir=run_dir,
         task=task,
@@ -271,7 +271,10 @@ def prepare(
         objectives=objectives,
         teacher=teacher,
         options=options,
+        epochs=config.epochs,
     )
+    if lr is not None:  # the measured start's fine-tuning rate: every trial and polish uses it
+        space = dataclasses.replace(space, fixed={**space.fixed, "finetune.lr": lr})
     controller = Controller(
         config=dataclasses.replace(config, starts=fixed),
         run_dir=run_dir,

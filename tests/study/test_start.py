@@ -12,7 +12,14 @@ from _support.models import cnn_task
 
 from autocompress.api import run_search
 from autocompress.errors import ConfigError
-from autocompress.study._start import StartPlan, auto_count, kept_bits, space_levels, uniform_name
+from autocompress.study._start import (
+    StartPlan,
+    auto_count,
+    choose_lr,
+    kept_bits,
+    space_levels,
+    uniform_name,
+)
 from autocompress.study.config import SearchConfig
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import load_space, start_spec
@@ -165,8 +172,36 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
     assert quant["layers"] or quant["default"] == start["kept_bits"][0]
     starts = [r["start"] for r in records[1:] if r["start"] is not None]
     assert len(starts) <= 2  # auto2: at most two measured starts
+    # the fine-tuning rate: the space's (1e-3) and a tenth, two seeds each, on the first student
+    lr = start["lr"]
+    assert lr["student"] == first and lr["epochs"] == 1 and lr["space_lr"] == 1e-3
+    assert sorted((r["lr"], r["seed"]) for r in lr["runs"]) == [
+        (1e-4, 0), (1e-4, 1), (1e-3, 0), (1e-3, 1)
+    ]  # fmt: skip
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in lr["runs"])
+    assert lr["chosen"] == choose_lr(lr["runs"], 1e-3)[0]
+    trained = [r["policy"]["finetune"] for r in records if r["start"] != "identity"]
+    assert trained and {f["lr"] for f in trained} == {lr["chosen"]}
     # resume: the bit-width pass is read back, not measured again; the plan goes on
     before = (tmp_path / "run" / "start.json").read_text()
     run_search(SearchConfig.from_dict({**data, "trials": 6}), resume=True)
     assert (tmp_path / "run" / "start.json").read_text() == before
     assert [r["number"] for r in RunDir(tmp_path / "run").records()] == list(range(6))
+
+
+def test_the_learning_rate_is_the_largest_within_the_tie_of_the_best_mean():
+    def runs(**accuracy):
+        return [
+            {"lr": float(k[2:].replace("_", "-")), "seed": i, "accuracy": a}
+            for k, pair in accuracy.items()
+            for i, a in enumerate(pair)
+        ]
+
+    # a tenth of the rate clearly better on average (one seed of the high rate scattered low)
+    assert choose_lr(runs(lr1e_3=(0.735, 0.687), lr1e_4=(0.726, 0.739)), 1e-3)[0] == 1e-4
+    # within the tie: the larger rate (it recovers pruned students faster)
+    assert choose_lr(runs(lr1e_3=(0.990, 0.988), lr1e_4=(0.991, 0.988)), 1e-3)[0] == 1e-3
+    # a rate whose fine-tune failed is not chosen; nothing measured: the space's rate
+    failed = runs(lr1e_3=(0.9, 0.9)) + [{"lr": 1e-4, "seed": 0, "error": "boom"}]
+    assert choose_lr(failed, 1e-3)[0] == 1e-3
+    assert choose_lr([{"lr": 1e-4, "seed": 0, "error": "boom"}], 1e-3) == (1e-3, {})
