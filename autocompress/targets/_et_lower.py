@@ -41,6 +41,20 @@ def set_codes_(model: nn.Module, layers: Iterable[str]) -> dict[str, tuple[torch
     return codes
 
 
+def set_tables_(model: nn.Module, tables: Iterable[str]) -> dict[str, int]:
+    """Replace each 8-bit embedding table by a ``QuantEmbedding`` (int8 codes, per-row float32
+    scales: the codes the table's fake quantization trained); returns each table's bytes."""
+    from autocompress.techniques.embedding import QuantEmbedding
+
+    out = {}
+    for path in tables:
+        parent, _, name = path.rpartition(".")
+        table = QuantEmbedding.from_embedding(model.get_submodule(path), 8)
+        setattr(model.get_submodule(parent) if parent else model, name, table)
+        out[path] = table.codes.numel() + 4 * table.scale.numel()
+    return out
+
+
 def _export(model: nn.Module, inputs: tuple, dynamic: bool) -> Any:
     from torch.export import Dim, export
 

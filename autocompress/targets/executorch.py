@@ -6,7 +6,9 @@ branches), as for ``onnxruntime``/``openvino``. The student is exported with ``t
 the task's example-input shapes and lowered with ``to_edge_transform_and_lower(...,
 partitioner=[XnnpackPartitioner()])``.
 
-Bits: 8 and 32. An 8-bit Conv/Linear becomes an XNNPACK int8 kernel (qs8 weights, per-channel
+Bits: 8 and 32. An 8-bit embedding table becomes int8 codes with per-row scales
+(``QuantEmbedding``: the looked-up rows gathered from the codes and dequantized, portable
+kernels; ``weight-only``). An 8-bit Conv/Linear becomes an XNNPACK int8 kernel (qs8 weights, per-channel
 symmetric, int8 activations) carrying our fine-tuned codes and per-channel scales and the
 fine-tuning's activation scales: the pt2e graph of ExecuTorch's ``XNNPACKQuantizer`` with its
 observers pinned to our values (``_et_lower``; the codes are checked equal after conversion,
@@ -36,6 +38,7 @@ from autocompress.targets import _et_runtime as rt
 from autocompress.targets._cpu import cpu_record
 from autocompress.targets._lowered import CONVS, LINEARS, OPAQUE, LoweredJob, LoweredTarget
 from autocompress.targets.modes import LayerMode
+from autocompress.techniques.embedding import quantizes_rows
 
 FORMAT = "autocompress-executorch/1"
 
@@ -63,6 +66,8 @@ class ExecuTorchTarget(LoweredTarget):
     def mode(self, module: nn.Module, bits: int, parent: nn.Module | None = None) -> str:
         if bits == 8 and isinstance(module, CONVS + LINEARS) and not isinstance(parent, OPAQUE):
             return LayerMode.INT_COMPUTE
+        if bits == 8 and quantizes_rows(module, bits):
+            return LayerMode.WEIGHT_ONLY  # int8 table, looked-up rows dequantized
         return LayerMode.FLOAT
 
     def lower(self, job: LoweredJob) -> dict[str, dict[str, Any]]:
@@ -72,7 +77,12 @@ class ExecuTorchTarget(LoweredTarget):
 
         float_model, bits, inputs = job.model, job.bits, tuple(job.task.example_inputs)
         layers = self.activation_layers(float_model, bits, job.scopes)
-        codes = _et_lower.set_codes_(float_model, [p for p, b in bits.items() if b == 8])
+        modules = dict(float_model.named_modules())
+        tables = [p for p, b in bits.items() if b == 8 and quantizes_rows(modules.get(p), 8)]
+        codes = _et_lower.set_codes_(
+            float_model, [p for p, b in bits.items() if b == 8 and p not in tables]
+        )
+        table_bytes = _et_lower.set_tables_(float_model, tables)
         pinned: dict[str, dict[str, Any]] = {}
         graph: nn.Module = float_model
         if layers:
@@ -89,7 +99,14 @@ class ExecuTorchTarget(LoweredTarget):
         ops = rt.program_ops(program)
         records: dict[str, dict[str, Any]] = {p: {"bits": b} for p, b in bits.items()}
         rt.read_records_(ops, records)
-        modules = dict(float_model.named_modules())
+        for p in tables:  # a lookup, not a compute op: what the program holds and does
+            records[p].pop("fallback", None)
+            records[p].update(
+                mode=LayerMode.WEIGHT_ONLY,
+                op="index_select on int8 codes, rows x per-row scales",
+                runs="portable",
+                bytes=table_bytes[p],
+            )
         for p, rec in records.items():
             if "fallback" in rec and p not in layers:
                 rec["fallback"] = _not_offered(modules, p)

@@ -230,3 +230,24 @@ def test_residual_adds_that_feed_int8_convs_stay_int8(cnn):
     assert adds and all(
         n.name in quantized or o in quantized for n, o in zip(adds, outs, strict=True)
     )
+
+
+def test_8bit_embedding_tables_are_int8_codes_in_the_program(tmp_path):
+    """An 8-bit table is stored as int8 codes and per-row scales, the looked-up rows gathered
+    and dequantized (as on onnxruntime): weight-only, its bytes recorded, the program smaller
+    by about three quarters of the table, and the recorded accuracy the program's own."""
+    task = models.bert_task(epochs=0)
+    table = "bert.embeddings.word_embeddings"
+    quant = {"default": 8, "layers": {table: 32}}
+    runs = {
+        b: _apply(task, {"quant": {**quant, "layers": {table: b}}, "finetune": {"epochs": 0}},
+                  tmp_path / str(b))
+        for b in (8, 32)
+    }  # fmt: skip
+    rec = runs[8].metrics["layers"][table]
+    vocab, dim = task.model.get_submodule(table).weight.shape
+    assert rec["mode"] == "weight-only" and rec["bytes"] == vocab * dim + 4 * vocab
+    assert "fallback" not in rec
+    saved = runs[32].metrics["size_bytes"] - runs[8].metrics["size_bytes"]
+    assert saved >= 0.7 * 3 * vocab * dim
+    assert runs[8].metrics["accuracy"] == pytest.approx(task.evaluate(runs[8].model))
