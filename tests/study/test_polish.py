@@ -133,6 +133,31 @@ def test_candidates_spread_over_size_and_latency_within_the_accuracy_margin():
     assert [r["number"] for r in wider] == [5, 1]
 
 
+def test_half_the_candidates_come_from_trials_that_meet_every_constraint():
+    """Trials below the accuracy bound are a bet on recovery: at most half the slots go to
+    them, the others to the front of the trials that already meet the bound."""
+    objectives = load_objectives("accuracy-size-latency")  # max_drop 0.05
+    teacher = {"accuracy": 0.90, "size_bytes": 1000.0, "latency_ms": 1.0}
+    below = {"state": "infeasible"}
+    records = [
+        _record(1, 0.89, 800.0, 0.9),
+        _record(2, 0.885, 780.0, 0.88),
+        _record(3, 0.80, 300.0, 0.7) | below,  # 0.10 below: the smallest, infeasible
+        _record(4, 0.82, 600.0, 0.3) | below,  # the fastest, infeasible
+        _record(6, 0.86, 500.0, 0.5),
+    ]
+    numbers = [
+        r["number"]
+        for r in pick_candidates(records, objectives, teacher, PolishSettings(candidates=3))
+    ]
+    assert numbers[:2] == [6, 1]  # the smallest and fastest that meet the bound, then spread
+    assert numbers[2] in (3, 4)  # one bet on a trial below it
+    # without such trials the slots go to the others
+    met = [r for r in records if r.get("state") == "complete"]
+    picked = pick_candidates(met, objectives, teacher, PolishSettings(candidates=3))
+    assert sorted(r["number"] for r in picked) == [1, 2, 6]
+
+
 def test_warmup_then_cosine_and_linear_decay():
     assert [lr_factor(s, 10, schedule="constant", warmup=0.0) for s in range(3)] == [1.0] * 3
     cosine = [lr_factor(s, 10, schedule="cosine", warmup=0.2) for s in range(10)]
