@@ -351,12 +351,7 @@ def main() -> None:
             for s in range(args.seeds)
             if args.only_seed in (None, s)
         ]
-        # seed by seed, so a run cut short still compares every method on the first seeds
-        order = ("default", "uniform", "random", "nsga2")
-        configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for name, seconds in pool.map(_run, configs):
-                print(f"{name}: {seconds:.0f} s", flush=True)
+        _run_all(configs, args.jobs)
     results = aggregate(work, args.seeds)
     document = {
         "command": "benchmarks/search_efficiency.py "
@@ -383,6 +378,15 @@ def main() -> None:
     print(table(results))
 
 
+def _run_all(configs: list[SearchConfig], jobs: int) -> None:
+    # seed by seed, so a run cut short still compares every method on the first seeds
+    order = ("default", "uniform", "random", "nsga2")
+    configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for name, seconds in pool.map(_run, configs):
+            print(f"{name}: {seconds:.0f} s", flush=True)
+
+
 def wall_main(args: argparse.Namespace) -> None:
     wall = {k: float(v) for k, v in (kv.split("=") for kv in args.wall.split(","))}
     work = Path(args.work.replace("search_efficiency", "search_efficiency_wall"))
@@ -394,11 +398,7 @@ def wall_main(args: argparse.Namespace) -> None:
             for s in range(args.seeds)
             if args.only_seed in (None, s)
         ]
-        order = ("default", "uniform", "random", "nsga2")
-        configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for name, seconds in pool.map(_run, configs):
-                print(f"{name}: {seconds:.0f} s", flush=True)
+        _run_all(configs, args.jobs)
     results = aggregate_wall(work, args.seeds)
     document = {
         "command": f"benchmarks/search_efficiency.py --wall {args.wall} --jobs {args.jobs} "
