@@ -41,8 +41,9 @@ fixed list, in two steps:
 
 Step 1 is recorded in the run directory's ``start.json`` (every bit-width's measurements, the
 kept ones, every learning-rate run and the chosen rate, the seconds they took, the depth levels
-and the stages' drop order); a resumed search reads it back. Step 2 is a function of the finished trials, so a resumed search continues it
-where it stopped.
+and the stages' drop order); a resumed search reads it back. Step 2 is a function of the
+finished trials, so a resumed search continues it where it stopped. Neither step watches a
+``budget:``: on a large model the learning-rate pass (four short fine-tunes) counts against it.
 """
 
 from __future__ import annotations
