@@ -15,11 +15,11 @@ from autocompress.errors import ConfigError
 from autocompress.study._start import (
     StartPlan,
     auto_count,
-    choose_lr,
     kept_bits,
     space_levels,
     uniform_name,
 )
+from autocompress.study._start_lr import choose_lr
 from autocompress.study.config import SearchConfig
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import load_space, start_spec
