@@ -32,6 +32,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -344,14 +345,13 @@ def main() -> None:
     work = Path(args.work)
     trials = {k: int(v) for k, v in (kv.split("=") for kv in args.trials.split(","))}
     if not args.aggregate:
-        configs = [
-            _config(m, method, s, min(trials[m], args.phase or trials[m]), args.epochs, work)
-            for m in trials
-            for method in METHODS
-            for s in range(args.seeds)
-            if args.only_seed in (None, s)
-        ]
-        _run_all(configs, args.jobs)
+        _run_all(
+            args,
+            lambda m, method, s: _config(
+                m, method, s, min(trials[m], args.phase or trials[m]), args.epochs, work
+            ),
+            trials,
+        )
     results = aggregate(work, args.seeds)
     document = {
         "command": "benchmarks/search_efficiency.py "
@@ -378,11 +378,21 @@ def main() -> None:
     print(table(results))
 
 
-def _run_all(configs: list[SearchConfig], jobs: int) -> None:
+def _run_all(
+    args: argparse.Namespace, make: Callable[[str, str, int], SearchConfig], models: Iterable[str]
+) -> None:
+    """One run per model, method and seed (``--only-seed``: that seed), ``--jobs`` at a time."""
+    configs = [
+        make(m, method, s)
+        for m in models
+        for method in METHODS
+        for s in range(args.seeds)
+        if args.only_seed in (None, s)
+    ]
     # seed by seed, so a run cut short still compares every method on the first seeds
     order = ("default", "uniform", "random", "nsga2")
     configs.sort(key=lambda c: (c.seed, order.index(c.name.split("-")[1]), c.name))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for name, seconds in pool.map(_run, configs):
             print(f"{name}: {seconds:.0f} s", flush=True)
 
@@ -391,14 +401,11 @@ def wall_main(args: argparse.Namespace) -> None:
     wall = {k: float(v) for k, v in (kv.split("=") for kv in args.wall.split(","))}
     work = Path(args.work.replace("search_efficiency", "search_efficiency_wall"))
     if not args.aggregate:
-        configs = [
-            _config(m, method, s, 0, args.epochs, work, wall_s=wall[m])
-            for m in wall
-            for method in METHODS
-            for s in range(args.seeds)
-            if args.only_seed in (None, s)
-        ]
-        _run_all(configs, args.jobs)
+        _run_all(
+            args,
+            lambda m, method, s: _config(m, method, s, 0, args.epochs, work, wall_s=wall[m]),
+            wall,
+        )
     results = aggregate_wall(work, args.seeds)
     document = {
         "command": f"benchmarks/search_efficiency.py --wall {args.wall} --jobs {args.jobs} "

@@ -63,6 +63,8 @@ def measure_lr(
     tune = base.finetune if epochs is None else dataclasses.replace(base.finetune, epochs=epochs)
     if not tune.epochs:
         return None
+    # only the accuracy is read: a short unpaired timing, not the trials' paired one
+    quick = dataclasses.replace(options.settings, warmup=1, repeats=20, paired=False)
     candidates = [float(lr0) * f for f in LR_FACTORS]
     runs: list[dict[str, Any]] = []
     began = time.perf_counter()
@@ -78,7 +80,12 @@ def measure_lr(
                 )
             policy = dataclasses.replace(base, finetune=dataclasses.replace(tune, lr=lr))
             try:
-                m = compress(task, policy, options=options.replace(seed=seed), teacher=teacher)
+                m = compress(
+                    task,
+                    policy,
+                    options=options.replace(seed=seed, settings=quick),
+                    teacher=teacher,
+                )
                 runs.append({"lr": lr, "seed": seed, "accuracy": float(m.metrics["accuracy"])})
             except Exception as exc:  # a rate whose fine-tune fails is not chosen
                 runs.append({"lr": lr, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
