@@ -14,12 +14,13 @@ fixed list, in two steps:
    8 bits go too. Pruning cannot be judged this way: a pruned network is at chance before it
    is fine-tuned, so its ratio is found by training.
    Then the **fine-tuning rate** (``_start_lr.measure_lr``), where the space fixes one (the presets:
-   1e-3): the unpruned student at the most aggressive kept bit-width is fine-tuned as a trial
-   is, at that rate and at a tenth of it, two seeds each, deployed and measured; the tenth is
-   chosen when its mean accuracy is higher by more than ``LR_TIE``, and every trial and polish
-   then uses the chosen rate. A pretrained transformer needs it: all-MiniLM-L6-v2's int8
-   student fine-tuned 2 epochs at 1e-3 scattered from 0.687 to 0.735 WordSim-353 over two
-   seeds, at 1e-4 it gave 0.726 and 0.739, and a 16-epoch polish at 1e-3 lost 5 to 20 points.
+   1e-3): two students at the most aggressive kept bit-width (``lr_students``: unpruned, and
+   pruned at the bisection's first ratio) are fine-tuned as a trial is, at that rate and at a
+   tenth of it, one seed each, deployed and measured; the tenth is chosen when its mean
+   accuracy is higher by more than ``LR_TIE``, and every trial and polish then uses the chosen
+   rate. A pretrained transformer needs the tenth (all-MiniLM-L6-v2 unpruned at 4 bits: 0.695
+   against 0.739 WordSim-353 after 2 epochs); a pruned CNN needs the space's (the digits CNN
+   40 % pruned: 0.983 against 0.936), so each kind of student has a vote.
 2. **Depth × prune ratio, by bisection**, for each remaining bit-width in turn (smallest
    first). A trial *holds* when it completes within the accuracy drop the objectives allow
    (their accuracy ``max_drop`` constraint; ``ACCURACY_TOLERANCE`` without one) of the same
@@ -59,7 +60,7 @@ from typing import Any
 from autocompress.device import CPU
 from autocompress.pipeline._compress import compress
 from autocompress.pipeline.options import CompressOptions
-from autocompress.study._start_lr import LR_SEEDS, measure_lr
+from autocompress.study._start_lr import measure_lr
 from autocompress.study.objectives import ObjectiveSet
 from autocompress.study.rundir import RunDir
 from autocompress.study.space import ResolvedSpace
@@ -118,6 +119,15 @@ def space_depths(space: ResolvedSpace) -> list[int]:
     while out[-1] < top:
         out.append(min(max(1, 2 * out[-1]), top))
     return out
+
+
+def lr_students(ratios: Sequence[float], bits: Sequence[int]) -> tuple[str, ...]:
+    """The learning-rate pass's students at the most aggressive kept bit-width: unpruned, and
+    pruned at the bisection's first probe (the middle ratio), as little and as much to recover
+    as the trials have (see ``_start_lr``)."""
+    low = min(bits)
+    mid = ratios[len(ratios) // 2] if ratios else 0.0
+    return tuple(dict.fromkeys((uniform_name(0.0, low), uniform_name(mid, low))))
 
 
 # -- step 1: bit-widths, measured before training ------------------------------------------
@@ -323,11 +333,10 @@ def start_plan(
         points = [m for m in measured if "error" not in m]
         bits = kept_bits(points) or [max(widths)]
         bits_s = time.perf_counter() - began
-        # the most aggressive kept bit-width: the student with the most to recover
         lr = measure_lr(
             task,
             space,
-            uniform_name(0.0, min(bits)),
+            lr_students(ratios, bits),
             epochs=epochs,
             teacher=teacher,
             options=options,
@@ -359,7 +368,7 @@ def start_plan(
                     if lr is None
                     else f"learning rate {lr['chosen']:g} (mean accuracy "
                     + ", ".join(f"{k}: {v:.4f}" for k, v in lr["mean_accuracy"].items())
-                    + f" on {lr['student']}, {len(LR_SEEDS)} seeds, {lr['seconds']:.0f} s); "
+                    + f" on {' and '.join(lr['students'])}, {lr['seconds']:.0f} s); "
                 )
                 + "prune ratios by bisection over "
                 f"{ratios[0]:g}..{ratios[-1]:g}"
@@ -379,6 +388,7 @@ __all__ = [
     "StartPlan",
     "auto_count",
     "kept_bits",
+    "lr_students",
     "measure_bits",
     "space_depths",
     "space_levels",

@@ -16,6 +16,7 @@ from autocompress.study._start import (
     StartPlan,
     auto_count,
     kept_bits,
+    lr_students,
     space_levels,
     uniform_name,
 )
@@ -172,11 +173,13 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
     assert quant["layers"] or quant["default"] == start["kept_bits"][0]
     starts = [r["start"] for r in records[1:] if r["start"] is not None]
     assert len(starts) <= 2  # auto2: at most two measured starts
-    # the fine-tuning rate: the space's (1e-3) and a tenth, two seeds each, on the first student
+    # the fine-tuning rate: the space's (1e-3) and a tenth, on the first student unpruned
+    # (seed 0) and pruned at the bisection's first ratio (seed 1)
     lr = start["lr"]
-    assert lr["student"] == first and lr["epochs"] == 1 and lr["space_lr"] == 1e-3
-    assert sorted((r["lr"], r["seed"]) for r in lr["runs"]) == [
-        (1e-4, 0), (1e-4, 1), (1e-3, 0), (1e-3, 1)
+    pruned = f"prune40-int{start['kept_bits'][0]}"
+    assert lr["students"] == [first, pruned] and lr["epochs"] == 1 and lr["space_lr"] == 1e-3
+    assert sorted((r["lr"], r["student"], r["seed"]) for r in lr["runs"]) == [
+        (1e-4, first, 0), (1e-4, pruned, 1), (1e-3, first, 0), (1e-3, pruned, 1)
     ]  # fmt: skip
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in lr["runs"])
     assert lr["chosen"] == choose_lr(lr["runs"], 1e-3)[0]
@@ -187,6 +190,13 @@ def test_search_with_a_measured_start_records_and_resumes_it(tmp_path):
     run_search(SearchConfig.from_dict({**data, "trials": 6}), resume=True)
     assert (tmp_path / "run" / "start.json").read_text() == before
     assert [r["number"] for r in RunDir(tmp_path / "run").records()] == list(range(6))
+
+
+def test_the_learning_rate_pass_measures_an_unpruned_and_a_pruned_student():
+    ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert lr_students(ratios, [8, 4, 16]) == ("int4", "prune40-int4")
+    assert lr_students([0.0, 0.5], [8]) == ("int8", "prune50-int8")
+    assert lr_students([0.0], [8]) == ("int8",)  # nothing to prune: one student
 
 
 def test_the_learning_rate_is_the_largest_within_the_tie_of_the_best_mean():
