@@ -10,8 +10,9 @@ baselines. The uniform grid is one prune ratio from {0, .3, .5, .7} and one bit-
 {4, 8, 16, 32} for every layer, alpha 0.5, T 4, lambda 1e-4 (search_spaces/uniform.yaml), its
 16 points run in a seeded random order. A budget of k trials is the first k trials of a run
 (so the 8- and 16-trial budgets are prefixes of the longer runs); hypervolume is that of the
-complete trials among them, each normalized to its run's teacher, against one reference
-(0 accuracy, 1.1x teacher size and latency) for every run. Runs are resumable: a run directory
+complete trials among them, each normalized to its run's teacher (latency as each trial's ratio
+to the teacher timed beside it), against one reference (0 accuracy, 1.1x teacher size and
+latency) for every run. Runs are resumable: a run directory
 that already holds its trials is not run again (``--aggregate`` only reads them). In this mode
 no method is polished (only trial records count).
 
@@ -39,6 +40,7 @@ from typing import Any
 
 from _common import RESULTS, ROOT
 
+from autocompress.measure.metrics import comparable
 from autocompress.study.budget import MAX_TRIALS
 from autocompress.study.config import SearchConfig
 from autocompress.study.pareto import default_reference, hypervolume, normalize
@@ -133,11 +135,9 @@ def aggregate_wall(work: Path, seeds: int) -> dict[str, Any]:
                 if not (path / "pareto.json").exists() or not run.read_teacher():
                     continue
                 records, teacher = _load(path)
-                done = [r["metrics"] for r in records if r["state"] == "complete"]
-                polished = [
-                    p["metrics"] for p in run.polishes().values() if p.get("state") == "complete"
-                ]
-                points = normalize(done + polished, OBJECTIVES, teacher)
+                done = [r for r in records if r["state"] == "complete"]
+                polished = [p for p in run.polishes().values() if p.get("state") == "complete"]
+                points = normalize(_paired(done + polished, teacher), OBJECTIVES, teacher)
                 pareto = run.read_pareto()
                 per.append(
                     {
@@ -180,10 +180,18 @@ def _load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return run.records(), run.read_teacher() or {}
 
 
+def _paired(records: Iterable[dict[str, Any]], teacher: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each record's objective values on the run teacher's scale, a timed one through its ratio
+    to the teacher timed beside it (``comparable``): normalized by the run's teacher, latency is
+    then each record's paired ratio, not its milliseconds over a teacher timed once at the
+    start (on the encoder that one timing moved 0.20-0.28 ms between runs)."""
+    return [{name: comparable(r, name, teacher) for name, _ in OBJECTIVES} for r in records]
+
+
 def _at_budget(records: list[dict[str, Any]], baseline: dict[str, Any], k: int) -> dict[str, Any]:
     first = [r for r in records if r["number"] < k]
     done = [r for r in first if r["state"] == "complete"]
-    points = normalize([r["metrics"] for r in done], OBJECTIVES, baseline)
+    points = normalize(_paired(done, baseline), OBJECTIVES, baseline)
     two = [p[:2] for p in points]
     close = [
         r["metrics"]["size_bytes"]
