@@ -12,6 +12,14 @@ as measured), stopped at a lower rung (state ``pruned``, ``stopped_at_rung``, an
 figures), or failed. Every record carries ``rungs`` (each run: epochs, the accuracy that
 ranked it, the estimator, seconds) and ``ranked_by`` (the rung entry that last ranked it).
 The Pareto front is built from complete records only, so only from fully trained trials.
+
+Rung 0 (0 epochs: the zero-shot artifact, BatchNorm recalibrated) is a proxy, and it ranks only
+where it is trusted: each trial that goes from rung 0 to rung 1 gives a pair (its rung-0
+accuracy, its rung-1 accuracy), and rung 0 cuts a bracket only while Spearman's rho over the
+pairs is >= 0.8 on at least 6 (``pipeline.proxy.proxy_trust``). Until then every trial goes up
+from rung 0 (so the first bracket measures the proxy on all its trials), and the rung-0 entry of
+a trial says ``ranked: false``; ``ranked_by`` names the rung that did rank it. The search's
+``halving.json`` holds the pairs and the verdict.
 The sampler is told then too: a stopped trial counts as pruned. Once ``budget:`` is spent no
 job starts: trials waiting for a rung are recorded stopped where they are.
 """
@@ -23,6 +31,7 @@ from typing import Any
 
 from autocompress.measure.directions import Direction
 from autocompress.measure.metrics import comparable
+from autocompress.pipeline.proxy import ProxyTrust, proxy_trust
 from autocompress.policy import Policy
 from autocompress.study._controller import Proposal
 from autocompress.study._rungs import at_epochs
@@ -52,9 +61,18 @@ class LadderRun:
     last: dict[int, TrialRecord] = field(default_factory=dict)  # each trial's latest run
     running: set[int] = field(default_factory=set)
     ran: int = 0  # jobs finished
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (rung 0, rung 1) accuracy
+    trust: ProxyTrust = field(default_factory=lambda: proxy_trust([]))
 
     def __post_init__(self) -> None:
-        self.ladder = HalvingLadder(self.spec)
+        self.ladder = HalvingLadder(self.spec, rung0_ranks=False)
+        for record in self.session.controller.records.values():  # a resumed search's pairs
+            entries = {e.get("rung"): e for e in record.get("rungs") or []}
+            zero, one = entries.get(0) or {}, entries.get(1) or {}
+            if zero.get("epochs") == 0 and None not in (zero.get("accuracy"), one.get("accuracy")):
+                self.pairs.append((float(zero["accuracy"]), float(one["accuracy"])))
+        self.trust = proxy_trust(self.pairs)
+        self.ladder.rung0_ranks = self.trust.trusted
 
     # -- what runs next ---------------------------------------------------------------------
     def _spent(self) -> bool:
@@ -107,6 +125,8 @@ class LadderRun:
     def _job(self, proposal: Proposal, rung: int) -> Job:
         self.running.add(proposal.number)
         final = rung == self.tops[proposal.number]
+        if rung == 1 and self.rungs.get(proposal.number):
+            self.rungs[proposal.number][0]["ranked"] = self.ladder.ranked(proposal.number, 0)
         full = proposal.policy.finetune.epochs
         epochs = full if final else self.spec.epochs(rung, full)
         policy = proposal.policy if epochs == full else at_epochs(proposal.policy, epochs)
@@ -122,6 +142,8 @@ class LadderRun:
         entry.setdefault("epochs", job.policy.finetune.epochs)
         entry.setdefault("state", str(record["state"]))
         entry.setdefault("seconds", record.get("duration_s"))
+        if job.rung == 1:
+            self._pair(number, entry)
         self.rungs[number].append(entry)
         self.last[number] = record
         point = self._point(record, entry)
@@ -132,6 +154,27 @@ class LadderRun:
         if job.final or point is None:
             self._record(number, record, ranked_by=self._ranked_by(number))
         self._settle_stopped()
+
+    def _pair(self, number: int, entry: dict[str, Any]) -> None:
+        """A rung-1 result beside the trial's rung-0 estimate: one more pair for the proxy's
+        trust, decided again (it applies to the rung-0 decisions still to come)."""
+        first = self.rungs[number][0] if self.rungs[number] else {}
+        if first.get("epochs") != 0 or first.get("accuracy") is None:
+            return
+        if entry.get("accuracy") is None:
+            return
+        self.pairs.append((float(first["accuracy"]), float(entry["accuracy"])))
+        before, self.trust = self.trust.trusted, proxy_trust(self.pairs)
+        self.ladder.rung0_ranks = self.trust.trusted
+        self.session.run_dir.write_json(
+            "halving.json", {"rung0_trust": self.trust.to_dict(), "pairs": self.pairs}
+        )
+        if before != self.trust.trusted and self.session.progress is not None:
+            verdict = "ranks from now on" if self.trust.trusted else "no longer ranks"
+            self.session.progress.note(
+                f"halving: rung 0 (zero-shot) {verdict}: Spearman {self.trust.rho:.2f} with "
+                f"rung 1 on {self.trust.pairs} trials"
+            )
 
     def _point(self, record: TrialRecord, entry: dict[str, Any]) -> tuple[float, ...] | None:
         """The rung's objective values, all to be minimized; None when it cannot climb (it
@@ -156,9 +199,10 @@ class LadderRun:
         return tuple(values)
 
     def _ranked_by(self, number: int) -> dict[str, Any] | None:
-        """The entry of the highest rung below the last where the ladder ranked the trial."""
-        entries = self.rungs[number]
-        return dict(entries[-2]) if len(entries) > 1 else None
+        """The entry of the highest rung below the last where the ladder ranked the trial (a
+        rung-0 entry with ``ranked: false`` promoted without ranking)."""
+        below = [e for e in self.rungs[number][:-1] if e.get("ranked", True)]
+        return dict(below[-1]) if below else None
 
     def _settle_stopped(self) -> None:
         for stop in self.ladder.take_stopped():

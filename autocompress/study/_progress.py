@@ -118,6 +118,13 @@ class SearchProgress:
             print(line, file=sys.stderr, flush=True)
         return line
 
+    def note(self, line: str) -> None:
+        """One line between the trial lines (e.g. a decision of the search)."""
+        if self._bar is not None:
+            self._bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

@@ -8,6 +8,10 @@ ranks its trials by **non-dominated rank** on all the objectives, crowding dista
 ties (NSGA-II's order; then exclusive hypervolume, for a front's ends), not by accuracy alone:
 a small, fast, less accurate policy survives beside a big, slow, accurate one.
 
+A rung of 0 epochs ranks by a proxy (the zero-shot artifact); the ladder lets it cut only while
+``rung0_ranks`` holds, which the search sets from the proxy's measured rank correlation with the
+next rung (``_ladder_run``): otherwise every trial goes up from it.
+
 Trials enter in brackets of ``eta ** (len(rungs) - 1)`` (synchronous successive halving): once
 every member of a bracket has reported at a rung, the top ``ceil(n / eta)`` of the ``n`` that
 reached it are promoted, the others stop there, and those decisions are final. The last,
@@ -171,6 +175,7 @@ class _Bracket:
     reached: dict[int, dict[int, Point | None]] = field(default_factory=dict)  # rung -> results
     waiting: dict[int, set[int]] = field(default_factory=dict)  # rung -> members yet to report
     decided: set[int] = field(default_factory=set)
+    cut: dict[int, bool] = field(default_factory=dict)  # rung -> whether its decision ranked
     closed: bool = False
 
     @property
@@ -189,8 +194,11 @@ class HalvingLadder:
     may take a place at the top) but needs no job.
     """
 
-    def __init__(self, spec: HalvingSpec) -> None:
+    def __init__(self, spec: HalvingSpec, *, rung0_ranks: bool = True) -> None:
         self.spec = spec
+        # False: a rung of 0 epochs (the proxy) promotes every trial that can climb; its
+        # decisions rank only while this holds (the caller validates the proxy, see _ladder_run)
+        self.rung0_ranks = rung0_ranks
         self.brackets: list[_Bracket] = []
         self._of: dict[int, _Bracket] = {}
         self._jobs: list[tuple[int, int]] = []
@@ -230,6 +238,10 @@ class HalvingLadder:
             waiting.discard(number)
         self._decide(bracket)
 
+    def ranked(self, number: int, rung: int) -> bool:
+        """Whether ``rung``'s decision for ``number``'s bracket ranked (cut) its trials."""
+        return self._of[number].cut.get(rung, True)
+
     def take_stopped(self) -> list[Stop]:
         stopped, self._stopped = self._stopped, []
         return stopped
@@ -266,6 +278,10 @@ class HalvingLadder:
             points = {n: p for n, p in results.items() if p is not None}
             order = ranked(points)
             quota = math.ceil(len(results) / self.spec.eta)
+            unscreened = rung == 0 and self.spec.rungs[0] == 0 and not self.rung0_ranks
+            bracket.cut[rung] = not unscreened
+            if unscreened:
+                quota = len(results)  # the proxy is not trusted: every trial goes up
             chosen = {n for n, _ in order[:quota]}
             climbing = set(self._climbing(bracket, rung))
             promoted = sorted(climbing & chosen)

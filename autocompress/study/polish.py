@@ -14,8 +14,8 @@ Each finished polish is appended to ``polish.jsonl`` (search cost: the trial's
 ``duration_s`` in ``trials.jsonl``; polish cost: the polish record's ``duration_s``), then
 ``pareto.json`` is rewritten with polished points in place of their search-time versions.
 
-Budget (``budget: 30m``): the search stops asking trials when ``POLISH_BUDGET_SHARE`` of the
-budget is left; the polish starts a candidate only while time is left (the polishes running
+Budget (``budget: 30m``): the search stops asking trials when the polish's reserve is left: its
+estimated cost from the finished trials, at most ``POLISH_BUDGET_SHARE`` of the budget; the polish starts a candidate only while time is left (the polishes running
 then finish).
 """
 
@@ -35,6 +35,7 @@ from autocompress.policy import Policy
 from autocompress.study._polish_plan import (
     pick_candidates,
     polish_epochs,
+    polish_reserve,
     polish_settings,
     polished_policy,
 )
@@ -165,9 +166,14 @@ def _polish_record(
 
 
 def with_budget_share(session: Session, share: float) -> None:
-    """Keep ``share`` of the session's budget for the polish (the search stops earlier)."""
-    if session.budget is not None and polish_settings(session.config.polish) is not None:
-        session.budget = dataclasses.replace(session.budget, reserve=share * session.budget.seconds)
+    """Keep at most ``share`` of the session's budget for the polish (the search stops
+    earlier): the session narrows the reserve to the polish's estimated cost as trials finish
+    (``_polish_plan.polish_reserve``)."""
+    settings = polish_settings(session.config.polish)
+    if session.budget is not None and settings is not None:
+        cap = share * session.budget.seconds
+        session.budget = dataclasses.replace(session.budget, reserve=cap)
+        session.reserve = lambda records: polish_reserve(records, settings, cap)
 
 
 __all__ = ["Execute", "PolishJob", "polish_jobs", "polish_stage", "with_budget_share"]

@@ -94,6 +94,8 @@ class Session:
     reporter: Callable[[Path], list[Path]] | None = field(default=None, repr=False)
     # what every trial runs with (the target resolved once); each trial changes only its seed
     options: CompressOptions = field(default_factory=CompressOptions)
+    # the budget's polish reserve from the finished records (``polish.with_budget_share``)
+    reserve: Callable[[list[Any]], float] | None = field(default=None, repr=False)
 
     @property
     def teacher(self) -> dict[str, Any]:
@@ -149,6 +151,8 @@ class Session:
         """Tell the study and record the trial; refresh pareto.json, tracking and the report."""
         record = self.controller.tell(proposal, record)
         records = list(self.controller.records.values())
+        if self.budget is not None and self.reserve is not None:
+            self.budget.reserve = self.reserve(records)
         self.failures.observe(record)
         if self.progress is not None:
             self.progress.finished(records, record)

@@ -80,6 +80,26 @@ def test_brackets_decide_once_every_member_reported_and_climb_to_the_top():
     assert ladder.next_job() == (4, 1)  # a bracket of one: its trial climbs
 
 
+def test_an_untrusted_proxy_rung_promotes_every_trial_and_later_rungs_still_cut():
+    ladder = HalvingLadder(HalvingSpec(rungs=(0, 1, "full"), eta=2), rung0_ranks=False)
+    for n, point in enumerate([(-0.9, 9.0), (-0.8, 1.0), (-0.1, 9.0), (-0.2, 9.5)]):
+        ladder.enter(n, top=2)
+        ladder.add(n, 0, point)
+    assert sorted(ladder.next_job() for _ in range(4)) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert not ladder.take_stopped() and not ladder.ranked(0, 0)
+    for n, point in enumerate([(-0.9, 9.0), (-0.85, 1.0), (-0.5, 9.0), (-0.6, 9.5)]):
+        ladder.add(n, 1, point)
+    assert sorted(ladder.next_job() for _ in range(2)) == [(0, 2), (1, 2)]
+    assert ladder.ranked(0, 1) and sorted(s.number for s in ladder.take_stopped()) == [2, 3]
+    # trusted again (the search measured it), the next bracket's rung 0 cuts
+    ladder.rung0_ranks = True
+    for n, point in enumerate([(-0.9, 9.0), (-0.8, 1.0), (-0.1, 9.0), (-0.2, 9.5)], start=4):
+        ladder.enter(n, top=2)
+        ladder.add(n, 0, point)
+    assert sorted(ladder.next_job() for _ in range(2)) == [(4, 1), (5, 1)]
+    assert ladder.ranked(4, 0) and sorted(s.number for s in ladder.take_stopped()) == [6, 7]
+
+
 def test_a_trial_whose_full_budget_is_a_lower_rung_stops_climbing_there():
     spec = HalvingSpec(rungs=(0, 1, "full"), eta=3)
     assert [spec.epochs(r, 4) for r in range(3)] == [0, 1, 4]
@@ -128,6 +148,14 @@ def test_local_halving_search_front_holds_only_fully_trained_trials(tmp_path):
     sampled = [r for r in records.values() if r["start"] is None]
     assert all(r["rungs"] and r["rungs"][0]["epochs"] == 0 for r in sampled)
     assert all(r["rungs"][0]["estimator"].startswith("zero-shot") for r in sampled)
+    # rung 0 is a proxy not yet validated (fewer than 6 pairs): it ranked nobody, every
+    # sampled trial went to rung 1, and the pairs measured on the way are kept
+    assert all(r["rungs"][0]["ranked"] is False and len(r["rungs"]) >= 2 for r in sampled)
+    trust = json.loads((tmp_path / "run" / "halving.json").read_text())
+    assert trust["rung0_trust"]["pairs"] == len(sampled) and not trust["rung0_trust"]["trusted"]
+    assert sorted(a for a, _ in trust["pairs"]) == sorted(
+        r["rungs"][0]["accuracy"] for r in sampled
+    )
     stopped = [r for r in sampled if r["state"] == "pruned"]
     full = [r for r in sampled if r["state"] != "pruned"]
     assert stopped and full

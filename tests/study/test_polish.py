@@ -15,7 +15,12 @@ from autocompress.api import run_search
 from autocompress.pipeline._artifact import load_artifact
 from autocompress.policy import Policy
 from autocompress.reporting.export import export_trial
-from autocompress.study._polish_plan import PolishSettings, pick_candidates, with_polish
+from autocompress.study._polish_plan import (
+    PolishSettings,
+    pick_candidates,
+    polish_reserve,
+    with_polish,
+)
 from autocompress.study.budget import Budget
 from autocompress.study.objectives import load_objectives
 from autocompress.study.pareto import front
@@ -180,6 +185,23 @@ def test_a_budget_keeps_a_share_for_the_polish():
     assert not Budget(100.0, started=twenty_left).spent
     kept = Budget(100.0, started=twenty_left, reserve=25.0)
     assert kept.spent and kept.left() > 0  # the search's part is spent, the polish's is not
+
+
+def test_the_polish_reserve_is_its_estimated_cost_at_most_the_share():
+    def trial(n, seconds, epochs=1, state="complete"):
+        policy = {"finetune": {"epochs": epochs}}
+        return {"number": n, "state": state, "policy": policy, "duration_s": seconds}
+
+    settings = PolishSettings()  # 3 candidates, 8x the trial's epochs
+    few = [trial(0, 0.0, epochs=0), trial(1, 0.5), trial(2, 0.4)]
+    assert polish_reserve(few, settings, 15.0) == 15.0  # too few trials measured: the share
+    # identity (no training) and an infeasible trial do not count; median of 0.4, 0.5, 0.6
+    measured = [*few, trial(3, 0.6), trial(4, 90.0, state="infeasible")]
+    assert polish_reserve(measured, settings, 20.0) == pytest.approx(1.25 * 3 * 8 * 0.5)
+    assert polish_reserve(measured, settings, 10.0) == 10.0  # never more than the share
+    # a trial of 2 epochs polished for 8: scaled by 8 / 2
+    two = [trial(n, 1.0, epochs=2) for n in range(3)]
+    assert polish_reserve(two, PolishSettings(epochs=8), 99.0) == pytest.approx(1.25 * 3 * 4.0)
 
 
 def test_a_polish_that_lost_accuracy_leaves_the_search_time_point():
