@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from _support.models import cnn_task, mlp_task
 from conftest import local_config
 
 from autocompress.api import run_search
 from autocompress.errors import ConfigError
+from autocompress.pipeline.options import CompressOptions
+from autocompress.policy import Policy
+from autocompress.study._rungs import RUNG0_DISTILL_STEPS, rung0_estimate
 from autocompress.study.config import SearchConfig
 from autocompress.study.halving import HalvingLadder, HalvingSpec, crowding, ranked
 from autocompress.study.samplers import SCHEDULERS, halving_spec
@@ -100,6 +104,19 @@ def test_an_untrusted_proxy_rung_promotes_every_trial_and_later_rungs_still_cut(
     assert ladder.ranked(4, 0) and sorted(s.number for s in ladder.take_stopped()) == [6, 7]
 
 
+def test_rung0_ranks_by_zero_shot_with_batchnorm_and_by_distillation_without():
+    policy = Policy.from_dict({"prune": {"default": 0.5}, "finetune": {"epochs": 0}})
+    options = CompressOptions.of()
+    measured = {"accuracy": 0.25, "bn_recalibrated": {"layers": 2}}
+    cnn = cnn_task(n=128, epochs=1)
+    assert rung0_estimate(cnn, policy, options, {}, measured=measured) == (
+        0.25,
+        "zero-shot, BatchNorm recalibrated",
+    )
+    accuracy, name = rung0_estimate(mlp_task(), policy, options, {}, measured={"accuracy": 0.25})
+    assert name == f"distill-{RUNG0_DISTILL_STEPS}" and 0.0 <= accuracy <= 1.0
+
+
 def test_a_trial_whose_full_budget_is_a_lower_rung_stops_climbing_there():
     spec = HalvingSpec(rungs=(0, 1, "full"), eta=3)
     assert [spec.epochs(r, 4) for r in range(3)] == [0, 1, 4]
@@ -147,7 +164,9 @@ def test_local_halving_search_front_holds_only_fully_trained_trials(tmp_path):
     assert sorted(records) == list(range(6))  # trials: counts proposals, one record each
     sampled = [r for r in records.values() if r["start"] is None]
     assert all(r["rungs"] and r["rungs"][0]["epochs"] == 0 for r in sampled)
-    assert all(r["rungs"][0]["estimator"].startswith("zero-shot") for r in sampled)
+    # the MLP has no BatchNorm: rung 0 ranks by a short distillation, not the zero-shot artifact
+    assert all(r["rungs"][0]["estimator"] == f"distill-{RUNG0_DISTILL_STEPS}" for r in sampled)
+    assert all(0.0 <= r["rungs"][0]["accuracy"] <= 1.0 for r in sampled)
     # rung 0 is a proxy not yet validated (fewer than 6 pairs): it ranked nobody, every
     # sampled trial went to rung 1, and the pairs measured on the way are kept
     assert all(r["rungs"][0]["ranked"] is False and len(r["rungs"]) >= 2 for r in sampled)
