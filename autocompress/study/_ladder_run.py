@@ -13,8 +13,9 @@ figures), or failed. Every record carries ``rungs`` (each run: epochs, the accur
 ranked it, the estimator, seconds) and ``ranked_by`` (the rung entry that last ranked it).
 The Pareto front is built from complete records only, so only from fully trained trials.
 
-Rung 0 (0 epochs: the zero-shot artifact, BatchNorm recalibrated) is a proxy, and it ranks only
-where it is trusted: each trial that goes from rung 0 to rung 1 gives a pair (its rung-0
+Rung 0 (0 epochs: ``_rungs.rung0_estimate``, the zero-shot artifact with BatchNorm recalibrated,
+or a short distillation where the model has no BatchNorm) is a proxy, and it ranks only where it
+is trusted: each trial that goes from rung 0 to rung 1 gives a pair (its rung-0
 accuracy, its rung-1 accuracy), and rung 0 cuts a bracket only while Spearman's rho over the
 pairs is >= 0.8 on at least 6 (``pipeline.proxy.proxy_trust``). Until then every trial goes up
 from rung 0 (so the first bracket measures the proxy on all its trials), and the rung-0 entry of

@@ -8,7 +8,7 @@ ranks its trials by **non-dominated rank** on all the objectives, crowding dista
 ties (NSGA-II's order; then exclusive hypervolume, for a front's ends), not by accuracy alone:
 a small, fast, less accurate policy survives beside a big, slow, accurate one.
 
-A rung of 0 epochs ranks by a proxy (the zero-shot artifact); the ladder lets it cut only while
+A rung of 0 epochs ranks by a proxy (``_rungs.rung0_estimate``); the ladder lets it cut only while
 ``rung0_ranks`` holds, which the search sets from the proxy's measured rank correlation with the
 next rung (``_ladder_run``): otherwise every trial goes up from it.
 
