@@ -12,17 +12,20 @@ as measured), stopped at a lower rung (state ``pruned``, ``stopped_at_rung``, an
 figures), or failed. Every record carries ``rungs`` (each run: epochs, the accuracy that
 ranked it, the estimator, seconds) and ``ranked_by`` (the rung entry that last ranked it).
 The Pareto front is built from complete records only, so only from fully trained trials.
-
-Rung 0 (0 epochs: ``_rungs.rung0_estimate``, the zero-shot artifact with BatchNorm recalibrated,
-or a short distillation where the model has no BatchNorm) is a proxy, and it ranks only where it
-is trusted: each trial that goes from rung 0 to rung 1 gives a pair (its rung-0
-accuracy, its rung-1 accuracy), and rung 0 cuts a bracket only while Spearman's rho over the
-pairs is >= 0.8 on at least 6 (``pipeline.proxy.proxy_trust``). Until then every trial goes up
-from rung 0 (so the first bracket measures the proxy on all its trials), and the rung-0 entry of
-a trial says ``ranked: false``; ``ranked_by`` names the rung that did rank it. The search's
-``halving.json`` holds the pairs and the verdict.
 The sampler is told then too: a stopped trial counts as pruned. Once ``budget:`` is spent no
 job starts: trials waiting for a rung are recorded stopped where they are.
+
+Rung 0 (0 epochs: ``_rungs.rung0_estimate``, the zero-shot artifact with BatchNorm
+recalibrated, or a short distillation where the model has no BatchNorm) is a proxy, and it
+ranks only where it is trusted: each trial that goes from rung 0 to rung 1 in a bracket rung 0
+did not cut gives a pair (its rung-0 estimate, its rung-1 accuracy), and rung 0 cuts a bracket
+only while Spearman's rho over the pairs is >= 0.8 on at least 6
+(``pipeline.proxy.proxy_trust``). Until then every trial goes up from rung 0 (so the first
+bracket measures the proxy on all its trials) and its rung-0 entry says ``ranked: false``;
+``ranked_by`` names the rung that did rank it. Once rung 0 cuts, only the top third reaches
+rung 1 (a narrowed sample that would understate the correlation), so no more pairs are taken
+and the verdict stands. The search's ``halving.json`` holds the pairs and the verdict; a
+resumed search rebuilds the pairs from its records.
 """
 
 from __future__ import annotations
@@ -70,7 +73,12 @@ class LadderRun:
         for record in self.session.controller.records.values():  # a resumed search's pairs
             entries = {e.get("rung"): e for e in record.get("rungs") or []}
             zero, one = entries.get(0) or {}, entries.get(1) or {}
-            if zero.get("epochs") == 0 and None not in (zero.get("accuracy"), one.get("accuracy")):
+            if (
+                zero.get("epochs") == 0
+                and zero.get("ranked") is False
+                and one.get("accuracy") is not None
+                and zero.get("accuracy") is not None
+            ):
                 self.pairs.append((float(zero["accuracy"]), float(one["accuracy"])))
         self.trust = proxy_trust(self.pairs)
         self.ladder.rung0_ranks = self.trust.trusted
@@ -143,8 +151,8 @@ class LadderRun:
         entry.setdefault("epochs", job.policy.finetune.epochs)
         entry.setdefault("state", str(record["state"]))
         entry.setdefault("seconds", record.get("duration_s"))
-        if job.rung == 1:
-            self._pair(number, entry)
+        if job.rung == 1 and not self.ladder.ranked(number, 0):
+            self._pair(number, entry)  # only from brackets rung 0 did not cut: an unbiased sample
         self.rungs[number].append(entry)
         self.last[number] = record
         point = self._point(record, entry)
@@ -173,8 +181,8 @@ class LadderRun:
         if before != self.trust.trusted and self.session.progress is not None:
             verdict = "ranks from now on" if self.trust.trusted else "no longer ranks"
             self.session.progress.note(
-                f"halving: rung 0 (zero-shot) {verdict}: Spearman {self.trust.rho:.2f} with "
-                f"rung 1 on {self.trust.pairs} trials"
+                f"halving: rung 0 ({first.get('estimator')}) {verdict}: Spearman "
+                f"{self.trust.rho:.2f} with rung 1 on {self.trust.pairs} trials"
             )
 
     def _point(self, record: TrialRecord, entry: dict[str, Any]) -> tuple[float, ...] | None:

@@ -10,6 +10,7 @@ from the lower rung's weights).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,12 @@ def run_rung(
     if not policy.finetune.epochs:
         estimator = NOT_TRAINED
         if rung == 0 and not final and measured and accuracy is not None:
+            began = time.perf_counter()
             accuracy, estimator = rung0_estimate(
                 task, policy, options, teacher, measured=metrics, teacher_cache=teacher_cache
             )
+            spent = time.perf_counter() - began  # the estimate is part of the rung's cost
+            record["duration_s"] = round(float(record.get("duration_s") or 0.0) + spent, 3)
     record["rung"] = {
         "rung": rung,
         "epochs": policy.finetune.epochs,

@@ -35,17 +35,21 @@ LR_TIE = 0.002  # a smaller rate is chosen only when its mean accuracy is higher
 def choose_lr(
     runs: Sequence[Mapping[str, Any]], space_lr: float
 ) -> tuple[float, dict[float, float]]:
-    """The rate to fine-tune with, and each rate's mean accuracy over its runs: the largest
-    rate within ``LR_TIE`` of the best mean. A rate with a failed run is not chosen; with
-    none left, the space's."""
+    """The rate to fine-tune with, and each rate's mean accuracy: the largest rate within
+    ``LR_TIE`` of the best mean over the students (``student``, else ``seed``). A student that
+    failed at every rate is left out (its failure is not the rate's); a rate that failed for
+    any other student is not chosen; with no rate left, the space's."""
     rates = sorted({float(r["lr"]) for r in runs}, reverse=True)
-    means = {}
-    for lr in rates:
-        mine = [r for r in runs if float(r["lr"]) == lr]
-        if mine and all("accuracy" in r for r in mine):
-            means[lr] = sum(float(r["accuracy"]) for r in mine) / len(mine)
-    if not means:
-        return space_lr, means
+    measured: dict[Any, dict[float, float]] = {}
+    for r in runs:
+        got = measured.setdefault(r.get("student", r.get("seed")), {})
+        if "accuracy" in r:
+            got[float(r["lr"])] = float(r["accuracy"])
+    students = [m for m in measured.values() if m]
+    kept = [lr for lr in rates if students and all(lr in m for m in students)]
+    if not kept:
+        return space_lr, {}
+    means = {lr: sum(m[lr] for m in students) / len(students) for lr in kept}
     best = max(means.values())
     return max(lr for lr, a in means.items() if a >= best - LR_TIE), means
 

@@ -215,3 +215,15 @@ def test_the_learning_rate_is_the_largest_within_the_tie_of_the_best_mean():
     failed = runs(lr1e_3=(0.9, 0.9)) + [{"lr": 1e-4, "seed": 0, "error": "boom"}]
     assert choose_lr(failed, 1e-3)[0] == 1e-3
     assert choose_lr([{"lr": 1e-4, "seed": 0, "error": "boom"}], 1e-3) == (1e-3, {})
+    # a student that failed at every rate does not void the other's measurement
+    both = [
+        {"lr": 1e-3, "student": "int4", "seed": 0, "accuracy": 0.70},
+        {"lr": 1e-4, "student": "int4", "seed": 0, "accuracy": 0.74},
+        {"lr": 1e-3, "student": "prune40-int4", "seed": 1, "error": "boom"},
+        {"lr": 1e-4, "student": "prune40-int4", "seed": 1, "error": "boom"},
+    ]
+    assert choose_lr(both, 1e-3) == (1e-4, {1e-3: 0.70, 1e-4: 0.74})
+    # a rate that failed for one student is not chosen, however well it did on the other
+    both[2] = {**both[2], "accuracy": 0.99}
+    both[2].pop("error")
+    assert choose_lr(both, 1e-3)[0] == 1e-3 and set(choose_lr(both, 1e-3)[1]) == {1e-3}
