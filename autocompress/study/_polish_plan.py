@@ -147,10 +147,11 @@ def polish_reserve(
 ) -> float:
     """Seconds of a budget to keep for the polish: ``candidates`` times the median cost of the
     complete trials that trained, each scaled by its polish's epochs over its own (a trial's
-    conversion and timing scaled too: an over-estimate), times ``RESERVE_MARGIN``; at most
+    conversion and timing scaled too: an over-estimate), times ``RESERVE_MARGIN``, plus the
+    longest such trial (the trial running when the search stops asking still finishes); at most
     ``cap``, and ``cap`` until ``RESERVE_TRIALS`` such trials finished. On the test encoder a
     60 s budget kept 15 s where its polish took 2 s."""
-    costs = []
+    costs, longest = [], 0.0
     for r in records:
         if r.get("state") != TrialState.COMPLETE or not r.get("duration_s"):
             continue
@@ -158,10 +159,12 @@ def polish_reserve(
         if policy.finetune.epochs > 0:
             scale = polish_epochs(policy, settings) / policy.finetune.epochs
             costs.append(float(r["duration_s"]) * scale)
+            longest = max(longest, float(r["duration_s"]))
     if len(costs) < RESERVE_TRIALS:
         return cap
     costs.sort()
-    return min(cap, RESERVE_MARGIN * settings.candidates * costs[len(costs) // 2])
+    # plus the longest trial: the one running when the search stops asking finishes first
+    return min(cap, RESERVE_MARGIN * settings.candidates * costs[len(costs) // 2] + longest)
 
 
 # -- which trials ---------------------------------------------------------------------------

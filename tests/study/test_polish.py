@@ -197,11 +197,11 @@ def test_the_polish_reserve_is_its_estimated_cost_at_most_the_share():
     assert polish_reserve(few, settings, 15.0) == 15.0  # too few trials measured: the share
     # identity (no training) and an infeasible trial do not count; median of 0.4, 0.5, 0.6
     measured = [*few, trial(3, 0.6), trial(4, 90.0, state="infeasible")]
-    assert polish_reserve(measured, settings, 20.0) == pytest.approx(1.25 * 3 * 8 * 0.5)
+    assert polish_reserve(measured, settings, 20.0) == pytest.approx(1.25 * 3 * 8 * 0.5 + 0.6)
     assert polish_reserve(measured, settings, 10.0) == 10.0  # never more than the share
     # a trial of 2 epochs polished for 8: scaled by 8 / 2
     two = [trial(n, 1.0, epochs=2) for n in range(3)]
-    assert polish_reserve(two, PolishSettings(epochs=8), 99.0) == pytest.approx(1.25 * 3 * 4.0)
+    assert polish_reserve(two, PolishSettings(epochs=8), 99.0) == pytest.approx(1.25 * 3 * 4 + 1)
 
 
 def test_a_polish_that_lost_accuracy_leaves_the_search_time_point():
