@@ -428,9 +428,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _verdict(res: dict[str, Any]) -> list[str]:
-    """Per runtime and column (size, latency): does our best point (a search point or a hand
-    policy) within budget of that runtime's teacher beat every peer on that runtime, and at
-    what accuracy?"""
+    """Per runtime and column (size, latency): is one of our points (a search point or a hand
+    policy) within budget of that runtime's teacher smaller (faster) than every peer on that
+    runtime at equal or better accuracy than each? If none is, what the best point within
+    budget does beat, and by how much its accuracy is below."""
     budget = res["max_accuracy_drop"]
     rows = [r for r in res["rows"] if "error" not in r and "accuracy_drop" in r]
     out = []
@@ -443,17 +444,38 @@ def _verdict(res: dict[str, Any]) -> list[str]:
         if not within:
             out.append(f"- {runtime}: no point of ours within {budget} of the teacher")
             continue
+        than = "; ".join(f"{p['name']} {res['metric']} {p['accuracy']:.4f}" for p in peers)
+        than = f" ({than})" if than else ""
         for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
+            full = [
+                r
+                for r in within
+                if all(
+                    r[column] < p[column] and r["accuracy_drop"] <= p["accuracy_drop"]
+                    for p in peers
+                )
+            ]
+            if full:
+                best = min(full, key=lambda r: r[column])
+                out.append(
+                    f"- {runtime} {label}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) "
+                    f"beats every peer at equal or better accuracy{than}"
+                )
+                continue
             best = min(within, key=lambda r: r[column])
             winners = [p for p in peers if p[column] < best[column]]
             for p in winners:
                 acc = "" if p["accuracy_drop"] <= budget else f", {p['accuracy_drop']:.4f} below the teacher"  # fmt: skip
                 out.append(f"- **{runtime}: a peer wins {label}**: {p['name']}{acc}")
             if not winners:
-                than = "; ".join(f"{p['name']} {res['metric']} {p['accuracy']:.4f}" for p in peers)
+                below = ", ".join(
+                    f"{p['name']} by {best['accuracy_drop'] - p['accuracy_drop']:.4f}"
+                    for p in peers
+                    if p["accuracy_drop"] < best["accuracy_drop"]
+                )
                 out.append(
                     f"- {runtime} {label}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) "
-                    f"beats every peer" + (f" ({than})" if than else "")
+                    f"beats every peer{than}, **accuracy below** {below}"
                 )
     return out
 

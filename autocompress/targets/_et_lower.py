@@ -76,7 +76,16 @@ def _layer(node: Any) -> str | None:
 
 def _quantizer(floats: set[str]) -> Any:
     """ExecuTorch's XNNPACKQuantizer (per-channel int8 everywhere it has a pattern), leaving the
-    Conv/Linear ops of the layers in ``floats`` unannotated (fp32 on XNNPACK)."""
+    Conv/Linear ops of the layers in ``floats`` unannotated (fp32 on XNNPACK).
+
+    A Linear whose output reaches no 8-bit layer (see ``_feeds_int8``) is annotated with the
+    quantizer's dynamic config instead: XNNPACK's qd8 kernel (int8 input quantized per call,
+    our int8 weight codes, float output). Its static kernel must write an int8 output, one
+    per-tensor grid that is dequantized again before the next float op (a LayerNorm after the
+    residual add, a softmax): on MiniLM with half its FFN units pruned that grid cost 0.035
+    WordSim-353 (0.694 on XNNPACK vs 0.729 for the float model carrying the same codes; 0.724
+    with the FFN output Linears dynamic, 0.726 with every Linear dynamic). The layers annotated
+    so are in ``dynamic`` after ``prepare_pt2e`` (their fine-tuned input scales are not used)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -85,7 +94,11 @@ def _quantizer(floats: set[str]) -> Any:
         _mark_nodes_as_annotated,
     )
 
+    on_the_fly = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+
     class Quantizer(XNNPACKQuantizer):
+        dynamic: set[str] = set()
+
         def transform_for_annotation(self, model: Any) -> Any:
             # the quantizer turns the scalar of every add/mul into a float tensor constant, which
             # makes integer arithmetic (GPT-2's position ids) float: keep those integer
@@ -104,7 +117,8 @@ def _quantizer(floats: set[str]) -> Any:
             # pre-marked nodes are skipped by every annotator: float layers, integer
             # arithmetic (position ids, masks), which int8 activations would turn into floats,
             # and float arithmetic on values not computed by a layer (see _off_activation_path)
-            off = _off_activation_path(model.graph, floats)
+            feeds = _feeds_int8(model.graph, floats)
+            off = _off_activation_path(model.graph, feeds)
             _mark_nodes_as_annotated(
                 [
                     n
@@ -112,20 +126,44 @@ def _quantizer(floats: set[str]) -> Any:
                     if (_layer(n) in floats and _is_layer_op(n)) or _integer(n) or n in off
                 ]
             )
-            return super().annotate(model)
+            model = super().annotate(model)
+            self.dynamic = set()
+            for node in model.graph.nodes:
+                held = node.meta.get("quantization_annotation")
+                if _op_name(node) != "linear" or node in feeds or held is None:
+                    continue
+                x = node.args[0]
+                if held.output_qspec is None or x not in held.input_qspec_map:
+                    continue
+                held.input_qspec_map[x] = on_the_fly.input_activation
+                held.output_qspec = None
+                self.dynamic.add(_layer(node))
+            return model
 
     return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
-def _off_activation_path(graph: Any, floats: set[str]) -> set[Any]:
+def _feeds_int8(graph: Any, floats: set[str]) -> set[Any]:
+    """The nodes whose output reaches an 8-bit Conv/Linear through ops that keep int8
+    (activations, views, pooling, adds, concatenations)."""
+    feeds: set[Any] = set()
+    for node in reversed(list(graph.nodes)):
+        for user in node.users:
+            if _is_layer_op(user) and _layer(user) not in floats:
+                feeds.add(node)
+            elif user in feeds and _op_name(user) in _KEEPS_INT8:
+                feeds.add(node)
+    return feeds
+
+
+def _off_activation_path(graph: Any, feeds_int8: set[Any]) -> set[Any]:
     """The non-layer ops (add, mul, cat, pooling, ...) the quantizer must leave fp32.
 
     Two kinds. An op with a tensor input that no Conv/Linear computed: the input comes from the
     model's inputs, buffers and constants only (an attention mask turned into a ``finfo.min``
     bias, embedding sums, a pooling mask), and one int8 per-tensor grid over a sentinel and
-    the attention scores rounds every score to the same value. And an op whose output reaches
-    no 8-bit layer through ops that keep int8 (activations, views, pooling, adds,
-    concatenations): its int8 output would only be dequantized again (before a LayerNorm or a
+    the attention scores rounds every score to the same value. And an op not in ``feeds_int8``
+    (``_feeds_int8``): its int8 output would only be dequantized again (before a LayerNorm or a
     softmax), so quantizing it buys no kernel and loses precision (the residual stream of a
     transformer, whose outlier channels one per-tensor scale cannot hold). MiniLM's
     WordSim-353: 0.72 on ONNX Runtime's int8 artifact, -0.05 on XNNPACK's with every add
@@ -142,13 +180,6 @@ def _off_activation_path(graph: Any, floats: set[str]) -> set[Any]:
         if node.op == "call_function" and not _is_layer_op(node):
             if any(a not in from_layers and _floating(a) for a in inputs):
                 off.add(node)
-    feeds_int8: set[Any] = set()
-    for node in reversed(nodes):
-        for user in node.users:
-            if _is_layer_op(user) and _layer(user) not in floats:
-                feeds_int8.add(node)
-            elif user in feeds_int8 and _op_name(user) in _KEEPS_INT8:
-                feeds_int8.add(node)
     for node in nodes:
         if node.op == "call_function" and not _is_layer_op(node) and node not in feeds_int8:
             off.add(node)
@@ -234,7 +265,9 @@ def quantize(
             s.clone(), torch.zeros_like(s, dtype=torch.int64)
         )
         pinned[path] = {"weight_node": node.name}
-        if path in activations:
+        if path in quantizer.dynamic:
+            pinned[path]["activations"] = "dynamic"
+        elif path in activations:
             scale, zero_point = activations[path]
             getattr(prepared, x.target).calculate_qparams = _fixed(
                 torch.tensor([scale], dtype=torch.float32), torch.tensor([zero_point - 128])

@@ -124,6 +124,13 @@ def _quantized(node: Any) -> bool:
     return len(args) == 2 and all("dequantize" in _op_name(a) for a in args)
 
 
+def _activations(node: Any) -> str:
+    """How a quantized node's int8 input is made: qparams fixed in the program, or computed
+    from each call's input (``dequantize_per_tensor.tensor`` of a ``choose_qparams``)."""
+    x = node.args[0]
+    return "dynamic" if _op_name(x).endswith(".tensor") else "static"
+
+
 def program_ops(edge_program: Any) -> dict[str, Any]:
     """Per compute layer, where it runs; and the op counts delegated / left to portable kernels.
 
@@ -150,6 +157,8 @@ def program_ops(edge_program: Any) -> dict[str, Any]:
                     layers.setdefault(_layer(inner), {}).update(
                         runs="XNNPACK", op=_op_name(inner), int8=_quantized(inner)
                     )
+                    if _quantized(inner):
+                        layers[_layer(inner)]["activations"] = _activations(inner)
             continue
         if name.split(".")[-1] in _PLUMBING:
             continue
@@ -178,6 +187,12 @@ def read_records_(ops: Mapping[str, Any], records: dict[str, dict[str, Any]]) ->
             op=found["op"],
             runs=found["runs"],
         )
+        if int8:
+            rec["activations"] = (
+                "int8 per call (XNNPACK qd8: qparams from each input), float output"
+                if found.get("activations") == "dynamic"
+                else "int8 with fixed qparams, int8 output"
+            )
         if rec["bits"] == 8 and not int8:
             rec["fallback"] = "8-bit codes kept as fp32 weights: " + (
                 "left to a portable kernel"

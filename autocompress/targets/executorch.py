@@ -9,10 +9,15 @@ partitioner=[XnnpackPartitioner()])``.
 Bits: 8 and 32. An 8-bit embedding table becomes int8 codes with per-row scales
 (``QuantEmbedding``: the looked-up rows gathered from the codes and dequantized, portable
 kernels; ``weight-only``). An 8-bit Conv/Linear becomes an XNNPACK int8 kernel (qs8 weights, per-channel
-symmetric, int8 activations) carrying our fine-tuned codes and per-channel scales and the
-fine-tuning's activation scales: the pt2e graph of ExecuTorch's ``XNNPACKQuantizer`` with its
-observers pinned to our values (``_et_lower``; the codes are checked equal after conversion,
-nothing is re-calibrated for those layers). 16 and 4 bits are not offered: per-layer fp16
+symmetric, int8 activations) carrying our fine-tuned codes and per-channel scales: the pt2e
+graph of ExecuTorch's ``XNNPACKQuantizer`` with its observers pinned to our values
+(``_et_lower``; the codes are checked equal after conversion, nothing is re-calibrated for
+those layers). Where the layer's output feeds the next int8 layer (a CNN's convolutions) the
+kernel is static (qs8 in and out) with the fine-tuning's input scale; a Linear whose output goes
+to a float op (a transformer's: LayerNorm, softmax, GELU) runs XNNPACK's qd8 kernel instead
+(input quantized per call, float output: XNNPACK's static kernel would force an int8 output
+grid that costs accuracy; measured in ``_et_lower._quantizer``). Each record says which
+(``activations``). 16 and 4 bits are not offered: per-layer fp16
 storage would need fp16 weights cast up inside the lowered graph, and XNNPACK's 4-bit path
 takes groupwise Linear weights under dynamic int8 activations (torchao's flow); neither is
 built from our codes yet (not tried).
@@ -49,8 +54,9 @@ class ExecuTorchTarget(LoweredTarget):
     artifact_name: str = "model.pte"
     bits: tuple[int, ...] = (8, 32)
     quant_scopes: ClassVar[dict[str, str]] = {
-        "weight+activation": "int8 activations with the fine-tuning scales: XNNPACK qs8 "
-        "Conv/Linear kernels at 8 bits",
+        "weight+activation": "int8 activations: XNNPACK qs8 Conv/Linear kernels with the "
+        "fine-tuning's scales where the output feeds the next int8 layer, qd8 (per-call scales, "
+        "float output) for a Linear feeding a float op",
     }
     require = staticmethod(rt.require)  # one line naming the extra when ExecuTorch is missing
 
@@ -112,7 +118,8 @@ class ExecuTorchTarget(LoweredTarget):
                 rec["fallback"] = _not_offered(modules, p)
             if p in pinned:
                 rec["weights"] = "our int8 codes and per-channel scales (pinned qparams)"
-                rec["input_qparams"] = pinned[p].get("input_qparams")
+                if "input_qparams" in pinned[p]:
+                    rec["input_qparams"] = pinned[p]["input_qparams"]  # the fine-tuning's
         out_spec = tree_structure(float_model(*inputs))
         header = job.header(
             FORMAT,

@@ -50,11 +50,15 @@ def test_the_quantized_graph_carries_our_codes_and_scales(cnn):
     paths = [p for p, m in folded.named_modules() if isinstance(m, lowered.COMPUTE)]
     codes = _et_lower.set_codes_(folded, paths)
     batches = [b for b, _ in cnn.train_loader[:2]]
+    conv = next(p for p in paths if isinstance(folded.get_submodule(p), torch.nn.Conv2d))
     graph, pinned = _et_lower.quantize(
-        folded, cnn.example_inputs, codes=codes, activations={"fc": (0.05, 3)}, batches=batches
+        folded, cnn.example_inputs, codes=codes, activations={conv: (0.05, 3)}, batches=batches
     )
     assert set(pinned) == set(paths)
-    assert pinned["fc"]["input_qparams"] == [0.05, 3 - 128]  # uint8 grid shifted to int8
+    assert pinned[conv]["input_qparams"] == [0.05, 3 - 128]  # uint8 grid shifted to int8
+    # the convolutions feed the next int8 layer (static kernels); the classifier's logits go
+    # to no int8 layer: XNNPACK's qd8 kernel, input quantized per call, float output
+    assert {p for p, v in pinned.items() if v.get("activations") == "dynamic"} == {"fc"}
     stored = [
         getattr(graph, n.args[0].target)
         for n in graph.graph.nodes
@@ -197,6 +201,12 @@ def test_arithmetic_that_feeds_no_int8_layer_stays_fp32():
         model, (x[:1], mask[:1]), codes=codes, activations={}, batches=[(x, mask)]
     )
     assert set(pinned) == set(paths)
+    # every Linear here feeds a float op (matmul, softmax, LayerNorm, the output): qd8 kernels,
+    # no int8 output grid after any of them
+    assert {p for p, v in pinned.items() if v.get("activations") == "dynamic"} == set(paths)
+    linears = [n for n in graph.graph.nodes if str(n.target).startswith("aten.linear")]
+    assert len(linears) == len(paths)
+    assert not any("quantize_per_tensor" in str(u.target) for n in linears for u in n.users)
     with torch.no_grad():
         want, got = model(x, mask), graph(x, mask)
     # int8 Linears alone move the logits by ~1 % of their scale; with the mask add and the
