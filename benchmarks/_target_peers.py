@@ -68,7 +68,8 @@ def xnnpack_ptq(task: Task, out: Path, *, dynamic: bool = False) -> tuple[Path, 
     ``convert_pt2e`` (torchao) with ``XNNPACKQuantizer`` and
     ``get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)`` (global when
     static; on the ``nn.Linear`` layers when dynamic), calibrated on ``CALIBRATION`` training
-    samples (static), lowered to XNNPACK. Returns the ``.pte`` and
+    samples (static), lowered to XNNPACK. The quantizer's rewrite keeps integer scalars
+    integer (``keep_integer_scalars``: BERT's position ids stay indices), nothing else changed. Returns the ``.pte`` and
     its record (size, int8 layers on XNNPACK, partitions, delegated and portable ops)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -80,8 +81,16 @@ def xnnpack_ptq(task: Task, out: Path, *, dynamic: bool = False) -> tuple[Path, 
 
     example = tuple(task.example_inputs)
     model = task.model.eval()
+
+    class Quantizer(XNNPACKQuantizer):
+        # the one fix a user needs on BERT/GPT-2: without it the quantizer's own rewrite turns
+        # the position ids' integer arithmetic float (IndexError at calibration); annotation
+        # is the stock quantizer's
+        def transform_for_annotation(self, model: Any) -> Any:
+            return et_lower.keep_integer_scalars(super().transform_for_annotation(model))
+
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    quantizer = XNNPACKQuantizer()  # dynamic: the Linear layers only (ExecuTorch's LLM recipe)
+    quantizer = Quantizer()  # dynamic: the Linear layers only (ExecuTorch's LLM recipe)
     quantizer = quantizer.set_module_type(nn.Linear, config) if dynamic else quantizer.set_global(config)  # fmt: skip
     prepared = prepare_pt2e(export(model, example).module(), quantizer)
     with torch.no_grad():

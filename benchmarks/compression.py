@@ -239,12 +239,14 @@ def peers(task: Task, example: Example, teachers: dict[str, Contender], work: Pa
 
         out.append(guarded(name, "openvino", "peer", openvino))
     if "executorch" in teachers:
-        out.append(_xnnpack_peer(task, example, work))
+        out += _xnnpack_peers(task, example, work)
     return out
 
 
-def _xnnpack_peer(task: Task, example: Example, work: Path) -> Contender:
-    """XNNPACK PTQ, static; for a transformer whose static flow fails, the dynamic config."""
+def _xnnpack_peers(task: Task, example: Example, work: Path) -> list[Contender]:
+    """XNNPACK PTQ, static; for a transformer also the dynamic config on its Linears (the
+    flow ExecuTorch's LLM recipes use), as ORT's rows give both quantize_static and
+    quantize_dynamic."""
     from autocompress.targets.runtimes import executorch_runtime as et_rt
 
     def build(dynamic: bool, why: str | None = None) -> Contender:
@@ -254,9 +256,9 @@ def _xnnpack_peer(task: Task, example: Example, work: Path) -> Contender:
         return Contender(name, "executorch", et_rt.EtModule(path, threads=1), path, "peer", info)
 
     static = guarded("XNNPACK PTQ (static int8 per-channel, pt2e)", "executorch", "peer", lambda: build(False))  # fmt: skip
-    if static.error is None or not example.transformer:
-        return static
-    return guarded("XNNPACK PTQ (dynamic int8 per-channel, pt2e)", "executorch", "peer", lambda: build(True, static.error))  # fmt: skip
+    if not example.transformer:
+        return [static]
+    return [static, guarded("XNNPACK PTQ (dynamic int8 per-channel, pt2e)", "executorch", "peer", lambda: build(True, static.error))]  # fmt: skip
 
 
 def measure(

@@ -100,18 +100,7 @@ def _quantizer(floats: set[str]) -> Any:
         dynamic: set[str] = set()
 
         def transform_for_annotation(self, model: Any) -> Any:
-            # the quantizer turns the scalar of every add/mul into a float tensor constant, which
-            # makes integer arithmetic (GPT-2's position ids) float: keep those integer
-            model = super().transform_for_annotation(model)
-            for node in model.graph.nodes:
-                if node.op != "call_function" or not _integer(node):
-                    continue
-                for arg in node.args:
-                    if getattr(arg, "op", None) == "get_attr" and "." not in arg.target:
-                        held = getattr(model, arg.target)
-                        if held.is_floating_point() and held.dim() == 0:
-                            model.register_buffer(arg.target, held.to(node.meta["val"].dtype))
-            return model
+            return keep_integer_scalars(super().transform_for_annotation(model))
 
         def annotate(self, model: Any) -> Any:
             # pre-marked nodes are skipped by every annotator: float layers, integer
@@ -141,6 +130,22 @@ def _quantizer(floats: set[str]) -> Any:
             return model
 
     return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def keep_integer_scalars(model: Any) -> Any:
+    """Undo one step of ``XNNPACKQuantizer.transform_for_annotation``: it turns the scalar of
+    every add/mul into a float tensor constant, which makes integer arithmetic float (GPT-2's
+    position ids, BERT's: then ``IndexError: tensors used as indices must be long...``); the
+    scalars of integer ops become integer constants again."""
+    for node in model.graph.nodes:
+        if node.op != "call_function" or not _integer(node):
+            continue
+        for arg in node.args:
+            if getattr(arg, "op", None) == "get_attr" and "." not in arg.target:
+                held = getattr(model, arg.target)
+                if held.is_floating_point() and held.dim() == 0:
+                    model.register_buffer(arg.target, held.to(node.meta["val"].dtype))
+    return model
 
 
 def _feeds_int8(graph: Any, floats: set[str]) -> set[Any]:
