@@ -306,6 +306,31 @@ def test_measure_paired_times_both_models_interleaved():
     assert b.median_ms > a.median_ms
 
 
+class _Evicted(torch.nn.Module):
+    """Slow (5 ms) on the first call after another model ran: a small model whose weights the
+    larger one pushed out of cache."""
+
+    last: list = [None]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        if _Evicted.last[0] is not self:
+            time.sleep(0.005)
+        _Evicted.last[0] = self
+        return self.lin(x)
+
+
+def test_measure_paired_times_each_model_warm():
+    """Interleaving call by call would time every call of both cold (5 ms here): each timed
+    call follows an untimed call of the same model."""
+    a, b = measure_paired(_Evicted(), _Evicted(), (torch.randn(1, 8),), repeats=20)
+    assert a.median_ms < 2.5 and b.median_ms < 2.5
+    assert a.repeats == b.repeats == 20
+
+
 class _Hiccup(torch.nn.Module):
     """Every fourth forward stalls 20 ms: a timing with p90 far over its median."""
 
