@@ -430,12 +430,13 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _verdict(res: dict[str, Any]) -> list[str]:
-    """Per runtime and column (size, latency): is one of our points (a search point or a hand
-    policy) within budget of that runtime's teacher smaller (faster) than every peer on that
-    runtime at equal or better accuracy than each? If none is, what the best point within
-    budget does beat, and by how much its accuracy is below."""
+    """Per runtime: is one of our points (a search point or a hand policy) within budget of that
+    runtime's teacher smaller AND faster than every peer measured on that runtime, at equal or
+    better accuracy than each (the issue's bar)? If none is, per column what the best point
+    within budget beats, and by how much its accuracy is below. No peer measured: no claim."""
     budget = res["max_accuracy_drop"]
     rows = [r for r in res["rows"] if "error" not in r and "accuracy_drop" in r]
+    refused = [r["name"] for r in res["rows"] if "error" in r and r.get("kind") == "peer"]
     out = []
     for runtime in dict.fromkeys(r["runtime"] for r in rows):
         ours = [r for r in rows if r["runtime"] == runtime and r["kind"] in ("search", "policy")]
@@ -446,24 +447,29 @@ def _verdict(res: dict[str, Any]) -> list[str]:
         if not within:
             out.append(f"- {runtime}: no point of ours within {budget} of the teacher")
             continue
+        if not peers:
+            why = f" (refused: {', '.join(refused)})" if refused else ""
+            out.append(f"- {runtime}: no peer measured{why}: nothing compared")
+            continue
         than = "; ".join(f"{p['name']} {res['metric']} {p['accuracy']:.4f}" for p in peers)
-        than = f" ({than})" if than else ""
+        full = [
+            r
+            for r in within
+            if all(
+                r["size_bytes"] < p["size_bytes"]
+                and r["latency_ms"] < p["latency_ms"]
+                and r["accuracy_drop"] <= p["accuracy_drop"]
+                for p in peers
+            )
+        ]
+        if full:
+            best = min(full, key=lambda r: r["latency_ms"])
+            out.append(
+                f"- {runtime}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) is smaller "
+                f"and faster than every peer at equal or better accuracy ({than})"
+            )
+            continue
         for column, label in (("size_bytes", "size"), ("latency_ms", "latency")):
-            full = [
-                r
-                for r in within
-                if all(
-                    r[column] < p[column] and r["accuracy_drop"] <= p["accuracy_drop"]
-                    for p in peers
-                )
-            ]
-            if full:
-                best = min(full, key=lambda r: r[column])
-                out.append(
-                    f"- {runtime} {label}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) "
-                    f"beats every peer at equal or better accuracy{than}"
-                )
-                continue
             best = min(within, key=lambda r: r[column])
             winners = [p for p in peers if p[column] < best[column]]
             for p in winners:
@@ -477,7 +483,8 @@ def _verdict(res: dict[str, Any]) -> list[str]:
                 )
                 out.append(
                     f"- {runtime} {label}: {best['name']} ({res['metric']} {best['accuracy']:.4f}) "
-                    f"beats every peer{than}, **accuracy below** {below}"
+                    f"beats every peer ({than})"
+                    + (f", **accuracy below** {below}" if below else "")
                 )
     return out
 

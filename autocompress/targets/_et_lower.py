@@ -6,7 +6,9 @@ activations), and ``prepare_pt2e`` inserts its observers. Before ``convert_pt2e`
 that matter are pinned to our values: each 8-bit layer's weight observer returns our
 per-channel scales (the weight is already ``codes · scale``, so ``round(w / s)`` gives back our
 codes exactly: checked after conversion), and its input observer returns the fine-tuning's
-uint8 activation qparams shifted to int8 (``zero_point - 128``: the same grid). The other ops
+uint8 activation qparams shifted to int8 (``zero_point - 128``: the same grid), except for a
+Linear whose output feeds no int8 layer: XNNPACK's qd8 kernel, its input quantized per call and
+the fine-tuning's input scale not used (``_quantizer``). The other ops
 the quantizer annotates (adds, multiplications, concatenations, pooling) are quantized only on
 the activation path into an 8-bit layer (``_off_activation_path``: a CNN's residual adds, yes;
 an attention-mask bias or a transformer's residual stream before its LayerNorm, no) and keep
@@ -117,9 +119,12 @@ def _quantizer(floats: set[str]) -> Any:
             )
             model = super().annotate(model)
             self.dynamic = set()
+            shared = _shared_sources(model.graph)
             for node in model.graph.nodes:
                 held = node.meta.get("quantization_annotation")
                 if _op_name(node) != "linear" or node in feeds or held is None:
+                    continue
+                if node in shared:  # a view's int8 output shares this Linear's grid: keep it
                     continue
                 x = node.args[0]
                 if held.output_qspec is None or x not in held.input_qspec_map:
@@ -146,6 +151,23 @@ def keep_integer_scalars(model: Any) -> Any:
                 if held.is_floating_point() and held.dim() == 0:
                     model.register_buffer(arg.target, held.to(node.meta["val"].dtype))
     return model
+
+
+def _shared_sources(graph: Any) -> set[Any]:
+    """Nodes whose output qparams another node's annotation shares (``propagate_annotation``
+    gives a slice or view after a Linear its grid): that Linear must keep its int8 output."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    out: set[Any] = set()
+    for node in graph.nodes:
+        held = node.meta.get("quantization_annotation")
+        if held is None:
+            continue
+        for spec in (held.output_qspec, *held.input_qspec_map.values()):
+            if isinstance(spec, SharedQuantizationSpec):
+                source = spec.edge_or_node
+                out.add(source[0] if isinstance(source, tuple) else source)
+    return out
 
 
 def _feeds_int8(graph: Any, floats: set[str]) -> set[Any]:

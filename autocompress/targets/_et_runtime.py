@@ -187,11 +187,12 @@ def read_records_(ops: Mapping[str, Any], records: dict[str, dict[str, Any]]) ->
             op=found["op"],
             runs=found["runs"],
         )
-        if int8:
-            rec["activations"] = (
-                "int8 per call (XNNPACK qd8: qparams from each input), float output"
-                if found.get("activations") == "dynamic"
-                else "int8 with fixed qparams, int8 output"
+        if int8:  # "dynamic" as the onnxruntime target records it; how, beside it
+            rec["activations"] = found.get("activations", "static")
+            rec["kernel"] = (
+                "XNNPACK qd8: input quantized per call (qparams from that input), float output"
+                if rec["activations"] == "dynamic"
+                else "XNNPACK qs8: input with fixed qparams, int8 output"
             )
         if rec["bits"] == 8 and not int8:
             rec["fallback"] = "8-bit codes kept as fp32 weights: " + (

@@ -153,7 +153,7 @@ def test_search_export_and_report(tmp_path):
     records = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
     polish = run / "polish.jsonl"
     lines = polish.read_text().splitlines() if polish.exists() else []
-    polished = {r["number"]: r for r in map(json.loads, lines)}
+    polished = {r["number"]: r for r in map(json.loads, lines) if r["state"] == "complete"}
     records = [polished.get(r["number"], r) for r in records]
     dropped = [
         r

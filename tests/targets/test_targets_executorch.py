@@ -33,6 +33,12 @@ def test_int8_cnn_runs_xnnpack_int8_kernels_and_says_so(cnn, int8):
     assert {layers[p]["mode"] for p in compute} == {"int-compute"}
     assert {layers[p]["runs"] for p in compute} == {"XNNPACK"}
     assert {layers[p]["scope_achieved"] for p in compute} == {"weight+activation"}
+    # read from the lowered program: the convs feed the next int8 layer (qs8, fixed qparams),
+    # the classifier's logits feed none (qd8, input quantized per call)
+    kinds = {p: layers[p]["activations"] for p in compute}
+    linears = {p for p, m in cnn.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert linears and kinds == {p: "dynamic" if p in linears else "static" for p in compute}
+    assert all("qd8" in layers[p]["kernel"] for p in linears)
     graph = int8.metrics["graph"]
     assert graph["delegated_ops"]["aten.convolution"] == len(compute) - 1
     assert graph["delegated_ops"]["quantized_decomposed.dequantize_per_channel"] == len(compute)
@@ -219,6 +225,28 @@ def test_arithmetic_that_feeds_no_int8_layer_stays_fp32():
     }
     adds = [n.name for n in graph.graph.nodes if str(n.target).startswith("aten.add")]
     assert adds and not quantized & set(adds)
+
+
+class _Sliced(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.b(self.a(x)[:, :8])
+
+
+def test_a_linear_whose_int8_output_a_slice_shares_stays_static():
+    """The quantizer gives a slice after a Linear the Linear's output grid: that Linear keeps
+    its int8 output (static kernel) rather than losing the grid the slice refers to."""
+    model = _Sliced().eval()
+    codes = _et_lower.set_codes_(model, ["a", "b"])
+    x = torch.randn(8, 16)
+    graph, pinned = _et_lower.quantize(model, (x[:1],), codes=codes, activations={}, batches=[(x,)])
+    assert set(pinned) == {"a", "b"}
+    assert pinned["b"].get("activations") == "dynamic" and "activations" not in pinned["a"]
+    with torch.no_grad():
+        assert (graph(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
 
 
 def test_residual_adds_that_feed_int8_convs_stay_int8(cnn):
