@@ -69,8 +69,9 @@ def xnnpack_ptq(task: Task, out: Path, *, dynamic: bool = False) -> tuple[Path, 
     ``get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)`` (global when
     static; on the ``nn.Linear`` layers when dynamic), calibrated on ``CALIBRATION`` training
     samples (static), lowered to XNNPACK. The quantizer's rewrite keeps integer scalars
-    integer (``keep_integer_scalars``: BERT's position ids stay indices), nothing else changed. Returns the ``.pte`` and
-    its record (size, int8 layers on XNNPACK, partitions, delegated and portable ops)."""
+    integer (``keep_integer_scalars``: BERT's position ids stay indices), nothing else changed.
+    Returns the ``.pte`` and its record (size, int8 layers on XNNPACK, partitions, delegated
+    and portable ops)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,

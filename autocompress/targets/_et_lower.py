@@ -99,7 +99,9 @@ def _quantizer(floats: set[str]) -> Any:
     on_the_fly = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
 
     class Quantizer(XNNPACKQuantizer):
-        dynamic: set[str] = set()
+        def __init__(self) -> None:
+            super().__init__()
+            self.dynamic: set[str] = set()  # the Linears annotated qd8 (filled by annotate)
 
         def transform_for_annotation(self, model: Any) -> Any:
             return keep_integer_scalars(super().transform_for_annotation(model))

@@ -154,11 +154,11 @@ def program_ops(edge_program: Any) -> dict[str, Any]:
                     continue
                 delegated[_op_name(inner)] = delegated.get(_op_name(inner), 0) + 1
                 if _is_compute(inner) and _layer(inner):
-                    layers.setdefault(_layer(inner), {}).update(
-                        runs="XNNPACK", op=_op_name(inner), int8=_quantized(inner)
-                    )
-                    if _quantized(inner):
-                        layers[_layer(inner)]["activations"] = _activations(inner)
+                    int8 = _quantized(inner)
+                    found = layers.setdefault(_layer(inner), {})
+                    found.update(runs="XNNPACK", op=_op_name(inner), int8=int8)
+                    if int8:
+                        found["activations"] = _activations(inner)
             continue
         if name.split(".")[-1] in _PLUMBING:
             continue
